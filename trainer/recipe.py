@@ -115,3 +115,15 @@ def synthetic_dataloaders(
         is_valid=lambda i: i >= n_train,
         item=item, size=size, micro_batch=micro_batch, device=device, vocab=labels, seed=0,
     )
+
+
+def prepare_device(device: str) -> None:
+    """fastai's CUDA set-up (``cudnn.benchmark = True``), done identically by probe and run.
+
+    fastai 2.8 no longer calls ``setup_cuda`` on import, so both stages call it explicitly:
+    cuDNN's first-iteration autotuning then shows up in the probe's peak as it will in training.
+    """
+    if device == "cuda":
+        from fastai.torch_core import setup_cuda
+
+        setup_cuda(benchmark=True)
