@@ -6,11 +6,13 @@ function and prints its result; user mistakes (UserError) become one line on std
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -22,8 +24,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# In a CI log (not a terminal) rich would wrap tables at 80 columns; give them room instead.
+_LOG_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
+console = Console(highlight=False, width=_LOG_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_LOG_WIDTH)
 
 EXIT_USER_ERROR = 2
 EXIT_DOES_NOT_FIT = 3
@@ -35,20 +39,152 @@ DataOption = Annotated[
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
 
+class ProbeDevice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+    estimate = "estimate"
+
+
+@app.callback()
+def _root() -> None:
+    """Plan, train and ensemble large image models on a GPU that is too small for them.
+
+    planner probe -> plan.json; planner run plan.json -> run folder; planner tune-weights RUN_DIR.
+    """
+
+
 def main() -> None:
-    """Console-script entry point: run the app and map user errors to one line and exit 2."""
+    """Console-script entry point: user errors become one line and exit 2, misfits exit 3.
+
+    typer (standalone) already reports bad options as a usage error with exit 2.
+    """
+    # fastai imports torch.jit.script, deprecated in recent torch; the warning is not the user's business.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     try:
-        result = app(standalone_mode=False)
-    except click.exceptions.ClickException as error:  # bad options: click's own one-liner
-        error.show()
-        sys.exit(EXIT_USER_ERROR)
-    except click.exceptions.Abort:
-        err_console.print("interrupted")
-        sys.exit(130)
+        app()
     except UserError as error:
         err_console.print(f"error: {error}", soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)
     except PlanDoesNotFit as error:
         err_console.print(f"{error}", soft_wrap=True)
         sys.exit(EXIT_DOES_NOT_FIT)
-    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    from planner.entries import as_size
+
+    parts = text.replace("x", ",").replace("X", ",").split(",")
+    try:
+        return as_size([int(part) for part in parts], where="--size")
+    except ValueError:
+        raise UserError(f"--size {text!r} must be an integer or ROWSxCOLS, e.g. 224 or 320x224") from None
+
+
+class _ProbeProgress:
+    """Probe progress: one line per probe and entry; a live bar only on a terminal."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not console.is_terminal, transient=True,
+        )
+        self.task = self.progress.add_task("probing", total=total)
+
+    def entry_started(self, entry, index: int, total: int) -> None:
+        self.progress.update(self.task, description=f"probing {entry.name}")
+        console.print(f"[bold]{index + 1}/{total} {entry.name}[/bold]")
+
+    def probe_done(self, entry, point) -> None:
+        from planner.budget import format_bytes
+
+        result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
+        console.print(f"  micro-batch {point.micro_batch:>4}: {result} ({point.seconds:.1f} s)")
+
+    def entry_done(self, entry) -> None:
+        self.progress.advance(self.task)
+
+
+def _plan_table(plan):
+    from rich.table import Table
+
+    from planner.budget import format_bytes
+
+    table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
+                        f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
+                        f"measured by {plan.measured_on.device})")
+    columns = ("entry", "accum", "micro-batch", "predicted peak", "headroom", "probes", "OOMs", "seconds")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "entry" else "right")
+    for entry in plan.entries:
+        style = None if entry.fits else "red"
+        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch),
+                      format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
+                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", style=style)
+    return table
+
+
+@app.command()
+def probe(
+    gpu_mem: Annotated[str, typer.Option(
+        "--gpu-mem", help="Card size to plan for: 16G, 16GB, 16GiB, 16280MiB, 16000M, 1.5T. Every unit is "
+        "binary (G = 2^30 bytes), as nvidia-smi and PyTorch report memory; the size is the whole card.")],
+    models: Annotated[Path | None, typer.Option(
+        "--models", help="TOML or JSON models file: a list `model` of {arch, item, sizes}; "
+        "replaces the reference set.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="One timm architecture (with --size).")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="Final size for --arch: 224 or 320x224.")] = None,
+    effective_bs: Annotated[int, typer.Option("--effective-bs", min=1,
+                                              help="Samples per optimizer step.")] = 64,
+    data: DataOption = None,
+    device: Annotated[ProbeDevice, typer.Option(
+        "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice.auto,
+    margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.5,
+                                          help="Fraction of the card kept free.")] = 0.05,
+    output: Annotated[Path, typer.Option("-o", "--output",
+                                         help="Where to write the plan.")] = Path("plan.json"),
+) -> None:
+    """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
+    from planner.budget import parse_budget
+    from planner.entries import load_models_file, reference_entries, single_entry
+    from planner.probe_data import probe_data_from_folder
+
+    budget = parse_budget(gpu_mem)
+    if models and arch:
+        raise UserError("give either --models or --arch/--size, not both")
+    if (arch is None) != (size is None):
+        raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
+    if arch is not None:
+        entries = single_entry(arch, _parse_size(size))
+    else:
+        entries = load_models_file(models) if models else reference_entries()
+    probe_data = probe_data_from_folder(data)
+
+    import torch
+
+    from planner.meters import get_meter
+    from planner.plan import save_plan
+    from planner.probe import probe_plan
+
+    device_name = device.value
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "estimate"
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
+    meter = get_meter(device_name, budget_bytes=budget, data=probe_data)
+    reporter = _ProbeProgress(len(entries))
+    try:
+        with reporter.progress:
+            plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
+                              margin=margin, reporter=reporter)
+    finally:
+        meter.close()
+    save_plan(plan, output)
+    console.print(_plan_table(plan))
+    console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
+    misfits = [entry.name for entry in plan.entries if not entry.fits]
+    if misfits:
+        raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
+                             f"even at the smallest micro-batch: {', '.join(misfits)}")

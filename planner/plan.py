@@ -89,9 +89,9 @@ class PlanEntry(Record):
     size: Size
     accum: int = Field(gt=0)
     micro_batch: int = Field(gt=0)
-    predicted_peak_bytes: int = Field(ge=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
     fits: bool
-    headroom_bytes: int
+    headroom_bytes: int | None
     curve: MemoryCurve | None = None
     probes: list[ProbePoint] = Field(default_factory=list)
     ooms: int = Field(default=0, ge=0)
@@ -99,9 +99,11 @@ class PlanEntry(Record):
     probe_seconds: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
-    def _size_positive(self) -> PlanEntry:
+    def _consistent(self) -> PlanEntry:
         if min(self.size) <= 0:
             raise ValueError("size sides must be positive")
+        if self.fits and self.predicted_peak_bytes is None:
+            raise ValueError("an entry that fits needs predicted_peak_bytes")
         return self
 
 

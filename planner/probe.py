@@ -1,0 +1,123 @@
+"""The probe stage: for every entry, search the micro-batch that fits the budget and write a plan.
+
+Main path: resolve entries (done by the caller, so bad names fail before any probing), then per
+entry ask the meter whether BatchNorm trains, search the candidates, and record the result.
+Entries of one architecture are probed one after another so the meter keeps its model, and an
+entry with the same architecture and size as an earlier one starts from that entry's curve.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Protocol
+
+from planner.entries import EntrySpec
+from planner.meters.base import Meter
+from planner.plan import MemoryCurve, Plan, PlanEntry, ProbePoint, Size
+from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
+
+DEFAULT_MARGIN = 0.05
+DEFAULT_EFFECTIVE_BATCH_SIZE = 64
+
+
+class ProbeReporter(Protocol):
+    """Receives progress; the CLI renders it. Every method is called from the probing thread."""
+
+    def entry_started(self, entry: EntrySpec, index: int, total: int) -> None: ...
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None: ...
+
+    def entry_done(self, entry: PlanEntry) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that shows nothing (library use and tests)."""
+
+    def entry_started(self, entry: EntrySpec, index: int, total: int) -> None:
+        pass
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
+        pass
+
+    def entry_done(self, entry: PlanEntry) -> None:
+        pass
+
+
+def probe_plan(
+    entries: Sequence[EntrySpec],
+    meter: Meter,
+    *,
+    budget_bytes: int,
+    effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE,
+    margin: float = DEFAULT_MARGIN,
+    reporter: ProbeReporter | None = None,
+) -> Plan:
+    """Probe every entry with ``meter`` and return the plan (entries in the order given).
+
+    Args:
+        entries: what to probe, already resolved (see ``planner.entries``).
+        meter: how to measure (see ``planner.meters.get_meter``).
+        budget_bytes: the card size.
+        effective_batch_size: samples per optimizer step; accum × micro_batch equals it.
+        margin: the fraction of the budget kept free.
+        reporter: receives progress.
+
+    Returns:
+        The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
+    """
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    limit = budget_bytes * (1 - margin)
+    curves: dict[tuple[str, Size], MemoryCurve] = {}
+    done: dict[str, PlanEntry] = {}
+    order = sorted(range(len(entries)), key=lambda i: (entries[i].arch, i))  # same arch together
+    for position, index in enumerate(order):
+        entry = entries[index]
+        reporter.entry_started(entry, position, len(entries))
+        entry_started = time.perf_counter()
+        candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
+
+        def measure(b: int, entry: EntrySpec = entry) -> ProbePoint:
+            point = meter.measure(entry, b)
+            reporter.probe_done(entry, point)
+            return point
+
+        result = search_micro_batch(measure, candidates, limit, prior=curves.get((entry.arch, entry.size)))
+        if not result.fits and result.peak_bytes is None:
+            result = _measure_uncapped(meter, entry, result)
+        if result.curve is not None:
+            curves[(entry.arch, entry.size)] = result.curve
+        planned = _plan_entry(entry, result, budget_bytes, effective_batch_size,
+                              time.perf_counter() - entry_started)
+        reporter.entry_done(planned)
+        done[entry.name] = planned
+    return Plan(
+        budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
+        measured_on=meter.measured_on(), entries=[done[entry.name] for entry in entries],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def _measure_uncapped(meter: Meter, entry: EntrySpec, result: SearchResult) -> SearchResult:
+    """The smallest micro-batch ran out of memory under the budget: measure the peak it needs."""
+    point = meter.measure(entry, result.micro_batch, capped=False)
+    return SearchResult(micro_batch=result.micro_batch, fits=False, peak_bytes=point.peak_bytes,
+                        curve=result.curve, points=(*result.points, point))
+
+
+def _plan_entry(entry: EntrySpec, result: SearchResult, budget_bytes: int, effective_batch_size: int,
+                seconds: float) -> PlanEntry:
+    chosen = next(p for p in result.points if p.micro_batch == result.micro_batch and not p.oom) \
+        if result.peak_bytes is not None else None
+    peak = result.peak_bytes  # None only when even the uncapped smallest probe ran out of memory
+    return PlanEntry(
+        name=entry.name, arch=entry.arch, reference_arch=entry.reference_arch, item=entry.item,
+        size=entry.size, accum=effective_batch_size // result.micro_batch, micro_batch=result.micro_batch,
+        predicted_peak_bytes=peak, fits=result.fits,
+        headroom_bytes=None if peak is None else budget_bytes - peak,
+        curve=result.curve, probes=list(result.points), ooms=result.ooms,
+        step_seconds=chosen.step_seconds if chosen else None, probe_seconds=round(seconds, 2),
+    )
