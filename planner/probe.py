@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Protocol
 
+import torch
+
 from planner.entries import EntrySpec
+from planner.errors import UserError
 from planner.meters.base import Meter
 from planner.plan import MemoryCurve, Plan, PlanEntry, ProbePoint, Size
 from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
@@ -80,7 +83,7 @@ def probe_plan(
         candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
 
         def measure(b: int, entry: EntrySpec = entry) -> ProbePoint:
-            point = meter.measure(entry, b)
+            point = _measure_or_explain(meter, entry, b)
             reporter.probe_done(entry, point)
             return point
 
@@ -101,9 +104,21 @@ def probe_plan(
     )
 
 
+def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+    """Measure; a model that cannot train at this size at all is the user's to fix, in one line."""
+    try:
+        return meter.measure(entry, micro_batch, capped=capped)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{entry.name}: a training step at micro-batch {micro_batch} failed: {reason} "
+                        "(check the architecture's input size)") from error
+
+
 def _measure_uncapped(meter: Meter, entry: EntrySpec, result: SearchResult) -> SearchResult:
     """The smallest micro-batch ran out of memory under the budget: measure the peak it needs."""
-    point = meter.measure(entry, result.micro_batch, capped=False)
+    point = _measure_or_explain(meter, entry, result.micro_batch, capped=False)
     return SearchResult(micro_batch=result.micro_batch, fits=False, peak_bytes=point.peak_bytes,
                         curve=result.curve, points=(*result.points, point))
 

@@ -53,12 +53,15 @@ class ProbeData:
         from trainer.recipe import make_dataloaders
 
         n_train = micro_batch * n_batches
-        # Repeat the files when the folder has fewer than the probe needs (index, path) pairs.
-        items = list(itertools.islice(enumerate(itertools.cycle(self.files)), n_train + micro_batch))
+        # Repeat the files when the folder has fewer than the probe needs; items are "index|path"
+        # strings because fastai's transforms would split tuple items apart.
+        paths = itertools.islice(itertools.cycle(self.files), n_train + micro_batch)
+        items = [f"{index}|{path}" for index, path in enumerate(paths)]
         return make_dataloaders(
-            items, get_x=lambda pair: pair[1], get_y=lambda pair: pair[1].parent.name,
-            is_valid=lambda pair: pair[0] >= n_train, item=item, size=size, micro_batch=micro_batch,
-            device=device, vocab=self.labels, seed=0,
+            items, get_x=lambda key: Path(key.split("|", 1)[1]),
+            get_y=lambda key: Path(key.split("|", 1)[1]).parent.name,
+            is_valid=lambda key: int(key.split("|", 1)[0]) >= n_train,
+            item=item, size=size, micro_batch=micro_batch, device=device, vocab=self.labels, seed=0,
         )
 
 

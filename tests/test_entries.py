@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from planner.entries import load_models_file, reference_entries, resolve_arch, single_entry
+from planner.errors import UserError
+from planner.plan import ItemTransform
+
+
+def test_reference_set_has_six_entries_with_current_timm_names():
+    entries = reference_entries()
+    assert len(entries) == 6
+    assert len({e.name for e in entries}) == 6
+    convnext = entries[0]
+    assert convnext.arch == "convnext_large.fb_in22k"
+    assert convnext.reference_arch == "convnext_large_in22k"
+    assert convnext.size == (320, 224) and convnext.item == ItemTransform(resize=(640, 480), method="crop")
+    squish = entries[1]
+    assert squish.arch == "vit_large_patch16_224" and squish.reference_arch is None
+    assert squish.item == ItemTransform(resize=480, method="squish") and squish.size == (224, 224)
+    assert {e.arch for e in entries if "swinv2" in e.arch} == {"swinv2_large_window12_192.ms_in22k"}
+
+
+def test_unknown_architecture_suggests_near_names():
+    with pytest.raises(UserError, match="did you mean convnext_large"):
+        resolve_arch("convnext_larg")
+
+
+def test_toml_models_file(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[[model]]\narch = "convnext_large_in22k"\nitem = { resize = [640, 480], method = "crop" }\n'
+        "sizes = [224, [320, 224]]\n\n"
+        '[[model]]\narch = "resnet18"\nitem = { resize = 480, method = "squish" }\nsizes = [128]\n'
+    )
+    entries = load_models_file(path)
+    assert [(e.arch, e.size) for e in entries] == [
+        ("convnext_large.fb_in22k", (224, 224)), ("convnext_large.fb_in22k", (320, 224)), ("resnet18", (128, 128))
+    ]
+    assert entries[2].item == ItemTransform(resize=480, method="squish")
+
+
+def test_json_models_file(tmp_path):
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"model": [{"arch": "resnet18", "sizes": [[64, 48]]}]}))
+    (entry,) = load_models_file(path)
+    assert entry.size == (64, 48) and entry.item.method == "crop"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[model]]\narch = 'resnet18'\nsizes = [0]\n", "positive"),
+        ("[[model]]\narch = 'resnet18'\n", "needs `sizes`"),
+        ("[[model]]\nsizes = [224]\n", "needs an `arch`"),
+        ("[[model]]\narch = 'resnet18'\nsizes = [224]\nitem = { resize = 64, method = 'zoom' }\n", "item.method"),
+        ("[[model]]\narch = 'resnet18'\nsizes = [224]\ncolour = 'red'\n", "unknown field"),
+        ("model = 3\n", "non-empty list"),
+        ("[[model]\n", "cannot be parsed"),
+        ("[[model]]\narch = 'resnet18'\nsizes = [224, 224]\n", "same entry twice"),
+        ("[[model]]\narch = 'resnet_eighteen'\nsizes = [224]\n", "unknown architecture"),
+    ],
+)
+def test_bad_models_files_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_models_file(path)
+
+
+def test_missing_models_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_models_file(tmp_path / "nope.toml")
+
+
+def test_single_entry_defaults_to_resize_at_the_size():
+    (entry,) = single_entry("resnet18", (64, 64))
+    assert entry.item == ItemTransform(resize=(64, 64), method="crop")
+    with pytest.raises(UserError):
+        single_entry("resnet18", 0)

@@ -1,0 +1,72 @@
+"""Real training steps of tiny timm models on the CPU, measured by the cpu and estimate meters."""
+
+import pytest
+
+from planner.entries import single_entry
+from planner.meters import get_meter, meter_names
+from planner.meters.estimate import CudaOverhead
+from planner.probe import probe_plan
+from planner.search import candidate_micro_batches
+
+MIB = 2**20
+# The estimate meter runs the same step on fake tensors; in fp32 without the CUDA model it must
+# agree with the real CPU step to within this fraction (measured here: within 2 %).
+ESTIMATE_TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def resnet18_64():
+    return single_entry("resnet18", 64)[0]
+
+
+def test_registry_holds_the_three_meters():
+    assert meter_names() == ["cpu", "cuda", "estimate"]
+
+
+def test_cpu_meter_choice_fits_the_budget_and_the_next_divisor_does_not(resnet18_64):
+    budget = 300 * MIB
+    meter = get_meter("cpu", budget_bytes=budget)
+    plan = probe_plan([resnet18_64], meter, budget_bytes=budget, effective_batch_size=64, margin=0.0)
+    (entry,) = plan.entries
+    assert entry.fits and entry.accum * entry.micro_batch == 64
+    candidates = candidate_micro_batches(64, has_batchnorm=True)
+    larger = candidates[candidates.index(entry.micro_batch) + 1]
+    chosen = meter.measure(resnet18_64, entry.micro_batch)
+    above = meter.measure(resnet18_64, larger)
+    meter.close()
+    assert chosen.peak_bytes <= budget < above.peak_bytes
+    assert entry.predicted_peak_bytes <= budget
+    assert len(entry.probes) < len(candidates)
+    # Two optimizer steps ran: the step phase holds Adam's state (2 × the weights of resnet18).
+    assert chosen.step_bytes > 3 * 11_000_000 * 4
+
+
+def test_estimate_agrees_with_cpu_on_the_same_tiny_model(resnet18_64):
+    cpu = get_meter("cpu", budget_bytes=2**30)
+    estimate = get_meter("estimate", budget_bytes=2**30, precision="fp32", overhead=CudaOverhead.none())
+    convnext = single_entry("convnext_atto", 64)[0]
+    for entry in (resnet18_64, convnext):
+        for micro_batch in (4, 32):
+            real = cpu.measure(entry, micro_batch).peak_bytes
+            fake = estimate.measure(entry, micro_batch).peak_bytes
+            assert abs(fake - real) <= ESTIMATE_TOLERANCE * real, (entry.name, micro_batch, real, fake)
+
+
+def test_estimate_in_fp16_with_cuda_overhead_adds_the_device_model(resnet18_64):
+    raw = get_meter("estimate", budget_bytes=2**30, precision="fp16", overhead=CudaOverhead.none())
+    card = get_meter("estimate", budget_bytes=2**30)
+    overhead = CudaOverhead()
+    raw_peak = raw.measure(resnet18_64, 16).peak_bytes
+    assert card.measure(resnet18_64, 16).peak_bytes >= overhead.card_bytes(raw_peak)
+
+
+def test_cpu_meter_out_of_memory_is_released_and_searched_around(resnet18_64):
+    limit = 260 * MIB  # the tracker raises torch.OutOfMemoryError above this, as a full card would
+    meter = get_meter("cpu", budget_bytes=2**30, limit_bytes=limit)
+    point = meter.measure(resnet18_64, 64)
+    assert point.oom and point.peak_bytes is None
+    plan = probe_plan([resnet18_64], meter, budget_bytes=2**30, effective_batch_size=64, margin=0.0)
+    meter.close()
+    (entry,) = plan.entries
+    assert entry.fits and entry.micro_batch == 32
+    assert entry.predicted_peak_bytes <= limit

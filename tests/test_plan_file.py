@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from planner.errors import UserError
+from planner.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, ProbePoint, load_plan, save_plan
+
+
+def make_plan() -> Plan:
+    entry = PlanEntry(
+        name="resnet18-crop64x64-64", arch="resnet18", item=ItemTransform(resize=(64, 64)), size=(64, 64),
+        accum=2, micro_batch=32, predicted_peak_bytes=250 * 2**20, fits=True, headroom_bytes=50 * 2**20,
+        probes=[ProbePoint(micro_batch=32, peak_bytes=250 * 2**20, seconds=0.5)],
+    )
+    return Plan(budget_bytes=300 * 2**20, margin=0.0, effective_batch_size=64,
+                measured_on=MeasuredOn(device="cpu", precision="fp32", torch="x", timm="y", fastai="z"),
+                entries=[entry], created="2026-11-26T00:00:00+00:00")
+
+
+def test_plan_round_trips_through_its_file(tmp_path):
+    plan = make_plan()
+    path = save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(path) == plan
+    data = json.loads(path.read_text())
+    assert data["version"] == 1 and data["entries"][0]["item"] == {"resize": [64, 64], "method": "crop"}
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed, not left behind
+
+
+@pytest.mark.parametrize(
+    ("breakage", "named"),
+    [
+        (lambda d: d["entries"][0].update(accum=0), "entries.0.accum"),
+        (lambda d: d["entries"][0].update(accum=3), "accum × micro_batch"),
+        (lambda d: d["entries"][0]["item"].update(method="stretch"), "entries.0.item.method"),
+        (lambda d: d.update(budget_bytes="lots"), "budget_bytes"),
+        (lambda d: d["measured_on"].update(device="tpu"), "measured_on.device"),
+        (lambda d: d["entries"][0].pop("arch"), "entries.0.arch"),
+        (lambda d: d["entries"][0].update(colour="red"), "entries.0.colour"),
+    ],
+)
+def test_hand_broken_plan_is_refused_naming_the_field(tmp_path, breakage, named):
+    data = make_plan().to_dict()
+    breakage(data)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError) as error:
+        load_plan(path)
+    assert named in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_other_version_and_non_json_are_refused(tmp_path):
+    data = make_plan().to_dict() | {"version": 2}
+    (tmp_path / "v2.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="version 2"):
+        load_plan(tmp_path / "v2.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_plan(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="not found"):
+        load_plan(tmp_path / "missing.json")

@@ -1,0 +1,73 @@
+"""`planner probe` through the real command line."""
+
+import json
+
+import pytest
+
+
+def test_probe_writes_a_plan_with_the_cpu_meter(planner_cli, tmp_path):
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu-mem", "300MiB", "--arch", "resnet18", "--size", "64",
+                         "--device", "cpu", "--effective-bs", "16", "-o", out)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(out.read_text())
+    (entry,) = plan["entries"]
+    assert plan["budget_bytes"] == 300 * 2**20 and plan["measured_on"]["device"] == "cpu"
+    assert entry["accum"] * entry["micro_batch"] == 16 and entry["fits"]
+    assert "resnet18-crop64x64-64" in result.stdout and "plan written" in result.stdout
+    assert "\r" not in result.stdout  # readable in a CI log
+
+
+def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_path):
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu-mem", "40MiB", "--arch", "resnet18", "--size", "64",
+                         "--device", "cpu", "--effective-bs", "8", "-o", out)
+    assert result.returncode == 3
+    (entry,) = json.loads(out.read_text())["entries"]
+    assert not entry["fits"] and entry["micro_batch"] == 2 and entry["predicted_peak_bytes"] > 40 * 2**20
+    assert "do" in result.stderr and "not fit" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu-mem", "0"], "larger than zero"),
+        (["--gpu-mem", "lots"], "cannot read the memory size"),
+        (["--gpu-mem", "16G", "--arch", "convnext_larg", "--size", "224"], "did you mean convnext_large"),
+        (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "0"], "must be positive"),
+        (["--gpu-mem", "16G", "--arch", "resnet18"], "go together"),
+        (["--gpu-mem", "16G", "--models", "missing.toml"], "not found"),
+        (["--gpu-mem", "16G", "--models", "{bad}"], "cannot be parsed"),
+        (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{empty}"], "holds no images"),
+        (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
+    ],
+)
+def test_user_mistakes_give_one_line_exit_2_and_no_plan(planner_cli, tmp_path, args, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[model]\n")
+    (tmp_path / "empty" / "train_images" / "cat").mkdir(parents=True)
+    (tmp_path / "nowhere").mkdir()
+    args = [a.format(bad=bad, empty=tmp_path / "empty", nowhere=tmp_path / "nowhere") for a in args]
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", *args, "--device", "cpu", "-o", out)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_probe_with_a_data_folder_uses_its_images(planner_cli, tmp_path):
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        folder = tmp_path / "data" / "train_images" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), (i * 40, 100, 200)).save(folder / f"{i}.png")
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu-mem", "1G", "--arch", "resnet18", "--size", "32", "--device", "cpu",
+                         "--effective-bs", "8", "--data", tmp_path / "data", "-o", out)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(out.read_text())
+    assert plan["measured_on"]["synthetic_data"] is False
+    assert plan["entries"][0]["micro_batch"] == 8
