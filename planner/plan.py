@@ -175,7 +175,9 @@ def load_plan(path: str | Path) -> Plan:
     except FileNotFoundError:
         raise UserError(f"plan file {path} not found: make one with `planner probe -o {path}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"plan file {path} is not valid JSON ({error}); make it again with planner probe") from None
+        raise UserError(
+            f"plan file {path} is not valid JSON ({error}); make it again with planner probe"
+        ) from None
     if isinstance(data, dict) and data.get("version") != PLAN_VERSION:
         raise UserError(
             f"plan file {path} has version {data.get('version')!r}, this planner reads version "
