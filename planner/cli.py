@@ -35,6 +35,11 @@ DataOption = Annotated[
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
 
+@app.callback()
+def _group() -> None:
+    """Keep `planner COMMAND` a group while one command is registered: typer would make it the app."""
+
+
 def main() -> None:
     """Console-script entry point: run the app and map user errors to one line and exit 2."""
     try:
@@ -54,14 +59,23 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-@app.command("tune-weights")
+TUNE_WEIGHTS_HELP = (
+    "Tune ensemble weights on held-out predictions with Optuna; write weights.json, submission.csv "
+    "and weights.png in RUN_DIR. Every method (each model alone, uniform, hand weights, greedy "
+    "selection, the SLSQP optimum, Optuna) is scored in-sample and by K-fold cross-fitting; tuned "
+    "weights replace the plain average only if their cross-fitted gain is beyond noise."
+)
+
+
+@app.command("tune-weights", help=TUNE_WEIGHTS_HELP)
 def tune_weights_command(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads preds/*.npz).")],
     data: Annotated[
         Path | None,
         typer.Option(
             "--data",
-            help='Folder with sample_submission.csv [default: the "data" field of RUN_DIR/run.json].',
+            help="Folder with sample_submission.csv.",
+            show_default='the "data" field of RUN_DIR/run.json',
         ),
     ] = None,
     trials: Annotated[
@@ -77,7 +91,7 @@ def tune_weights_command(
     seed: SeedOption = 0,
     storage: Annotated[
         str | None,
-        typer.Option("--storage", help="Optuna storage URL [default: sqlite:///RUN_DIR/optuna.db]."),
+        typer.Option("--storage", help="Any Optuna storage URL.", show_default="sqlite:///RUN_DIR/optuna.db"),
     ] = None,
     study: Annotated[str, typer.Option("--study", help="Study name in the storage; reruns resume it.")] = (
         "tune-weights"
@@ -99,12 +113,7 @@ def tune_weights_command(
         ),
     ] = False,
 ) -> None:
-    """Tune ensemble weights on held-out predictions with Optuna; write weights.json and submission.csv.
-
-    Every method (each model alone, uniform, hand weights, greedy selection, the SLSQP optimum,
-    Optuna) is scored in-sample and by K-fold cross-fitting. Tuned weights are used only if their
-    cross-fitted gain over the plain average is beyond noise.
-    """
+    """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
     from rich.progress import Progress
 
     from planner.ensemble.report import scores_table

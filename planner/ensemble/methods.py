@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from planner.ensemble.objectives import log_loss, log_loss_grad, row_log_losses
+from planner.ensemble.objectives import EPS, log_loss, log_loss_grad
 from planner.errors import UserError
 
 GREEDY_ROUNDS = 50
+SINGLE = "single:"  # name prefix of the "method" that is one model alone
 REFERENCE_VIT_WEIGHT = 2.0
 
 
@@ -47,13 +48,6 @@ def hand(names: tuple[str, ...], overrides: dict[str, float]) -> np.ndarray:
     return raw / raw.sum()
 
 
-def best_single(p_true: np.ndarray) -> np.ndarray:
-    """All the weight on the model with the lowest log loss on these rows."""
-    weights = np.zeros(len(p_true))
-    weights[np.argmin(row_log_losses(p_true))] = 1.0
-    return weights
-
-
 def greedy(p_true: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
     """Greedy ensemble selection with replacement (Caruana et al., 2004).
 
@@ -73,7 +67,7 @@ def greedy(p_true: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
     best_counts, best_loss = counts, np.inf
     for size in range(1, rounds + 1):
         candidates = (total + p_true) / size  # the running average if each model were added
-        losses = -np.log(np.maximum(candidates, 1e-15)).mean(axis=1)
+        losses = -np.log(np.maximum(candidates, EPS)).mean(axis=1)
         pick = int(np.argmin(losses))
         total = total + p_true[pick]
         counts = counts.copy()

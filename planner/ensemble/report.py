@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from rich import box
 from rich.table import Table
 
 from planner.atomic import atomic_write
+from planner.ensemble.methods import SINGLE
 
 if TYPE_CHECKING:
     from planner.ensemble.study import StudyResult
@@ -21,7 +23,11 @@ if TYPE_CHECKING:
 
 
 def scores_table(result: TuneResult) -> Table:
-    """One row per method: in-sample log loss and error rate, cross-fitted log loss and gains over uniform.
+    """One row per method: in-sample log loss and error rate, cross-fitted ("cv") log loss and gains.
+
+    Single models come first (named by entry), then the combinations. Gains are positive when the
+    method beats the plain average (lower log loss; lower error rate, in points). The cross-fitted
+    error rates themselves are in weights.json.
 
     Args:
         result: what tune-weights found.
@@ -30,29 +36,24 @@ def scores_table(result: TuneResult) -> Table:
         A rich table; the chosen method's row is bold.
     """
     table = Table(
-        title=f"{len(result.names)} models, {result.rows} held-out rows, {result.folds}-fold cross-fit"
+        title=f"{len(result.names)} models, {result.rows} held-out rows, {result.folds}-fold cross-fit, ± se",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for header in (
-        "method",
-        "log loss",
-        "error %",
-        "cross-fit log loss",
-        "cross-fit error %",
-        "log-loss gain",
-        "error gain (pts)",
-    ):
-        table.add_column(header, justify="left" if header == "method" else "right")
-    for method in result.methods:
+    table.add_column("method", overflow="fold")
+    for header in ("log loss", "err %", "cv log loss", "cv gain", "cv err gain"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for row, method in enumerate(result.methods):
         honest = method.crossfit
         table.add_row(
-            method.name,
+            method.name.removeprefix(SINGLE),
             f"{method.log_loss:.4f}",
             f"{100 * method.error_rate:.2f}",
-            f"{honest.log_loss.mean:.4f} ± {honest.log_loss.se:.4f}",
-            f"{100 * honest.error_rate.mean:.2f} ± {100 * honest.error_rate.se:.2f}",
-            f"{honest.log_loss_gain.mean:+.4f} ± {honest.log_loss_gain.se:.4f}",
-            f"{100 * honest.error_rate_gain.mean:+.2f} ± {100 * honest.error_rate_gain.se:.2f}",
+            f"{honest.log_loss.mean:.4f}±{honest.log_loss.se:.4f}",
+            f"{honest.log_loss_gain.mean:+.4f}±{honest.log_loss_gain.se:.4f}",
+            f"{100 * honest.error_rate_gain.mean:+.2f}±{100 * honest.error_rate_gain.se:.2f}",
             style="bold" if method.name == result.chosen else None,
+            end_section=row == len(result.names) - 1,
         )
     return table
 
@@ -73,7 +74,7 @@ def write_png(
     """
     from matplotlib.figure import Figure
 
-    shown = [method for method in methods if not method.name.startswith("single:")]
+    shown = [method for method in methods if not method.name.startswith(SINGLE)]
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     bars, history = figure.subplots(1, 2, width_ratios=(3, 2))
     models = len(names)

@@ -197,7 +197,7 @@ def _fits(names: tuple[str, ...], hand: np.ndarray, options: TuneOptions, notify
             on_trial=lambda *_: notify("cross-fit", next(done), options.folds * fold_trials),
         ).weights
 
-    fixed = {f"single:{name}": np.eye(models)[i] for i, name in enumerate(names)}
+    fixed = {f"{methods.SINGLE}{name}": np.eye(models)[i] for i, name in enumerate(names)}
     fixed.update(uniform=methods.uniform(models), hand=hand)
     return {
         **{name: partial(_constant, weights) for name, weights in fixed.items()},
