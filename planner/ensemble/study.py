@@ -10,8 +10,8 @@ redundancy) ties each weight to every earlier parameter and was no better in the
 
 Resume. ``trials`` is the number of *completed* trials the study should hold: a study that already
 has 20 and is asked for 30 runs 10 more; one that has 30 runs none. A stored study remembers which
-predictions it was fit on (a fingerprint of entry names, held-out names and probabilities) and is
-refused if they changed.
+predictions it was fit on (a hash of the entry names, held-out names and each model's probability of
+the true class: all the objective sees) and is refused if they changed.
 """
 
 from __future__ import annotations
@@ -51,11 +51,16 @@ class StudyResult:
     @property
     def storage_shown(self) -> str:
         """The storage URL with any password masked, for reports and weights.json."""
-        if self.storage is None:
-            return "in memory"
-        from sqlalchemy.engine import make_url
+        return shown(self.storage)
 
-        return make_url(self.storage).render_as_string(hide_password=True)
+
+def shown(storage: str | None) -> str:
+    """A storage URL with any password masked ("in memory" for None)."""
+    if storage is None:
+        return "in memory"
+    from sqlalchemy.engine import make_url
+
+    return make_url(storage).render_as_string(hide_password=True)
 
 
 def weights_from_params(params: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
@@ -114,13 +119,13 @@ def run_study(
     stored = study.user_attrs.get("fingerprint")
     if fit_on is not None and stored != fit_on and (stored is not None or study.trials):
         raise UserError(
-            f"study {study_name!r} in {storage} was fit on other predictions; pass --study with a new "
+            f"study {study_name!r} in {shown(storage)} was fit on other predictions; pass --study with a new "
             "name or remove the stored study"
         )
     if fit_on is not None and stored is None:
         study.set_user_attr("fingerprint", fit_on)
         study.set_user_attr("entries", list(names))
-    done = _completed(study)
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     study.sampler = SAMPLERS[sampler](seed + done)
     todo = max(0, trials - done)
     if not study.trials:
@@ -161,10 +166,6 @@ def _open(storage: str | None, study_name: str) -> optuna.Study:
     except (SQLAlchemyError, ValueError, ImportError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot open Optuna storage {storage!r}: {first_line}") from None
-
-
-def _completed(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 class _quiet:

@@ -79,12 +79,16 @@ class TuneResult:
     methods: tuple[MethodResult, ...]
     chosen: str
     reason: str
-    weights: np.ndarray
     study: StudyResult
     weights_path: Path
     submission_path: Path
     png_path: Path
     seconds: float
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The chosen method's weights, one per entry."""
+        return next(method.weights for method in self.methods if method.name == self.chosen)
 
 
 def tune_weights(options: TuneOptions, progress: Progress | None = None) -> TuneResult:
@@ -142,7 +146,6 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         methods=results,
         chosen=chosen,
         reason=reason,
-        weights=weights,
         study=study,
         weights_path=run_dir / "weights.json",
         submission_path=write_submission(run_dir / "submission.csv", sample, preds.test_names, labels),
