@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -158,17 +159,34 @@ def run_study(
 
 
 def _open(storage: str | None, study_name: str) -> optuna.Study:
-    """Create the study, or load it from the storage if it exists there (the sampler is set after)."""
+    """Create the study, or load it from the storage if it exists there (the sampler is set after).
+
+    An SQLite file is switched to write-ahead logging with ``synchronous=NORMAL``: Optuna commits
+    about 14 times per trial and each default commit waits for the disk, 100 ms a trial on the dev
+    machine against 14 ms (benchmarks/RESULTS.md). A crash cannot corrupt the file; a power cut may
+    lose the last trials, which a resumed study runs again.
+    """
+    from sqlalchemy import event
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with _quiet():
+            rdb = None if storage is None else optuna.storages.RDBStorage(storage)
+            if rdb is not None and rdb.engine.name == "sqlite":
+                event.listen(rdb.engine, "connect", _fast_sqlite)
+                rdb.engine.dispose()  # connections opened so far did not run the listener
             return optuna.create_study(
-                storage=storage, study_name=study_name, direction="minimize", load_if_exists=True
+                storage=rdb, study_name=study_name, direction="minimize", load_if_exists=True
             )
     except (SQLAlchemyError, ValueError, ImportError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot open Optuna storage {storage!r}: {first_line}") from None
+
+
+def _fast_sqlite(connection: sqlite3.Connection, _record: object) -> None:
+    """SQLAlchemy "connect" listener: WAL journal, fsync at checkpoints only."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
 
 
 class _quiet:
