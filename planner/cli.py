@@ -63,21 +63,15 @@ TUNE_WEIGHTS_HELP = (
     "Tune ensemble weights on held-out predictions with Optuna; write weights.json, submission.csv "
     "and weights.png in RUN_DIR. Every method (each model alone, uniform, hand weights, greedy "
     "selection, the SLSQP optimum, Optuna) is scored in-sample and by K-fold cross-fitting; tuned "
-    "weights replace the plain average only if their cross-fitted gain is beyond noise."
+    "weights replace the plain average only if their cross-fitted gain is beyond noise. The submission "
+    'follows DATA/sample_submission.csv; DATA defaults to the "data" field of RUN_DIR/run.json.'
 )
 
 
 @app.command("tune-weights", help=TUNE_WEIGHTS_HELP)
 def tune_weights_command(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads preds/*.npz).")],
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="Folder with sample_submission.csv.",
-            show_default='the "data" field of RUN_DIR/run.json',
-        ),
-    ] = None,
+    data: DataOption = None,
     trials: Annotated[
         int,
         typer.Option(
