@@ -162,8 +162,8 @@ def _open(storage: str | None, study_name: str) -> optuna.Study:
     """Create the study, or load it from the storage if it exists there (the sampler is set after).
 
     An SQLite file is switched to write-ahead logging with ``synchronous=NORMAL``: Optuna commits
-    about 14 times per trial and each default commit waits for the disk, 100 ms a trial on the dev
-    machine against 14 ms (benchmarks/RESULTS.md). A crash cannot corrupt the file; a power cut may
+    about 14 times per trial and each default commit waits for the disk: 81 ms a trial on the dev
+    machine against 20 ms (benchmarks/RESULTS.md). A crash cannot corrupt the file; a power cut may
     lose the last trials, which a resumed study runs again.
     """
     from sqlalchemy import event
