@@ -188,3 +188,102 @@ def probe(
     if misfits:
         raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
                              f"even at the smallest micro-batch: {', '.join(misfits)}")
+
+
+TUNE_WEIGHTS_HELP = (
+    "Tune ensemble weights on held-out predictions with Optuna; write weights.json, submission.csv "
+    "and weights.png in RUN_DIR. Every method (each model alone, uniform, hand weights, greedy "
+    "selection, the SLSQP optimum, Optuna) is scored in-sample and by K-fold cross-fitting; tuned "
+    "weights replace the plain average only if their cross-fitted gain is beyond noise. The submission "
+    'follows DATA/sample_submission.csv; DATA defaults to the "data" field of RUN_DIR/run.json.'
+)
+
+
+@app.command("tune-weights", help=TUNE_WEIGHTS_HELP)
+def tune_weights_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads preds/*.npz).")],
+    data: DataOption = None,
+    trials: Annotated[
+        int,
+        typer.Option(
+            "--trials",
+            min=1,
+            help="Completed trials the study should hold: a resumed study with fewer runs the rest, "
+            "one with as many or more runs none. Cross-fitting runs min(N, 200) in-memory trials per fold.",
+        ),
+    ] = 500,
+    sampler: Annotated[str, typer.Option("--sampler", help="Optuna sampler: tpe, cmaes or gp.")] = "tpe",
+    seed: SeedOption = 0,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Any Optuna storage URL.", show_default="sqlite:///RUN_DIR/optuna.db"),
+    ] = None,
+    study: Annotated[str, typer.Option("--study", help="Study name in the storage; reruns resume it.")] = (
+        "tune-weights"
+    ),
+    hand_weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hand-weights",
+            metavar="NAME=W",
+            help="Hand weight of one entry (repeat the option); entries not named keep the reference rule: "
+            'names containing "vit" weigh 2, others 1.',
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds of the honest cross-fitted score.")] = 5,
+    force_weights: Annotated[
+        bool,
+        typer.Option(
+            "--force-weights", help="Use the best fitted weights even if their gain is within noise."
+        ),
+    ] = False,
+) -> None:
+    """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
+    from rich.progress import Progress
+
+    from planner.ensemble.report import scores_table
+    from planner.ensemble.tune import TuneOptions, tune_weights
+
+    options = TuneOptions(
+        run_dir=run_dir,
+        data=data,
+        trials=trials,
+        sampler=sampler,
+        seed=seed,
+        storage=storage,
+        study=study,
+        hand_weights=dict(map(_parse_hand_weight, hand_weights or [])),
+        folds=folds,
+        force_weights=force_weights,
+    )
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        result = tune_weights(options, progress)
+    console.print(scores_table(result))
+    console.print(
+        f"study {result.study.study_name!r} in {result.study.storage_shown}: {result.study.completed} trials "
+        f"({result.study.ran} run now), best log loss {result.study.best_value:.4f}"
+    )
+    console.print(f"chosen: {result.chosen}. {result.reason}.")
+    weights = zip(result.names, result.weights, strict=True)
+    console.print("weights: " + ", ".join(f"{name} {weight:.3f}" for name, weight in weights))
+    console.print(
+        f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
+    )
+
+
+def _parse_hand_weight(item: str) -> tuple[str, float]:
+    """``"vit_large=2"`` → ``("vit_large", 2.0)``."""
+    name, _, value = item.rpartition("=")
+    try:
+        if name:
+            return name, float(value)
+    except ValueError:
+        pass
+    raise UserError(f"--hand-weights expects NAME=WEIGHT, got {item!r}")

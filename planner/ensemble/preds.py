@@ -1,0 +1,148 @@
+"""Load a run's ``preds/*.npz`` files and refuse any set that cannot be averaged row by row.
+
+Each file holds plain arrays (read with ``allow_pickle=False``): ``valid_probs`` (rows × classes),
+``valid_names``, ``valid_targets``, ``test_probs``, ``test_names`` and ``vocab``. The entry name is
+the file stem. Weights fitted on held-out rows mean something only if every model saw the same rows
+in the same order with the same classes, so every difference is a one-line ``UserError``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from planner.errors import UserError
+
+ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
+ROW_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Every model's held-out and test probabilities over one shared set of rows and classes.
+
+    ``valid_probs`` is (models, rows, classes) and ``test_probs`` (models, test rows, classes), in the
+    order of ``names`` (sorted entry names).
+    """
+
+    names: tuple[str, ...]
+    vocab: tuple[str, ...]
+    valid_names: tuple[str, ...]
+    valid_targets: np.ndarray
+    valid_probs: np.ndarray
+    test_names: tuple[str, ...]
+    test_probs: np.ndarray
+
+
+def load_predictions(run_dir: Path) -> Predictions:
+    """Read and check every ``RUN_DIR/preds/*.npz``.
+
+    Args:
+        run_dir: the run folder written by ``planner run``.
+
+    Returns:
+        The stacked predictions, models in sorted entry-name order.
+
+    Raises:
+        UserError: the preds folder is missing, holds fewer than two files, a file is unreadable or
+            misses an array, an array has the wrong type, shape or values (NaN, inf, negative, rows
+            not summing to 1), or two files differ in held-out names, order, targets, vocab or test
+            names.
+    """
+    folder = run_dir / "preds"
+    if not folder.is_dir():
+        raise UserError(f"{folder} not found: run `planner run` first, or pass the run folder it wrote")
+    paths = sorted(folder.glob("*.npz"))
+    if len(paths) < 2:
+        raise UserError(
+            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models"
+        )
+    files = [_read(path) for path in paths]
+    first, first_path = files[0], paths[0]
+    for arrays, path in zip(files[1:], paths[1:], strict=True):
+        _same(first, first_path, arrays, path)
+    return Predictions(
+        names=tuple(path.stem for path in paths),
+        vocab=tuple(first["vocab"].tolist()),
+        valid_names=tuple(first["valid_names"].tolist()),
+        valid_targets=first["valid_targets"].astype(np.int64),
+        valid_probs=np.stack([arrays["valid_probs"] for arrays in files]).astype(np.float64),
+        test_names=tuple(first["test_names"].tolist()),
+        test_probs=np.stack([arrays["test_probs"] for arrays in files]).astype(np.float64),
+    )
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    """One file's arrays, each checked on its own."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in ARRAYS if name not in npz.files]
+            if missing:
+                raise UserError(f"{path} misses array(s) {', '.join(missing)}")
+            arrays = {name: npz[name] for name in ARRAYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"cannot read {path} as a numpy .npz without pickles: {error}") from None
+    _check_file(arrays, path)
+    return arrays
+
+
+def _check_file(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Types, shapes and values of one file's arrays."""
+    for name in ("valid_names", "test_names", "vocab"):
+        array = arrays[name]
+        if array.dtype.kind != "U" or array.ndim != 1:
+            raise UserError(f"{path}: {name} must be a 1-d array of strings, got {array.dtype} {array.shape}")
+    vocab, targets = arrays["vocab"], arrays["valid_targets"]
+    if len(vocab) < 2 or len(set(vocab.tolist())) != len(vocab):
+        raise UserError(f"{path}: vocab must hold at least two distinct class names")
+    if len(set(arrays["test_names"].tolist())) != len(arrays["test_names"]):
+        raise UserError(f"{path}: test_names holds the same file twice")
+    if targets.dtype.kind not in "iu" or targets.shape != arrays["valid_names"].shape:
+        raise UserError(f"{path}: valid_targets must be integers, one per valid_names row")
+    if len(targets) == 0:
+        raise UserError(f"{path}: no held-out rows")
+    if targets.min() < 0 or targets.max() >= len(vocab):
+        raise UserError(f"{path}: valid_targets must index vocab (0..{len(vocab) - 1})")
+    for split in ("valid", "test"):
+        _check_probs(
+            arrays[f"{split}_probs"], len(arrays[f"{split}_names"]), len(vocab), f"{path}: {split}_probs"
+        )
+
+
+def _check_probs(probs: np.ndarray, rows: int, classes: int, where: str) -> None:
+    """Float (rows × classes) probabilities: finite, non-negative, each row summing to ~1."""
+    if probs.dtype.kind != "f" or probs.shape != (rows, classes):
+        raise UserError(
+            f"{where} must be floats of shape ({rows}, {classes}), got {probs.dtype} {probs.shape}"
+        )
+    if not np.isfinite(probs).all():
+        raise UserError(f"{where} holds NaN or inf")
+    if (probs < 0).any():
+        raise UserError(f"{where} holds negative probabilities")
+    sums = probs.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1) > ROW_SUM_TOLERANCE)
+    if bad.size:
+        raise UserError(
+            f"{where}: {bad.size} row(s) do not sum to 1 (row {bad[0]} sums to {sums[bad[0]]:.6g})"
+        )
+
+
+def _same(first: dict[str, np.ndarray], first_path: Path, other: dict[str, np.ndarray], path: Path) -> None:
+    """Refuse two files that do not describe the same rows and classes."""
+    for name, what in (
+        ("vocab", "class names (vocab)"),
+        ("valid_names", "held-out file names"),
+        ("valid_targets", "held-out targets"),
+        ("test_names", "test file names"),
+    ):
+        a, b = first[name], other[name]
+        if a.shape == b.shape and (a == b).all():
+            continue
+        how = "in another order" if sorted(a.tolist()) == sorted(b.tolist()) else "that differ"
+        raise UserError(
+            f"{path.name} and {first_path.name} have {what} {how}: predictions must come from one run "
+            "with one held-out split"
+        )

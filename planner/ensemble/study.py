@@ -1,0 +1,200 @@
+"""The Optuna study: ensemble weights by a seeded sampler, stored so that a study resumes.
+
+Parametrisation. Each model gets one parameter ``u_i`` drawn from [0, 1] and the weights are
+``-log(u_i) / sum(-log(u))``, as Optuna's FAQ recommends. Independent uniform ``u_i`` make the weights
+a Dirichlet(1, ..., 1) sample, so the sampler's prior is uniform on the simplex. One parameter per
+model treats the models alike, ties each weight to one parameter (which TPE's per-parameter
+densities see directly) and names the parameters after the entries, so the stored study reads and
+the enqueued trials are written directly. The scale of ``-log(u)`` is redundant, but only in the
+parameters: the weights are always the normalised ones. Stick-breaking with Beta inverse CDFs (K−1
+parameters, no redundancy, also uniform) depends on the order of the models (the last takes the
+remainder) and did about as well in the benchmark: 0.22 % vs 0.25 % mean excess over the SLSQP
+optimum after 1,000 TPE trials, within the seed-to-seed spread (benchmarks/RESULTS.md).
+
+Resume. ``trials`` is the number of *completed* trials the study should hold: a study that already
+has 20 and is asked for 30 runs 10 more; one that has 30 runs none. A stored study remembers which
+predictions it was fit on (a hash of the entry names, held-out names and each model's probability of
+the true class: all the objective sees) and is refused if they changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from planner.ensemble.objectives import log_loss, row_log_losses
+from planner.errors import UserError
+
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+}
+# The value of u that stands for "weight 1 before normalising" in enqueued trials.
+UNIT = float(np.exp(-1.0))
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What a study found: the best weights and the history of the whole (resumed) study."""
+
+    weights: np.ndarray
+    best_value: float
+    completed: int
+    ran: int
+    history: tuple[float, ...]
+    study_name: str
+    storage: str | None
+
+    @property
+    def storage_shown(self) -> str:
+        """The storage URL with any password masked, for reports and weights.json."""
+        return shown(self.storage)
+
+
+def shown(storage: str | None) -> str:
+    """A storage URL with any password masked ("in memory" for None)."""
+    if storage is None:
+        return "in memory"
+    from sqlalchemy.engine import make_url
+
+    return make_url(storage).render_as_string(hide_password=True)
+
+
+def weights_from_params(params: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
+    """Normalised weights ``-log(u) / sum(-log(u))`` from a trial's parameters (uniform if all u are 1)."""
+    raw = -np.log(np.maximum([params[name] for name in names], np.finfo(float).tiny))
+    total = raw.sum()
+    return raw / total if total > 0 else np.full(len(names), 1.0 / len(names))
+
+
+def fingerprint(names: tuple[str, ...], valid_names: tuple[str, ...], p_true: np.ndarray) -> str:
+    """A short hash of what a study is fit on, so that a resumed study is refused on other predictions."""
+    digest = hashlib.sha256()
+    digest.update("\0".join(names).encode())
+    digest.update("\0".join(valid_names).encode())
+    digest.update(np.ascontiguousarray(p_true, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_study(
+    p_true: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    trials: int,
+    sampler: str = "tpe",
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str = "tune-weights",
+    fit_on: str | None = None,
+    on_trial: Callable[[int, int], None] | None = None,
+) -> StudyResult:
+    """Run (or resume) a study minimising the held-out log loss of the weighted average.
+
+    The plain average and the best single model are enqueued first, so the study is never worse
+    than either. The sampler is seeded with ``seed + completed trials``, so a resumed study does
+    not replay the random draws it started with.
+
+    Args:
+        p_true: (models, rows) probabilities of the true class.
+        names: entry names, one per model; they name the parameters.
+        trials: completed trials the study should hold when this returns.
+        sampler: a key of ``SAMPLERS``.
+        seed: base seed of the sampler.
+        storage: an Optuna storage URL (e.g. ``sqlite:///run/optuna.db``); None keeps it in memory.
+        study_name: the study's name in the storage.
+        fit_on: fingerprint of the predictions (see ``fingerprint``); a stored study with another is
+            refused. None skips the check (in-memory studies).
+        on_trial: called after each trial with (trials run so far, trials to run).
+
+    Returns:
+        The best weights and the study's history.
+
+    Raises:
+        UserError: the storage URL cannot be opened, or the stored study was fit on other predictions.
+    """
+    study = _open(storage, study_name)
+    stored = study.user_attrs.get("fingerprint")
+    if fit_on is not None and stored != fit_on and (stored is not None or study.trials):
+        raise UserError(
+            f"study {study_name!r} in {shown(storage)} was fit on other predictions; pass --study with a new "
+            "name or remove the stored study"
+        )
+    if fit_on is not None and stored is None:
+        study.set_user_attr("fingerprint", fit_on)
+        study.set_user_attr("entries", list(names))
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    study.sampler = SAMPLERS[sampler](seed + done)
+    todo = max(0, trials - done)
+    if not study.trials:
+        study.enqueue_trial(dict.fromkeys(names, UNIT))
+        best = names[int(np.argmin(row_log_losses(p_true)))]
+        study.enqueue_trial({name: UNIT if name == best else 1.0 for name in names})
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: trial.suggest_float(name, 0.0, 1.0) for name in names}
+        return log_loss(weights_from_params(params, names), p_true)
+
+    ran = itertools.count(1)
+    callbacks = [] if on_trial is None else [lambda _study, _trial: on_trial(next(ran), todo)]
+    if todo:
+        with _quiet():
+            study.optimize(objective, n_trials=todo, callbacks=callbacks)
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return StudyResult(
+        weights=weights_from_params(study.best_params, names),
+        best_value=study.best_value,
+        completed=len(finished),
+        ran=len(finished) - done,
+        history=tuple(float(trial.value) for trial in finished),
+        study_name=study_name,
+        storage=storage,
+    )
+
+
+def _open(storage: str | None, study_name: str) -> optuna.Study:
+    """Create the study, or load it from the storage if it exists there (the sampler is set after).
+
+    An SQLite file is switched to write-ahead logging with ``synchronous=NORMAL``: Optuna commits
+    about 14 times per trial and each default commit waits for the disk: 81 ms a trial on the dev
+    machine against 20 ms (benchmarks/RESULTS.md). A crash cannot corrupt the file; a power cut may
+    lose the last trials, which a resumed study runs again.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with _quiet():
+            rdb = None if storage is None else optuna.storages.RDBStorage(storage)
+            if rdb is not None and rdb.engine.name == "sqlite":
+                event.listen(rdb.engine, "connect", _fast_sqlite)
+                rdb.engine.dispose()  # connections opened so far did not run the listener
+            return optuna.create_study(
+                storage=rdb, study_name=study_name, direction="minimize", load_if_exists=True
+            )
+    except (SQLAlchemyError, ValueError, ImportError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot open Optuna storage {storage!r}: {first_line}") from None
+
+
+def _fast_sqlite(connection: sqlite3.Connection, _record: object) -> None:
+    """SQLAlchemy "connect" listener: WAL journal, fsync at checkpoints only."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class _quiet:
+    """Silence Optuna's per-trial INFO lines while the block runs, then restore the verbosity."""
+
+    def __enter__(self) -> None:
+        self._before = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        optuna.logging.set_verbosity(self._before)

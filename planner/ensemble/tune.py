@@ -1,0 +1,250 @@
+"""tune-weights, top to bottom: load predictions, fit every method, cross-fit them, choose, write.
+
+Choice rule. The best fitted method (greedy, SLSQP or Optuna, by cross-fitted log loss) replaces the
+plain average only if its cross-fitted gain over uniform is real on both scores: a log-loss gain of
+at least two standard errors (paired per fold) *and* an error-rate gain of at least 0.3 points (at
+~2,000 held-out images smaller accuracy gains are noise). Otherwise the submission uses uniform
+weights and the report says the gain is within noise, unless ``force_weights`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from planner.ensemble import methods
+from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
+from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
+from planner.ensemble.preds import Predictions, load_predictions
+from planner.ensemble.record import save_weights
+from planner.ensemble.report import write_png
+from planner.ensemble.study import SAMPLERS, StudyResult, fingerprint, run_study
+from planner.ensemble.submission import load_sample, write_submission
+from planner.errors import UserError
+
+FITTED = ("greedy", "slsqp", "optuna")
+MIN_GAIN_SE = 2.0
+MIN_ERROR_RATE_GAIN = 0.003
+FOLD_TRIALS = 200
+RULE = (
+    f"use the best fitted method (by cross-fitted log loss) only if its log-loss gain over uniform is "
+    f">= {MIN_GAIN_SE:g} standard errors and its error-rate gain is >= {100 * MIN_ERROR_RATE_GAIN:g} "
+    "points; otherwise uniform"
+)
+
+# Progress: (phase, done, total) after each Optuna trial.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """What ``planner tune-weights`` was asked for (see the command's --help)."""
+
+    run_dir: Path
+    data: Path | None = None
+    trials: int = 500
+    sampler: str = "tpe"
+    seed: int = 0
+    storage: str | None = None
+    study: str = "tune-weights"
+    hand_weights: Mapping[str, float] = field(default_factory=dict)
+    folds: int = 5
+    force_weights: bool = False
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One row of the report: weights fit on all rows, scored in-sample, and cross-fitted scores."""
+
+    name: str
+    weights: np.ndarray
+    log_loss: float
+    error_rate: float
+    crossfit: MethodScores
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Everything the command reports: every method, the choice and why, the study, the files."""
+
+    names: tuple[str, ...]
+    rows: int
+    folds: int
+    methods: tuple[MethodResult, ...]
+    chosen: str
+    reason: str
+    study: StudyResult
+    weights_path: Path
+    submission_path: Path
+    png_path: Path
+    seconds: float
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The chosen method's weights, one per entry."""
+        return next(method.weights for method in self.methods if method.name == self.chosen)
+
+
+def tune_weights(options: TuneOptions, progress: Progress | None = None) -> TuneResult:
+    """Fit ensemble weights on a run's held-out predictions and write weights.json, submission.csv, a PNG.
+
+    Args:
+        options: the run folder and the study's settings.
+        progress: called after each Optuna trial, of the study (phase "study") and of the cross-fit
+            (phase "cross-fit").
+
+    Returns:
+        The scores of every method, the chosen weights and the paths written.
+
+    Raises:
+        UserError: bad predictions, options, run.json, data folder, sample submission or storage.
+    """
+    start = time.perf_counter()
+    run_dir, notify = options.run_dir, progress or (lambda *_: None)
+    # Everything the user can get wrong is checked before the first trial.
+    if options.sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if options.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {options.trials}")
+    preds = load_predictions(run_dir)
+    sample = load_sample(_data_dir(options), preds.test_names)
+    hand = methods.hand(preds.names, options.hand_weights)
+    splits = fold_indices(preds.valid_targets, options.folds, options.seed)
+    p_true = true_class_probs(preds.valid_probs, preds.valid_targets)
+
+    study = run_study(
+        p_true,
+        preds.names,
+        trials=options.trials,
+        sampler=options.sampler,
+        seed=options.seed,
+        storage=options.storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}",
+        study_name=options.study,
+        fit_on=fingerprint(preds.names, preds.valid_names, p_true),
+        on_trial=partial(notify, "study"),
+    )
+    fits = _fits(preds.names, hand, options, notify)
+    honest = crossfit(p_true, preds.valid_probs, preds.valid_targets, fits, splits)
+    results = tuple(
+        _score(name, study.weights if name == "optuna" else fit(p_true), preds, p_true, honest[name])
+        for name, fit in fits.items()
+    )
+
+    chosen, reason = choose(results, options.force_weights)
+    weights = next(result.weights for result in results if result.name == chosen)
+    labels = [preds.vocab[i] for i in mix(weights, preds.test_probs).argmax(axis=1)]
+    result = TuneResult(
+        names=preds.names,
+        rows=len(preds.valid_names),
+        folds=options.folds,
+        methods=results,
+        chosen=chosen,
+        reason=reason,
+        study=study,
+        weights_path=run_dir / "weights.json",
+        submission_path=write_submission(run_dir / "submission.csv", sample, preds.test_names, labels),
+        png_path=write_png(run_dir / "weights.png", preds.names, results, study),
+        seconds=time.perf_counter() - start,
+    )
+    save_weights(result, options, RULE)
+    return result
+
+
+def choose(results: tuple[MethodResult, ...], force: bool) -> tuple[str, str]:
+    """Apply the choice rule (module docstring) and say why, in one sentence.
+
+    Args:
+        results: every method's scores, including "uniform" and the methods in ``FITTED``.
+        force: take the best fitted method even when its gain is within noise.
+
+    Returns:
+        The chosen method's name and the reason.
+    """
+    by_name = {result.name: result for result in results}
+    best = min((by_name[name] for name in FITTED), key=lambda result: result.crossfit.log_loss.mean)
+    gain, error_gain = best.crossfit.log_loss_gain, best.crossfit.error_rate_gain
+    measured = (
+        f"{best.name}'s cross-fitted log-loss gain over uniform is {gain.mean:+.4f} ± {gain.se:.4f} (se) and "
+        f"its error-rate gain {100 * error_gain.mean:+.2f} ± {100 * error_gain.se:.2f} points"
+    )
+    real = gain.mean > 0 and gain.mean >= MIN_GAIN_SE * gain.se and error_gain.mean >= MIN_ERROR_RATE_GAIN
+    if real:
+        return best.name, f"{measured}: a real gain"
+    if force:
+        return best.name, f"{measured}: within noise, used anyway because weights were forced"
+    return "uniform", f"{measured}: within noise, so the plain average is used (force with --force-weights)"
+
+
+def _fits(names: tuple[str, ...], hand: np.ndarray, options: TuneOptions, notify: Progress) -> dict[str, Fit]:
+    """Every method as a fit on training rows, in report order; fixed weights ignore the rows.
+
+    Within folds Optuna runs in memory with at most ``FOLD_TRIALS`` trials and the same sampler.
+    """
+    models = len(names)
+    fold_trials = min(options.trials, FOLD_TRIALS)
+    done = iter(range(1, options.folds * fold_trials + 1))
+
+    def optuna_fit(p_true: np.ndarray) -> np.ndarray:
+        return run_study(
+            p_true,
+            names,
+            trials=fold_trials,
+            sampler=options.sampler,
+            seed=options.seed,
+            on_trial=lambda *_: notify("cross-fit", next(done), options.folds * fold_trials),
+        ).weights
+
+    fixed = {f"{methods.SINGLE}{name}": np.eye(models)[i] for i, name in enumerate(names)}
+    fixed.update(uniform=methods.uniform(models), hand=hand)
+    return {
+        **{name: partial(_constant, weights) for name, weights in fixed.items()},
+        "greedy": methods.greedy,
+        "slsqp": methods.slsqp,
+        "optuna": optuna_fit,
+    }
+
+
+def _constant(weights: np.ndarray, _p_true: np.ndarray) -> np.ndarray:
+    return weights
+
+
+def _score(
+    name: str, weights: np.ndarray, preds: Predictions, p_true: np.ndarray, honest: MethodScores
+) -> MethodResult:
+    return MethodResult(
+        name=name,
+        weights=weights,
+        log_loss=log_loss(weights, p_true),
+        error_rate=error_rate(weights, preds.valid_probs, preds.valid_targets),
+        crossfit=honest,
+    )
+
+
+def _data_dir(options: TuneOptions) -> Path | None:
+    """--data, else the "data" field of RUN_DIR/run.json, else None (no sample submission)."""
+    if options.data is not None:
+        data = options.data
+    else:
+        run_json = options.run_dir / "run.json"
+        if not run_json.is_file():
+            return None
+        try:
+            recorded = json.loads(run_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{run_json} is not valid JSON ({error})") from None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("data"), str | None):
+            raise UserError(f'{run_json} must be a JSON object whose "data" field is a folder name')
+        if recorded.get("data") is None:
+            return None
+        data = Path(recorded["data"])
+    if not data.is_dir():
+        raise UserError(
+            f"data folder {data} not found; pass --data DIR (the folder with sample_submission.csv)"
+        )
+    return data
