@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import click
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -91,7 +92,7 @@ def run(
 ) -> int:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
     from planner.budget import parse_budget
-    from trainer.progress import SUMMARY_COLUMNS, RichReporter, summary_rows
+    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
     from trainer.run import RunOptions, run_plan
 
     if data is None:
@@ -101,10 +102,13 @@ def run(
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
     )
     result = run_plan(plan, data, out, options, RichReporter(console))
-    table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}")
+    table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
     for row in summary_rows(result.run, result.names):
         table.add_row(*row)
-    console.print(table)
+    if not console.is_terminal:  # a log is not 80 columns wide: print the table at its natural width
+        table.width = console.measure(table, options=console.options.update_width(250)).maximum
+    console.print(table, crop=False)
+    console.print(SUMMARY_NOTE, soft_wrap=True)
     if result.device == "cpu":
         console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
     return 1 if result.failed else 0

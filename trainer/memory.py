@@ -117,6 +117,8 @@ class CpuMeter(RunMeter):
         batches = self.train_batches if phase.endswith("train") else VALID_SAMPLE_BATCHES
         self.left = 0 if phase in self.sampled else batches
         self.sampled.add(phase)
+        if not self.left:
+            self._pause()
 
     def batch_started(self, tensors: Iterable[torch.Tensor]) -> None:
         if self.left <= 0:

@@ -195,8 +195,10 @@ class RichReporter(LineReporter):
             self.progress = None
 
 
-SUMMARY_COLUMNS = ("entry", "status", "accum × micro-batch", "predicted peak", "measured peak",
-                   "measured / predicted", "error (TTA)", "log loss (TTA)", "OOM retries")
+SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "error", "log loss", "OOMs")
+SUMMARY_NOTE = ("accum × mb: as planned → as trained. Peaks: predicted by the plan, measured in training "
+                "(device in brackets); ratio = measured / predicted. Error, log loss: held-out, TTA. "
+                "OOMs: out-of-memory retries.")
 
 
 def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
@@ -207,13 +209,14 @@ def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
         names: the plan's entry names, in plan order.
 
     Returns:
-        Rows of text matching :data:`SUMMARY_COLUMNS`.
+        Rows of text matching :data:`SUMMARY_COLUMNS`; an entry that did not finish shows its status
+        in the error column.
     """
     rows = []
     for name in names:
         record = run.entries.get(name)
         if record is None:
-            rows.append((name, "not started", *("-",) * (len(SUMMARY_COLUMNS) - 2)))
+            rows.append((name, "-", "-", "-", "-", "not run", "-", "-"))
             continue
         planned = f"{record.planned_accum} × {record.planned_micro_batch}"
         trained = f"{record.accum} × {record.micro_batch}"
@@ -222,12 +225,11 @@ def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
                  if memory and record.predicted_peak_bytes else "-")
         rows.append((
             name,
-            record.status,
             trained if trained == planned else f"{planned} → {trained}",
             f"{format_bytes(record.predicted_peak_bytes)} ({record.predicted_on})",
             f"{format_bytes(memory.peak_bytes)} ({memory.meter})" if memory else "-",
             ratio,
-            f"{metrics.error_rate:.4f}" if metrics else "-",
+            f"{metrics.error_rate:.4f}" if metrics else record.status,
             f"{metrics.log_loss:.4f}" if metrics else "-",
             str(len(record.oom_misses)),
         ))
