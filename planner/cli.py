@@ -11,10 +11,12 @@ import sys
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from planner.errors import PlanDoesNotFit, UserError
 
@@ -287,3 +289,54 @@ def _parse_hand_weight(item: str) -> tuple[str, float]:
     except ValueError:
         pass
     raise UserError(f"--hand-weights expects NAME=WEIGHT, got {item!r}")
+
+# Options of `planner run`.
+RunDirOption = Annotated[Path, typer.Option(
+    "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.")]
+EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
+LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
+NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
+DeviceOption = Annotated[Literal["auto", "cuda", "cpu"], typer.Option(
+    "--device", help="auto: cuda if available, else cpu (fp32).")]
+ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
+CpuMemoryLimitOption = Annotated[str | None, typer.Option(
+    "--cpu-memory-limit", envvar="PLANNER_CPU_MEMORY_LIMIT", hidden=True,
+    help="Testing aid: on the CPU, raise out-of-memory above this many tracked bytes (e.g. 300M).")]
+
+
+@app.command("run")
+def run(
+    plan: Annotated[Path, typer.Argument(help="plan.json written by `planner probe`.")],
+    out: RunDirOption,
+    data: DataOption = None,
+    epochs: EpochsOption = 12,
+    lr: LrOption = 0.01,
+    no_pretrained: NoPretrainedOption = False,
+    device: DeviceOption = "auto",
+    valid_pct: ValidPctOption = 0.2,
+    seed: SeedOption = 42,
+    cpu_memory_limit: CpuMemoryLimitOption = None,
+) -> None:
+    """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
+    from planner.budget import parse_budget
+    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
+    from trainer.run import RunOptions, run_plan
+
+    if data is None:
+        raise UserError("planner run needs --data DIR (train_images/<label>/*, test_images/*)")
+    options = RunOptions(
+        epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
+        cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
+    )
+    result = run_plan(plan, data, out, options, RichReporter(console))
+    table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
+    for row in summary_rows(result.run, result.names):
+        table.add_row(*row)
+    if not console.is_terminal:  # a log is not 80 columns wide: print the table at its natural width
+        table.width = console.measure(table, options=console.options.update_width(250)).maximum
+    console.print(table, crop=False)
+    console.print(SUMMARY_NOTE, soft_wrap=True)
+    if result.device == "cpu":
+        console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
+    if result.failed:
+        raise typer.Exit(1)

@@ -1,9 +1,14 @@
+"""Shared fixtures: the real CLI in a subprocess, and a small image folder in the reference layout."""
+
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from run_data import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,3 +23,9 @@ def run_planner(*args: str, cwd: Path | None = None, timeout: float = 600) -> su
 @pytest.fixture
 def planner_cli():
     return run_planner
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes × 12 images of 40×40 px, 6 test images, sample_submission.csv; read-only by convention."""
+    return make_image_folder(tmp_path_factory.mktemp("data"))

@@ -1,0 +1,126 @@
+"""`planner run`'s core in-process: OOM fallback, memory released between entries, the split, refusals,
+progress lines. Training is real (fastai on the CPU, timm's tiny ``test_resnet``)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import weakref
+from pathlib import Path
+
+import pytest
+from fastai.callback.core import Callback
+from rich.console import Console
+from run_data import plan_entry, write_plan
+
+from planner.errors import UserError
+from trainer.data import scan_data
+from trainer.progress import LineReporter, RichReporter
+from trainer.run import RunOptions, accumulation_ladder, run_plan
+from trainer.runfile import EpochRecord, OomMiss
+from trainer.split import draw_split, shared_split
+
+CPU = RunOptions(epochs=1, pretrained=False, device="cpu")
+
+
+class RememberModels(Callback):
+    """Keeps a weak reference to each model it sees, and which earlier ones were alive when it appeared."""
+
+    def __init__(self) -> None:
+        self.models: list[weakref.ref] = []
+        self.alive_at_start: list[list[bool]] = []
+
+    def before_fit(self) -> None:
+        if any(ref() is self.learn.model for ref in self.models):
+            return  # fine_tune's second fit: same model
+        self.alive_at_start.append([ref() is not None for ref in self.models])
+        self.models.append(weakref.ref(self.learn.model))
+
+
+def test_entries_release_their_memory_before_the_next_starts(image_folder: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32),
+                                               plan_entry("test_resnet", size=48, resize=56)])
+    remember = RememberModels()
+    result = run_plan(plan, image_folder, tmp_path / "run", CPU, cbs=[remember])
+
+    assert remember.alive_at_start == [[], [False]]  # the first model was gone when the second started
+    assert all(ref() is None for ref in remember.models)
+    first, second = (result.run.entries[name].memory for name in result.names)
+    assert first is not None and second is not None
+    assert second.start_bytes <= first.start_bytes + 2**20  # the same baseline, not the first model's bytes
+
+    with pytest.raises(UserError, match="--epochs 1"):
+        run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=2, pretrained=False, device="cpu"))
+    with pytest.raises(UserError, match="data folder"):
+        run_plan(plan, tmp_path, tmp_path / "run", CPU)
+
+
+def test_out_of_memory_retries_with_more_accumulation(image_folder: Path, tmp_path: Path) -> None:
+    entry = {"arch": "test_resnet", "size": 64, "resize": 72}
+    small = write_plan(tmp_path / "small.json", [plan_entry(**entry, micro_batch=2, accum=4)])
+    peak_at_2 = run_plan(small, image_folder, tmp_path / "measure", CPU).run.entries[
+        "test_resnet-crop72-64"].memory.peak_bytes
+    limit = int(peak_at_2 * 1.05)  # micro-batch 2 fits; 8 and 4 (about +20 % each) do not
+
+    big = write_plan(tmp_path / "big.json", [plan_entry(**entry, micro_batch=8, accum=1)])
+    options = RunOptions(epochs=1, pretrained=False, device="cpu", cpu_memory_limit=limit)
+    record = run_plan(big, image_folder, tmp_path / "run", options).run.entries["test_resnet-crop72-64"]
+
+    assert record.status == "finished"
+    assert (record.planned_accum, record.planned_micro_batch) == (1, 8)
+    assert [(miss.accum, miss.micro_batch) for miss in record.oom_misses] == [(1, 8), (2, 4)]
+    assert "exceeds the limit" in record.oom_misses[0].message
+    assert (record.accum, record.micro_batch) == (4, 2)
+    assert record.memory is not None and record.memory.peak_bytes <= limit == record.memory.limit_bytes
+    assert (tmp_path / "run" / "preds" / "test_resnet-crop72-64.npz").exists()
+
+
+def test_accumulation_ladder_keeps_the_effective_batch() -> None:
+    assert accumulation_ladder(64, 1) == [1, 2, 4, 8, 16, 32, 64]
+    assert accumulation_ladder(64, 8) == [8, 16, 32, 64]
+    assert accumulation_ladder(24, 2) == [2, 3, 4, 6, 8, 12, 24]
+
+
+def test_split_is_stratified_seeded_and_kept(image_folder: Path, tmp_path: Path) -> None:
+    layout = scan_data(image_folder)
+    split = draw_split(layout.train, 0.25, seed=1)
+    assert [name.split("/")[1] for name in split.valid] == ["c0"] * 3 + ["c1"] * 3 + ["c2"] * 3
+    assert split == draw_split(layout.train, 0.25, seed=1) != draw_split(layout.train, 0.25, seed=2)
+
+    assert shared_split(tmp_path, layout, 0.25, 1) == split
+    assert shared_split(tmp_path, layout, 0.25, 1) == split  # read back, not drawn again
+    with pytest.raises(UserError, match=r"--valid-pct 0\.25 --seed 1"):
+        shared_split(tmp_path, layout, 0.25, 2)
+
+
+def test_loose_image_outside_class_folders_is_refused(image_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "train_images" / "a").mkdir(parents=True)
+    (tmp_path / "train_images" / "b").mkdir()
+    for name in ("a/x.png", "b/y.png", "z.png"):
+        shutil.copy(image_folder / "test_images" / "img_0.png", tmp_path / "train_images" / name)
+    with pytest.raises(UserError, match=r"train_images/z.png is not inside a class folder"):
+        scan_data(tmp_path)
+
+
+def test_progress_in_a_ci_log_is_one_plain_line_per_event(tmp_path: Path) -> None:
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=False, width=200))
+    reporter.run_started(tmp_path, ["a", "b"])
+    reporter.entry_skipped("a", "finished earlier")
+    reporter.entry_started("b", 1, 8, 2)
+    reporter.epoch_done("b", EpochRecord(epoch=0, phase="frozen", train_loss=1.0, valid_loss=None,
+                                         error_rate=0.5, seconds=1.0), 2)
+    reporter.entry_oom("b", OomMiss(accum=1, micro_batch=8, message="out of memory"), 2)
+    reporter.run_finished()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert lines == [
+        f"run {tmp_path}: 2 entries",
+        "skip a: finished earlier",
+        "train b: accum 1 × micro-batch 8, 2 epochs",
+        "b epoch 1/2 (frozen): train_loss 1.0000 valid_loss - error_rate 0.5000 1.0s",
+        "out of memory: b at accum 1 × micro-batch 8; retrying with accum 2",
+    ]
+    written: list[str] = []
+    LineReporter(written.append).entry_skipped("a", "finished earlier")
+    assert written == ["skip a: finished earlier"]

@@ -1,0 +1,77 @@
+"""fastai callbacks that `planner run` adds around an unchanged ``fine_tune``.
+
+``fine_tune(epochs, lr, cbs=[...])`` passes them to each of its two fits (the frozen epoch, then the
+unfrozen ones); they are removed again before TTA. Importing this module imports fastai.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastai.callback.core import Callback
+from fastai.learner import Recorder
+
+from trainer.memory import RunMeter
+from trainer.progress import Reporter
+from trainer.runfile import EpochRecord
+
+
+def fit_phase(learn: Any) -> str:
+    """``frozen`` while the optimizer freezes the body (fine_tune's first fit), else ``unfrozen``."""
+    return "frozen" if learn.opt.frozen_idx else "unfrozen"
+
+
+class MemoryPhases(Callback):
+    """Tells a meter where training is: phase starts (``frozen_train``...) and batch boundaries."""
+
+    order = -20  # before the other callbacks' batch work, so the meter sees it
+
+    def __init__(self, meter: RunMeter) -> None:
+        self.meter = meter
+
+    def before_train(self) -> None:
+        self.meter.phase_started(f"{fit_phase(self.learn)}_train")
+
+    def before_validate(self) -> None:
+        self.meter.phase_started(f"{fit_phase(self.learn)}_valid")
+
+    def before_batch(self) -> None:
+        self.meter.batch_started([*self.learn.xb, *self.learn.yb])
+
+    def after_batch(self) -> None:
+        self.meter.batch_ended()
+
+
+class ReportEpochs(Callback):
+    """Records every epoch (losses, error rate, seconds) and passes it to the reporter."""
+
+    order = Recorder.order + 1  # after the Recorder has stored the epoch's values
+
+    def __init__(self, reporter: Reporter, name: str, total_epochs: int) -> None:
+        self.reporter = reporter
+        self.entry_name = name
+        self.total_epochs = total_epochs
+        self.records: list[EpochRecord] = []
+        self.started = 0.0
+
+    def before_epoch(self) -> None:
+        self.started = time.perf_counter()
+
+    def after_epoch(self) -> None:
+        names = self.learn.recorder.metric_names[1:]
+        values = dict(zip(names, self.learn.recorder.values[-1], strict=False))
+        record = EpochRecord(
+            epoch=len(self.records),
+            phase=fit_phase(self.learn),
+            train_loss=_number(values.get("train_loss")),
+            valid_loss=_number(values.get("valid_loss")),
+            error_rate=_number(values.get("error_rate")),
+            seconds=time.perf_counter() - self.started,
+        )
+        self.records.append(record)
+        self.reporter.epoch_done(self.entry_name, record, self.total_epochs)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)

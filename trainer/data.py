@@ -1,0 +1,107 @@
+"""The data folder in the reference layout, checked cheaply before any training starts.
+
+Layout: ``train_images/<label>/*`` (one folder per class), ``test_images/*`` (optional) and an
+optional ``sample_submission.csv``. Items are named by their path relative to the data folder with
+forward slashes (``train_images/3/img_12.png``); test items by their file name (``img_7.png``), as
+``sample_submission.csv`` names them. Image files are recognised by extension, as fastai's
+``get_image_files`` does; every one is opened and checked with PIL's ``verify()`` so that a corrupt
+file is reported by name before hours of training, not in the middle of them.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from planner.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset(ext for ext, kind in mimetypes.types_map.items() if kind.startswith("image/"))
+LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """What a data folder holds.
+
+    Attributes:
+        root: the data folder, absolute.
+        train: relative names of the training images, sorted.
+        vocab: the sorted class names: the class order of every model of a run.
+        test: file names of the test images (in ``test_images/``), sorted; empty when there are none.
+    """
+
+    root: Path
+    train: tuple[str, ...]
+    vocab: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def test_path(self, name: str) -> Path:
+        """The file of a test item."""
+        return self.root / "test_images" / name
+
+
+def label_of(name: str) -> str:
+    """The class of a training item (``train_images/<label>/<file>``): its folder name."""
+    return name.split("/")[-2]
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _verify(path: Path, root: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError...)
+        name = path.relative_to(root).as_posix()
+        raise UserError(f"cannot read image {name} ({error}): replace or remove it") from None
+
+
+def scan_data(data_dir: str | Path) -> DataLayout:
+    """List and check the data folder.
+
+    Args:
+        data_dir: the data folder.
+
+    Returns:
+        The layout, with every image checked.
+
+    Raises:
+        UserError: the folder or its ``train_images`` is missing, an image sits outside a class folder,
+            a class folder holds no image, there are fewer than two classes, or an image cannot be read
+            (the message names the file).
+    """
+    root = Path(data_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise UserError(f"data folder {root} not found ({LAYOUT_HINT})")
+    train_dir = root / "train_images"
+    if not train_dir.is_dir():
+        raise UserError(f"data folder {root} has no train_images folder ({LAYOUT_HINT})")
+    loose = sorted(p.name for p in train_dir.iterdir() if _is_image(p))
+    if loose:
+        raise UserError(f"train_images/{loose[0]} is not inside a class folder ({LAYOUT_HINT})")
+    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two")
+    train: list[str] = []
+    for class_dir in class_dirs:
+        files = sorted(p for p in class_dir.iterdir() if _is_image(p))
+        if not files:
+            raise UserError(f"class folder train_images/{class_dir.name} holds no image")
+        train.extend(p.relative_to(root).as_posix() for p in files)
+    test_dir = root / "test_images"
+    test = sorted(p.name for p in test_dir.iterdir() if _is_image(p)) if test_dir.is_dir() else []
+    for name in train:
+        _verify(root / name, root)
+    for name in test:
+        _verify(test_dir / name, root)
+    return DataLayout(
+        root=root,
+        train=tuple(train),
+        vocab=tuple(sorted(p.name for p in class_dirs)),
+        test=tuple(test),
+    )

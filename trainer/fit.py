@@ -1,0 +1,143 @@
+"""One try of one entry: the reference's fastai training, measured, then TTA predictions.
+
+The recipe comes from ``trainer.recipe`` (the probe builds the same data loaders and learner, so what
+it measured is what is trained here). ``fine_tune`` runs unchanged; memory phases and epoch reports
+are fastai callbacks passed to it. fastai is imported when a try starts, not with this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from planner.plan import PlanEntry
+from trainer.data import DataLayout, label_of
+from trainer.memory import make_meter
+from trainer.predictions import Predictions, error_rate, log_loss
+from trainer.progress import Reporter
+from trainer.recipe import build_learner, make_dataloaders
+from trainer.runfile import EpochRecord, MemoryRecord, Metrics, RunSettings
+from trainer.split import Split
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything one try needs.
+
+    Attributes:
+        entry: the plan entry (architecture, item transform, size).
+        accum: this try's accumulation; ``micro_batch = effective_batch_size // accum``.
+        effective_batch_size: the plan's effective batch (``GradientAccumulation``'s sample count).
+        layout: the checked data folder.
+        split: the run folder's held-out split.
+        settings: epochs, learning rate, pretrained weights, TTA settings.
+        device: "cuda" or "cpu" (fp16 on CUDA, fp32 on the CPU).
+        seed: seeds weights initialisation and shuffling.
+        cpu_memory_limit: cpu only: the tracker raises ``torch.OutOfMemoryError`` above it.
+    """
+
+    entry: PlanEntry
+    accum: int
+    effective_batch_size: int
+    layout: DataLayout
+    split: Split
+    settings: RunSettings
+    device: str
+    seed: int
+    cpu_memory_limit: int | None = None
+
+    @property
+    def micro_batch(self) -> int:
+        return self.effective_batch_size // self.accum
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a successful try produced."""
+
+    predictions: Predictions
+    metrics: Metrics
+    memory: MemoryRecord
+    epochs: list[EpochRecord]
+
+
+def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> TrainOutcome:
+    """Train one entry as planned and predict the held-out split and the test files with TTA.
+
+    Args:
+        job: the try.
+        reporter: receives ``epoch_done`` events.
+        cbs: extra fastai callbacks for ``fine_tune`` (an extension point; tests use it).
+
+    Returns:
+        Predictions, held-out scores, the measured memory and the epochs.
+
+    Raises:
+        torch.OutOfMemoryError: the try ran out of memory (or over ``cpu_memory_limit``); the caller
+            retries with more accumulation after leaving its ``except`` block.
+    """
+    from fastai.callback.progress import ProgressCallback
+    from fastai.torch_core import set_seed
+    from fastcore.basics import noop
+
+    from trainer.callbacks import MemoryPhases, ReportEpochs
+
+    entry, settings, layout = job.entry, job.settings, job.layout
+    set_seed(job.seed)
+    meter = make_meter(job.device, job.accum, job.cpu_memory_limit)
+    held_out = set(job.split.valid)
+    items = [name for name in layout.train if name not in held_out] + list(job.split.valid)
+    dls = make_dataloaders(
+        items, get_x=lambda name: layout.root / name, get_y=label_of, is_valid=held_out.__contains__,
+        item=entry.item, size=entry.size, micro_batch=job.micro_batch, device=job.device,
+        vocab=layout.vocab, seed=job.seed,
+    )
+    learn = build_learner(dls, entry.arch, effective_batch_size=job.effective_batch_size,
+                          pretrained=settings.pretrained, fp16=job.device == "cuda")
+    learn.remove_cb(ProgressCallback)
+    learn.logger = noop
+    epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1)
+    with meter.measuring(learn.model):
+        learn.fine_tune(settings.epochs, settings.lr, cbs=[MemoryPhases(meter), epochs, *cbs])
+
+    valid_probs, valid_plain, valid_targets = _tta(learn, None, settings)
+    targets = np.array([layout.vocab.index(label_of(name)) for name in job.split.valid], dtype=np.int64)
+    if not np.array_equal(valid_targets, targets):
+        raise RuntimeError("fastai's held-out order differs from split.json; predictions would be misaligned")
+    test_files = [layout.test_path(name) for name in layout.test]
+    if test_files:
+        test_probs = _tta(learn, learn.dls.test_dl(test_files), settings)[0]
+    else:
+        test_probs = np.zeros((0, len(layout.vocab)), dtype=np.float32)
+    predictions = Predictions(
+        valid_probs=valid_probs, valid_names=np.array(job.split.valid), valid_targets=targets,
+        test_probs=test_probs, test_names=np.array(layout.test, dtype=str), vocab=np.array(layout.vocab),
+    )
+    metrics = Metrics(
+        n_valid=len(targets),
+        error_rate=error_rate(valid_probs, targets), log_loss=log_loss(valid_probs, targets),
+        error_rate_no_tta=error_rate(valid_plain, targets), log_loss_no_tta=log_loss(valid_plain, targets),
+    )
+    return TrainOutcome(predictions=predictions, metrics=metrics, memory=meter.record(),
+                        epochs=epochs.records)
+
+
+def _tta(learn: Any, dl: Any, settings: RunSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """fastai's ``tta`` (probabilities already: no softmax here), and the plain predictions it
+    computes on the way. ``dl=None`` means the held-out split.
+
+    Returns:
+        (TTA probabilities, plain probabilities, targets or None), as float32/int64 numpy arrays.
+    """
+    import torch
+
+    (augmented, plain), targets = learn.tta(ds_idx=1, dl=dl, n=settings.tta_n, beta=None)
+    blended = torch.lerp(augmented, plain, settings.tta_beta)  # what tta(beta=tta_beta) returns
+    return (
+        blended.float().numpy(),
+        plain.float().numpy(),
+        None if targets is None else targets.long().numpy(),
+    )

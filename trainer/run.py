@@ -1,0 +1,266 @@
+"""`planner run`: train every entry of a plan, resumably, and keep the evidence.
+
+Read top to bottom: check the plan, the device and the data; read or draw the run folder's one
+held-out split; read or start ``run.json``; then for each entry either skip it (finished earlier) or
+train it, retrying with the next larger accumulation when it runs out of memory. Every file is
+written atomically, so Ctrl-C leaves finished entries untouched and the next run redoes only the
+unfinished one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from planner.errors import UserError
+from planner.plan import Plan, PlanEntry, load_plan
+from trainer.data import DataLayout, scan_data
+from trainer.fit import TrainJob, TrainOutcome, train_entry
+from trainer.memory import release_memory
+from trainer.predictions import predictions_path, save_predictions
+from trainer.progress import LogFile, Reporter, Reporters
+from trainer.recipe import prepare_device
+from trainer.runfile import EntryRecord, OomMiss, RunBook, RunFile, RunSettings, load_run, now, save_run
+from trainer.split import shared_split
+
+LOG_FILE = "run.log"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of `planner run` (defaults: the reference's ``fine_tune(12, 0.01)``).
+
+    Attributes:
+        epochs: unfrozen epochs of ``fine_tune`` (after its one frozen epoch).
+        lr: ``fine_tune``'s base learning rate.
+        pretrained: start from pretrained timm weights (needs a network or a cache).
+        device: "auto" (cuda when available), "cuda" or "cpu".
+        valid_pct: the held-out fraction of the run folder's split.
+        seed: seeds the split, the weights and the shuffling.
+        cpu_memory_limit: testing aid: on the CPU, raise ``torch.OutOfMemoryError`` when the tracked
+            live bytes exceed this, as a card of that size would.
+    """
+
+    epochs: int = 12
+    lr: float = 0.01
+    pretrained: bool = True
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    valid_pct: float = 0.2
+    seed: int = 42
+    cpu_memory_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"--epochs {self.epochs} must be at least 1")
+        if not self.lr > 0:
+            raise UserError(f"--lr {self.lr} must be larger than zero, e.g. 0.01")
+        if not 0 < self.valid_pct < 1:
+            raise UserError(f"--valid-pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise UserError(f"--device {self.device!r} must be auto, cuda or cpu")
+
+    def settings(self) -> RunSettings:
+        return RunSettings(epochs=self.epochs, lr=self.lr, pretrained=self.pretrained)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run ended with: the folder's record, and which of its entries this plan names."""
+
+    run_dir: Path
+    run: RunFile
+    names: tuple[str, ...]
+    device: str
+
+    @property
+    def failed(self) -> list[str]:
+        """The plan's entries that ran out of memory at every accumulation."""
+        return [name for name in self.names if self.run.entries[name].status == "failed"]
+
+
+def run_plan(
+    plan_path: str | Path,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    options: RunOptions = RunOptions(),
+    reporter: Reporter = Reporter(),
+    cbs: Sequence[Any] = (),
+) -> RunResult:
+    """Train the plan's entries into ``run_dir``; skip those finished by an earlier run.
+
+    Args:
+        plan_path: plan.json written by `planner probe`.
+        data_dir: the data folder (``train_images/<label>/*``, ``test_images/*``).
+        run_dir: the run folder (created if missing): split.json, run.json, run.log, preds/*.npz.
+        options: see :class:`RunOptions`.
+        reporter: receives progress events (the CLI passes a rich one); run.log gets them too.
+        cbs: extra fastai callbacks added to every ``fine_tune`` (an extension point).
+
+    Returns:
+        The run folder's final record (entries of earlier runs included), the plan's entry names
+        and the device.
+
+    Raises:
+        UserError: bad plan, device, data or options, or a run folder made with another split,
+            data folder or training settings.
+        KeyboardInterrupt: the run was interrupted; finished entries are kept.
+    """
+    plan = load_plan(plan_path)
+    _check_entry_names(plan)
+    device = _resolve_device(options)
+    layout = scan_data(data_dir)
+    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split = shared_split(run_dir, layout, options.valid_pct, options.seed)
+    book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
+    reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
+    reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    make_job = partial(TrainJob, effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+                       settings=options.settings(), device=device, seed=options.seed,
+                       cpu_memory_limit=options.cpu_memory_limit)
+    prepare_device(device)
+    try:
+        for entry in plan.entries:
+            previous = book.run.entries.get(entry.name)
+            if previous and previous.status == "finished" and predictions_path(run_dir, entry.name).exists():
+                reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
+                continue
+            record = _train_with_fallback(make_job(entry=entry, accum=entry.accum), plan, book, reporter, cbs)
+            reporter.entry_done(record)
+    finally:
+        reporter.run_finished()
+    return RunResult(run_dir=run_dir, run=book.run, names=tuple(e.name for e in plan.entries), device=device)
+
+
+def _train_with_fallback(
+    job: TrainJob, plan: Plan, book: RunBook, reporter: Reporter, cbs: Sequence[Any]
+) -> EntryRecord:
+    """Train at the planned accumulation; after an OOM retry at the next divisor of the effective
+    batch (same effective batch, smaller micro-batch). Returns the entry's final record (saved)."""
+    started, clock = now(), time.perf_counter()
+    misses: list[OomMiss] = []
+    record = EntryRecord(
+        name=job.entry.name, arch=job.entry.arch, item=job.entry.item, size=job.entry.size, status="running",
+        device=job.device, precision="fp16" if job.device == "cuda" else "fp32",
+        planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
+        accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
+        predicted_on=plan.measured_on.device, started=started,
+    )
+    ladder = accumulation_ladder(job.effective_batch_size, job.entry.accum)
+    for index, accum in enumerate(ladder):
+        job = replace(job, accum=accum)
+        record = record.model_copy(update={"accum": accum, "micro_batch": job.micro_batch,
+                                           "oom_misses": misses})
+        book.put(record)
+        reporter.entry_started(job.entry.name, accum, job.micro_batch, job.settings.epochs + 1)
+        result = _attempt(job, reporter, cbs)
+        release_memory(job.device)  # outside the except block: the traceback no longer holds tensors
+        if isinstance(result, TrainOutcome):
+            path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)
+            record = record.model_copy(update={
+                "status": "finished", "memory": result.memory, "epochs": result.epochs,
+                "metrics": result.metrics, "predictions": path.relative_to(book.run_dir).as_posix(),
+                "seconds": time.perf_counter() - clock, "finished": now(),
+            })
+            book.put(record)
+            return record
+        misses = [*misses, result]
+        reporter.entry_oom(job.entry.name, result, ladder[index + 1] if index + 1 < len(ladder) else None)
+    record = record.model_copy(update={
+        "status": "failed", "oom_misses": misses, "seconds": time.perf_counter() - clock, "finished": now(),
+        "error": f"out of memory at every accumulation ({', '.join(map(str, ladder))})",
+    })
+    book.put(record)
+    return record
+
+
+def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss:
+    """One try; an out-of-memory error becomes an :class:`OomMiss` (and its traceback is dropped)."""
+    try:
+        return train_entry(job, reporter, cbs)
+    except torch.OutOfMemoryError as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=message)
+
+
+def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[int]:
+    """The accumulations to try, in order: the planned one, then every larger divisor of the
+    effective batch (fastai's ``GradientAccumulation`` counts samples, so only divisors keep the
+    effective batch exact).
+
+    Args:
+        effective_batch_size: the plan's effective batch.
+        planned_accum: the entry's planned accumulation (a divisor of it).
+
+    Returns:
+        Ascending accumulations, starting with ``planned_accum``.
+    """
+    candidates = range(planned_accum, effective_batch_size + 1)
+    return [accum for accum in candidates if effective_batch_size % accum == 0]
+
+
+def _check_entry_names(plan: Plan) -> None:
+    """Entry names become file names (``preds/<name>.npz``)."""
+    for index, entry in enumerate(plan.entries):
+        if "/" in entry.name or "\\" in entry.name or entry.name.startswith("."):
+            raise UserError(f"plan entry {index} has the name {entry.name!r}, which cannot be a file name")
+    if not plan.entries:
+        raise UserError("the plan has no entries: nothing to train")
+
+
+def _resolve_device(options: RunOptions) -> str:
+    """``auto`` means cuda when available; a memory limit applies to the CPU only."""
+    available = torch.cuda.is_available()
+    if options.device == "cuda" and not available:
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    device = "cuda" if options.device == "cuda" or (options.device == "auto" and available) else "cpu"
+    if options.cpu_memory_limit is not None and device != "cpu":
+        raise UserError("--cpu-memory-limit applies to CPU training only (--device cpu)")
+    return device
+
+
+def _open_run(
+    run_dir: Path, plan_path: Path, plan: Plan, layout: DataLayout, settings: RunSettings
+) -> RunFile:
+    """The run folder's record: new, or an earlier one checked against this run."""
+    run = load_run(run_dir)
+    if run is None:
+        run = RunFile(data=str(layout.root), plan=str(plan_path.resolve()),
+                      effective_batch_size=plan.effective_batch_size, budget_bytes=plan.budget_bytes,
+                      settings=settings, created=now(), updated=now())
+        save_run(run, run_dir)
+        return run
+    where = f"{run_dir} was started"
+    hint = "rerun with the folder's values or use another --out folder"
+    if run.data != str(layout.root):
+        raise UserError(f"{where} on the data folder {run.data}, not {layout.root}: {hint}")
+    if run.settings != settings:
+        raise UserError(f"{where} with {_show(run.settings)}, this run asks for {_show(settings)}: {hint}")
+    if run.effective_batch_size != plan.effective_batch_size:
+        raise UserError(f"{where} with effective batch {run.effective_batch_size}, this plan has "
+                        f"{plan.effective_batch_size}: {hint}")
+    for entry in plan.entries:
+        _check_same_training(run.entries.get(entry.name), entry, run_dir)
+    return run
+
+
+def _check_same_training(record: EntryRecord | None, entry: PlanEntry, run_dir: Path) -> None:
+    if record is None or record.status != "finished":
+        return
+    if (record.arch, record.item, tuple(record.size)) != (entry.arch, entry.item, tuple(entry.size)):
+        raise UserError(
+            f"entry {entry.name} in {run_dir} was trained as "
+            f"{record.arch} {record.item.label} {record.size}, "
+            f"the plan now says {entry.arch} {entry.item.label} {entry.size}: use another --out folder"
+        )
+
+
+def _show(settings: RunSettings) -> str:
+    weights = "--pretrained" if settings.pretrained else "--no-pretrained"
+    return f"--epochs {settings.epochs} --lr {settings.lr} {weights}"

@@ -1,0 +1,120 @@
+"""One held-out split per run folder, drawn once and shared by every entry.
+
+The reference drew a new random split for each model, so its validation predictions could not be
+used to fit ensemble weights. Here the split is drawn once (seeded, stratified by class), written to
+``RUN_DIR/split.json`` as file names, and read back by every later entry and every rerun. A rerun
+that asks for another split into the same folder is refused rather than silently mixing splits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from planner.atomic import atomic_write_json
+from planner.errors import UserError
+from planner.plan import Record, describe_validation_error
+from trainer.data import DataLayout, label_of
+
+SPLIT_VERSION = 1
+SPLIT_FILE = "split.json"
+
+
+class Split(Record):
+    """The held-out split: how it was drawn and which files it holds (sorted relative names)."""
+
+    version: Literal[1] = SPLIT_VERSION
+    valid_pct: float = Field(gt=0, lt=1)
+    seed: int
+    stratified: bool = True
+    n_train: int = Field(ge=1)
+    valid: list[str] = Field(min_length=1)
+
+
+def draw_split(train: Sequence[str], valid_pct: float, seed: int) -> Split:
+    """Draw a stratified held-out split: ``round(valid_pct × n)`` files of each class.
+
+    Each class with at least two images gives at least one held-out image and keeps at least one for
+    training; a class with one image stays in training.
+
+    Args:
+        train: relative names of the training images (``train_images/<label>/<file>``).
+        valid_pct: the held-out fraction, strictly between 0 and 1.
+        seed: seeds the draw.
+
+    Returns:
+        The split, held-out names sorted.
+
+    Raises:
+        UserError: the draw holds out no file at all.
+    """
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[str]] = {}
+    for name in sorted(train):
+        by_label.setdefault(label_of(name), []).append(name)
+    valid: list[str] = []
+    for label in sorted(by_label):
+        names = by_label[label]
+        count = min(max(round(valid_pct * len(names)), 1), len(names) - 1)
+        valid.extend(names[i] for i in rng.permutation(len(names))[:count])
+    if not valid:
+        raise UserError("the held-out split is empty: every class needs at least two images")
+    return Split(valid_pct=valid_pct, seed=seed, n_train=len(train) - len(valid), valid=sorted(valid))
+
+
+def load_split(path: Path) -> Split:
+    """Read and validate a split file.
+
+    Raises:
+        UserError: the file is not JSON, is of another version, or a field is wrong.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Split.model_validate(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}): use another --out folder") from None
+    except ValidationError as error:
+        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+
+
+def shared_split(run_dir: Path, layout: DataLayout, valid_pct: float, seed: int) -> Split:
+    """The run folder's split: drawn and written on the first run, read and checked on later ones.
+
+    Args:
+        run_dir: the run folder.
+        layout: the checked data folder.
+        valid_pct: the held-out fraction asked for.
+        seed: the seed asked for.
+
+    Returns:
+        The split every entry of the run uses.
+
+    Raises:
+        UserError: the folder's split was drawn with another ``valid_pct`` or ``seed``, or names
+            held-out files that are no longer in the data folder.
+    """
+    path = run_dir / SPLIT_FILE
+    if not path.exists():
+        split = draw_split(layout.train, valid_pct, seed)
+        atomic_write_json(path, split.to_dict())
+        return split
+    split = load_split(path)
+    if (split.valid_pct, split.seed) != (valid_pct, seed):
+        raise UserError(
+            f"{path} was drawn with --valid-pct {split.valid_pct} --seed {split.seed}, this run asks for "
+            f"--valid-pct {valid_pct} --seed {seed}: every entry of a run folder must share one split, "
+            "so rerun with the folder's values or use another --out folder"
+        )
+    known = set(layout.train)
+    missing = [name for name in split.valid if name not in known]
+    if missing:
+        raise UserError(
+            f"held-out file {missing[0]} of {path} is not in {layout.root} "
+            f"({len(missing)} missing): use the data folder the run started with, or another --out folder"
+        )
+    return split
