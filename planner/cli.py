@@ -118,21 +118,29 @@ def _plan_table(plan):
                         f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
                         f"measured by {plan.measured_on.device})")
     columns = ("entry", "accum", "micro-batch", "predicted peak", "headroom", "probes", "OOMs", "seconds")
+    per_budget = any(entry.per_budget for entry in plan.entries)
+    if per_budget:
+        columns = (*columns, "accum × mb per budget")
     for column in columns:
-        table.add_column(column, justify="left" if column == "entry" else "right")
+        table.add_column(column, justify="left" if column in ("entry", "accum × mb per budget") else "right")
     for entry in plan.entries:
         style = None if entry.fits else "red"
+        pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
+                           + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
         table.add_row(entry.name, str(entry.accum), str(entry.micro_batch),
                       format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
-                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", style=style)
+                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *pairs, style=style)
     return table
 
 
 @app.command()
 def probe(
-    gpu_mem: Annotated[str, typer.Option(
+    gpu_mem: Annotated[list[str], typer.Option(
         "--gpu-mem", help="Card size to plan for: 16G, 16GB, 16GiB, 16280MiB, 16000M, 1.5T. Every unit is "
-        "binary (G = 2^30 bytes), as nvidia-smi and PyTorch report memory; the size is the whole card.")],
+        "binary (G = 2^30 bytes), as nvidia-smi and PyTorch report memory; the size is the whole card. "
+        "Repeat it for mixed GPUs (--gpu-mem 16G --gpu-mem 80G): the plan is for the smallest, and each "
+        "entry also gets a (micro-batch, accum) pair per size, which `planner run --backend ray` picks "
+        "from by the GPU a task gets.")],
     models: Annotated[Path | None, typer.Option(
         "--models", help="TOML or JSON models file: a list `model` of {arch, item, sizes}; "
         "replaces the reference set.")] = None,
@@ -153,7 +161,8 @@ def probe(
     from planner.entries import load_models_file, reference_entries, single_entry
     from planner.probe_data import probe_data_from_folder
 
-    budget = parse_budget(gpu_mem)
+    budgets = sorted({parse_budget(text) for text in gpu_mem})
+    budget = budgets[0]
     if models and arch:
         raise UserError("give either --models or --arch/--size, not both")
     if (arch is None) != (size is None):
@@ -180,7 +189,7 @@ def probe(
     try:
         with reporter.progress:
             plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
-                              margin=margin, reporter=reporter)
+                              margin=margin, reporter=reporter, more_budgets=budgets[1:])
     finally:
         meter.close()
     save_plan(plan, output)
@@ -304,6 +313,31 @@ CpuMemoryLimitOption = Annotated[str | None, typer.Option(
     help="Testing aid: on the CPU, raise out-of-memory above this many tracked bytes (e.g. 300M).")]
 
 
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+BackendOption = Annotated[Backend, typer.Option(
+    "--backend", help="local: one entry after another in this process. ray: entries as Ray tasks over every "
+    "GPU of a Ray cluster (pip install 'planner[ray]'); RUN_DIR and --data must be at the same path on every "
+    "node.")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local "
+    "Ray instance for this run.", show_default=False)]
+GpusPerEntryOption = Annotated[float, typer.Option(
+    "--gpus-per-entry", min=0.0, help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
+    "trains on CPU workers.")]
+PackOption = Annotated[bool, typer.Option(
+    "--pack", help="ray: ask each entry for the fraction of a GPU its predicted peak (plus the plan's margin) "
+    "needs, so that small entries share a large card; each task's process is capped to its share.")]
+MaxRetriesOption = Annotated[int, typer.Option(
+    "--max-retries", min=0, help="ray: retries of an entry whose worker or node died.")]
+CrashOnceOption = Annotated[list[str] | None, typer.Option(
+    "--crash-once", envvar="PLANNER_RAY_CRASH_ONCE", hidden=True,
+    help="Testing aid (ray): the first task of this entry exits its worker process before training.")]
+
+
 @app.command("run")
 def run(
     plan: Annotated[Path, typer.Argument(help="plan.json written by `planner probe`.")],
@@ -316,6 +350,12 @@ def run(
     valid_pct: ValidPctOption = 0.2,
     seed: SeedOption = 42,
     cpu_memory_limit: CpuMemoryLimitOption = None,
+    backend: BackendOption = Backend.local,
+    ray_address: RayAddressOption = None,
+    gpus_per_entry: GpusPerEntryOption = 1.0,
+    pack: PackOption = False,
+    max_retries: MaxRetriesOption = 2,
+    crash_once: CrashOnceOption = None,
 ) -> None:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
     from planner.budget import parse_budget
@@ -328,7 +368,16 @@ def run(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
     )
-    result = run_plan(plan, data, out, options, RichReporter(console))
+    if backend == Backend.ray:
+        from trainer.ray_backend import RayOptions, run_plan_ray
+
+        ray_options = RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
+                                 max_retries=max_retries, crash_once=tuple(crash_once or ()))
+        result = run_plan_ray(plan, data, out, options, ray_options, RichReporter(console))
+    elif pack or ray_address or gpus_per_entry != 1.0:
+        raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
+    else:
+        result = run_plan(plan, data, out, options, RichReporter(console))
     table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
     for row in summary_rows(result.run, result.names):
         table.add_row(*row)

@@ -79,8 +79,26 @@ class MemoryCurve(Record):
         return int(max(backward, step))
 
 
+class BudgetPair(Record):
+    """The micro-batch and accumulation the probe chose for one more card size (same effective batch).
+
+    Written by ``planner probe`` given several ``--gpu-mem``; a task of ``planner run --backend ray``
+    trains with the pair of the largest budget its GPU holds (``trainer.placement.pair_for_memory``).
+    """
+
+    budget_bytes: int = Field(gt=0)
+    micro_batch: int = Field(gt=0)
+    accum: int = Field(gt=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
+    fits: bool
+
+
 class PlanEntry(Record):
-    """Everything `planner run` needs to train one model, plus the evidence behind the choice."""
+    """Everything `planner run` needs to train one model, plus the evidence behind the choice.
+
+    ``accum``/``micro_batch`` are for the plan's ``budget_bytes``; ``per_budget`` (empty unless the
+    probe was given several budgets) holds a pair for each budget, the plan's own included.
+    """
 
     name: str = Field(min_length=1)
     arch: str = Field(min_length=1)
@@ -97,6 +115,7 @@ class PlanEntry(Record):
     ooms: int = Field(default=0, ge=0)
     step_seconds: float | None = None
     probe_seconds: float = Field(default=0.0, ge=0)
+    per_budget: list[BudgetPair] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> PlanEntry:
@@ -144,6 +163,12 @@ class Plan(Record):
                     f"entries.{index}: accum × micro_batch ({entry.accum} × {entry.micro_batch}) "
                     f"must equal effective_batch_size {self.effective_batch_size}"
                 )
+            for number, pair in enumerate(entry.per_budget):
+                if pair.accum * pair.micro_batch != self.effective_batch_size:
+                    raise ValueError(
+                        f"entries.{index}.per_budget.{number}: accum × micro_batch ({pair.accum} × "
+                        f"{pair.micro_batch}) must equal effective_batch_size {self.effective_batch_size}"
+                    )
         return self
 
     def with_entry(self, entry: PlanEntry) -> Plan:

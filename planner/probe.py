@@ -18,7 +18,7 @@ import torch
 from planner.entries import EntrySpec
 from planner.errors import UserError
 from planner.meters.base import Meter
-from planner.plan import MemoryCurve, Plan, PlanEntry, ProbePoint, Size
+from planner.plan import BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size
 from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
 
 DEFAULT_MARGIN = 0.05
@@ -56,16 +56,21 @@ def probe_plan(
     effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE,
     margin: float = DEFAULT_MARGIN,
     reporter: ProbeReporter | None = None,
+    more_budgets: Sequence[int] = (),
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
     Args:
         entries: what to probe, already resolved (see ``planner.entries``).
         meter: how to measure (see ``planner.meters.get_meter``).
-        budget_bytes: the card size.
+        budget_bytes: the card size (the CLI passes the smallest of several).
         effective_batch_size: samples per optimizer step; accum × micro_batch equals it.
         margin: the fraction of the budget kept free.
         reporter: receives progress.
+        more_budgets: other card sizes; when given, every entry gets a ``per_budget`` pair for each
+            budget, ``budget_bytes`` included. Each extra search starts from the entry's curve and
+            reuses its probes that did not run out of memory (a peak that fitted a smaller cap is
+            the same under a larger one); the meter keeps the model between them.
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
@@ -81,12 +86,20 @@ def probe_plan(
         reporter.entry_started(entry, position, len(entries))
         entry_started = time.perf_counter()
         candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
+        fitted: dict[int, ProbePoint] = {}  # probes that did not run out of memory, for larger budgets
+        fresh: list[ProbePoint] = []
 
-        def measure(b: int, entry: EntrySpec = entry) -> ProbePoint:
+        def measure(b: int, entry: EntrySpec = entry, fitted=fitted, fresh=fresh) -> ProbePoint:
+            if b in fitted:
+                return fitted[b]
             point = _measure_or_explain(meter, entry, b)
             reporter.probe_done(entry, point)
+            fresh.append(point)
+            if not point.oom:
+                fitted[b] = point
             return point
 
+        meter.budget_bytes = budget_bytes  # a meter that emulates the card (cuda) caps itself at it
         result = search_micro_batch(measure, candidates, limit, prior=curves.get((entry.arch, entry.size)))
         if not result.fits and result.peak_bytes is None:
             result = _measure_uncapped(meter, entry, result)
@@ -94,6 +107,20 @@ def probe_plan(
             curves[(entry.arch, entry.size)] = result.curve
         planned = _plan_entry(entry, result, budget_bytes, effective_batch_size,
                               time.perf_counter() - entry_started)
+        if more_budgets:
+            first_search = len(fresh)
+            pairs = []
+            for budget in sorted({budget_bytes, *more_budgets}):
+                if budget == budget_bytes:
+                    pairs.append(_budget_pair(budget, result, effective_batch_size))
+                    continue
+                meter.budget_bytes = budget
+                more = search_micro_batch(measure, candidates, budget * (1 - margin), prior=result.curve)
+                pairs.append(_budget_pair(budget, more, effective_batch_size))
+            meter.budget_bytes = budget_bytes
+            planned = planned.model_copy(update={
+                "per_budget": pairs, "probes": [*planned.probes, *fresh[first_search:]],
+                "probe_seconds": round(time.perf_counter() - entry_started, 2)})
         reporter.entry_done(planned)
         done[entry.name] = planned
     return Plan(
@@ -121,6 +148,12 @@ def _measure_uncapped(meter: Meter, entry: EntrySpec, result: SearchResult) -> S
     point = _measure_or_explain(meter, entry, result.micro_batch, capped=False)
     return SearchResult(micro_batch=result.micro_batch, fits=False, peak_bytes=point.peak_bytes,
                         curve=result.curve, points=(*result.points, point))
+
+
+def _budget_pair(budget_bytes: int, result: SearchResult, effective_batch_size: int) -> BudgetPair:
+    return BudgetPair(budget_bytes=budget_bytes, micro_batch=result.micro_batch,
+                      accum=effective_batch_size // result.micro_batch, predicted_peak_bytes=result.peak_bytes,
+                      fits=result.fits)
 
 
 def _plan_entry(entry: EntrySpec, result: SearchResult, budget_bytes: int, effective_batch_size: int,

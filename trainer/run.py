@@ -26,7 +26,19 @@ from trainer.memory import release_memory
 from trainer.predictions import predictions_path, save_predictions
 from trainer.progress import LogFile, Reporter, Reporters
 from trainer.recipe import prepare_device
-from trainer.runfile import EntryRecord, OomMiss, RunBook, RunFile, RunSettings, load_run, now, save_run
+from trainer.runfile import (
+    EntryRecord,
+    EpochRecord,
+    MemoryRecord,
+    Metrics,
+    OomMiss,
+    RunBook,
+    RunFile,
+    RunSettings,
+    load_run,
+    now,
+    save_run,
+)
 from trainer.split import shared_split
 
 LOG_FILE = "run.log"
@@ -127,8 +139,8 @@ def run_plan(
     prepare_device(device)
     try:
         for entry in plan.entries:
-            previous = book.run.entries.get(entry.name)
-            if previous and previous.status == "finished" and predictions_path(run_dir, entry.name).exists():
+            previous = finished_earlier(book, entry.name)
+            if previous:
                 reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
                 continue
             record = _train_with_fallback(make_job(entry=entry, accum=entry.accum), plan, book, reporter, cbs)
@@ -143,15 +155,9 @@ def _train_with_fallback(
 ) -> EntryRecord:
     """Train at the planned accumulation; after an OOM retry at the next divisor of the effective
     batch (same effective batch, smaller micro-batch). Returns the entry's final record (saved)."""
-    started, clock = now(), time.perf_counter()
+    clock = time.perf_counter()
     misses: list[OomMiss] = []
-    record = EntryRecord(
-        name=job.entry.name, arch=job.entry.arch, item=job.entry.item, size=job.entry.size, status="running",
-        device=job.device, precision="fp16" if job.device == "cuda" else "fp32",
-        planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
-        accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
-        predicted_on=plan.measured_on.device, started=started,
-    )
+    record = new_entry_record(job, plan, now())
     ladder = accumulation_ladder(job.effective_batch_size, job.entry.accum)
     for index, accum in enumerate(ladder):
         job = replace(job, accum=accum)
@@ -163,21 +169,54 @@ def _train_with_fallback(
         release_memory(job.device)  # outside the except block: the traceback no longer holds tensors
         if isinstance(result, TrainOutcome):
             path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)
-            record = record.model_copy(update={
-                "status": "finished", "memory": result.memory, "epochs": result.epochs,
-                "metrics": result.metrics, "predictions": path.relative_to(book.run_dir).as_posix(),
-                "seconds": time.perf_counter() - clock, "finished": now(),
-            })
+            record = finished_record(record, memory=result.memory, epochs=result.epochs, metrics=result.metrics,
+                                     predictions=path.relative_to(book.run_dir).as_posix(),
+                                     seconds=time.perf_counter() - clock)
             book.put(record)
             return record
         misses = [*misses, result]
         reporter.entry_oom(job.entry.name, result, ladder[index + 1] if index + 1 < len(ladder) else None)
-    record = record.model_copy(update={
-        "status": "failed", "oom_misses": misses, "seconds": time.perf_counter() - clock, "finished": now(),
-        "error": f"out of memory at every accumulation ({', '.join(map(str, ladder))})",
-    })
+    record = failed_record(record, misses, time.perf_counter() - clock,
+                           f"out of memory at every accumulation ({', '.join(map(str, ladder))})")
     book.put(record)
     return record
+
+
+def finished_earlier(book: RunBook, name: str) -> EntryRecord | None:
+    """The entry's record if an earlier run finished it (run.json says so and its npz exists)."""
+    previous = book.run.entries.get(name)
+    if previous and previous.status == "finished" and predictions_path(book.run_dir, name).exists():
+        return previous
+    return None
+
+
+def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
+    """An entry's record when its first try starts (status ``running``), as both backends write it."""
+    return EntryRecord(
+        name=job.entry.name, arch=job.entry.arch, item=job.entry.item, size=job.entry.size, status="running",
+        device=job.device, precision="fp16" if job.device == "cuda" else "fp32",
+        planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
+        accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
+        predicted_on=plan.measured_on.device, started=started,
+    )
+
+
+def finished_record(
+    record: EntryRecord, *, memory: MemoryRecord, epochs: list[EpochRecord], metrics: Metrics, predictions: str,
+    seconds: float,
+) -> EntryRecord:
+    """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative)."""
+    return record.model_copy(update={
+        "status": "finished", "memory": memory, "epochs": epochs, "metrics": metrics,
+        "predictions": predictions, "seconds": seconds, "finished": now(),
+    })
+
+
+def failed_record(record: EntryRecord, misses: list[OomMiss], seconds: float, error: str) -> EntryRecord:
+    """The record of an entry given up on."""
+    return record.model_copy(update={
+        "status": "failed", "oom_misses": misses, "seconds": seconds, "finished": now(), "error": error,
+    })
 
 
 def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss:

@@ -88,6 +88,28 @@ class Metrics(Record):
     log_loss_no_tta: float
 
 
+class WorkerRecord(Record):
+    """Where the try that finished an entry ran, with ``planner run --backend ray``.
+
+    ``gpu_ids`` are Ray's ids on that node (``ray.get_gpu_ids()``); ``gpu_share`` is the GPU count or
+    fraction the task asked for; ``gpu_memory_bytes`` the card's memory (None without CUDA, e.g. Ray's
+    logical GPUs) and ``memory_bytes`` what the task could use of it (its share, with ``--pack``);
+    ``started_unix``/``ended_unix`` the try's wall-clock bounds on that node (seconds since the epoch);
+    ``import_seconds`` the time the worker took to import fastai for it (fresh worker per GPU task).
+    """
+
+    node: str
+    hostname: str
+    pid: int
+    gpu_ids: list[str] = Field(default_factory=list)
+    gpu_share: float = Field(ge=0)
+    gpu_memory_bytes: int | None = None
+    memory_bytes: int | None = None
+    started_unix: float
+    ended_unix: float
+    import_seconds: float = Field(default=0.0, ge=0)
+
+
 class EntryRecord(Record):
     """One plan entry in a run: its settings as planned and as trained, and the evidence.
 
@@ -118,6 +140,7 @@ class EntryRecord(Record):
     started: str
     finished: str | None = None
     error: str | None = None
+    worker: WorkerRecord | None = None
 
 
 class RunFile(Record):
