@@ -227,7 +227,9 @@ def tune_weights_command(
     seed: SeedOption = 0,
     storage: Annotated[
         str | None,
-        typer.Option("--storage", help="Any Optuna storage URL.", show_default="sqlite:///RUN_DIR/optuna.db"),
+        typer.Option("--storage", help="Any Optuna storage URL. A SQLite file takes one tune-weights at a time; "
+                     "several processes or machines share a study on a server, e.g. postgresql://USER@HOST/DB "
+                     "(--trials is then the study's total).", show_default="sqlite:///RUN_DIR/optuna.db"),
     ] = None,
     study: Annotated[str, typer.Option("--study", help="Study name in the storage; reruns resume it.")] = (
         "tune-weights"

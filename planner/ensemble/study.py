@@ -15,6 +15,15 @@ Resume. ``trials`` is the number of *completed* trials the study should hold: a 
 has 20 and is asked for 30 runs 10 more; one that has 30 runs none. A stored study remembers which
 predictions it was fit on (a hash of the entry names, held-out names and each model's probability of
 the true class: all the objective sees) and is refused if they changed.
+
+Several processes. SQLite takes one writer at a time (Optuna advises against it for parallel
+optimisation: concurrent writers wait on each other and fail with "database is locked"), so a study in
+a SQLite file is run by one process at a time: ``run_study`` holds an exclusive lock on ``FILE.lock``
+while it runs and refuses a second process in one line. Several processes or machines share a study
+through a server database (PostgreSQL, MySQL): each runs ``tune-weights`` with the same ``--storage``
+and ``--study``, and ``trials`` is then the study's total (Optuna's ``MaxTrialsCallback`` stops every
+process once the study holds that many completed trials). File locks over a network filesystem are not
+reliable, so a SQLite file shared by several machines is not always caught: use a server for them.
 """
 
 from __future__ import annotations
@@ -22,14 +31,21 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
 
 from planner.ensemble.objectives import log_loss, row_log_losses
 from planner.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; SQLite's own locking remains
+    fcntl = None
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
@@ -117,8 +133,26 @@ def run_study(
         The best weights and the study's history.
 
     Raises:
-        UserError: the storage URL cannot be opened, or the stored study was fit on other predictions.
+        UserError: the storage URL cannot be opened, the stored study was fit on other predictions, or
+            another process is running a study in the same SQLite file.
     """
+    with single_writer(storage):
+        return _run(p_true, names, trials=trials, sampler=sampler, seed=seed, storage=storage,
+                    study_name=study_name, fit_on=fit_on, on_trial=on_trial)
+
+
+def _run(
+    p_true: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    trials: int,
+    sampler: str,
+    seed: int,
+    storage: str | None,
+    study_name: str,
+    fit_on: str | None,
+    on_trial: Callable[[int, int], None] | None,
+) -> StudyResult:
     study = _open(storage, study_name)
     stored = study.user_attrs.get("fingerprint")
     if fit_on is not None and stored != fit_on and (stored is not None or study.trials):
@@ -143,6 +177,8 @@ def run_study(
 
     ran = itertools.count(1)
     callbacks = [] if on_trial is None else [lambda _study, _trial: on_trial(next(ran), todo)]
+    if storage is not None and _sqlite_file(storage) is None:  # a server others may write to as well
+        callbacks.append(optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,)))
     if todo:
         with _quiet():
             study.optimize(objective, n_trials=todo, callbacks=callbacks)
@@ -181,6 +217,47 @@ def _open(storage: str | None, study_name: str) -> optuna.Study:
     except (SQLAlchemyError, ValueError, ImportError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot open Optuna storage {storage!r}: {first_line}") from None
+
+
+def _sqlite_file(storage: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(storage)
+    except ArgumentError:
+        return None  # _open reports the bad URL
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+@contextmanager
+def single_writer(storage: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``FILE.lock`` beside a SQLite study file while the block runs.
+
+    Raises:
+        UserError: another process holds it (another tune-weights is writing the same file).
+    """
+    path = None if storage is None else _sqlite_file(storage)
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another process is running a study in {path}: SQLite takes one writer at a time; wait for "
+                "it, or run several processes or machines on a server database with --storage "
+                "postgresql://USER:PASSWORD@HOST/DB (README: Scale out)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _fast_sqlite(connection: sqlite3.Connection, _record: object) -> None:
