@@ -66,10 +66,10 @@ def main() -> None:
     try:
         app()
     except UserError as error:
-        err_console.print(f"error: {error}", soft_wrap=True)
+        err_console.print(f"error: {error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_USER_ERROR)
     except PlanDoesNotFit as error:
-        err_console.print(f"{error}", soft_wrap=True)
+        err_console.print(f"{error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_DOES_NOT_FIT)
 
 
