@@ -5,7 +5,10 @@ epochs each) on one small image folder, trained by the real CLI in fresh run fol
 alternating:
 
 - ``local``: ``planner run PLAN --device cpu`` (entries one after another in one process, torch's
-  default threads);
+  default threads: 2 here);
+- ``local-1thread``: the same with ``OMP_NUM_THREADS=1``, the thread count Ray gives each task (with
+  other work on the machine, two spinning OpenMP threads per process can slow epochs down many times:
+  this arm separates that effect from Ray's);
 - ``ray``: ``planner run PLAN --device cpu --backend ray --ray-address ADDRESS`` joining a local Ray
   instance that this script starts once with 2 CPUs and 2 *logical* GPUs (``ray.init(num_cpus=2,
   num_gpus=2)``; a machine without GPUs starts with none): two entries at a time, one fresh worker
@@ -18,7 +21,7 @@ process) and of a GPU task that imports what a training task imports (``trainer.
 fastai). On this machine both "GPUs" share the same 2 CPU cores, so no real multi-GPU speed-up can
 show; see RESULTS.md. Usage::
 
-    python benchmarks/bench_ray.py [--reps 2] [--per-class 40] [--out benchmarks/results/ray_backend.json]
+    python benchmarks/bench_ray.py [--reps 3] [--per-class 40] [--out benchmarks/results/ray_backend.json]
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from run_data import make_image_folder, plan_entry, write_plan  # noqa: E402
 
 TRAIN = ["--no-pretrained", "--epochs", "1", "--device", "cpu"]
+ARMS = ("local", "local-1thread", "ray")
 
 
-def cli(*args: str | Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+def cli(*args: str | Path, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     """The CLI in a subprocess; its environment is this process's (after ``ray.init``, which sets what a
-    driver needs to join the instance)."""
+    driver needs to join the instance) plus ``env``."""
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=REPO,
+                            env={**os.environ, **(env or {})},
                             capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"planner {' '.join(map(str, args))} failed:\n{result.stderr}")
@@ -130,7 +135,7 @@ def per_gpu(entries: dict[str, dict]) -> dict[str, list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--per-class", type=int, default=40, help="training images per class (3 classes)")
     parser.add_argument("--samples", type=int, default=3, help="samples of each Ray round trip")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ray_backend.json")
@@ -157,12 +162,12 @@ def main() -> None:
             overheads = ray_overheads(ray, address, args.samples)
             reps = []
             for rep in range(args.reps):
-                arms = ("local", "ray") if rep % 2 == 0 else ("ray", "local")
                 row = {}
-                for arm in arms:
+                for arm in ARMS[rep % len(ARMS):] + ARMS[:rep % len(ARMS)]:
                     run_dir = root / f"{arm}{rep}"
                     extra = ["--backend", "ray", "--ray-address", address] if arm == "ray" else []
-                    wall, _ = cli("run", plan, "--data", data, "--out", run_dir, *TRAIN, *extra)
+                    threads = {"OMP_NUM_THREADS": "1"} if arm == "local-1thread" else {}
+                    wall, _ = cli("run", plan, "--data", data, "--out", run_dir, *TRAIN, *extra, env=threads)
                     row[arm] = {"wall_seconds": wall, "entries": entries_of(run_dir)}
                     print(f"rep {rep} {arm}: {wall:.1f} s", flush=True)
                 reps.append(row)
@@ -170,16 +175,15 @@ def main() -> None:
             ray.shutdown()  # stops the instance this script started
         load_after = os.getloadavg()
 
-    local_walls = [rep["local"]["wall_seconds"] for rep in reps]
-    ray_walls = [rep["ray"]["wall_seconds"] for rep in reps]
+    walls = {arm: [rep[arm]["wall_seconds"] for rep in reps] for arm in ARMS}
     ray_entries = [entry for rep in reps for entry in rep["ray"]["entries"].values()]
     local_first = [next(iter(rep["local"]["entries"].values()))["seconds"] for rep in reps]
     local_rest = [entry["seconds"] for rep in reps for entry in list(rep["local"]["entries"].values())[1:]]
     gaps = [later["started_unix"] - earlier["ended_unix"] for rep in reps
             for chain in per_gpu(rep["ray"]["entries"]).values() for earlier, later in itertools.pairwise(chain)]
     summary = {
-        "local_wall_seconds_median": statistics.median(local_walls),
-        "ray_wall_seconds_median": statistics.median(ray_walls),
+        **{f"{arm}_wall_seconds_median": statistics.median(values) for arm, values in walls.items()},
+        **{f"{arm}_wall_seconds_min": min(values) for arm, values in walls.items()},
         "ray_instance_start_seconds": ray_start,
         # local: the first entry's seconds include the process's fastai import (train_entry imports it)
         "local_first_entry_seconds_median": statistics.median(local_first),
