@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import click
 import typer
@@ -17,6 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.errors import PlanDoesNotFit, UserError
+
+if TYPE_CHECKING:
+    from trainer.run import RunResult
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -62,7 +65,6 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-
 # Options of `planner run`.
 RunDirOption = Annotated[Path, typer.Option(
     "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.")]
@@ -92,7 +94,7 @@ def run(
 ) -> int:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
     from planner.budget import parse_budget
-    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
+    from trainer.progress import RichReporter
     from trainer.run import RunOptions, run_plan
 
     if data is None:
@@ -102,6 +104,14 @@ def run(
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
     )
     result = run_plan(plan, data, out, options, RichReporter(console))
+    _print_run_summary(result)
+    return 1 if result.failed else 0
+
+
+def _print_run_summary(result: RunResult) -> None:
+    """The run's table: predicted against measured peaks, held-out scores, out-of-memory retries."""
+    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, summary_rows
+
     table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
     for row in summary_rows(result.run, result.names):
         table.add_row(*row)
@@ -111,4 +121,3 @@ def run(
     console.print(SUMMARY_NOTE, soft_wrap=True)
     if result.device == "cpu":
         console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
-    return 1 if result.failed else 0
