@@ -13,7 +13,7 @@ from planner.plan import ItemTransform
 
 __all__ = ["DEMO_BUDGET", "DEMO_EFFECTIVE_BATCH_SIZE", "DEMO_LR", "demo_entries", "write_digits"]
 
-DEMO_ARCHS = ("resnet18", "convnext_atto", "mobilenetv3_small_100")
+DEMO_ARCHS = ("resnet18", "convnext_atto", "resnet10t")
 DEMO_SIZE = 32
 DEMO_BUDGET = "1G"
 DEMO_EFFECTIVE_BATCH_SIZE = 32
