@@ -9,7 +9,8 @@ Three arms run alternately in one process (the order rotates each repetition):
   cbs=GradientAccumulation(effective))``, ``fine_tune(epochs, lr)``) on the same held-out files,
   same seed, fp32 on the CPU.
 - ``plain+tracker``: the plain arm with a ``StorageTracker`` around the whole ``fine_tune``: what
-  tracking every batch would cost (``planner run`` samples the first batches of each phase).
+  tracking every batch would cost (``planner run`` samples the first batches of each phase), and the
+  peak that the planner arm's sampled measurement should equal.
 
 Every arm is timed by the same callback (wall and process CPU seconds per epoch; another process on
 the machine inflates wall time more than CPU time). Data: scikit-learn's ``load_digits`` (1,797 real
@@ -95,18 +96,20 @@ def epoch_clock() -> object:
     return EpochClock()
 
 
-def run_planner(plan: Path, data: Path, run_dir: Path, epochs: int, lr: float) -> list[dict]:
+def run_planner(plan: Path, data: Path, run_dir: Path, epochs: int, lr: float) -> tuple[list[dict], int]:
+    """Epoch times, and the peak bytes the sampled tracker measured."""
     from trainer.run import RunOptions, run_plan
 
     clock = epoch_clock()
-    run_plan(plan, data, run_dir, RunOptions(epochs=epochs, lr=lr, pretrained=False, device="cpu", seed=SEED),
-             cbs=[clock])
-    return clock.epochs
+    options = RunOptions(epochs=epochs, lr=lr, pretrained=False, device="cpu", seed=SEED)
+    (record,) = run_plan(plan, data, run_dir, options, cbs=[clock]).run.entries.values()
+    return clock.epochs, record.memory.peak_bytes
 
 
 def run_plain(data: Path, valid: set[str], entry: PlanEntry, effective: int, epochs: int, lr: float,
-              tracked: bool) -> list[dict]:
-    """The reference recipe, written directly with fastai."""
+              tracked: bool) -> tuple[list[dict], int | None]:
+    """The reference recipe, written directly with fastai: epoch times, and the peak bytes of a tracker
+    counting every batch (None untracked)."""
     from fastai.vision.all import (
         CategoryBlock,
         DataBlock,
@@ -146,9 +149,9 @@ def run_plain(data: Path, valid: set[str], entry: PlanEntry, effective: int, epo
         tracker.track([*learn.model.parameters(), *learn.model.buffers()])
         with tracker:
             learn.fine_tune(epochs, lr, cbs=clock)
-    else:
-        learn.fine_tune(epochs, lr, cbs=clock)
-    return clock.epochs
+        return clock.epochs, tracker.peak_bytes
+    learn.fine_tune(epochs, lr, cbs=clock)
+    return clock.epochs, None
 
 
 def summarise(times: list[list[dict]]) -> dict:
@@ -163,6 +166,25 @@ def summarise(times: list[list[dict]]) -> dict:
             summary[f"{group}_{key}"] = statistics.median(values)
             summary[f"{group}_{key}_min"] = min(values)
     return summary
+
+
+def markdown_table(summary: dict, ratios: dict) -> str:
+    """Wall seconds as median (min), CPU seconds as median, and both as ratios to the plain arm."""
+    def cell(values: dict, group: str, digits: int) -> str:
+        return f"{values[group]:.{digits}f} ({values[group + '_min']:.{digits}f})"
+
+    lines = ["| arm | measure | epoch (mean of a run) | frozen epoch | unfrozen epoch |",
+             "| --- | --- | --- | --- | --- |"]
+    for arm in summary:
+        for measure, key, values, digits in (
+            ("wall s, median (min)", "seconds", summary[arm], 2),
+            ("CPU s, median (min)", "cpu_seconds", summary[arm], 2),
+            ("wall ratio to plain", "seconds", ratios[arm], 3),
+            ("CPU ratio to plain", "cpu_seconds", ratios[arm], 3),
+        ):
+            cells = [cell(values, f"{group}_{key}", digits) for group in ("epoch_mean", "frozen", "unfrozen")]
+            lines.append(f"| {arm} | {measure} | {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -190,15 +212,18 @@ def main() -> None:
         valid = set(draw_split(scan_data(data).train, valid_pct=0.2, seed=SEED).valid)  # as run_plan does
         times: dict[str, list[list[dict]]] = {arm: [] for arm in arms}
         loads: list[dict] = []
+        peaks: dict[str, list[int | None]] = {arm: [] for arm in arms}
         for rep in range(args.reps):
             for arm in arms[rep % 3:] + arms[:rep % 3]:
                 if arm == "planner":
-                    measured = run_planner(root / "plan.json", data, root / f"run{rep}", args.epochs, args.lr)
+                    measured, peak = run_planner(root / "plan.json", data, root / f"run{rep}", args.epochs,
+                                                 args.lr)
                 else:
-                    measured = run_plain(data, valid, entry, args.effective, args.epochs, args.lr,
+                    measured, peak = run_plain(data, valid, entry, args.effective, args.epochs, args.lr,
                                          tracked=arm == "plain+tracker")
                 times[arm].append(measured)
                 loads.append({"rep": rep, "arm": arm, "loadavg_1min_after": os.getloadavg()[0]})
+                peaks[arm].append(peak)
                 shown = ", ".join(f"{e['seconds']:.2f}s" for e in measured)
                 print(f"rep {rep + 1} {arm}: {shown}", flush=True)
 
@@ -210,23 +235,13 @@ def main() -> None:
                     "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__},
         "settings": {**vars(args), "out": str(args.out)},
-        "times": times, "load": loads, "summary": summary, "ratio_to_plain": ratios,
+        "times": times, "load": loads, "peak_bytes": peaks, "summary": summary, "ratio_to_plain": ratios,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| arm | epoch wall s, median (min) | frozen epoch | unfrozen epoch | epoch CPU s "
-          "| ratio to plain: epoch, median (min) | frozen | unfrozen |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for arm in arms:
-        s, r = summary[arm], ratios[arm]
-
-        def both(values: dict, group: str, digits: int) -> str:
-            return f"{values[group]:.{digits}f} ({values[group + '_min']:.{digits}f})"
-
-        print(f"| {arm} | {both(s, 'epoch_mean_seconds', 2)} | {both(s, 'frozen_seconds', 2)} "
-              f"| {both(s, 'unfrozen_seconds', 2)} | {both(s, 'epoch_mean_cpu_seconds', 2)} "
-              f"| {both(r, 'epoch_mean_seconds', 3)} | {both(r, 'frozen_seconds', 3)} "
-              f"| {both(r, 'unfrozen_seconds', 3)} |")
+    print(markdown_table(summary, ratios))
+    print(f"peak bytes: planner (sampled batches) {sorted(set(peaks['planner']))}, "
+          f"plain+tracker (every batch) {sorted(set(peaks['plain+tracker']))}")
     print(f"wrote {args.out}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -133,6 +134,28 @@ def _plan_table(plan):
     return table
 
 
+def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, margin: float, probe_data,
+                    output: Path, more_budgets=()):
+    """Probe with progress (a pair per budget too when ``more_budgets``), write the plan, show its
+    table; returns the plan."""
+    from planner.meters import get_meter
+    from planner.plan import save_plan
+    from planner.probe import probe_plan
+
+    meter = get_meter(device_name, budget_bytes=budget, data=probe_data)
+    reporter = _ProbeProgress(len(entries))
+    try:
+        with reporter.progress:
+            plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
+                              margin=margin, reporter=reporter, more_budgets=more_budgets)
+    finally:
+        meter.close()
+    save_plan(plan, output)
+    console.print(_plan_table(plan))
+    console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
+    return plan
+
+
 @app.command()
 def probe(
     gpu_mem: Annotated[list[str], typer.Option(
@@ -175,26 +198,13 @@ def probe(
 
     import torch
 
-    from planner.meters import get_meter
-    from planner.plan import save_plan
-    from planner.probe import probe_plan
-
     device_name = device.value
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "estimate"
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
-    meter = get_meter(device_name, budget_bytes=budget, data=probe_data)
-    reporter = _ProbeProgress(len(entries))
-    try:
-        with reporter.progress:
-            plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
-                              margin=margin, reporter=reporter, more_budgets=budgets[1:])
-    finally:
-        meter.close()
-    save_plan(plan, output)
-    console.print(_plan_table(plan))
-    console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
+    plan = _probe_and_show(entries, device_name, budget, effective_bs, margin, probe_data, output,
+                           more_budgets=budgets[1:])
     misfits = [entry.name for entry in plan.entries if not entry.fits]
     if misfits:
         raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
@@ -252,10 +262,7 @@ def tune_weights_command(
     ] = False,
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
-    from rich.progress import Progress
-
-    from planner.ensemble.report import scores_table
-    from planner.ensemble.tune import TuneOptions, tune_weights
+    from planner.ensemble.tune import TuneOptions
 
     options = TuneOptions(
         run_dir=run_dir,
@@ -269,6 +276,14 @@ def tune_weights_command(
         folds=folds,
         force_weights=force_weights,
     )
+    _tune_and_show(options)
+
+
+@contextmanager
+def _trial_progress():
+    """Optuna trial bars on a terminal (nothing in a log); yields the core's progress callback."""
+    from rich.progress import Progress
+
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
@@ -277,7 +292,17 @@ def tune_weights_command(
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done)
 
+        yield progress
+
+
+def _tune_and_show(options):
+    """Tune with trial progress, then show every method's scores and the choice; returns the result."""
+    from planner.ensemble.report import scores_table
+    from planner.ensemble.tune import tune_weights
+
+    with _trial_progress() as progress:
         result = tune_weights(options, progress)
+
     console.print(scores_table(result))
     console.print(
         f"study {result.study.study_name!r} in {result.study.storage_shown}: {result.study.completed} trials "
@@ -289,6 +314,7 @@ def tune_weights_command(
     console.print(
         f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
     )
+    return result
 
 
 def _parse_hand_weight(item: str) -> tuple[str, float]:
@@ -340,6 +366,31 @@ CrashOnceOption = Annotated[list[str] | None, typer.Option(
     help="Testing aid (ray): the first task of this entry exits its worker process before training.")]
 
 
+def _run_and_show(plan: Path, data: Path, out: Path, options, ray_options=None):
+    """Train with live progress (as Ray tasks when ``ray_options`` is given), then show the summary
+    table; returns the run's result."""
+    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
+    from trainer.run import run_plan
+
+    if ray_options is not None:
+        from trainer.ray_backend import run_plan_ray
+
+        result = run_plan_ray(plan, data, out, options, ray_options, RichReporter(console))
+    else:
+        result = run_plan(plan, data, out, options, RichReporter(console))
+
+    table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
+    for row in summary_rows(result.run, result.names):
+        table.add_row(*row)
+    if not console.is_terminal:  # a log is not 80 columns wide: print the table at its natural width
+        table.width = console.measure(table, options=console.options.update_width(250)).maximum
+    console.print(table, crop=False)
+    console.print(SUMMARY_NOTE, soft_wrap=True)
+    if result.device == "cpu":
+        console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
+    return result
+
+
 @app.command("run")
 def run(
     plan: Annotated[Path, typer.Argument(help="plan.json written by `planner probe`.")],
@@ -361,8 +412,7 @@ def run(
 ) -> None:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
     from planner.budget import parse_budget
-    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
-    from trainer.run import RunOptions, run_plan
+    from trainer.run import RunOptions
 
     if data is None:
         raise UserError("planner run needs --data DIR (train_images/<label>/*, test_images/*)")
@@ -370,24 +420,52 @@ def run(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
     )
+    ray_options = None
     if backend == Backend.ray:
-        from trainer.ray_backend import RayOptions, run_plan_ray
+        from trainer.ray_backend import RayOptions
 
         ray_options = RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
                                  max_retries=max_retries, crash_once=tuple(crash_once or ()))
-        result = run_plan_ray(plan, data, out, options, ray_options, RichReporter(console))
     elif pack or ray_address or gpus_per_entry != 1.0:
         raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
-    else:
-        result = run_plan(plan, data, out, options, RichReporter(console))
-    table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
-    for row in summary_rows(result.run, result.names):
-        table.add_row(*row)
-    if not console.is_terminal:  # a log is not 80 columns wide: print the table at its natural width
-        table.width = console.measure(table, options=console.options.update_width(250)).maximum
-    console.print(table, crop=False)
-    console.print(SUMMARY_NOTE, soft_wrap=True)
-    if result.device == "cpu":
-        console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
+    result = _run_and_show(plan, data, out, options, ray_options)
     if result.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder: data/, plan.json, run/.")] = Path(
+        "planner-demo"),
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=100, help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs per model.")] = 3,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Optuna trials for the weights.")] = 200,
+) -> None:
+    """Run probe -> run -> tune-weights on real handwritten digits, on the CPU, in a few minutes."""
+    import time
+
+    from planner.budget import parse_budget
+    from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
+    from planner.ensemble.tune import TuneOptions
+    from planner.probe_data import probe_data_from_folder
+    from trainer.run import RunOptions
+
+    started = time.perf_counter()
+    out = out.resolve()
+    data = write_digits(out / "data", limit=limit)
+    console.rule(f"1/3 planner probe --gpu-mem {DEMO_BUDGET} --device cpu  (digits written to {data})")
+    _probe_and_show(demo_entries(), "cpu", parse_budget(DEMO_BUDGET), DEMO_EFFECTIVE_BATCH_SIZE, 0.05,
+                    probe_data_from_folder(data), out / "plan.json")
+    console.rule(f"2/3 planner run {out / 'plan.json'} --no-pretrained --device cpu --epochs {epochs}")
+    run = _run_and_show(out / "plan.json", data, out / "run",
+                        RunOptions(epochs=epochs, lr=DEMO_LR, pretrained=False, device="cpu"))
+    console.rule(f"3/3 planner tune-weights {out / 'run'} --trials {trials}")
+    tune = _tune_and_show(TuneOptions(run_dir=out / "run", trials=trials))
+    console.rule("demo summary")
+    for name in run.names:
+        metrics = run.run.entries[name].metrics
+        console.print(f"held-out accuracy {1 - metrics.error_rate:6.1%}  {name}")
+    chosen = next(method for method in tune.methods if method.name == tune.chosen)
+    console.print(f"held-out accuracy {1 - chosen.error_rate:6.1%}  ensemble ({tune.chosen} weights)")
+    console.print(f"submission: {tune.submission_path}  ({time.perf_counter() - started:.0f} s in all)")

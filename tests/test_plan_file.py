@@ -59,3 +59,13 @@ def test_other_version_and_non_json_are_refused(tmp_path):
         load_plan(tmp_path / "bad.json")
     with pytest.raises(UserError, match="not found"):
         load_plan(tmp_path / "missing.json")
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    path = save_plan(make_plan(), tmp_path / "plan.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

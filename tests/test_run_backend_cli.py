@@ -17,7 +17,8 @@ TRAIN_OPTIONS = ["--no-pretrained", "--epochs", "1", "--device", "cpu"]
 
 
 def planner(*args: str | Path, pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "200",
+           "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 

@@ -28,7 +28,7 @@ def planner(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
     return subprocess.Popen(
         [sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
 

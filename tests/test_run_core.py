@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 import shutil
 import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from fastai.callback.core import Callback
 from rich.console import Console
 from run_data import plan_entry, write_plan
@@ -16,11 +19,21 @@ from run_data import plan_entry, write_plan
 from planner.errors import UserError
 from trainer.data import scan_data
 from trainer.progress import LineReporter, RichReporter
-from trainer.run import RunOptions, accumulation_ladder, run_plan
+from trainer.run import RunOptions, RunResult, accumulation_ladder, run_plan
 from trainer.runfile import EpochRecord, OomMiss
 from trainer.split import draw_split, shared_split
 
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Train on one thread: on a 2-core machine shared with other jobs, two OpenMP threads spinning at
+    barriers turned a 4-second test into a 100-second one. (The CLI tests set OMP_NUM_THREADS=1.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class RememberModels(Callback):
@@ -37,32 +50,54 @@ class RememberModels(Callback):
         self.models.append(weakref.ref(self.learn.model))
 
 
-def test_entries_release_their_memory_before_the_next_starts(image_folder: Path, tmp_path: Path) -> None:
-    plan = write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32),
-                                               plan_entry("test_resnet", size=48, resize=56)])
-    remember = RememberModels()
-    result = run_plan(plan, image_folder, tmp_path / "run", CPU, cbs=[remember])
+OOM_ENTRY = {"arch": "test_resnet", "size": 64, "resize": 72}  # name test_resnet-crop72-64
 
+
+@dataclass
+class TwoEntries:
+    """A run of two entries in one process, the callback that watched it, and its inputs."""
+
+    plan: Path
+    run_dir: Path
+    result: RunResult
+    remember: RememberModels
+
+
+@pytest.fixture(scope="module")
+def two_entries(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> TwoEntries:
+    root = tmp_path_factory.mktemp("two")
+    plan = write_plan(root / "plan.json", [plan_entry(**OOM_ENTRY, micro_batch=2, accum=4),
+                                           plan_entry("test_resnet", size=32)])
+    remember = RememberModels()
+    result = run_plan(plan, image_folder, root / "run", CPU, cbs=[remember])
+    return TwoEntries(plan, root / "run", result, remember)
+
+
+def test_entries_release_their_memory_before_the_next_starts(two_entries: TwoEntries) -> None:
+    remember = two_entries.remember
     assert remember.alive_at_start == [[], [False]]  # the first model was gone when the second started
     assert all(ref() is None for ref in remember.models)
-    first, second = (result.run.entries[name].memory for name in result.names)
+    first, second = (two_entries.result.run.entries[name].memory for name in two_entries.result.names)
     assert first is not None and second is not None
     assert second.start_bytes <= first.start_bytes + 2**20  # the same baseline, not the first model's bytes
 
+
+def test_a_rerun_with_other_settings_or_data_is_refused(two_entries: TwoEntries, tmp_path: Path) -> None:
+    plan, run_dir, data = two_entries.plan, two_entries.run_dir, two_entries.result.run.data
     with pytest.raises(UserError, match="--epochs 1"):
-        run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=2, pretrained=False, device="cpu"))
-    with pytest.raises(UserError, match="data folder"):
-        run_plan(plan, tmp_path, tmp_path / "run", CPU)
+        run_plan(plan, data, run_dir, RunOptions(epochs=2, pretrained=False, device="cpu"))
+    shutil.copytree(data, tmp_path / "data")
+    with pytest.raises(UserError, match="was started on the data folder"):
+        run_plan(plan, tmp_path / "data", run_dir, CPU)
 
 
-def test_out_of_memory_retries_with_more_accumulation(image_folder: Path, tmp_path: Path) -> None:
-    entry = {"arch": "test_resnet", "size": 64, "resize": 72}
-    small = write_plan(tmp_path / "small.json", [plan_entry(**entry, micro_batch=2, accum=4)])
-    peak_at_2 = run_plan(small, image_folder, tmp_path / "measure", CPU).run.entries[
-        "test_resnet-crop72-64"].memory.peak_bytes
+def test_out_of_memory_retries_with_more_accumulation(
+    two_entries: TwoEntries, image_folder: Path, tmp_path: Path
+) -> None:
+    peak_at_2 = two_entries.result.run.entries["test_resnet-crop72-64"].memory.peak_bytes  # micro-batch 2
     limit = int(peak_at_2 * 1.05)  # micro-batch 2 fits; 8 and 4 (about +20 % each) do not
 
-    big = write_plan(tmp_path / "big.json", [plan_entry(**entry, micro_batch=8, accum=1)])
+    big = write_plan(tmp_path / "big.json", [plan_entry(**OOM_ENTRY, micro_batch=8, accum=1)])
     options = RunOptions(epochs=1, pretrained=False, device="cpu", cpu_memory_limit=limit)
     record = run_plan(big, image_folder, tmp_path / "run", options).run.entries["test_resnet-crop72-64"]
 

@@ -51,6 +51,7 @@ class TrainJob:
 
     @property
     def micro_batch(self) -> int:
+        """The batch of one forward/backward pass: ``effective_batch_size // accum``."""
         return self.effective_batch_size // self.accum
 
 

@@ -156,6 +156,9 @@ def make_meter(device: str, accum: int, limit_bytes: int | None = None) -> RunMe
         device: "cuda" or "cpu".
         accum: the try's accumulation (the cpu meter samples two optimizer steps' worth of batches).
         limit_bytes: cpu only: raise ``torch.OutOfMemoryError`` above this many live bytes.
+
+    Returns:
+        A new meter; it has already noted the bytes held before the try (``start_bytes``).
     """
     return METERS[device](accum, limit_bytes)
 

@@ -46,7 +46,7 @@ def make_dataloaders(
     device: str,
     vocab: Sequence[str] | None = None,
     seed: int | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
 ) -> Any:
     """fastai DataLoaders for images, with the entry's item and batch transforms.
 
@@ -61,7 +61,9 @@ def make_dataloaders(
         device: where batches (and so the batch transforms) go: "cuda" or "cpu".
         vocab: a fixed class order; None lets fastai sort the labels it sees.
         seed: seeds the shuffling of the training loader.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; None: fastai's default (one per core, up to 16)
+            when batches go to a GPU, so image decoding keeps up with it, and none on the CPU,
+            where workers would only compete with training for the same cores.
     """
     from fastai.vision.all import CategoryBlock, DataBlock, FuncSplitter, ImageBlock
 
@@ -73,6 +75,10 @@ def make_dataloaders(
         item_tfms=item_transform(item),
         batch_tfms=batch_transforms(size),
     )
+    if num_workers is None:
+        from fastai.torch_core import defaults
+
+        num_workers = defaults.cpus if device == "cuda" else 0
     return block.dataloaders(list(items), bs=micro_batch, device=device, num_workers=num_workers, seed=seed)
 
 

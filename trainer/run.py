@@ -78,6 +78,7 @@ class RunOptions:
             raise UserError(f"--device {self.device!r} must be auto, cuda or cpu")
 
     def settings(self) -> RunSettings:
+        """The settings every entry of a run folder must share (recorded in run.json)."""
         return RunSettings(epochs=self.epochs, lr=self.lr, pretrained=self.pretrained)
 
 
