@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+import torch
 from run_data import plan_entry, write_plan
 
 from planner.entries import single_entry
@@ -15,7 +16,7 @@ from planner.meters.base import Meter
 from planner.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
 from planner.probe import probe_plan
 from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
-from trainer.ray_backend import RayOptions
+from trainer.ray_backend import RayOptions, _task_device
 
 GIB = 2**30
 MIB = 2**20
@@ -136,3 +137,12 @@ def test_ray_options_refuse_what_ray_cannot_schedule() -> None:
         RayOptions(pack=True, gpus_per_entry=0.5)
     with pytest.raises(UserError, match="--max-retries"):
         RayOptions(max_retries=-1)
+
+
+def test_a_task_without_a_gpu_trains_on_the_cpu_even_where_cards_are_visible() -> None:
+    assert _task_device("auto", 0) == "cpu"  # Ray leaves CUDA_VISIBLE_DEVICES alone for 0-GPU tasks
+    assert _task_device("cpu", 1) == "cpu"
+    assert _task_device("auto", 1) == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="sees no CUDA device"):
+            _task_device("cuda", 1)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from run_data import plan_entry, small_plan, write_plan
 
+from planner.errors import UserError
+
 ray = pytest.importorskip("ray")
 
 from trainer.progress import Reporter  # noqa: E402
@@ -166,3 +168,9 @@ def test_a_dead_worker_is_retried_by_ray_through_the_cli(ray_address: str, image
     assert record["status"] == "finished" and record["worker"]["gpu_ids"]
     assert f"train {name}: accum 2 × micro-batch 4" in process.stdout  # a worker's line, forwarded by Ray
     assert f"done {name}" in process.stdout and "\x1b" not in process.stdout
+
+
+def test_cuda_on_cpu_workers_is_refused_before_any_task(image_folder: Path, tmp_path: Path) -> None:
+    plan = small_plan(tmp_path / "plan.json")
+    with pytest.raises(UserError, match="--gpus-per-entry 0 trains on CPU workers"):
+        run_plan_ray(plan, image_folder, tmp_path / "run", RunOptions(device="cuda"), RayOptions(gpus_per_entry=0))

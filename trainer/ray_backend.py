@@ -185,6 +185,9 @@ def run_plan_ray(
     _check_entry_names(plan)
     if options.cpu_memory_limit is not None and options.device != "cpu":
         raise UserError("--cpu-memory-limit applies to CPU training only (--device cpu)")
+    if options.device == "cuda" and ray_options.gpus_per_entry == 0:
+        raise UserError("--gpus-per-entry 0 trains on CPU workers: use --device cpu or auto, or give each "
+                        "entry a GPU")
     layout = scan_data(data_dir)
     run_dir = Path(run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +341,7 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
 
     import_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    device = _task_device(shared.device)
+    device = _task_device(shared.device, spec.gpu_share)
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
     job = _make_job(shared, spec.entry, accum, device)
@@ -362,11 +365,13 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
                       seconds=time.perf_counter() - clock, worker=worker)
 
 
-def _task_device(requested: str) -> str:
-    """``auto``: cuda when this worker sees a CUDA device (Ray sets CUDA_VISIBLE_DEVICES per task)."""
+def _task_device(requested: str, gpu_share: float) -> str:
+    """``auto``: cuda when the task got a GPU (Ray sets CUDA_VISIBLE_DEVICES to it) and sees it. A task
+    without GPUs trains on the CPU: Ray leaves CUDA_VISIBLE_DEVICES alone then, so the node's cards
+    would be visible but not reserved."""
     import torch
 
-    available = torch.cuda.is_available()
+    available = gpu_share > 0 and torch.cuda.is_available()
     if requested == "cuda" and not available:
         raise UserError(f"--device cuda: the worker on {socket.gethostname()} sees no CUDA device")
     return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
