@@ -39,7 +39,7 @@ from typing import Any
 
 from planner.errors import UserError
 from planner.plan import Plan, PlanEntry, load_plan
-from trainer.data import DataLayout, scan_data
+from trainer.data import DataLayout
 from trainer.fit import TrainJob
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
@@ -48,15 +48,15 @@ from trainer.run import (
     RunOptions,
     RunResult,
     _check_entry_names,
-    _open_run,
     accumulation_ladder,
     failed_record,
     finished_earlier,
     finished_record,
     new_entry_record,
+    start_run_folder,
 )
 from trainer.runfile import EntryRecord, EpochRecord, MemoryRecord, Metrics, OomMiss, RunBook, RunSettings, WorkerRecord
-from trainer.split import Split, shared_split
+from trainer.split import Split
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -188,13 +188,8 @@ def run_plan_ray(
     if options.device == "cuda" and ray_options.gpus_per_entry == 0:
         raise UserError("--gpus-per-entry 0 trains on CPU workers: use --device cpu or auto, or give each "
                         "entry a GPU")
-    layout = scan_data(data_dir)
-    run_dir = Path(run_dir).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split = shared_split(run_dir, layout, options.valid_pct, options.seed)
-    book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
-    reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
-    reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
+                                                              reporter)
     try:
         todo = []
         for entry in plan.entries:

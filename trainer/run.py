@@ -39,7 +39,7 @@ from trainer.runfile import (
     now,
     save_run,
 )
-from trainer.split import shared_split
+from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
 
@@ -127,13 +127,8 @@ def run_plan(
     plan = load_plan(plan_path)
     _check_entry_names(plan)
     device = _resolve_device(options)
-    layout = scan_data(data_dir)
-    run_dir = Path(run_dir).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split = shared_split(run_dir, layout, options.valid_pct, options.seed)
-    book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
-    reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
-    reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
+                                                              reporter)
     make_job = partial(TrainJob, effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                        settings=options.settings(), device=device, seed=options.seed,
                        cpu_memory_limit=options.cpu_memory_limit)
@@ -263,6 +258,31 @@ def _resolve_device(options: RunOptions) -> str:
     if options.cpu_memory_limit is not None and device != "cpu":
         raise UserError("--cpu-memory-limit applies to CPU training only (--device cpu)")
     return device
+
+
+def start_run_folder(
+    plan_path: str | Path, plan: Plan, data_dir: str | Path, run_dir: str | Path, options: RunOptions,
+    reporter: Reporter,
+) -> tuple[Path, DataLayout, Split, RunBook, Reporter]:
+    """Check the data, open (or create) the run folder with its one split and record, and announce the run.
+
+    Shared by both backends, so a folder started by one can be resumed by the other.
+
+    Returns:
+        The absolute run folder, the data layout, the split, the run book, and the reporter that
+        also writes ``run.log``.
+
+    Raises:
+        UserError: bad data, or a run folder made with another split, data folder or settings.
+    """
+    layout = scan_data(data_dir)
+    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split = shared_split(run_dir, layout, options.valid_pct, options.seed)
+    book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
+    reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
+    reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    return run_dir, layout, split, book, reporter
 
 
 def _open_run(
