@@ -24,12 +24,10 @@ from trainer.split import Split
 
 
 @dataclass(frozen=True)
-class TrainJob:
-    """Everything one try needs.
+class RunInputs:
+    """What every try of a run shares.
 
     Attributes:
-        entry: the plan entry (architecture, item transform, size).
-        accum: this try's accumulation; ``micro_batch = effective_batch_size // accum``.
         effective_batch_size: the plan's effective batch (``GradientAccumulation``'s sample count).
         layout: the checked data folder.
         split: the run folder's held-out split.
@@ -39,8 +37,6 @@ class TrainJob:
         cpu_memory_limit: cpu only: the tracker raises ``torch.OutOfMemoryError`` above it.
     """
 
-    entry: PlanEntry
-    accum: int
     effective_batch_size: int
     layout: DataLayout
     split: Split
@@ -49,10 +45,25 @@ class TrainJob:
     seed: int
     cpu_memory_limit: int | None = None
 
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything one try needs: the entry, this try's accumulation, and the run's shared inputs.
+
+    Attributes:
+        entry: the plan entry (architecture, item transform, size).
+        accum: this try's accumulation; ``micro_batch = effective_batch_size // accum``.
+        inputs: what every try of the run shares.
+    """
+
+    entry: PlanEntry
+    accum: int
+    inputs: RunInputs
+
     @property
     def micro_batch(self) -> int:
         """The batch of one forward/backward pass: ``effective_batch_size // accum``."""
-        return self.effective_batch_size // self.accum
+        return self.inputs.effective_batch_size // self.accum
 
 
 @dataclass(frozen=True)
@@ -86,18 +97,19 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
 
     from trainer.callbacks import MemoryPhases, ReportEpochs
 
-    entry, settings, layout = job.entry, job.settings, job.layout
-    set_seed(job.seed)
-    meter = make_meter(job.device, job.accum, job.cpu_memory_limit)
-    held_out = set(job.split.valid)
-    items = [name for name in layout.train if name not in held_out] + list(job.split.valid)
+    entry, inputs = job.entry, job.inputs
+    settings, layout, split = inputs.settings, inputs.layout, inputs.split
+    set_seed(inputs.seed)
+    meter = make_meter(inputs.device, job.accum, inputs.cpu_memory_limit)
+    held_out = set(split.valid)
+    items = [name for name in layout.train if name not in held_out] + list(split.valid)
     dls = make_dataloaders(
         items, get_x=lambda name: layout.root / name, get_y=label_of, is_valid=held_out.__contains__,
-        item=entry.item, size=entry.size, micro_batch=job.micro_batch, device=job.device,
-        vocab=layout.vocab, seed=job.seed,
+        item=entry.item, size=entry.size, micro_batch=job.micro_batch, device=inputs.device,
+        vocab=layout.vocab, seed=inputs.seed,
     )
-    learn = build_learner(dls, entry.arch, effective_batch_size=job.effective_batch_size,
-                          pretrained=settings.pretrained, fp16=job.device == "cuda")
+    learn = build_learner(dls, entry.arch, effective_batch_size=inputs.effective_batch_size,
+                          pretrained=settings.pretrained, fp16=inputs.device == "cuda")
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
     epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1)
@@ -105,7 +117,7 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
         learn.fine_tune(settings.epochs, settings.lr, cbs=[MemoryPhases(meter), epochs, *cbs])
 
     valid_probs, valid_plain, valid_targets = _tta(learn, None, settings)
-    targets = np.array([layout.vocab.index(label_of(name)) for name in job.split.valid], dtype=np.int64)
+    targets = np.array([layout.vocab.index(label_of(name)) for name in split.valid], dtype=np.int64)
     if not np.array_equal(valid_targets, targets):
         raise RuntimeError("fastai's held-out order differs from split.json; predictions would be misaligned")
     test_files = [layout.test_path(name) for name in layout.test]
@@ -114,7 +126,7 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     else:
         test_probs = np.zeros((0, len(layout.vocab)), dtype=np.float32)
     predictions = Predictions(
-        valid_probs=valid_probs, valid_names=np.array(job.split.valid), valid_targets=targets,
+        valid_probs=valid_probs, valid_names=np.array(split.valid), valid_targets=targets,
         test_probs=test_probs, test_names=np.array(layout.test, dtype=str), vocab=np.array(layout.vocab),
     )
     metrics = Metrics(

@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -39,8 +39,7 @@ from typing import Any
 
 from planner.errors import UserError
 from planner.plan import Plan, PlanEntry, load_plan
-from trainer.data import DataLayout
-from trainer.fit import TrainJob
+from trainer.fit import RunInputs, TrainJob
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
 from trainer.run import (
@@ -55,8 +54,7 @@ from trainer.run import (
     new_entry_record,
     start_run_folder,
 )
-from trainer.runfile import EntryRecord, EpochRecord, MemoryRecord, Metrics, OomMiss, RunBook, RunSettings, WorkerRecord
-from trainer.split import Split
+from trainer.runfile import EntryRecord, EpochRecord, MemoryRecord, Metrics, OomMiss, RunBook, WorkerRecord
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -100,13 +98,7 @@ class SharedInputs:
     """What every task of a run needs; put in Ray's object store once."""
 
     run_dir: Path
-    effective_batch_size: int
-    layout: DataLayout
-    split: Split
-    settings: RunSettings
-    device: str
-    seed: int
-    cpu_memory_limit: int | None
+    inputs: RunInputs
 
 
 @dataclass(frozen=True)
@@ -201,9 +193,10 @@ def run_plan_ray(
         if todo:
             if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
                 os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-            shared = SharedInputs(run_dir=run_dir, effective_batch_size=plan.effective_batch_size, layout=layout,
-                                  split=split, settings=options.settings(), device=options.device,
-                                  seed=options.seed, cpu_memory_limit=options.cpu_memory_limit)
+            shared = SharedInputs(run_dir=run_dir, inputs=RunInputs(
+                effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+                settings=options.settings(), device=options.device, seed=options.seed,
+                cpu_memory_limit=options.cpu_memory_limit))
             with _connected(ray, ray_options.address):
                 shares = _gpu_shares(ray, plan, todo, ray_options)
                 _check_gpus(ray, max(shares.values()))
@@ -289,7 +282,7 @@ class _Driver:
         """A task that raised, or whose worker died more often than ``max_retries`` allows."""
         record = self.records.get(entry.name)
         if record is None:
-            device = "cpu" if self.shared.device == "cpu" or self.shares[entry.name] == 0 else "cuda"
+            device = "cpu" if self.shared.inputs.device == "cpu" or self.shares[entry.name] == 0 else "cuda"
             record = new_entry_record(self._job(entry, entry.accum, device), self.plan, _iso(time.time()))
         record = failed_record(record, record.oom_misses, self.seconds.get(entry.name, 0.0), error)
         self.book.put(record)
@@ -300,9 +293,7 @@ class _Driver:
 
 
 def _make_job(shared: SharedInputs, entry: PlanEntry, accum: int, device: str) -> TrainJob:
-    return TrainJob(entry=entry, accum=accum, effective_batch_size=shared.effective_batch_size, layout=shared.layout,
-                    split=shared.split, settings=shared.settings, device=device, seed=shared.seed,
-                    cpu_memory_limit=shared.cpu_memory_limit)
+    return TrainJob(entry=entry, accum=accum, inputs=replace(shared.inputs, device=device))
 
 
 def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
@@ -336,13 +327,13 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
 
     import_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    device = _task_device(shared.device, spec.gpu_share)
+    device = _task_device(shared.inputs.device, spec.gpu_share)
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
     job = _make_job(shared, spec.entry, accum, device)
     prepare_device(device)
     reporter = Reporters(LineReporter(partial(print, flush=True)), LogFile(shared.run_dir / LOG_FILE))
-    reporter.entry_started(spec.entry.name, accum, job.micro_batch, shared.settings.epochs + 1)
+    reporter.entry_started(spec.entry.name, accum, job.micro_batch, shared.inputs.settings.epochs + 1)
     result = _attempt(job, reporter, ())
     release_memory(device)  # outside _attempt's except block, as the local backend does
     if isinstance(result, OomMiss):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ import torch
 from planner.errors import UserError
 from planner.plan import Plan, PlanEntry, load_plan
 from trainer.data import DataLayout, scan_data
-from trainer.fit import TrainJob, TrainOutcome, train_entry
+from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
 from trainer.memory import release_memory
 from trainer.predictions import predictions_path, save_predictions
 from trainer.progress import LogFile, Reporter, Reporters
@@ -129,7 +128,7 @@ def run_plan(
     device = _resolve_device(options)
     run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
                                                               reporter)
-    make_job = partial(TrainJob, effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+    inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                        settings=options.settings(), device=device, seed=options.seed,
                        cpu_memory_limit=options.cpu_memory_limit)
     prepare_device(device)
@@ -139,7 +138,8 @@ def run_plan(
             if previous:
                 reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
                 continue
-            record = _train_with_fallback(make_job(entry=entry, accum=entry.accum), plan, book, reporter, cbs)
+            job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
+            record = _train_with_fallback(job, plan, book, reporter, cbs)
             reporter.entry_done(record)
     finally:
         reporter.run_finished()
@@ -154,15 +154,15 @@ def _train_with_fallback(
     clock = time.perf_counter()
     misses: list[OomMiss] = []
     record = new_entry_record(job, plan, now())
-    ladder = accumulation_ladder(job.effective_batch_size, job.entry.accum)
+    ladder = accumulation_ladder(job.inputs.effective_batch_size, job.entry.accum)
     for index, accum in enumerate(ladder):
         job = replace(job, accum=accum)
         record = record.model_copy(update={"accum": accum, "micro_batch": job.micro_batch,
                                            "oom_misses": misses})
         book.put(record)
-        reporter.entry_started(job.entry.name, accum, job.micro_batch, job.settings.epochs + 1)
+        reporter.entry_started(job.entry.name, accum, job.micro_batch, job.inputs.settings.epochs + 1)
         result = _attempt(job, reporter, cbs)
-        release_memory(job.device)  # outside the except block: the traceback no longer holds tensors
+        release_memory(job.inputs.device)  # outside the except block: the traceback no longer holds tensors
         if isinstance(result, TrainOutcome):
             path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)
             record = finished_record(record, memory=result.memory, epochs=result.epochs, metrics=result.metrics,
@@ -190,7 +190,7 @@ def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
     """An entry's record when its first try starts (status ``running``), as both backends write it."""
     return EntryRecord(
         name=job.entry.name, arch=job.entry.arch, item=job.entry.item, size=job.entry.size, status="running",
-        device=job.device, precision="fp16" if job.device == "cuda" else "fp32",
+        device=job.inputs.device, precision="fp16" if job.inputs.device == "cuda" else "fp32",
         planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
         accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
         predicted_on=plan.measured_on.device, started=started,
