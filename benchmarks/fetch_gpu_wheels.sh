@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare, on a machine with PyPI, the wheels the GPU machine lacks (Python 3.12, x86-64) into .whl/ (git-ignored); gpu_check.sh installs them there.
+# Prepare, on a machine with PyPI, the wheels the GPU machine lacks (Python 3.12, x86-64) into .whl/ (git-ignored);
+# gpu_session.sh installs them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl

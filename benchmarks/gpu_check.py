@@ -1,4 +1,4 @@
-"""One-shot GPU proof: does the plan fit, tightly? Run on a CUDA machine (see gpu_check.sh).
+"""One-shot GPU proof: does the plan fit, tightly? Run on a CUDA machine (see gpu_session.sh).
 
 Under a 16G budget (a whole card emulated on a larger one by capping the allocator at the budget
 minus this process's non-torch bytes), for the reference set:
