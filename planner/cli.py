@@ -104,7 +104,8 @@ class _ProbeProgress:
         from planner.budget import format_bytes
 
         result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
-        console.print(f"  micro-batch {point.micro_batch:>4}: {result} ({point.seconds:.1f} s)")
+        checkpointed = " with checkpointing" if point.grad_checkpointing else ""
+        console.print(f"  micro-batch {point.micro_batch:>4}{checkpointed}: {result} ({point.seconds:.1f} s)")
 
     def entry_done(self, entry) -> None:
         self.progress.advance(self.task)
@@ -118,7 +119,8 @@ def _plan_table(plan):
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
                         f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
                         f"measured by {plan.measured_on.device})")
-    columns = ("entry", "accum", "micro-batch", "predicted peak", "headroom", "probes", "OOMs", "seconds")
+    columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
+               "seconds")
     per_budget = any(entry.per_budget for entry in plan.entries)
     if per_budget:
         columns = (*columns, "accum × mb per budget")
@@ -128,14 +130,26 @@ def _plan_table(plan):
         style = None if entry.fits else "red"
         pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
                            + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
-        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch),
+        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), _checkpointing_cell(entry),
                       format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
                       str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *pairs, style=style)
     return table
 
 
+def _checkpointing_cell(entry) -> str:
+    """"yes"/"no", and the other configuration's peak when one was weighed (e.g. "yes (no: 9.1 GiB)")."""
+    from planner.budget import format_bytes
+
+    others = [a for a in entry.alternatives if a.grad_checkpointing != entry.grad_checkpointing]
+    text = "yes" if entry.grad_checkpointing else "no"
+    for other in others:
+        peak = format_bytes(other.predicted_peak_bytes) if other.fits else "no fit"
+        text += f" ({'yes' if other.grad_checkpointing else 'no'}: {other.micro_batch}, {peak})"
+    return text
+
+
 def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, margin: float, probe_data,
-                    output: Path, more_budgets=()):
+                    output: Path, more_budgets=(), checkpointing: bool = True):
     """Probe with progress (a pair per budget too when ``more_budgets``), write the plan, show its
     table; returns the plan."""
     from planner.meters import get_meter
@@ -147,7 +161,8 @@ def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, m
     try:
         with reporter.progress:
             plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
-                              margin=margin, reporter=reporter, more_budgets=more_budgets)
+                              margin=margin, reporter=reporter, more_budgets=more_budgets,
+                              checkpointing=checkpointing)
     finally:
         meter.close()
     save_plan(plan, output)
@@ -178,6 +193,12 @@ def probe(
                                           help="Fraction of the card kept free.")] = 0.05,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = Path("plan.json"),
+    checkpointing: Annotated[bool, typer.Option(
+        "--checkpointing/--no-checkpointing",
+        help="Weigh timm's activation checkpointing. Rule: the smallest accumulation without "
+        "checkpointing when one fits at a micro-batch the model's normalisation accepts (any without "
+        "BatchNorm in the body, at least 8 with it); otherwise the configuration predicted to train "
+        "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = True,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.budget import parse_budget
@@ -204,11 +225,13 @@ def probe(
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
     plan = _probe_and_show(entries, device_name, budget, effective_bs, margin, probe_data, output,
-                           more_budgets=budgets[1:])
+                           more_budgets=budgets[1:], checkpointing=checkpointing)
     misfits = [entry.name for entry in plan.entries if not entry.fits]
     if misfits:
+        how = " with checkpointing" if checkpointing else ""
         raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
-                             f"even at the smallest micro-batch: {', '.join(misfits)}")
+                             f"even at the smallest micro-batch{how}: {', '.join(misfits)} (`planner run` "
+                             "skips what does not fit)")
 
 
 TUNE_WEIGHTS_HELP = (
@@ -409,8 +432,13 @@ def run(
     pack: PackOption = False,
     max_retries: MaxRetriesOption = 2,
     crash_once: CrashOnceOption = None,
+    include_misfits: Annotated[bool, typer.Option(
+        "--include-misfits", help="Also train entries the plan marks as not fitting the card (skipped by "
+        "default, exit 3).")] = False,
 ) -> None:
-    """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
+    """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
+
+    Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
     from planner.budget import parse_budget
     from trainer.run import RunOptions
 
@@ -419,6 +447,7 @@ def run(
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
+        include_misfits=include_misfits,
     )
     ray_options = None
     if backend == Backend.ray:
@@ -431,6 +460,8 @@ def run(
     result = _run_and_show(plan, data, out, options, ray_options)
     if result.failed:
         raise typer.Exit(1)
+    if result.skipped:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
 @app.command()

@@ -35,6 +35,7 @@ class EntrySpec:
     item: ItemTransform
     size: Size
     reference_arch: str | None = None
+    grad_checkpointing: bool = False
 
 
 def _crop(resize: int | tuple[int, int] = REFERENCE_RESIZE) -> ItemTransform:

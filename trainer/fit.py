@@ -109,7 +109,8 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
         vocab=layout.vocab, seed=inputs.seed,
     )
     learn = build_learner(dls, entry.arch, effective_batch_size=inputs.effective_batch_size,
-                          pretrained=settings.pretrained, fp16=inputs.device == "cuda")
+                          pretrained=settings.pretrained, fp16=inputs.device == "cuda",
+                          grad_checkpointing=entry.grad_checkpointing)
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
     epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1)

@@ -48,8 +48,8 @@ from trainer.run import (
     RunResult,
     _check_entry_names,
     accumulation_ladder,
+    entries_to_train,
     failed_record,
-    finished_earlier,
     finished_record,
     new_entry_record,
     start_run_folder,
@@ -183,13 +183,9 @@ def run_plan_ray(
     run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
                                                               reporter)
     try:
-        todo = []
-        for entry in plan.entries:
-            previous = finished_earlier(book, entry.name)
-            if previous:
-                reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
-            else:
-                todo.append(entry)
+        # a skipped entry's record names the device its task would have asked for
+        wanted = "cpu" if options.device == "cpu" or ray_options.gpus_per_entry == 0 else "cuda"
+        todo = entries_to_train(plan, book, reporter, wanted, options.include_misfits)
         if todo:
             if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
                 os.environ.setdefault("RAY_COLOR_PREFIX", "0")

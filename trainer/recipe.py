@@ -89,10 +89,16 @@ def build_learner(
     effective_batch_size: int,
     pretrained: bool,
     fp16: bool,
+    grad_checkpointing: bool = False,
     cbs: Sequence[Any] = (),
 ) -> Any:
     """The reference's learner: ``vision_learner(dls, arch, metrics=error_rate,
-    cbs=GradientAccumulation(effective_batch_size))``, ``.to_fp16()`` when ``fp16``."""
+    cbs=GradientAccumulation(effective_batch_size))``, ``.to_fp16()`` when ``fp16``; with
+    ``grad_checkpointing`` the timm body recomputes its activations in the backward pass.
+
+    Raises:
+        CheckpointingUnsupported: ``grad_checkpointing`` for a model that cannot do it.
+    """
     from fastai.vision.all import GradientAccumulation, error_rate, vision_learner
 
     learn = vision_learner(
@@ -100,7 +106,31 @@ def build_learner(
         cbs=[GradientAccumulation(effective_batch_size), *cbs],
     )
     _channels_first_body(learn.model[0])
+    set_grad_checkpointing(learn.model, grad_checkpointing)
     return learn.to_fp16() if fp16 else learn
+
+
+class CheckpointingUnsupported(ValueError):
+    """The timm model has no gradient checkpointing."""
+
+
+def set_grad_checkpointing(model: Any, enable: bool) -> None:
+    """Turn timm's gradient checkpointing on or off in fastai's model (timm body + fastai head).
+
+    timm's ``set_grad_checkpointing`` makes ``forward_features`` run its stages or blocks through
+    ``torch.utils.checkpoint``: their activations are recomputed in the backward pass instead of
+    kept. The head is small and keeps its activations.
+
+    Raises:
+        CheckpointingUnsupported: ``enable`` for a model whose timm class cannot checkpoint.
+    """
+    body = model[0].model
+    try:
+        body.set_grad_checkpointing(enable)
+    except (AssertionError, AttributeError, NotImplementedError) as error:
+        if enable:
+            raise CheckpointingUnsupported(f"{type(body).__name__} has no gradient checkpointing in timm") from error
+
 
 
 def _channels_first_body(body: Any) -> None:

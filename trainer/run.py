@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from planner.budget import format_bytes
 from planner.errors import UserError
 from planner.plan import Plan, PlanEntry, load_plan
 from trainer.data import DataLayout, scan_data
@@ -56,6 +57,7 @@ class RunOptions:
         seed: seeds the split, the weights and the shuffling.
         cpu_memory_limit: testing aid: on the CPU, raise ``torch.OutOfMemoryError`` when the tracked
             live bytes exceed this, as a card of that size would.
+        include_misfits: train entries the plan marks ``fits: false`` too (skipped by default).
     """
 
     epochs: int = 12
@@ -65,6 +67,7 @@ class RunOptions:
     valid_pct: float = 0.2
     seed: int = 42
     cpu_memory_limit: int | None = None
+    include_misfits: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -94,6 +97,11 @@ class RunResult:
     def failed(self) -> list[str]:
         """The plan's entries that ran out of memory at every accumulation."""
         return [name for name in self.names if self.run.entries[name].status == "failed"]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The plan's entries skipped because they do not fit the card."""
+        return [name for name in self.names if self.run.entries[name].status == "skipped"]
 
 
 def run_plan(
@@ -133,11 +141,7 @@ def run_plan(
                        cpu_memory_limit=options.cpu_memory_limit)
     prepare_device(device)
     try:
-        for entry in plan.entries:
-            previous = finished_earlier(book, entry.name)
-            if previous:
-                reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
-                continue
+        for entry in entries_to_train(plan, book, reporter, device, options.include_misfits):
             job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
             record = _train_with_fallback(job, plan, book, reporter, cbs)
             reporter.entry_done(record)
@@ -178,6 +182,47 @@ def _train_with_fallback(
     return record
 
 
+def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
+                     include_misfits: bool) -> list[PlanEntry]:
+    """The plan's entries that still need training, as both backends pick them: an entry finished
+    by an earlier run is skipped, and so is one the plan says does not fit the card (recorded in
+    run.json as ``skipped``, with why and the card it needs) unless ``include_misfits``."""
+    todo = []
+    for entry in plan.entries:
+        previous = finished_earlier(book, entry.name)
+        if previous:
+            reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
+        elif not entry.fits and not include_misfits:
+            reason = misfit_reason(entry, plan)
+            book.put(skipped_record(entry, plan, device, reason))
+            reporter.entry_skipped(entry.name, reason)
+        else:
+            todo.append(entry)
+    return todo
+
+
+def misfit_reason(entry: PlanEntry, plan: Plan) -> str:
+    """One line: why the entry is not trained, and the smallest card that would fit it."""
+    how = " with checkpointing" if entry.grad_checkpointing else ""
+    text = (f"does not fit a {format_bytes(plan.budget_bytes)} card even at micro-batch {entry.micro_batch}{how}")
+    if entry.predicted_peak_bytes is not None:
+        card = entry.predicted_peak_bytes / (1 - plan.margin)
+        text += (f": needs {format_bytes(entry.predicted_peak_bytes)}, a card of at least {format_bytes(card)} "
+                 f"with the plan's {plan.margin:.0%} margin")
+    return text + " (train it anyway with --include-misfits)"
+
+
+def skipped_record(entry: PlanEntry, plan: Plan, device: str, reason: str) -> EntryRecord:
+    """run.json's record of an entry not trained because it does not fit."""
+    return EntryRecord(
+        name=entry.name, arch=entry.arch, item=entry.item, size=entry.size, status="skipped", device=device,
+        precision="fp16" if device == "cuda" else "fp32", planned_accum=entry.accum,
+        planned_micro_batch=entry.micro_batch, accum=entry.accum, micro_batch=entry.micro_batch,
+        predicted_peak_bytes=entry.predicted_peak_bytes, predicted_on=plan.measured_on.device,
+        grad_checkpointing=entry.grad_checkpointing, started=now(), finished=now(), error=reason,
+    )
+
+
 def finished_earlier(book: RunBook, name: str) -> EntryRecord | None:
     """The entry's record if an earlier run finished it (run.json says so and its npz exists)."""
     previous = book.run.entries.get(name)
@@ -193,7 +238,7 @@ def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
         device=job.inputs.device, precision="fp16" if job.inputs.device == "cuda" else "fp32",
         planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
         accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
-        predicted_on=plan.measured_on.device, started=started,
+        predicted_on=plan.measured_on.device, grad_checkpointing=job.entry.grad_checkpointing, started=started,
     )
 
 

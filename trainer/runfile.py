@@ -114,23 +114,25 @@ class EntryRecord(Record):
     """One plan entry in a run: its settings as planned and as trained, and the evidence.
 
     ``status`` is ``running`` from the start of training until the prediction file is written, then
-    ``finished``; ``failed`` when it ran out of memory at every accumulation. An entry is done only
-    when it is ``finished`` and its prediction file exists.
+    ``finished``; ``failed`` when it ran out of memory at every accumulation; ``skipped`` when the
+    plan says it does not fit the card (``error`` says why). An entry is done only when it is
+    ``finished`` and its prediction file exists.
     """
 
     name: str
     arch: str
     item: ItemTransform
     size: Size
-    status: Literal["running", "finished", "failed"]
+    status: Literal["running", "finished", "failed", "skipped"]
     device: Device
     precision: Literal["fp16", "fp32"]
     planned_accum: int = Field(gt=0)
     planned_micro_batch: int = Field(gt=0)
     accum: int = Field(gt=0)
     micro_batch: int = Field(gt=0)
-    predicted_peak_bytes: int = Field(ge=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
     predicted_on: Literal["cuda", "cpu", "estimate"]
+    grad_checkpointing: bool = False
     memory: MemoryRecord | None = None
     oom_misses: list[OomMiss] = Field(default_factory=list)
     epochs: list[EpochRecord] = Field(default_factory=list)

@@ -95,8 +95,11 @@ class EstimateMeter(Meter):
     def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
         import time
 
+        from trainer.recipe import set_grad_checkpointing
+
         started = time.perf_counter()
         learn = self._learner(entry)
+        set_grad_checkpointing(learn.model, entry.grad_checkpointing)
         tracker = StorageTracker(round_bytes=self.overhead.round_allocation)
         with self._fake_mode:
             learn.create_opt()
