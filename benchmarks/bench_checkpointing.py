@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.budget import format_bytes, parse_budget  # noqa: E402
-from planner.entries import REFERENCE_RESIZE, make_entry, reference_entries, single_entry  # noqa: E402
-from planner.plan import ItemTransform  # noqa: E402
+from planner.budget import format_bytes, parse_budget
+from planner.entries import REFERENCE_RESIZE, make_entry, reference_entries, single_entry
+from planner.plan import ItemTransform
 
 LARGE_384 = [("convnext_large_in22k", "crop"), ("vit_large_patch16_384", "squish"),
              ("swin_large_patch4_window12_384", "crop"), ("swinv2_large_window12to24_192to384", "squish")]
