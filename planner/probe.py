@@ -18,7 +18,7 @@ import torch
 
 from planner.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.entries import EntrySpec
-from planner.errors import UserError
+from planner.errors import UserError, first_line
 from planner.meters.base import Meter
 from planner.meters.fastai_steps import model_has_batchnorm
 from planner.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size
@@ -203,7 +203,7 @@ def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped
     except (RuntimeError, AssertionError, ValueError) as error:
         if isinstance(error, (torch.OutOfMemoryError, CheckpointingUnsupported)):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"{entry.name}: a training step at micro-batch {micro_batch} failed: {reason} "
                         "(check the architecture's input size)") from error
 

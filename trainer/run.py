@@ -10,7 +10,8 @@ unfinished one.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,8 @@ from typing import Any, Literal
 import torch
 
 from planner.budget import format_bytes
-from planner.errors import UserError
+from planner.errors import UserError, first_line
+from planner.lock import held_exclusively
 from planner.plan import Plan, PlanEntry, load_plan
 from trainer.data import DataLayout, scan_data
 from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
@@ -42,6 +44,7 @@ from trainer.runfile import (
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[str]:
-        """The plan's entries that ran out of memory at every accumulation."""
+        """The plan's entries given up: out of memory at every accumulation, or another error."""
         return [name for name in self.names if self.run.entries[name].status == "failed"]
 
     @property
@@ -134,20 +137,34 @@ def run_plan(
     plan = load_plan(plan_path)
     _check_entry_names(plan)
     device = _resolve_device(options)
-    run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
-                                                              reporter)
-    inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                       settings=options.settings(), device=device, seed=options.seed,
-                       cpu_memory_limit=options.cpu_memory_limit)
-    prepare_device(device)
-    try:
-        for entry in entries_to_train(plan, book, reporter, device, options.include_misfits):
-            job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
-            record = _train_with_fallback(job, plan, book, reporter, cbs)
-            reporter.entry_done(record)
-    finally:
-        reporter.run_finished()
+    with one_writer(run_dir):
+        run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
+                                                                  reporter)
+        inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+                           settings=options.settings(), device=device, seed=options.seed,
+                           cpu_memory_limit=options.cpu_memory_limit)
+        prepare_device(device)
+        try:
+            for entry in entries_to_train(plan, book, reporter, device, options.include_misfits):
+                job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
+                record = _train_with_fallback(job, plan, book, reporter, cbs)
+                reporter.entry_done(record)
+        finally:
+            reporter.run_finished()
     return RunResult(run_dir=run_dir, run=book.run, names=tuple(e.name for e in plan.entries), device=device)
+
+
+@contextmanager
+def one_writer(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock while training: a second `planner run` on it is refused in one line
+    naming the holder, instead of both training the same entries (locks over NFS are not reliable)."""
+    folder = Path(run_dir).expanduser().resolve()
+
+    def refusal(holder: str) -> str:
+        return f"run folder {folder} is in use by {holder}: wait for that run to finish, or use another --out"
+
+    with held_exclusively(folder / LOCK_FILE, refusal):
+        yield
 
 
 def _train_with_fallback(
@@ -167,6 +184,10 @@ def _train_with_fallback(
         reporter.entry_started(job.entry.name, accum, job.micro_batch, job.inputs.settings.epochs + 1)
         result = _attempt(job, reporter, cbs)
         release_memory(job.inputs.device)  # outside the except block: the traceback no longer holds tensors
+        if isinstance(result, EntryError):
+            record = failed_record(record, misses, time.perf_counter() - clock, result.message)
+            book.put(record)
+            return record
         if isinstance(result, TrainOutcome):
             path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)
             record = finished_record(record, memory=result.memory, epochs=result.epochs, metrics=result.metrics,
@@ -260,13 +281,38 @@ def failed_record(record: EntryRecord, misses: list[OomMiss], seconds: float, er
     })
 
 
-def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss:
-    """One try; an out-of-memory error becomes an :class:`OomMiss` (and its traceback is dropped)."""
+@dataclass(frozen=True)
+class EntryError:
+    """A try that failed for a reason other than memory: the entry is given up, the run goes on."""
+
+    message: str
+
+
+def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss | EntryError:
+    """One try; an out-of-memory error becomes an :class:`OomMiss`, any other error an
+    :class:`EntryError` naming it and the fix (their tracebacks are dropped)."""
     try:
         return train_entry(job, reporter, cbs)
     except torch.OutOfMemoryError as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
-        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=message)
+        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=first_line(error, "out of memory"))
+    except Exception as error:  # any other failure of this entry: recorded, the next entries still train
+        return EntryError(describe_entry_error(error))
+
+
+def describe_entry_error(error: BaseException) -> str:
+    """One line for an entry that failed: what happened and what to do (the rerun retries it)."""
+    from PIL import UnidentifiedImageError
+
+    text = f"{type(error).__name__}: {first_line(error)}"
+    if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
+        hint = "an image could not be read: remove or replace it"
+    elif "Unknown model" in text or "Invalid pretrained tag" in text:
+        hint = "the plan names an architecture this timm does not have: fix the entry's arch or probe again"
+    elif isinstance(error, ConnectionError) or any(word in text for word in ("HTTP", "URL", "connection", "hub")):
+        hint = "pretrained weights could not be downloaded: connect, fill the cache, or use --no-pretrained"
+    else:
+        hint = "see run.log"
+    return f"{text} ({hint}; rerun the same command to retry this entry)"
 
 
 def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[int]:
