@@ -49,8 +49,19 @@ class ProbeDevice(str, Enum):
     estimate = "estimate"
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from planner import __version__
+
+        console.print(f"planner {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Show the version and exit.")] = False,
+) -> None:
     """Plan, train and ensemble large image models on a GPU that is too small for them.
 
     planner probe -> plan.json; planner run plan.json -> run folder; planner tune-weights RUN_DIR.
@@ -149,7 +160,7 @@ def _checkpointing_cell(entry) -> str:
 
 
 def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, margin: float, probe_data,
-                    output: Path, more_budgets=(), checkpointing: bool = True):
+                    output: Path, more_budgets=(), checkpointing: bool = True, data: Path | None = None):
     """Probe with progress (a pair per budget too when ``more_budgets``), write the plan, show its
     table; returns the plan."""
     from planner.meters import get_meter
@@ -165,6 +176,8 @@ def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, m
                               checkpointing=checkpointing)
     finally:
         meter.close()
+    if data is not None:
+        plan = plan.model_copy(update={"data": str(Path(data).resolve())})
     save_plan(plan, output)
     console.print(_plan_table(plan))
     console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
@@ -215,6 +228,9 @@ def probe(
         entries = single_entry(arch, _parse_size(size))
     else:
         entries = load_models_file(models) if models else reference_entries()
+    from planner.locations import data_folder_here
+
+    data = data if data is not None else data_folder_here()
     probe_data = probe_data_from_folder(data)
 
     import torch
@@ -225,7 +241,7 @@ def probe(
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
     plan = _probe_and_show(entries, device_name, budget, effective_bs, margin, probe_data, output,
-                           more_budgets=budgets[1:], checkpointing=checkpointing)
+                           more_budgets=budgets[1:], checkpointing=checkpointing, data=data)
     misfits = [entry.name for entry in plan.entries if not entry.fits]
     if misfits:
         how = " with checkpointing" if checkpointing else ""
@@ -245,7 +261,9 @@ TUNE_WEIGHTS_HELP = (
 
 @app.command("tune-weights", help=TUNE_WEIGHTS_HELP)
 def tune_weights_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads preds/*.npz).")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="Run folder written by `planner run` (reads preds/*.npz).",
+        show_default="the most recently updated run folder here or in runs/")] = None,
     data: DataOption = None,
     trials: Annotated[
         int,
@@ -286,6 +304,11 @@ def tune_weights_command(
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
     from planner.ensemble.tune import TuneOptions
+    from planner.locations import latest_run_dir
+
+    if run_dir is None:
+        run_dir = latest_run_dir()
+        console.print(f"run folder: {run_dir} (the most recently updated)")
 
     options = TuneOptions(
         run_dir=run_dir,
@@ -351,8 +374,9 @@ def _parse_hand_weight(item: str) -> tuple[str, float]:
     raise UserError(f"--hand-weights expects NAME=WEIGHT, got {item!r}")
 
 # Options of `planner run`.
-RunDirOption = Annotated[Path, typer.Option(
-    "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.")]
+RunDirOption = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.",
+    show_default="runs/<plan name> beside the plan")]
 EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
 LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
@@ -417,8 +441,10 @@ def _run_and_show(plan: Path, data: Path, out: Path, options, ray_options=None):
 @app.command("run")
 def run(
     plan: Annotated[Path, typer.Argument(help="plan.json written by `planner probe`.")],
-    out: RunDirOption,
-    data: DataOption = None,
+    out: RunDirOption = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Data folder: train_images/<label>/*, test_images/*.",
+        show_default="the plan's data folder, else . when it holds train_images/")] = None,
     epochs: EpochsOption = 12,
     lr: LrOption = 0.01,
     no_pretrained: NoPretrainedOption = False,
@@ -440,10 +466,14 @@ def run(
 
     Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
     from planner.budget import parse_budget
+    from planner.locations import data_for_run, default_run_dir
+    from planner.plan import load_plan
     from trainer.run import RunOptions
 
-    if data is None:
-        raise UserError("planner run needs --data DIR (train_images/<label>/*, test_images/*)")
+    data = data_for_run(data, load_plan(plan).data)
+    if out is None:
+        out = default_run_dir(plan)
+        console.print(f"run folder: {out}")
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,

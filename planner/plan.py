@@ -159,7 +159,8 @@ class MeasuredOn(Record):
 
 
 class Plan(Record):
-    """The whole plan: one budget, one effective batch, one entry per model to train."""
+    """The whole plan: one budget, one effective batch, one entry per model to train; ``data`` is
+    the data folder it was probed with (absolute), which `planner run` uses when given none."""
 
     version: Literal[1] = PLAN_VERSION
     budget_bytes: int = Field(gt=0)
@@ -169,6 +170,7 @@ class Plan(Record):
     entries: list[PlanEntry]
     created: str
     seconds: float = Field(default=0.0, ge=0)
+    data: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:

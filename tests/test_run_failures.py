@@ -37,9 +37,8 @@ def test_an_entry_that_fails_is_recorded_and_the_others_still_train(tmp_path, im
 
 
 def test_a_second_run_on_the_same_folder_is_refused_naming_the_first(tmp_path):
-    with one_writer(tmp_path / "run"):
-        with pytest.raises(UserError, match=rf"in use by pid {os.getpid()} on .* since .*another --out"):
-            with one_writer(tmp_path / "run"):
-                pass
+    refused = pytest.raises(UserError, match=rf"in use by pid {os.getpid()} on .* since .*another --out")
+    with one_writer(tmp_path / "run"), refused, one_writer(tmp_path / "run"):
+        pass
     with one_writer(tmp_path / "run"):  # released when the first run ends
         pass
