@@ -19,6 +19,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from planner.atomic import check_writable
 from planner.errors import PlanDoesNotFit, UserError
 
 app = typer.Typer(
@@ -220,6 +221,7 @@ def probe(
 
     budgets = sorted({parse_budget(text) for text in gpu_mem})
     budget = budgets[0]
+    check_writable(output, "-o", folder=False)
     if models and arch:
         raise UserError("give either --models or --arch/--size, not both")
     if (arch is None) != (size is None):
@@ -474,6 +476,7 @@ def run(
     if out is None:
         out = default_run_dir(plan)
         console.print(f"run folder: {out}")
+    check_writable(out, "--out", folder=True)
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,

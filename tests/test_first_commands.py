@@ -54,3 +54,14 @@ def test_run_without_data_anywhere_is_one_line(planner_cli, tmp_path):
     assert result.stderr.strip().startswith("error: planner run needs --data DIR")
     tuned = planner_cli("tune-weights", cwd=tmp_path)
     assert tuned.returncode == 2 and "no run folder" in tuned.stderr
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(planner_cli, tmp_path):
+    from run_data import plan_entry, write_plan
+
+    probed = planner_cli("probe", "--gpu-mem", "16G", "--arch", "resnet18", "--size", "32", "--device", "cpu",
+                         "-o", tmp_path)
+    assert probed.returncode == 2 and probed.stderr.strip() == f"error: -o {tmp_path} is a folder: give a file name"
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")])
+    ran = planner_cli("run", plan, "--data", tmp_path, "--out", plan, "--device", "cpu")
+    assert ran.returncode == 2 and ran.stderr.strip() == f"error: --out {plan} is a file: give a folder"
