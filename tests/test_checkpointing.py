@@ -22,12 +22,7 @@ from trainer.recipe import CheckpointingUnsupported, build_learner, set_grad_che
 MIB = 2**20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def measure(meter: CpuMeter, arch: str, size: int, micro_batch: int, grad_checkpointing: bool) -> int:

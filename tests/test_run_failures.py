@@ -6,19 +6,12 @@ import json
 import os
 
 import pytest
-import torch
 from run_data import plan_entry, write_plan
 
 from planner.errors import UserError
 from trainer.run import RunOptions, one_writer, run_plan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
