@@ -26,9 +26,9 @@ from planner.errors import UserError
 # package: (lowest tested = pyproject's floor, newest tested). Checked against pyproject and README by
 # tests/test_dependencies.py.
 TESTED: dict[str, tuple[str, str]] = {
-    "torch": ("2.4.0", "2.14.1"),
+    "torch": ("2.6.0", "2.14.1"),
     "timm": ("1.0.3", "1.0.31"),
-    "fastai": ("2.7.16", "2.8.12"),
+    "fastai": ("2.7.19", "2.8.12"),
     "optuna": ("3.6.0", "5.0.0"),
 }
 

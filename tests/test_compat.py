@@ -43,7 +43,7 @@ def test_fake_tensor_mode_makes_fake_tensors() -> None:
 
 
 def test_fake_tensor_mode_with_an_option_torch_lacks_is_one_clear_error() -> None:
-    with pytest.raises(CompatError, match=r"FakeTensorMode\(no_such_option=...\).*torch 2\.4\.0 to"):
+    with pytest.raises(CompatError, match=r"FakeTensorMode\(no_such_option=...\).*torch \d+\.\d+\.\d+ to"):
         compat.fake_tensor_mode(no_such_option=True)
 
 
@@ -78,7 +78,7 @@ def test_channels_first_body_leaves_nchw_models_alone() -> None:
 def test_channels_first_body_without_needs_pool_is_one_clear_error() -> None:
     body = tiny_swin_body()
     del body.needs_pool
-    with pytest.raises(CompatError, match=r"TimmBody\.needs_pool.*fastai 2\.7\.16 to"):
+    with pytest.raises(CompatError, match=r"TimmBody\.needs_pool.*fastai \d+\.\d+\.\d+ to"):
         compat.channels_first_timm_body(body)
 
 

@@ -124,3 +124,15 @@ def test_cli_writes_the_files_and_prints_the_report(tmp_path: Path) -> None:
     assert "\r" not in done.stdout  # no progress-bar redraws when not a terminal
     for name in ("weights.json", "submission.csv", "weights.png", "optuna.db"):
         assert (tmp_path / name).is_file()
+
+
+def test_gp_sampler_runs_quietly_and_the_study_opens_in_optuna_dashboard(tmp_path: Path) -> None:
+    """--sampler gp past its 10 random start-up trials: no library warning on stderr (e.g. Optuna's note
+    about the optional greenlet package, or GPSampler's options on Optuna 3.6), and the dashboard
+    command names the study's storage."""
+    probs, targets = informative_and_noise(rows=100)
+    write_run(tmp_path, ["good", "noise"], probs, targets)
+    done = planner("tune-weights", str(tmp_path), "--trials", "12", "--folds", "2", "--sampler", "gp")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in done.stdout
