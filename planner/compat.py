@@ -102,7 +102,44 @@ def fake_tensor_mode(**options: Any) -> Any:
                           "--device cpu or cuda do not need it)", error) from None
 
 
+def torch_dispatch_mode() -> type:
+    """``torch.utils._python_dispatch.TorchDispatchMode``, the base of the storage tracker (a private
+    module in every torch release; the class itself is documented). The tracker should subclass
+    ``compat.torch_dispatch_mode()`` instead of importing it itself."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+    except ImportError as error:
+        raise unsupported("torch", "TorchDispatchMode (the memory tracker of --device cpu and estimate)",
+                          error) from None
+    return TorchDispatchMode
+
+
+def tree_leaves(tree: Any) -> list[Any]:
+    """The leaves of nested lists, tuples and dicts (an op's outputs), by torch's private
+    pytree where it is, else by a plain walk over those three containers."""
+    try:
+        from torch.utils._pytree import tree_flatten
+    except ImportError:
+        if isinstance(tree, (list, tuple)):
+            return [leaf for item in tree for leaf in tree_leaves(item)]
+        if isinstance(tree, dict):
+            return [leaf for item in tree.values() for leaf in tree_leaves(item)]
+        return [tree]
+    return tree_flatten(tree)[0]
+
+
 # --- fastai ----------------------------------------------------------------------------------------
+
+
+def end_cleanup(learn: Any) -> None:
+    """Drop a fastai Learner's last batch, predictions and loss: its private ``_end_cleanup()`` where it
+    exists (fastai 2.x), else the same attributes set by hand."""
+    cleanup = getattr(learn, "_end_cleanup", None)
+    if callable(cleanup):
+        cleanup()
+        return
+    learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+
 
 
 def channels_first_timm_body(body: Any) -> None:

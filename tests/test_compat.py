@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 import optuna
@@ -118,3 +119,42 @@ def test_optunas_note_about_a_missing_optional_package_is_dropped() -> None:
     finally:
         logger.removeHandler(collect)
     assert collect.messages == ["something else"]
+
+
+def test_torch_dispatch_mode_sees_every_op() -> None:
+    class Count(compat.torch_dispatch_mode()):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Count() as count:
+        torch.ones(3).mul(2)
+    assert any("mul" in op for op in count.ops)
+
+
+def test_tree_leaves_falls_back_to_a_plain_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = (torch.ones(1), [torch.zeros(2), {"a": 3, "b": (None,)}], "x")
+    with_torch = compat.tree_leaves(tree)
+    monkeypatch.setitem(sys.modules, "torch.utils._pytree", None)  # import now raises ImportError
+    without = compat.tree_leaves(tree)
+    tensors = [[leaf for leaf in leaves if isinstance(leaf, torch.Tensor)] for leaves in (with_torch, without)]
+    assert len(tensors[0]) == 2 and all(a is b for a, b in zip(*tensors, strict=True))
+    assert [leaf for leaf in without if not isinstance(leaf, torch.Tensor)] == [3, None, "x"]
+
+
+def test_end_cleanup_drops_the_last_batch_with_or_without_fastais_private_method() -> None:
+    from fastai.learner import Learner
+
+    class Stub:
+        dl, xb, yb, pred, loss = "dl", ("x",), ("y",), "pred", "loss"
+
+    for learn in (Stub(), Learner.__new__(Learner)):
+        for name, value in vars(Stub).items():
+            if not name.startswith("_"):
+                setattr(learn, name, value)
+        compat.end_cleanup(learn)
+        assert (learn.dl, learn.xb, learn.yb, learn.pred, learn.loss) == (None, (None,), (None,), None, None)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from planner.compat import end_cleanup
 from planner.entries import EntrySpec
 from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
@@ -25,11 +26,11 @@ def model_has_batchnorm(arch: str, n_classes: int) -> bool:
     """Whether fastai's model for ``arch`` has BatchNorm layers (fastai's head always does)."""
     import torch
     from fastai.vision.learner import create_timm_model
-    from torch.nn.modules.batchnorm import _BatchNorm
 
     with torch.device("meta"):
         model, _ = create_timm_model(arch, n_classes, pretrained=False)
-    return any(isinstance(module, _BatchNorm) for module in model.modules())
+    batchnorm = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    return any(isinstance(module, batchnorm) for module in model.modules())
 
 
 class LearnerCache:
@@ -58,7 +59,7 @@ class LearnerCache:
         if self.learn is not None:
             self.learn.opt = None
             self.learn.model.zero_grad(set_to_none=True)
-            self.learn._end_cleanup()
+            end_cleanup(self.learn)  # fastai's private Learner._end_cleanup, via planner.compat
             self.learn.dls = None
         gc.collect()
 
