@@ -12,7 +12,7 @@ import warnings
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich import box
@@ -356,6 +356,11 @@ def _tune_and_show(options):
         f"study {result.study.study_name!r} in {result.study.storage_shown}: {result.study.completed} trials "
         f"({result.study.ran} run now), best log loss {result.study.best_value:.4f}"
     )
+    if result.study.storage is not None:
+        import shlex
+
+        console.print(f"open it in optuna-dashboard (pip install optuna-dashboard): "
+                      f"optuna-dashboard {shlex.quote(result.study.storage_shown)}", soft_wrap=True)
     console.print(f"chosen: {result.chosen}. {result.reason}.")
     weights = zip(result.names, result.weights, strict=True)
     console.print("weights: " + ", ".join(f"{name} {weight:.3f}" for name, weight in weights))
@@ -382,8 +387,16 @@ RunDirOption = Annotated[Path | None, typer.Option(
 EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
 LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
-DeviceOption = Annotated[Literal["auto", "cuda", "cpu"], typer.Option(
-    "--device", help="auto: cuda if available, else cpu (fp32).")]
+
+
+class RunDevice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+# An Enum, not a Literal: typer reads Literal options only from 0.19 on (pyproject's floor is lower).
+DeviceOption = Annotated[RunDevice, typer.Option("--device", help="auto: cuda if available, else cpu (fp32).")]
 ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
 CpuMemoryLimitOption = Annotated[str | None, typer.Option(
     "--cpu-memory-limit", envvar="PLANNER_CPU_MEMORY_LIMIT", hidden=True,
@@ -450,7 +463,7 @@ def run(
     epochs: EpochsOption = 12,
     lr: LrOption = 0.01,
     no_pretrained: NoPretrainedOption = False,
-    device: DeviceOption = "auto",
+    device: DeviceOption = RunDevice.auto,
     valid_pct: ValidPctOption = 0.2,
     seed: SeedOption = 42,
     cpu_memory_limit: CpuMemoryLimitOption = None,
@@ -478,7 +491,7 @@ def run(
         console.print(f"run folder: {out}")
     check_writable(out, "--out", folder=True)
     options = RunOptions(
-        epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
+        epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
         include_misfits=include_misfits,
     )

@@ -89,9 +89,10 @@ def resolve_arch(arch: str) -> tuple[str, str | None]:
         UserError: timm does not know the name; the message lists near names.
     """
     import timm
-    from timm.models import _registry
 
-    renamed = _registry._deprecated_models.get(arch)
+    from planner.compat import timm_renamed_models
+
+    renamed = timm_renamed_models().get(arch)
     if renamed:
         return renamed, arch
     if timm.is_model(arch):

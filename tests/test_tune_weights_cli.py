@@ -139,3 +139,15 @@ def test_test_rows_in_another_order_are_aligned_by_file_name(tmp_path: Path) -> 
     after = load_predictions(tmp_path)
     assert after.test_names == before.test_names
     np.testing.assert_array_equal(after.test_probs, before.test_probs)
+
+
+def test_gp_sampler_runs_quietly_and_the_study_opens_in_optuna_dashboard(tmp_path: Path) -> None:
+    """--sampler gp past its 10 random start-up trials: no library warning on stderr (e.g. Optuna's note
+    about the optional greenlet package, or GPSampler's options on Optuna 3.6), and the dashboard
+    command names the study's storage."""
+    probs, targets = informative_and_noise(rows=100)
+    write_run(tmp_path, ["good", "noise"], probs, targets)
+    done = planner("tune-weights", str(tmp_path), "--trials", "12", "--folds", "2", "--sampler", "gp")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in done.stdout

@@ -9,13 +9,13 @@ data loaders live there) and ``to_fp16()`` on CUDA. On the CPU fastai's mixed pr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from planner.compat import channels_first_timm_body
 from planner.plan import ItemTransform, Size
 
 
@@ -105,7 +105,7 @@ def build_learner(
         dls, arch, metrics=error_rate, pretrained=pretrained,
         cbs=[GradientAccumulation(effective_batch_size), *cbs],
     )
-    _channels_first_body(learn.model[0])
+    channels_first_timm_body(learn.model[0])  # Swin's NHWC features (planner.compat)
     set_grad_checkpointing(learn.model, grad_checkpointing)
     return learn.to_fp16() if fp16 else learn
 
@@ -130,28 +130,6 @@ def set_grad_checkpointing(model: Any, enable: bool) -> None:
     except (AssertionError, AttributeError, NotImplementedError) as error:
         if enable:
             raise CheckpointingUnsupported(f"{type(body).__name__} has no gradient checkpointing in timm") from error
-
-
-
-def _channels_first_body(body: Any) -> None:
-    """Make fastai's ``TimmBody`` hand channels-first features to its pooling head.
-
-    timm 1.x Swin models return NHWC features from ``forward_features`` while fastai's head pools
-    the last two dimensions, so ``vision_learner`` fails on them (BatchNorm size mismatch). For such
-    bodies the features are permuted to NCHW (a view: no memory cost); other bodies are untouched.
-    """
-    if body.needs_pool and getattr(body.model, "output_fmt", "NCHW") == "NHWC":
-        body.__class__ = _channels_first_body_class()
-
-
-@functools.cache
-def _channels_first_body_class() -> type:
-    from fastai.vision.learner import TimmBody
-
-    def forward(self: Any, x: Any) -> Any:
-        return self.model.forward_features(x).permute(0, 3, 1, 2)
-
-    return type("ChannelsFirstTimmBody", (TimmBody,), {"forward": forward})
 
 
 def synthetic_image(item: ItemTransform, seed: int) -> Image.Image:

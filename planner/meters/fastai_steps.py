@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from planner.compat import end_cleanup
 from planner.entries import EntrySpec
 from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
@@ -28,12 +29,12 @@ def model_has_batchnorm(arch: str, n_classes: int, body_only: bool = False) -> b
     ``body_only`` asks about the timm body alone."""
     import torch
     from fastai.vision.learner import create_timm_model
-    from torch.nn.modules.batchnorm import _BatchNorm
 
     with torch.device("meta"):
         model, _ = create_timm_model(arch, n_classes, pretrained=False)
+    batchnorm = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
     modules = model[0].modules() if body_only else model.modules()
-    return any(isinstance(module, _BatchNorm) for module in modules)
+    return any(isinstance(module, batchnorm) for module in modules)
 
 
 class LearnerCache:
@@ -63,7 +64,7 @@ class LearnerCache:
         if self.learn is not None:
             self.learn.opt = None
             self.learn.model.zero_grad(set_to_none=True)
-            self.learn._end_cleanup()
+            end_cleanup(self.learn)  # fastai's private Learner._end_cleanup, via planner.compat
             self.learn.dls = None
         gc.collect()
 
