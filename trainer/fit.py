@@ -19,8 +19,8 @@ from trainer.memory import make_meter
 from trainer.predictions import Predictions, error_rate, log_loss
 from trainer.progress import Reporter
 from trainer.recipe import build_learner, make_dataloaders
-from trainer.saved_model import SavedModel, capture_model
 from trainer.runfile import EpochRecord, MemoryRecord, Metrics, RunSettings
+from trainer.saved_model import SavedModel, capture_model
 from trainer.split import Split
 from trainer.tta import seeded_tta
 

@@ -26,7 +26,6 @@ from trainer.memory import release_memory
 from trainer.predictions import predictions_path, save_predictions
 from trainer.progress import LogFile, Reporter, Reporters
 from trainer.recipe import prepare_device
-from trainer.saved_model import save_model
 from trainer.runfile import (
     EntryRecord,
     EpochRecord,
@@ -41,6 +40,7 @@ from trainer.runfile import (
     now,
     save_run,
 )
+from trainer.saved_model import save_model
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
