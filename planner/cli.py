@@ -485,8 +485,8 @@ def predict_command(
 ) -> None:
     """Predict images with the run's saved models, combined with weights.json (uniform without one).
 
-    Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read (listed
-    on stderr, the others are in the CSV); 2 a user error."""
+    Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read
+    (listed on stderr, the others are in the CSV); 2 a user mistake."""
     from planner.ensemble.record import load_weights
     from trainer.predict import PredictOptions, predict, write_predictions_csv
 
@@ -499,8 +499,9 @@ def predict_command(
         err_console.print(f"error: cannot read image {miss.path} ({miss.reason}): not predicted",
                           soft_wrap=True, markup=False)
     shown = ", ".join(f"{name} {weight:.3f}" for name, weight in result.weights.items())
-    console.print(f"{len(result.names)} image(s) predicted on {result.device} "
-                  f"({'TTA' if tta else 'no TTA'}), {result.weights_source} weights: {shown}", soft_wrap=True)
+    unread = f", {len(result.unreadable)} unreadable (listed on stderr)" if result.unreadable else ""
+    console.print(f"{len(result.names)} image(s) predicted on {result.device} ({'TTA' if tta else 'no TTA'}"
+                  f"{unread}); weights ({result.weights_source}): {shown}", soft_wrap=True)
     console.print(f"wrote {path}", soft_wrap=True)
     if result.unreadable:
         raise typer.Exit(1)

@@ -150,6 +150,7 @@ def test_load_model_gives_a_fastai_learner_that_predicts(run: Run) -> None:
 
     learn = load_model(run.run_dir, ENTRIES[1])
     label, index, probs = learn.predict(run.data / "test_images" / "img_0.png")
-    assert label in ("c0", "c1", "c2") and abs(float(probs.sum()) - 1) < 1e-5
+    assert label == ("c0", "c1", "c2")[int(index)] == ("c0", "c1", "c2")[int(probs.argmax())]
+    assert abs(float(probs.sum()) - 1) < 1e-5
     assert sum(p.numel() for p in learn.model.parameters()) == json.loads(
         (run.run_dir / "models" / f"{ENTRIES[1]}.json").read_text())["parameters"]
