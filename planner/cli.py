@@ -500,8 +500,8 @@ def predict_command(
                           soft_wrap=True, markup=False)
     shown = ", ".join(f"{name} {weight:.3f}" for name, weight in result.weights.items())
     unread = f", {len(result.unreadable)} unreadable (listed on stderr)" if result.unreadable else ""
-    console.print(f"{len(result.names)} image(s) predicted on {result.device} ({'TTA' if tta else 'no TTA'}"
-                  f"{unread}); weights ({result.weights_source}): {shown}", soft_wrap=True)
+    console.print(f"{len(result.names)} image(s) predicted on {result.device} ({'TTA' if tta else 'no TTA'})"
+                  f"{unread}; weights ({result.weights_source}): {shown}", soft_wrap=True)
     console.print(f"wrote {path}", soft_wrap=True)
     if result.unreadable:
         raise typer.Exit(1)
