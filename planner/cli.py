@@ -65,7 +65,8 @@ def _root(
 ) -> None:
     """Plan, train and ensemble large image models on a GPU that is too small for them.
 
-    planner probe -> plan.json; planner run plan.json -> run folder; planner tune-weights RUN_DIR.
+    planner probe -> plan.json; planner run plan.json -> run folder; planner tune-weights RUN_DIR;
+    planner predict RUN_DIR IMAGES.
     """
 
 
@@ -476,6 +477,9 @@ def run(
     include_misfits: Annotated[bool, typer.Option(
         "--include-misfits", help="Also train entries the plan marks as not fitting the card (skipped by "
         "default, exit 3).")] = False,
+    save_models: Annotated[bool, typer.Option(
+        "--save-models/--no-save-models", help="Keep each trained model in RUN_DIR/models (safetensors weights "
+        "+ JSON recipe) for `planner predict`.")] = True,
 ) -> None:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
 
@@ -493,7 +497,7 @@ def run(
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
-        include_misfits=include_misfits,
+        include_misfits=include_misfits, save_models=save_models,
     )
     ray_options = None
     if backend == Backend.ray:
@@ -508,6 +512,45 @@ def run(
         raise typer.Exit(1)
     if result.skipped:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+@app.command("predict")
+def predict_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads models/, weights.json).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    tta: Annotated[bool, typer.Option(
+        "--tta/--no-tta", help="The run's seeded TTA (reproduces its test probabilities), or the plain pass only.")]
+    = True,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the CSV.")] = Path("predictions.csv"),
+    probs: Annotated[bool, typer.Option("--probs", help="Add one probability column per class.")] = False,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
+        "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
+        show_default=False)] = None,
+) -> None:
+    """Predict images with the run's saved models, combined with weights.json (uniform without one).
+
+    Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read
+    (listed on stderr, the others are in the CSV); 2 a user mistake."""
+    from planner.ensemble.record import load_weights
+    from trainer.predict import PredictOptions, predict, write_predictions_csv
+
+    options = PredictOptions(tta=tta, device=device, batch_size=batch_size)
+    weights = load_weights(run_dir)
+    with _trial_progress() as progress:
+        result = predict(run_dir, images, weights, options, progress)
+    path = write_predictions_csv(output, result, probs=probs)
+    for miss in result.unreadable:
+        err_console.print(f"error: cannot read image {miss.path} ({miss.reason}): not predicted",
+                          soft_wrap=True, markup=False)
+    shown = ", ".join(f"{name} {weight:.3f}" for name, weight in result.weights.items())
+    unread = f", {len(result.unreadable)} unreadable (listed on stderr)" if result.unreadable else ""
+    console.print(f"{len(result.names)} image(s) predicted on {result.device} ({'TTA' if tta else 'no TTA'})"
+                  f"{unread}; weights ({result.weights_source}): {shown}", soft_wrap=True)
+    console.print(f"wrote {path}", soft_wrap=True)
+    if result.unreadable:
+        raise typer.Exit(1)
 
 
 @app.command()

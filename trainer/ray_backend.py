@@ -56,7 +56,16 @@ from trainer.run import (
     one_writer,
     start_run_folder,
 )
-from trainer.runfile import EntryRecord, EpochRecord, MemoryRecord, Metrics, OomMiss, RunBook, WorkerRecord
+from trainer.runfile import (
+    EntryRecord,
+    EpochRecord,
+    MemoryRecord,
+    Metrics,
+    OomMiss,
+    RunBook,
+    SavedModelRecord,
+    WorkerRecord,
+)
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -128,6 +137,7 @@ class TaskDone:
     epochs: list[EpochRecord]
     metrics: Metrics
     predictions: str
+    model: SavedModelRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +205,7 @@ def run_plan_ray(
                 shared = SharedInputs(run_dir=run_dir, inputs=RunInputs(
                     effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                     settings=options.settings(), device=options.device, seed=options.seed,
-                    cpu_memory_limit=options.cpu_memory_limit))
+                    cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models))
                 with _connected(ray, ray_options.address):
                     shares = _gpu_shares(ray, plan, todo, ray_options)
                     _check_gpus(ray, max(shares.values()))
@@ -259,7 +269,8 @@ class _Driver:
         outcome = result.outcome
         if isinstance(outcome, TaskDone):
             record = finished_record(record, memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
-                                     predictions=outcome.predictions, seconds=self.seconds[name])
+                                     predictions=outcome.predictions, seconds=self.seconds[name],
+                                     model=outcome.model)
             self.book.put(record)
             self.reporter.entry_done(record)
             return
@@ -316,6 +327,7 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     from trainer.predictions import predictions_path, save_predictions
     from trainer.recipe import prepare_device
     from trainer.run import _attempt
+    from trainer.saved_model import save_model
 
     started = time.time()
     if spec.crash_once:
@@ -339,9 +351,10 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     if isinstance(result, OomMiss):
         outcome: TaskDone | OomMiss = result
     else:
+        model = save_model(shared.run_dir, result.model) if result.model else None  # before the npz
         path = save_predictions(predictions_path(shared.run_dir, spec.entry.name), result.predictions)
         outcome = TaskDone(memory=result.memory, epochs=result.epochs, metrics=result.metrics,
-                           predictions=path.relative_to(shared.run_dir).as_posix())
+                           predictions=path.relative_to(shared.run_dir).as_posix(), model=model)
     worker = WorkerRecord(
         node=ray.util.get_node_ip_address(), hostname=socket.gethostname(), pid=os.getpid(),
         gpu_ids=[str(gpu) for gpu in ray.get_gpu_ids()], gpu_share=spec.gpu_share, gpu_memory_bytes=card_bytes,

@@ -27,11 +27,14 @@ def item_transform(item: ItemTransform) -> Any:
     return Resize(item.resize, method=method)
 
 
+AUG_MIN_SCALE = 0.75
+
+
 def batch_transforms(size: Size) -> list:
     """The reference's batch augmentation at the entry's final size."""
     from fastai.vision.all import aug_transforms
 
-    return aug_transforms(size=size, min_scale=0.75)
+    return aug_transforms(size=size, min_scale=AUG_MIN_SCALE)
 
 
 def make_dataloaders(

@@ -37,10 +37,12 @@ from trainer.runfile import (
     RunBook,
     RunFile,
     RunSettings,
+    SavedModelRecord,
     load_run,
     now,
     save_run,
 )
+from trainer.saved_model import save_model
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
@@ -61,6 +63,7 @@ class RunOptions:
         cpu_memory_limit: testing aid: on the CPU, raise ``torch.OutOfMemoryError`` when the tracked
             live bytes exceed this, as a card of that size would.
         include_misfits: train entries the plan marks ``fits: false`` too (skipped by default).
+        save_models: keep each trained model in ``models/`` (safetensors + JSON recipe) for `planner predict`.
     """
 
     epochs: int = 12
@@ -71,6 +74,7 @@ class RunOptions:
     seed: int = 42
     cpu_memory_limit: int | None = None
     include_misfits: bool = False
+    save_models: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -142,7 +146,7 @@ def run_plan(
                                                                   reporter)
         inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                            settings=options.settings(), device=device, seed=options.seed,
-                           cpu_memory_limit=options.cpu_memory_limit)
+                           cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models)
         prepare_device(device)
         try:
             for entry in entries_to_train(plan, book, reporter, device, options.include_misfits):
@@ -189,10 +193,11 @@ def _train_with_fallback(
             book.put(record)
             return record
         if isinstance(result, TrainOutcome):
-            path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)
+            model = save_model(book.run_dir, result.model) if result.model else None  # before the npz: finished
+            path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)  # means kept
             record = finished_record(record, memory=result.memory, epochs=result.epochs, metrics=result.metrics,
                                      predictions=path.relative_to(book.run_dir).as_posix(),
-                                     seconds=time.perf_counter() - clock)
+                                     seconds=time.perf_counter() - clock, model=model)
             book.put(record)
             return record
         misses = [*misses, result]
@@ -265,12 +270,13 @@ def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
 
 def finished_record(
     record: EntryRecord, *, memory: MemoryRecord, epochs: list[EpochRecord], metrics: Metrics, predictions: str,
-    seconds: float,
+    seconds: float, model: SavedModelRecord | None = None,
 ) -> EntryRecord:
-    """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative)."""
+    """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative),
+    its model (unless not kept) as ``model`` says."""
     return record.model_copy(update={
         "status": "finished", "memory": memory, "epochs": epochs, "metrics": metrics,
-        "predictions": predictions, "seconds": seconds, "finished": now(),
+        "predictions": predictions, "model": model, "seconds": seconds, "finished": now(),
     })
 
 

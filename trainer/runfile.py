@@ -88,6 +88,16 @@ class Metrics(Record):
     log_loss_no_tta: float
 
 
+class SavedModelRecord(Record):
+    """An entry's saved model: weights (safetensors) and recipe (JSON), relative to the run folder;
+    ``bytes`` and ``sha256`` of the weights file, checked before it is loaded."""
+
+    weights: str
+    recipe: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class WorkerRecord(Record):
     """Where the try that finished an entry ran, with ``planner run --backend ray``.
 
@@ -138,6 +148,7 @@ class EntryRecord(Record):
     epochs: list[EpochRecord] = Field(default_factory=list)
     metrics: Metrics | None = None
     predictions: str | None = None
+    model: SavedModelRecord | None = None
     seconds: float = Field(default=0.0, ge=0)
     started: str
     finished: str | None = None
