@@ -97,8 +97,7 @@ def count_published_step(row: PublishedRow) -> dict:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    from planner.meters.opcount import OpCounter
-
+    OpCounter = _op_counter_class()
     started = time.perf_counter()
     with torch.device("meta"):
         model = timm.create_model(row.model, pretrained=False, num_classes=1000)
@@ -125,17 +124,36 @@ def count_published_step(row: PublishedRow) -> dict:
     return record
 
 
+def _op_counter_class() -> type:
+    """``OpCounter``; loaded from its file when the package's other dependencies (pydantic, fastai)
+    are missing, as on the GPU machine, which has torch and timm only."""
+    try:
+        from planner.meters.opcount import OpCounter
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "opcount", Path(__file__).parent.parent / "planner" / "meters" / "opcount.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        OpCounter = module.OpCounter
+    return OpCounter
+
+
 def read_cache(folder: Path = CACHE.parent) -> dict[str, dict]:
     """Every cached record of every worker's file in ``folder`` (``published_opcosts*.jsonl.gz``)."""
     records: dict[str, dict] = {}
     for path in sorted(folder.glob("published_opcosts*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by an interrupted worker
-                    continue
-                records[record["model"]] = record
+            try:
+                for line in handle:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut short by an interrupted worker
+                        continue
+                    records[record["model"]] = record
+            except (EOFError, gzip.BadGzipFile):  # a worker killed while writing: keep what came before
+                pass
     return records
 
 
@@ -150,7 +168,7 @@ def collect(rows: Iterable[PublishedRow], path: Path = CACHE, limit: int | None 
     todo.sort(key=lambda row: hashlib.sha256(row.model.encode()).hexdigest(), reverse=reverse)
     path.parent.mkdir(parents=True, exist_ok=True)
     for number, row in enumerate(todo[:limit] if limit else todo):
-        if row.model in read_cache(path.parent):  # the other worker got here first
+        if reverse and row.model in read_cache(path.parent):  # the other worker got here first
             break
         try:
             record = count_published_step(row)
@@ -160,6 +178,28 @@ def collect(rows: Iterable[PublishedRow], path: Path = CACHE, limit: int | None 
             handle.write(json.dumps(record) + "\n")
         print(f"{number + 1}/{len(todo)} {row.model} {record.get('seconds', record.get('skip'))}", flush=True)
         gc.collect()
+
+
+def _collect_share(rows: list[PublishedRow], folder: Path, jobs: int, job: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    collect(rows[job::jobs], folder / f"published_opcosts_j{job}.jsonl.gz")
+
+
+def collect_parallel(rows: Sequence[PublishedRow], folder: Path, jobs: int, limit: int | None = None) -> None:
+    """:func:`collect` in ``jobs`` processes, each with its own share of the rows and its own file."""
+    import multiprocessing
+
+    done = read_cache(folder)
+    todo = sorted((row for row in rows if row.model not in done),
+                  key=lambda row: hashlib.sha256(row.model.encode()).hexdigest())[:limit]
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_collect_share, args=(todo, folder, jobs, job)) for job in range(jobs)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -239,14 +279,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--collect", action="store_true", help="run the fake steps not yet cached first")
     parser.add_argument("--limit", type=int, help="collect at most this many models")
     parser.add_argument("--worker", type=int, default=0, help="a second worker (1) counts in reverse order")
+    parser.add_argument("--jobs", type=int, default=1, help="collect in this many processes")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE.parent)
+    parser.add_argument("--collect-only", action="store_true", help="collect, then stop (no fit, no scipy)")
     parser.add_argument("--defaults", action="store_true", help="judge planner's default constants, no fit")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     rows = read_published()
-    if args.collect:
-        path = CACHE if args.worker == 0 else CACHE.with_name(f"published_opcosts_{args.worker}.jsonl.gz")
-        collect(rows, path, limit=args.limit, reverse=args.worker == 1)
-    result = evaluate_published(rows, read_cache(), constants=DEFAULT_CONSTANTS if args.defaults else None)
+    if args.collect and args.jobs > 1:
+        collect_parallel(rows, args.cache_dir, args.jobs, args.limit)
+    elif args.collect:
+        name = "published_opcosts.jsonl.gz" if args.worker == 0 else f"published_opcosts_{args.worker}.jsonl.gz"
+        collect(rows, args.cache_dir / name, limit=args.limit, reverse=args.worker == 1)
+    if args.collect_only:
+        return
+    result = evaluate_published(rows, read_cache(args.cache_dir),
+                                constants=DEFAULT_CONSTANTS if args.defaults else None)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({key: result[key] for key in ("gpu", "constants", "naive_flop_efficiency", "held_out")},

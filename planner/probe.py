@@ -16,9 +16,10 @@ from typing import Protocol
 import torch
 
 from planner.entries import EntrySpec
+from planner.epochtime import entry_time, measured_step_times
 from planner.errors import UserError
 from planner.meters.base import Meter
-from planner.plan import BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size
+from planner.plan import BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
 from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
 
 DEFAULT_MARGIN = 0.05
@@ -57,6 +58,8 @@ def probe_plan(
     margin: float = DEFAULT_MARGIN,
     reporter: ProbeReporter | None = None,
     more_budgets: Sequence[int] = (),
+    timing: TimeBasis | None = None,
+    timer: Meter | None = None,
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
@@ -71,6 +74,11 @@ def probe_plan(
             budget, ``budget_bytes`` included. Each extra search starts from the entry's curve and
             reuses its probes that did not run out of memory (a peak that fitted a smaller cap is
             the same under a larger one); the meter keeps the model between them.
+        timing: the data set's sizes and epochs; when given, every entry gets its predicted time
+            (from probes timed by the meter, ``ProbePoint.predicted_times``) and, with the cuda
+            meter, its measured time (from the timed probe steps).
+        timer: a meter that times steps (the estimate meter given a card), asked once per entry at
+            the chosen micro-batch when ``meter``'s probes carry no predicted times (the cuda meter).
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
@@ -107,6 +115,8 @@ def probe_plan(
             curves[(entry.arch, entry.size)] = result.curve
         planned = _plan_entry(entry, result, budget_bytes, effective_batch_size,
                               time.perf_counter() - entry_started)
+        if timing is not None:
+            planned = _with_times(planned, timing, meter, timer, entry)
         if more_budgets:
             first_search = len(fresh)
             pairs = []
@@ -127,8 +137,27 @@ def probe_plan(
         budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
         measured_on=meter.measured_on(), entries=[done[entry.name] for entry in entries],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        seconds=round(time.perf_counter() - started, 2),
+        seconds=round(time.perf_counter() - started, 2), timing=timing,
     )
+
+
+def _with_times(planned: PlanEntry, timing: TimeBasis, meter: Meter, timer: Meter | None,
+                entry: EntrySpec) -> PlanEntry:
+    """The entry with its predicted and (cuda meter) measured time at the chosen micro-batch."""
+    chosen = next((p for p in planned.probes if p.micro_batch == planned.micro_batch and not p.oom), None)
+    if chosen is None:
+        return planned
+    update = {}
+    predicted = chosen.predicted_times
+    if predicted is None and timer is not None:
+        predicted = timer.measure(entry, planned.micro_batch).predicted_times
+    if predicted is not None:
+        update["predicted_time"] = entry_time(predicted, planned.micro_batch, planned.accum, timing)
+    on = meter.measured_on()
+    if on.device == "cuda" and chosen.step_seconds is not None:
+        measured = measured_step_times(chosen.step_seconds, on.gpu or "cuda")
+        update["measured_time"] = entry_time(measured, planned.micro_batch, planned.accum, timing, "measured")
+    return planned.model_copy(update=update)
 
 
 def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:

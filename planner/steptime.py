@@ -56,9 +56,10 @@ class StepCosts:
     rows: np.ndarray
 
     @classmethod
-    def from_counter(cls, counter: Any) -> StepCosts:
-        """From an ``OpCounter`` (its ``costs``: OpCost -> count)."""
-        rows = [(cost.tensor_flops, cost.vector_flops, cost.bytes, count) for cost, count in counter.costs.items()]
+    def from_counter(cls, counter: Any, phase: str | None = None) -> StepCosts:
+        """From an ``OpCounter``: all its kernels, or those of one phase (none when it never ran)."""
+        costs = counter.costs if phase is None else counter.phase_costs.get(phase, {})
+        rows = [(cost.tensor_flops, cost.vector_flops, cost.bytes, count) for cost, count in costs.items()]
         return cls(np.array(rows, dtype=float).reshape(-1, 4))
 
     @classmethod
@@ -82,8 +83,11 @@ class StepCosts:
         return StepCosts(rows)
 
 
-def step_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants) -> float:
-    """Predicted seconds of one step of ``costs`` on ``gpu`` (see the module docstring)."""
+def step_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants, per_step: bool = True) -> float:
+    """Predicted seconds of one step of ``costs`` on ``gpu`` (see the module docstring).
+
+    ``per_step=False`` leaves the per-step overhead out (for a part of a step, such as its optimizer step).
+    """
     rows = costs.rows
     per_kernel = np.maximum.reduce([
         rows[:, 0] / (gpu.tensor_flops * constants.tensor_efficiency),
@@ -91,7 +95,7 @@ def step_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants) -> fl
         rows[:, 2] / (gpu.bandwidth * constants.memory_efficiency),
         np.full(len(rows), constants.launch_seconds),
     ]) if len(rows) else np.zeros(0)
-    return float((per_kernel * rows[:, 3]).sum()) + constants.step_seconds
+    return float((per_kernel * rows[:, 3]).sum()) + (constants.step_seconds if per_step else 0.0)
 
 
 def naive_step_seconds(flops: float, gpu: GpuSpec, efficiency: float) -> float:

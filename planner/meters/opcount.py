@@ -120,14 +120,21 @@ class OpCounter(TorchDispatchMode):
     """Count the cost of every kernel while active; see the module docstring.
 
     Attributes:
-        costs: how many times each distinct :class:`OpCost` ran.
-        by_op: FLOPs and bytes per aten op name (for reports).
+        costs: how many times each distinct :class:`OpCost` ran, all phases together.
+        phase_costs: the same per phase (see :meth:`set_phase`; "step" until told otherwise).
+        by_op: count, tensor FLOPs, vector FLOPs and bytes per aten op name (for reports).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.costs: Counter[OpCost] = Counter()
+        self.phase = "step"
+        self.phase_costs: dict[str, Counter[OpCost]] = {}
         self.by_op: dict[str, list[float]] = {}
+
+    def set_phase(self, phase: str) -> None:
+        """Attribute the following kernels to ``phase`` (e.g. "forward_backward", "step", "eval")."""
+        self.phase = phase
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -135,6 +142,7 @@ class OpCounter(TorchDispatchMode):
         cost = op_cost(func, args, kwargs, out)
         if cost is not None:
             self.costs[cost] += 1
+            self.phase_costs.setdefault(self.phase, Counter())[cost] += 1
             totals = self.by_op.setdefault(func._overloadpacket.__name__, [0.0, 0.0, 0.0, 0.0])
             totals[0] += 1
             totals[1] += cost.tensor_flops
