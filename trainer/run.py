@@ -34,7 +34,9 @@ from trainer.runfile import (
     RunBook,
     RunFile,
     RunSettings,
+    TimeRecord,
     load_run,
+    measured_time,
     now,
     save_run,
 )
@@ -193,8 +195,18 @@ def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
         device=job.inputs.device, precision="fp16" if job.inputs.device == "cuda" else "fp32",
         planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
         accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
-        predicted_on=plan.measured_on.device, started=started,
+        predicted_on=plan.measured_on.device, started=started, time=planned_time(job.entry, job.inputs.device),
     )
+
+
+def planned_time(entry: PlanEntry, device: str) -> TimeRecord:
+    """The time record of an entry before training: the plan's prediction, when it has one."""
+    predicted = entry.predicted_time
+    if predicted is None:
+        return TimeRecord(measured_device=device)
+    return TimeRecord(predicted_gpu=predicted.gpu, predicted_epoch_seconds=predicted.epoch_seconds,
+                      predicted_frozen_epoch_seconds=predicted.frozen_epoch_seconds,
+                      predicted_total_seconds=predicted.total_seconds, measured_device=device)
 
 
 def finished_record(
@@ -202,9 +214,10 @@ def finished_record(
     seconds: float,
 ) -> EntryRecord:
     """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative)."""
+    timing = measured_time(record.time or TimeRecord(measured_device=record.device), epochs)
     return record.model_copy(update={
         "status": "finished", "memory": memory, "epochs": epochs, "metrics": metrics,
-        "predictions": predictions, "seconds": seconds, "finished": now(),
+        "predictions": predictions, "seconds": seconds, "finished": now(), "time": timing,
     })
 
 
