@@ -225,6 +225,9 @@ def probe(
         "gives each entry's predicted epoch and run time.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=0,
                                         help="Epochs of fine_tune the times are for.")] = 12,
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
+        "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
     models: Annotated[Path | None, typer.Option(
         "--models", help="TOML or JSON models file: a list `model` of {arch, item, sizes}; "
         "replaces the reference set.")] = None,
@@ -274,6 +277,10 @@ def probe(
     timing = _time_basis(card, data, probe_data, epochs)
     plan = _probe_and_show(entries, device_name, budgets[0], effective_bs, margin, probe_data, output,
                            more_budgets=budgets[1:], card=card, timing=timing)
+    if plot:
+        from planner.plot import plot_plan
+
+        console.print(f"plot written to {plot_plan(plan, output.with_suffix('.png'))}")
     misfits = [entry.name for entry in plan.entries if not entry.fits]
     if misfits:
         raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "

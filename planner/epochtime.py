@@ -92,3 +92,24 @@ def measured_step_times(step_seconds: float, gpu: str) -> StepTimes:
     """
     return StepTimes(gpu=gpu, forward_backward=step_seconds, optimizer_step=0.0,
                      eval_forward=step_seconds * FORWARD_SHARE)
+
+
+def step_times_at(points: list[tuple[int, StepTimes]], micro_batch: int) -> StepTimes:
+    """Step times at ``micro_batch`` from those timed at other micro-batches (for the plot's candidates).
+
+    Each part is affine in the micro-batch (fixed launches plus per-sample work): a least-squares line
+    through two or more timed points, or, from one point, per-sample work only (the optimizer step kept).
+    """
+    import numpy as np
+
+    sizes = np.array([size for size, _ in points], dtype=float)
+
+    def part(name: str) -> float:
+        values = np.array([getattr(times, name) for _, times in points])
+        if len(set(sizes.tolist())) < 2:
+            return float(values[0] if name == "optimizer_step" else values[0] * micro_batch / sizes[0])
+        slope, intercept = np.polyfit(sizes, values, 1)
+        return float(max(intercept + slope * micro_batch, 0.0))
+
+    return StepTimes(gpu=points[0][1].gpu, forward_backward=part("forward_backward"),
+                     optimizer_step=part("optimizer_step"), eval_forward=part("eval_forward"))

@@ -110,7 +110,7 @@ def fit_flop_efficiency(flops: Sequence[float], seconds: Sequence[float], gpu: G
 
 
 _NAMES = ("tensor_efficiency", "vector_efficiency", "memory_efficiency", "launch_seconds", "step_seconds")
-_BOUNDS = ((0.05, 1.0), (0.02, 1.0), (0.1, 1.0), (1e-7, 1e-4), (1e-5, 0.05))
+_BOUNDS = ((0.05, 2.0), (0.02, 1.0), (0.1, 1.0), (1e-7, 1e-4), (1e-5, 0.05))
 
 
 def log_errors(costs: Sequence[StepCosts], seconds: Sequence[float], gpu: GpuSpec,

@@ -23,8 +23,9 @@ def test_probe_for_a_named_card_uses_its_memory_and_predicts_epoch_and_run_times
 
     out = tmp_path / "plan.json"
     result = planner_cli("probe", "--gpu", "T4", "--arch", "resnet18", "--size", "64", "--device", "estimate",
-                         "--effective-bs", "16", "--epochs", "3", "-o", out)
+                         "--effective-bs", "16", "--epochs", "3", "--plot", "-o", out)
     assert result.returncode == 0, result.stderr
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     plan = json.loads(out.read_text())
     (entry,) = plan["entries"]
     assert plan["budget_bytes"] == get_gpu("T4").budget_bytes

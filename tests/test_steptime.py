@@ -74,3 +74,15 @@ def test_epoch_and_run_time_count_fastai_loops():
     assert got.total_seconds == pytest.approx(got.frozen_epoch_seconds + 3 * got.epoch_seconds + got.tta_seconds,
                                               abs=0.1)
     assert default_sizes().n_train + default_sizes().n_valid == 10_407
+
+
+def test_step_times_between_probes_are_affine_in_the_micro_batch():
+    from planner.epochtime import step_times_at
+
+    def times(b):
+        return StepTimes(gpu="T4", forward_backward=0.01 + 0.002 * b, optimizer_step=0.05, eval_forward=0.001 * b)
+
+    between = step_times_at([(8, times(8)), (32, times(32))], 16)
+    assert between.forward_backward == pytest.approx(0.042) and between.optimizer_step == pytest.approx(0.05)
+    alone = step_times_at([(8, times(8))], 16)
+    assert alone.eval_forward == pytest.approx(0.016) and alone.optimizer_step == 0.05
