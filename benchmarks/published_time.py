@@ -274,6 +274,16 @@ def _by_family(errors: list[tuple[str, float]], naive: list[tuple[str, float]], 
     return table
 
 
+def markdown_table(table: dict) -> str:
+    """The error table (model and naive baseline, median and p90 of |predicted / published − 1|) in Markdown."""
+    lines = ["| family | n | model median | model p90 | naive median | naive p90 |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in table.items():
+        model, naive = row["model"], row["naive"]
+        lines.append(f"| {name} | {model['n']} | {model['median']:.0%} | {model['p90']:.0%} | "
+                     f"{naive['median']:.0%} | {naive['p90']:.0%} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--collect", action="store_true", help="run the fake steps not yet cached first")
@@ -297,8 +307,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 constants=DEFAULT_CONSTANTS if args.defaults else None)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps({key: result[key] for key in ("gpu", "constants", "naive_flop_efficiency", "held_out")},
-                     indent=1))
+    print(json.dumps({key: result[key] for key in ("gpu", "constants", "naive_flop_efficiency")}, indent=1))
+    print("held-out half:\n" + markdown_table(result["held_out"]))
+    print("calibration half:\n" + markdown_table(result["calibration"]))
     print(f"skipped {len(result['skipped'])}, not collected {len(result['not_collected'])}; written {args.output}")
 
 

@@ -16,15 +16,17 @@ ONE = TimeConstants(tensor_efficiency=1, vector_efficiency=1, memory_efficiency=
                     step_seconds=0.0)
 
 
-def test_each_kernel_takes_its_slowest_resource_and_at_least_a_launch():
+def test_each_kernel_takes_its_slowest_resource_and_the_host_must_launch_them_all():
     compute = [T4.tensor_flops * 2e-3, 0, 1, 1]  # 2 ms of tensor work
     memory = [0, 0, T4.bandwidth * 3e-3, 2]  # 3 ms of traffic, twice
-    tiny = [0, 1, 1, 10]  # ten launches
+    tiny = [0, T4.vector_flops * 1e-6, 1, 10]  # ten 1 µs kernels
     costs = StepCosts.from_list([compute, memory, tiny])
-    assert step_seconds(costs, T4, ONE) == pytest.approx(2e-3 + 2 * 3e-3 + 10e-6)
+    assert step_seconds(costs, T4, ONE) == pytest.approx(2e-3 + 2 * 3e-3 + 10e-6)  # the GPU is the bottleneck
     half = TimeConstants(0.5, 1, 1, 1e-6, 0.01)
     assert step_seconds(costs, T4, half) == pytest.approx(4e-3 + 2 * 3e-3 + 10e-6 + 0.01)
     assert step_seconds(costs, T4, half, per_step=False) == pytest.approx(4e-3 + 2 * 3e-3 + 10e-6)
+    slow_host = TimeConstants(1, 1, 1, 1e-3, 0.0)  # 13 launches of 1 ms outlast 8 ms of GPU work
+    assert step_seconds(costs, T4, slow_host) == pytest.approx(13e-3)
 
 
 def test_fit_recovers_constants_that_generated_the_times():
