@@ -90,6 +90,26 @@ def family(name: str) -> str:
     return match.group(0) if match else name
 
 
+_CLASSES = (
+    ("transformer", ("vit", "deit", "beit", "cait", "xcit", "swin", "crossvit", "convit", "levit", "pit", "tnt",
+                     "twins", "coat", "mvit", "volo", "jx", "gcvit", "maxvit", "coatnet", "sequencer", "poolformer",
+                     "edgenext", "mobilevit", "nest", "visformer")),
+    ("mlp", ("mixer", "resmlp", "gmlp", "gmixer")),
+    ("depthwise / mobile", ("efficientnet", "mobilenet", "mnasnet", "mixnet", "ghostnet", "fbnet", "lcnet",
+                            "tinynet", "semnasnet", "spnasnet", "rexnet", "hardcorenas", "convnext", "mobileone",
+                            "efficientformer", "dm", "ese", "convmixer", "regnety", "regnetz", "nf_regnet",
+                            "regnetv")),
+)
+
+
+def architecture_class(name: str) -> str:
+    """A coarse class for reports: transformer, mlp, depthwise / mobile, or convnet (dense convolutions)."""
+    for label, starts in _CLASSES:
+        if any(name.startswith(start) or family(name).startswith(start) for start in starts):
+            return label
+    return "convnet"
+
+
 def count_published_step(row: PublishedRow) -> dict:
     """One fake training step of the published recipe for ``row``: op costs, torch's FLOPs, params."""
     import timm
@@ -240,7 +260,8 @@ def evaluate_published(rows: Sequence[PublishedRow], cache: dict[str, dict], gpu
         predicted = row.batch / step_seconds(costs[row.model], gpu, fitted)
         naive = row.batch / naive_step_seconds(cache[row.model]["torch_flops"], gpu, efficiency)
         part = half(row.model)
-        models.append({"model": row.model, "half": part, "family": family(row.model), "batch": row.batch,
+        models.append({"model": row.model, "half": part, "family": family(row.model),
+                       "class": architecture_class(row.model), "batch": row.batch,
                        "img_size": row.img_size, "published_samples_per_sec": row.samples_per_sec,
                        "predicted_samples_per_sec": round(predicted, 2),
                        "naive_samples_per_sec": round(naive, 2)})
@@ -250,11 +271,19 @@ def evaluate_published(rows: Sequence[PublishedRow], cache: dict[str, dict], gpu
         "gpu": gpu.name, "constants": fitted.to_dict(), "naive_flop_efficiency": round(efficiency, 4),
         "split": "sha256(name)[0] even -> calibration (benchmarks/published_split.py)",
         "held_out": _by_family(errors.get("held-out", []), naive_errors.get("held-out", []), min_family),
+        "held_out_by_class": _by_family(*(_classes(errors.get("held-out", []), models, "held-out"),
+                                          _classes(naive_errors.get("held-out", []), models, "held-out")), 1),
         "calibration": _by_family(errors.get("calibration", []), naive_errors.get("calibration", []), min_family),
         "skipped": {name: record["skip"] for name, record in cache.items() if "skip" in record},
         "not_collected": [row.model for row in rows if row.model not in cache],
         "models": models,
     }
+
+
+def _classes(errors: list[tuple[str, float]], models: list[dict], part: str) -> list[tuple[str, float]]:
+    """The same errors keyed by architecture class instead of family (rows are in the same order)."""
+    classes = [model["class"] for model in models if model["half"] == part]
+    return [(label, error) for label, (_, error) in zip(classes, errors, strict=True)]
 
 
 def _by_family(errors: list[tuple[str, float]], naive: list[tuple[str, float]], min_family: int) -> dict:
@@ -309,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({key: result[key] for key in ("gpu", "constants", "naive_flop_efficiency")}, indent=1))
     print("held-out half:\n" + markdown_table(result["held_out"]))
+    print("held-out half by class:\n" + markdown_table(result["held_out_by_class"]))
     print("calibration half:\n" + markdown_table(result["calibration"]))
     print(f"skipped {len(result['skipped'])}, not collected {len(result['not_collected'])}; written {args.output}")
 
