@@ -58,7 +58,9 @@ def _entry_panel(axis, entry: PlanEntry, plan: Plan) -> None:
     axis.set_xlabel("micro-batch")
     axis.set_ylabel("GiB")
     axis.set_title(entry.name, fontsize=9)
-    timed = [(p.micro_batch, p.predicted_times) for p in entry.probes if p.predicted_times is not None]
+    same = [other for other in plan.entries if (other.arch, other.size) == (entry.arch, entry.size)]
+    timed = [(p.micro_batch, p.predicted_times) for other in same for p in other.probes  # shared curves
+             if p.predicted_times is not None]
     if timed and plan.timing is not None:
         twin = axis.twinx()
         minutes = [entry_time(step_times_at(timed, size), size, plan.effective_batch_size // size,
