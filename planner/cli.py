@@ -124,6 +124,17 @@ class _ProbeProgress:
         self.progress.advance(self.task)
 
 
+def _duration(seconds: float | None) -> str:
+    """``42 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _plan_table(plan):
     from rich.table import Table
 
@@ -134,6 +145,9 @@ def _plan_table(plan):
                         f"measured by {plan.measured_on.device})")
     columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
                "seconds")
+    timed = plan.timing is not None and any(e.predicted_time or e.measured_time for e in plan.entries)
+    if timed:
+        columns = (*columns, "epoch", "run")
     per_budget = any(entry.per_budget for entry in plan.entries)
     if per_budget:
         columns = (*columns, "accum × mb per budget")
@@ -141,11 +155,14 @@ def _plan_table(plan):
         table.add_column(column, justify="left" if column in ("entry", "accum × mb per budget") else "right")
     for entry in plan.entries:
         style = None if entry.fits else "red"
+        times = [_entry_times(entry)] if timed else []
+        times = [cell for pair in times for cell in pair]
         pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
                            + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
         table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), _checkpointing_cell(entry),
                       format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
-                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *pairs, style=style)
+                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *times, *pairs,
+                      style=style)
     return table
 
 
@@ -161,39 +178,87 @@ def _checkpointing_cell(entry) -> str:
     return text
 
 
+def _entry_times(entry) -> tuple[str, str]:
+    """Epoch and run time cells: the prediction, and the measurement beside it when there is one."""
+    cells = []
+    for field in ("epoch_seconds", "total_seconds"):
+        shown = [_duration(getattr(time, field)) + (" measured" if time.source == "measured" else "")
+                 for time in (entry.predicted_time, entry.measured_time) if time is not None]
+        cells.append(" / ".join(shown) or "-")
+    return cells[0], cells[1]
+
+
+def _timing_summary(plan) -> str | None:
+    """One line: the run's predicted total and what it assumes."""
+    timing = plan.timing
+    if timing is None:
+        return None
+    totals = [e.predicted_time.total_seconds for e in plan.entries if e.predicted_time]
+    measured = [e.measured_time.total_seconds for e in plan.entries if e.measured_time]
+    if not totals and not measured:
+        return None
+    parts = []
+    if totals:
+        parts.append(f"predicted total {_duration(sum(totals))} on {timing.gpu}")
+    if measured:
+        parts.append(f"measured-rate total {_duration(sum(measured))}")
+    return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
+            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); data loading not included")
+
+
 def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, margin: float, probe_data,
-                    output: Path, more_budgets=(), checkpointing: bool = True, data: Path | None = None):
-    """Probe with progress (a pair per budget too when ``more_budgets``), write the plan, show its
-    table; returns the plan."""
+                    output: Path, more_budgets=(), card=None, timing=None, checkpointing: bool = True,
+                    data: Path | None = None):
+    """Probe with progress (a pair per budget too when ``more_budgets``; times on ``card`` when
+    ``timing`` is given), write the plan (with the data folder it was probed with), show its table;
+    returns the plan."""
     from planner.meters import get_meter
     from planner.plan import save_plan
     from planner.probe import probe_plan
 
-    meter = get_meter(device_name, budget_bytes=budget, data=probe_data)
+    timed = card is not None and timing is not None
+    meter = get_meter(device_name, budget_bytes=budget, data=probe_data,
+                      **({"gpu": card} if timed and device_name == "estimate" else {}))
+    timer = get_meter("estimate", budget_bytes=budget, data=probe_data, gpu=card) \
+        if timed and device_name != "estimate" else None
     reporter = _ProbeProgress(len(entries))
     try:
         with reporter.progress:
             plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
-                              margin=margin, reporter=reporter, more_budgets=more_budgets,
-                              checkpointing=checkpointing)
+                              margin=margin, reporter=reporter, more_budgets=more_budgets, timing=timing,
+                              timer=timer, checkpointing=checkpointing)
     finally:
         meter.close()
+        if timer is not None:
+            timer.close()
     if data is not None:
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
     save_plan(plan, output)
     console.print(_plan_table(plan))
+    summary = _timing_summary(plan)
+    if summary:
+        console.print(summary, soft_wrap=True)
     console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
     return plan
 
 
 @app.command()
 def probe(
-    gpu_mem: Annotated[list[str], typer.Option(
+    gpu_mem: Annotated[list[str] | None, typer.Option(
         "--gpu-mem", help="Card size to plan for: 16G, 16GB, 16GiB, 16280MiB, 16000M, 1.5T. Every unit is "
         "binary (G = 2^30 bytes), as nvidia-smi and PyTorch report memory; the size is the whole card. "
         "Repeat it for mixed GPUs (--gpu-mem 16G --gpu-mem 80G): the plan is for the smallest, and each "
         "entry also gets a (micro-batch, accum) pair per size, which `planner run --backend ray` picks "
-        "from by the GPU a task gets.")],
+        "from by the GPU a task gets. Without it: --gpu's memory, else this machine's GPU.")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        "--gpu", help="A card by name (T4, P100, V100-16G, V100-32G, A10G, L4, RTX 3090, RTX 4090, A100-40G, "
+        "A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
+        "gives each entry's predicted epoch and run time.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=0,
+                                        help="Epochs of fine_tune the times are for.")] = 12,
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
+        "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
     models: Annotated[Path | None, typer.Option(
         "--models", help="TOML or JSON models file: a list `model` of {arch, item, sizes}; "
         "replaces the reference set.")] = None,
@@ -220,8 +285,8 @@ def probe(
     from planner.entries import load_models_file, reference_entries, single_entry
     from planner.probe_data import probe_data_from_folder
 
-    budgets = sorted({parse_budget(text) for text in gpu_mem})
-    budget = budgets[0]
+    card = _card(gpu)
+    budgets = sorted({parse_budget(text) for text in gpu_mem or []})
     check_writable(output, "-o", folder=False)
     if models and arch:
         raise UserError("give either --models or --arch/--size, not both")
@@ -243,14 +308,57 @@ def probe(
         device_name = "cuda" if torch.cuda.is_available() else "estimate"
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
-    plan = _probe_and_show(entries, device_name, budget, effective_bs, margin, probe_data, output,
-                           more_budgets=budgets[1:], checkpointing=checkpointing, data=data)
+    if not budgets:
+        budgets = [_default_budget(card)]
+    if card is None and torch.cuda.is_available():
+        from planner.gpus import find_gpu
+        from planner.meters.gpu import gpu_name
+
+        card = find_gpu(gpu_name())  # this machine's card, when the table knows it
+    timing = _time_basis(card, data, probe_data, epochs)
+    plan = _probe_and_show(entries, device_name, budgets[0], effective_bs, margin, probe_data, output,
+                           more_budgets=budgets[1:], card=card, timing=timing,
+                           checkpointing=checkpointing, data=data)
+    if plot:
+        from planner.plot import plot_plan
+
+        console.print(f"plot written to {plot_plan(plan, output.with_suffix('.png'))}")
     misfits = [entry.name for entry in plan.entries if not entry.fits]
     if misfits:
         how = " with checkpointing" if checkpointing else ""
         raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
                              f"even at the smallest micro-batch{how}: {', '.join(misfits)} (`planner run` "
                              "skips what does not fit)")
+
+
+def _card(name: str | None):
+    from planner.gpus import get_gpu
+
+    return None if name is None else get_gpu(name)
+
+
+def _default_budget(card) -> int:
+    """--gpu's usable memory, else this machine's GPU's total memory; a user error without either."""
+    import torch
+
+    if card is not None:
+        return card.budget_bytes
+    if torch.cuda.is_available():
+        from planner.meters.gpu import gpu_total_bytes
+
+        return gpu_total_bytes()
+    raise UserError("no GPU here to plan for: name a card with --gpu (e.g. --gpu T4) or give its memory "
+                    "with --gpu-mem (e.g. --gpu-mem 16G)")
+
+
+def _time_basis(card, data: Path | None, probe_data, epochs: int):
+    """Sizes and epochs the entries' times are for (None without a card to time on)."""
+    from planner.epochtime import default_sizes, folder_sizes, time_basis
+
+    if card is None:
+        return None
+    sizes = folder_sizes(len(probe_data.files), data / "test_images") if data is not None else default_sizes()
+    return time_basis(sizes, card.name, epochs)
 
 
 TUNE_WEIGHTS_HELP = (

@@ -48,6 +48,15 @@ class ItemTransform(Record):
         return self.method + "x".join(str(side) for side in sides)
 
 
+class StepTimes(Record):
+    """Predicted seconds on a named card of one micro-batch's parts, from the fake step's op counts."""
+
+    gpu: str
+    forward_backward: float = Field(ge=0)
+    optimizer_step: float = Field(ge=0)
+    eval_forward: float = Field(ge=0)
+
+
 class ProbePoint(Record):
     """One probe: a few real (or fake) training steps at one micro-batch.
 
@@ -64,6 +73,7 @@ class ProbePoint(Record):
     seconds: float = Field(ge=0)
     step_seconds: float | None = None
     grad_checkpointing: bool = False
+    predicted_times: StepTimes | None = None
 
 
 class MemoryCurve(Record):
@@ -106,6 +116,26 @@ class Alternative(Record):
     relative_cost: float = Field(gt=0)
 
 
+class EntryTime(Record):
+    """Seconds to train one entry as planned (``planner.epochtime``); no data loading included.
+
+    ``source`` "estimate": the step-time model on ``gpu``; "measured": the cuda meter's timed probe
+    steps (training; the no-gradient passes then scaled from them). ``total_seconds`` is fastai's
+    ``fine_tune(epochs)``: one epoch with the body frozen, ``epochs`` epochs unfrozen, then TTA on the
+    held-out and test images.
+    """
+
+    source: Literal["estimate", "measured"]
+    gpu: str
+    train_seconds_per_epoch: float = Field(ge=0)
+    valid_seconds_per_epoch: float = Field(ge=0)
+    epoch_seconds: float = Field(ge=0)
+    frozen_epoch_seconds: float = Field(ge=0)
+    epochs: int = Field(ge=0)
+    tta_seconds: float = Field(ge=0)
+    total_seconds: float = Field(ge=0)
+
+
 class PlanEntry(Record):
     """Everything `planner run` needs to train one model, plus the evidence behind the choice.
 
@@ -134,6 +164,8 @@ class PlanEntry(Record):
     grad_checkpointing: bool = False
     choice: str | None = None
     alternatives: list[Alternative] = Field(default_factory=list)
+    predicted_time: EntryTime | None = None
+    measured_time: EntryTime | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PlanEntry:
@@ -158,6 +190,20 @@ class MeasuredOn(Record):
     synthetic_data: bool = True
 
 
+class TimeBasis(Record):
+    """What the entries' times assume: the card, the data set's sizes, the epochs and TTA passes."""
+
+    gpu: str | None
+    n_train: int = Field(ge=0)
+    n_valid: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+    data: str
+    epochs: int = Field(ge=0)
+    tta_passes: int = Field(ge=0)
+    data_loading: str = ("not included: the times are the GPU's; decoding and resizing images on the CPU "
+                         "can take longer on a fast card with few cores")
+
+
 class Plan(Record):
     """The whole plan: one budget, one effective batch, one entry per model to train; ``data`` is
     the data folder it was probed with (absolute), which `planner run` uses when given none."""
@@ -171,6 +217,7 @@ class Plan(Record):
     created: str
     seconds: float = Field(default=0.0, ge=0)
     data: str | None = None
+    timing: TimeBasis | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:

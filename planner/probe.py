@@ -18,10 +18,11 @@ import torch
 
 from planner.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.entries import EntrySpec
+from planner.epochtime import entry_time, measured_step_times
 from planner.errors import UserError, first_line
 from planner.meters.base import Meter
 from planner.meters.fastai_steps import model_has_batchnorm
-from planner.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size
+from planner.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
 from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
 from trainer.recipe import CheckpointingUnsupported
 
@@ -62,6 +63,8 @@ def probe_plan(
     reporter: ProbeReporter | None = None,
     more_budgets: Sequence[int] = (),
     checkpointing: bool = True,
+    timing: TimeBasis | None = None,
+    timer: Meter | None = None,
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
@@ -79,6 +82,11 @@ def probe_plan(
         checkpointing: weigh activation checkpointing when no micro-batch fits without it, or only
             one too small for the model's BatchNorm (``planner.configuration``); False keeps every
             entry without it.
+        timing: the data set's sizes and epochs; when given, every entry gets its predicted time
+            (from probes timed by the meter, ``ProbePoint.predicted_times``) and, with the cuda
+            meter, its measured time (from the timed probe steps).
+        timer: a meter that times steps (the estimate meter given a card), asked once per entry at
+            the chosen micro-batch when ``meter``'s probes carry no predicted times (the cuda meter).
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
@@ -106,6 +114,8 @@ def probe_plan(
         choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
         planned = _plan_entry(entry, searched, choice, budget_bytes, effective_batch_size, probes,
                               time.perf_counter() - entry_started)
+        if timing is not None:
+            planned = _with_times(planned, timing, meter, timer, entry)
         if more_budgets:
             first_search = len(probes.fresh)
             pairs = []
@@ -127,7 +137,7 @@ def probe_plan(
         budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
         measured_on=meter.measured_on(), entries=[done[entry.name] for entry in entries],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        seconds=round(time.perf_counter() - started, 2),
+        seconds=round(time.perf_counter() - started, 2), timing=timing,
     )
 
 
@@ -194,6 +204,27 @@ def _chosen_point(result: SearchResult) -> ProbePoint | None:
     if result.peak_bytes is None:
         return None
     return next(p for p in result.points if p.micro_batch == result.micro_batch and not p.oom)
+
+
+def _with_times(planned: PlanEntry, timing: TimeBasis, meter: Meter, timer: Meter | None,
+                entry: EntrySpec) -> PlanEntry:
+    """The entry with its predicted and (cuda meter) measured time at the chosen micro-batch."""
+    chosen = next((p for p in planned.probes if p.micro_batch == planned.micro_batch and not p.oom
+                   and p.grad_checkpointing == planned.grad_checkpointing), None)
+    if chosen is None:
+        return planned
+    update = {}
+    predicted = chosen.predicted_times
+    if predicted is None and timer is not None:
+        as_planned = replace(entry, grad_checkpointing=planned.grad_checkpointing)
+        predicted = timer.measure(as_planned, planned.micro_batch).predicted_times
+    if predicted is not None:
+        update["predicted_time"] = entry_time(predicted, planned.micro_batch, planned.accum, timing)
+    on = meter.measured_on()
+    if on.device == "cuda" and chosen.step_seconds is not None:
+        measured = measured_step_times(chosen.step_seconds, on.gpu or "cuda")
+        update["measured_time"] = entry_time(measured, planned.micro_batch, planned.accum, timing, "measured")
+    return planned.model_copy(update=update)
 
 
 def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:

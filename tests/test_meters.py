@@ -70,3 +70,19 @@ def test_cpu_meter_out_of_memory_is_released_and_searched_around(resnet18_64):
     (entry,) = plan.entries
     assert entry.fits and entry.micro_batch == 32
     assert entry.predicted_peak_bytes <= limit
+
+
+def test_estimate_meter_times_the_same_fake_step_on_a_named_card():
+    from planner.gpus import get_gpu
+
+    entry = single_entry("resnet18", 224)[0]  # large enough for the T4's GPU, not its host, to set the pace
+    untimed = get_meter("estimate", budget_bytes=2**30).measure(entry, 32)
+    t4 = get_meter("estimate", budget_bytes=2**30, gpu=get_gpu("T4")).measure(entry, 32)
+    h100 = get_meter("estimate", budget_bytes=2**30, gpu=get_gpu("H100")).measure(entry, 32)
+    assert untimed.predicted_times is None
+    assert t4.peak_bytes == untimed.peak_bytes  # the counter rides along without changing the memory
+    assert t4.predicted_times.gpu == "T4" and h100.predicted_times.gpu == "H100"
+    for part in ("forward_backward", "optimizer_step", "eval_forward"):  # host-bound parts take as long
+        assert getattr(h100.predicted_times, part) <= getattr(t4.predicted_times, part)
+    assert h100.predicted_times.forward_backward < t4.predicted_times.forward_backward
+    assert t4.predicted_times.eval_forward < t4.predicted_times.forward_backward

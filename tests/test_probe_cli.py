@@ -18,6 +18,27 @@ def test_probe_writes_a_plan_with_the_cpu_meter(planner_cli, tmp_path):
     assert "\r" not in result.stdout  # readable in a CI log
 
 
+def test_probe_for_a_named_card_uses_its_memory_and_predicts_epoch_and_run_times(planner_cli, tmp_path):
+    from planner.gpus import get_gpu
+
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu", "T4", "--arch", "resnet18", "--size", "64", "--device", "estimate",
+                         "--effective-bs", "16", "--epochs", "3", "--plot", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    plan = json.loads(out.read_text())
+    (entry,) = plan["entries"]
+    assert plan["budget_bytes"] == get_gpu("T4").budget_bytes
+    assert plan["timing"]["gpu"] == "T4" and plan["timing"]["epochs"] == 3 and plan["timing"]["n_train"] == 8326
+    chosen = next(p for p in entry["probes"] if p["micro_batch"] == entry["micro_batch"])
+    assert chosen["predicted_times"]["gpu"] == "T4" and chosen["predicted_times"]["forward_backward"] > 0
+    time = entry["predicted_time"]
+    assert time["source"] == "estimate" and time["epoch_seconds"] > time["valid_seconds_per_epoch"] > 0
+    assert time["total_seconds"] == pytest.approx(
+        time["frozen_epoch_seconds"] + 3 * time["epoch_seconds"] + time["tta_seconds"], abs=0.2)
+    assert "predicted total" in result.stdout and "on T4" in result.stdout
+
+
 def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_path):
     out = tmp_path / "plan.json"
     result = planner_cli("probe", "--gpu-mem", "40MiB", "--arch", "resnet18", "--size", "64",
@@ -40,6 +61,8 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--gpu-mem", "16G", "--models", "{bad}"], "cannot be parsed"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{empty}"], "holds no images"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
+        (["--gpu", "T5", "--arch", "resnet18", "--size", "64"], "unknown GPU 'T5'"),
+        (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
     ],
 )
 def test_user_mistakes_give_one_line_exit_2_and_no_plan(planner_cli, tmp_path, args, message):

@@ -15,8 +15,9 @@ from rich.console import Console
 from run_data import plan_entry, write_plan
 
 from planner.errors import UserError
+from planner.plan import EntryTime
 from trainer.data import scan_data
-from trainer.progress import LineReporter, RichReporter
+from trainer.progress import SUMMARY_COLUMNS, LineReporter, RichReporter, summary_rows
 from trainer.run import RunOptions, RunResult, accumulation_ladder, run_plan
 from trainer.runfile import EpochRecord, OomMiss
 from trainer.split import draw_split, shared_split
@@ -42,6 +43,8 @@ class RememberModels(Callback):
 
 
 OOM_ENTRY = {"arch": "test_resnet", "size": 64, "resize": 72}  # name test_resnet-crop72-64
+PREDICTED = EntryTime(source="estimate", gpu="T4", train_seconds_per_epoch=1.0, valid_seconds_per_epoch=0.5,
+                      epoch_seconds=1.5, frozen_epoch_seconds=0.7, epochs=1, tta_seconds=0.2, total_seconds=2.4)
 
 
 @dataclass
@@ -57,8 +60,8 @@ class TwoEntries:
 @pytest.fixture(scope="module")
 def two_entries(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> TwoEntries:
     root = tmp_path_factory.mktemp("two")
-    plan = write_plan(root / "plan.json", [plan_entry(**OOM_ENTRY, micro_batch=2, accum=4),
-                                           plan_entry("test_resnet", size=32)])
+    timed = plan_entry("test_resnet", size=32).model_copy(update={"predicted_time": PREDICTED})
+    plan = write_plan(root / "plan.json", [plan_entry(**OOM_ENTRY, micro_batch=2, accum=4), timed])
     remember = RememberModels()
     result = run_plan(plan, image_folder, root / "run", CPU, cbs=[remember])
     return TwoEntries(plan, root / "run", result, remember)
@@ -71,6 +74,20 @@ def test_entries_release_their_memory_before_the_next_starts(two_entries: TwoEnt
     first, second = (two_entries.result.run.entries[name].memory for name in two_entries.result.names)
     assert first is not None and second is not None
     assert second.start_bytes <= first.start_bytes + 2**20  # the same baseline, not the first model's bytes
+
+
+def test_run_json_records_measured_epoch_seconds_beside_the_prediction(two_entries: TwoEntries) -> None:
+    untimed, timed = (two_entries.result.run.entries[name] for name in two_entries.result.names)
+    for record in (untimed, timed):
+        unfrozen = [epoch.seconds for epoch in record.epochs if epoch.phase == "unfrozen"]
+        assert record.time is not None and record.time.measured_device == "cpu"
+        assert record.time.measured_epoch_seconds == pytest.approx(sum(unfrozen) / len(unfrozen), abs=0.01)
+        assert record.time.measured_frozen_epoch_seconds == pytest.approx(record.epochs[0].seconds, abs=0.01)
+    assert untimed.time.predicted_epoch_seconds is None
+    assert (timed.time.predicted_gpu, timed.time.predicted_epoch_seconds) == ("T4", 1.5)
+    row = summary_rows(two_entries.result.run, two_entries.result.names)[1]
+    assert row[SUMMARY_COLUMNS.index("epoch predicted")] == "1.5 s (T4)"
+    assert row[SUMMARY_COLUMNS.index("epoch measured")].endswith("s (cpu)")
 
 
 def test_a_rerun_with_other_settings_or_data_is_refused(two_entries: TwoEntries, tmp_path: Path) -> None:

@@ -195,10 +195,24 @@ class RichReporter(LineReporter):
             self.progress = None
 
 
-SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "error", "log loss", "OOMs")
+SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "epoch predicted", "epoch measured",
+                   "error", "log loss", "OOMs")
 SUMMARY_NOTE = ("accum × mb: as planned → as trained. Peaks: predicted by the plan, measured in training "
-                "(device in brackets); ratio = measured / predicted. Error, log loss: held-out, TTA. "
+                "(device in brackets); ratio = measured / predicted. Epoch: unfrozen epoch seconds predicted by the "
+                "plan on its card (no data loading) and measured here. Error, log loss: held-out, TTA. "
                 "OOMs: out-of-memory retries.")
+
+
+def epoch_cells(record: EntryRecord) -> tuple[str, str]:
+    """Predicted and measured seconds per unfrozen epoch, each with its device in brackets."""
+    timing = record.time
+    if timing is None:
+        return "-", "-"
+    predicted = (f"{timing.predicted_epoch_seconds:.1f} s ({timing.predicted_gpu})"
+                 if timing.predicted_epoch_seconds is not None else "-")
+    measured = (f"{timing.measured_epoch_seconds:.1f} s ({timing.measured_device})"
+                if timing.measured_epoch_seconds is not None else "-")
+    return predicted, measured
 
 
 def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
@@ -216,7 +230,7 @@ def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
     for name in names:
         record = run.entries.get(name)
         if record is None:
-            rows.append((name, "-", "-", "-", "-", "not run", "-", "-"))
+            rows.append((name, "-", "-", "-", "-", "-", "-", "not run", "-", "-"))
             continue
         planned = f"{record.planned_accum} × {record.planned_micro_batch}"
         trained = f"{record.accum} × {record.micro_batch}"
@@ -229,6 +243,7 @@ def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
             f"{format_bytes(record.predicted_peak_bytes)} ({record.predicted_on})",
             f"{format_bytes(memory.peak_bytes)} ({memory.meter})" if memory else "-",
             ratio,
+            *epoch_cells(record),
             f"{metrics.error_rate:.4f}" if metrics else record.status,
             f"{metrics.log_loss:.4f}" if metrics else "-",
             str(len(record.oom_misses)),

@@ -38,7 +38,9 @@ from trainer.runfile import (
     RunFile,
     RunSettings,
     SavedModelRecord,
+    TimeRecord,
     load_run,
+    measured_time,
     now,
     save_run,
 )
@@ -265,7 +267,18 @@ def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
         planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
         accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
         predicted_on=plan.measured_on.device, grad_checkpointing=job.entry.grad_checkpointing, started=started,
+        time=planned_time(job.entry, job.inputs.device),
     )
+
+
+def planned_time(entry: PlanEntry, device: str) -> TimeRecord:
+    """The time record of an entry before training: the plan's prediction, when it has one."""
+    predicted = entry.predicted_time
+    if predicted is None:
+        return TimeRecord(measured_device=device)
+    return TimeRecord(predicted_gpu=predicted.gpu, predicted_epoch_seconds=predicted.epoch_seconds,
+                      predicted_frozen_epoch_seconds=predicted.frozen_epoch_seconds,
+                      predicted_total_seconds=predicted.total_seconds, measured_device=device)
 
 
 def finished_record(
@@ -274,9 +287,10 @@ def finished_record(
 ) -> EntryRecord:
     """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative),
     its model (unless not kept) as ``model`` says."""
+    timing = measured_time(record.time or TimeRecord(measured_device=record.device), epochs)
     return record.model_copy(update={
         "status": "finished", "memory": memory, "epochs": epochs, "metrics": metrics,
-        "predictions": predictions, "model": model, "seconds": seconds, "finished": now(),
+        "predictions": predictions, "model": model, "seconds": seconds, "finished": now(), "time": timing,
     })
 
 

@@ -120,6 +120,33 @@ class WorkerRecord(Record):
     import_seconds: float = Field(default=0.0, ge=0)
 
 
+class TimeRecord(Record):
+    """Seconds per epoch: the plan's prediction (on its card) beside what training measured here.
+
+    ``measured_epoch_seconds`` is the mean of the unfrozen epochs (training and validation, data
+    loading included, as fastai's epoch clock runs); ``measured_frozen_epoch_seconds`` the first,
+    body-frozen epoch. The prediction is for the planned micro-batch and excludes data loading.
+    """
+
+    predicted_gpu: str | None = None
+    predicted_epoch_seconds: float | None = Field(default=None, ge=0)
+    predicted_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
+    predicted_total_seconds: float | None = Field(default=None, ge=0)
+    measured_device: Device
+    measured_epoch_seconds: float | None = Field(default=None, ge=0)
+    measured_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
+
+
+def measured_time(record: TimeRecord, epochs: list[EpochRecord]) -> TimeRecord:
+    """``record`` with the measured side filled from the epochs' clocks."""
+    unfrozen = [epoch.seconds for epoch in epochs if epoch.phase == "unfrozen"]
+    frozen = [epoch.seconds for epoch in epochs if epoch.phase == "frozen"]
+    return record.model_copy(update={
+        "measured_epoch_seconds": round(sum(unfrozen) / len(unfrozen), 2) if unfrozen else None,
+        "measured_frozen_epoch_seconds": round(frozen[0], 2) if frozen else None,
+    })
+
+
 class EntryRecord(Record):
     """One plan entry in a run: its settings as planned and as trained, and the evidence.
 
@@ -154,6 +181,7 @@ class EntryRecord(Record):
     finished: str | None = None
     error: str | None = None
     worker: WorkerRecord | None = None
+    time: TimeRecord | None = None
 
 
 class RunFile(Record):

@@ -1,0 +1,90 @@
+"""Step-time arithmetic, the GPU table and the epoch arithmetic: pure functions with hand-checked numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from planner.epochtime import TTA_PASSES, default_sizes, entry_time, split_sizes, time_basis
+from planner.errors import UserError
+from planner.gpus import GPUS, MIB, find_gpu, get_gpu
+from planner.plan import StepTimes
+from planner.steptime import StepCosts, TimeConstants, fit_constants, fit_flop_efficiency, step_seconds
+
+T4 = get_gpu("T4")
+ONE = TimeConstants(tensor_efficiency=1, vector_efficiency=1, memory_efficiency=1, launch_seconds=1e-6,
+                    step_seconds=0.0)
+
+
+def test_each_kernel_takes_its_slowest_resource_and_the_host_must_launch_them_all():
+    compute = [T4.tensor_flops * 2e-3, 0, 1, 1]  # 2 ms of tensor work
+    memory = [0, 0, T4.bandwidth * 3e-3, 2]  # 3 ms of traffic, twice
+    tiny = [0, T4.vector_flops * 1e-6, 1, 10]  # ten 1 µs kernels
+    costs = StepCosts.from_list([compute, memory, tiny])
+    assert step_seconds(costs, T4, ONE) == pytest.approx(2e-3 + 2 * 3e-3 + 10e-6)  # the GPU is the bottleneck
+    half = TimeConstants(0.5, 1, 1, 1e-6, 0.01)
+    assert step_seconds(costs, T4, half) == pytest.approx(4e-3 + 2 * 3e-3 + 10e-6 + 0.01)
+    assert step_seconds(costs, T4, half, per_step=False) == pytest.approx(4e-3 + 2 * 3e-3 + 10e-6)
+    slow_host = TimeConstants(1, 1, 1, 1e-3, 0.0)  # 13 launches of 1 ms outlast 8 ms of GPU work
+    assert step_seconds(costs, T4, slow_host) == pytest.approx(13e-3)
+
+
+def test_fit_recovers_constants_that_generated_the_times():
+    rng = np.random.default_rng(0)
+    truth = TimeConstants(0.55, 0.4, 0.7, 8e-6, 2e-3)
+    steps = [StepCosts.from_list(np.column_stack([rng.uniform(0, 1e11, 30) * (rng.random(30) < 0.4),
+                                                  rng.uniform(0, 1e8, 30), rng.uniform(1e5, 3e8, 30),
+                                                  rng.integers(1, 50, 30)])) for _ in range(40)]
+    seconds = [step_seconds(step, T4, truth) for step in steps]
+    fitted = fit_constants(steps, seconds, T4)
+    predicted = [step_seconds(step, T4, fitted) for step in steps]
+    assert max(abs(p / s - 1) for p, s in zip(predicted, seconds, strict=True)) < 0.02
+
+
+def test_naive_efficiency_is_the_median_ratio():
+    flops = [T4.tensor_flops * 0.1, T4.tensor_flops * 0.2, T4.tensor_flops * 0.3]
+    seconds = [1.0, 1.0, 1.0]  # efficiencies 0.1, 0.2, 0.3
+    assert fit_flop_efficiency(flops, seconds, T4) == pytest.approx(0.2)
+
+
+def test_gpu_table_has_sources_sane_figures_and_finds_cards_by_any_name():
+    assert {"T4", "P100", "V100-16G", "V100-32G", "A10G", "L4", "RTX 3090", "RTX 4090", "A100-40G", "A100-80G",
+            "H100"} <= {gpu.name for gpu in GPUS}
+    for gpu in GPUS:
+        assert gpu.sources and all(source.startswith("https://") for source in gpu.sources)
+        assert 0 < gpu.budget_bytes <= gpu.memory_mib * MIB
+        assert gpu.vector_flops < gpu.tensor_flops and gpu.bandwidth > 1e11
+    assert get_gpu("P100").budget_bytes == 16_280 * MIB  # Kaggle's
+    assert 14.7 * 2**30 < get_gpu("t4").budget_bytes < 14.8 * 2**30
+    assert find_gpu("Tesla T4") is T4 and find_gpu("NVIDIA A100-SXM4-80GB") is get_gpu("a100_80g")
+    assert find_gpu("NVIDIA GeForce RTX 3090") is get_gpu("rtx3090") and find_gpu("Voodoo 2") is None
+    with pytest.raises(UserError, match="known cards are T4, P100"):
+        get_gpu("T5")
+
+
+def test_epoch_and_run_time_count_fastai_loops():
+    basis = time_basis(split_sizes(1000, 300, 0.2, "test"), "T4", epochs=3)
+    assert (basis.n_train, basis.n_valid, basis.n_test) == (800, 200, 300)
+    times = StepTimes(gpu="T4", forward_backward=0.3, optimizer_step=0.05, eval_forward=0.1)
+    got = entry_time(times, micro_batch=32, accum=2, basis=basis)
+    micro, steps = 800 // 32, 800 // 64  # 25 micro-batches, 12 optimizer steps
+    valid = math.ceil(200 / 32) * 0.1
+    assert got.train_seconds_per_epoch == pytest.approx(micro * 0.3 + steps * 0.05)
+    assert got.epoch_seconds == pytest.approx(micro * 0.3 + steps * 0.05 + valid)
+    assert got.frozen_epoch_seconds == pytest.approx(micro * 0.1 + valid)
+    assert got.tta_seconds == pytest.approx(TTA_PASSES * (7 + 10) * 0.1)
+    assert got.total_seconds == pytest.approx(got.frozen_epoch_seconds + 3 * got.epoch_seconds + got.tta_seconds,
+                                              abs=0.1)
+    assert default_sizes().n_train + default_sizes().n_valid == 10_407
+
+
+def test_step_times_between_probes_are_affine_in_the_micro_batch():
+    from planner.epochtime import step_times_at
+
+    def times(b):
+        return StepTimes(gpu="T4", forward_backward=0.01 + 0.002 * b, optimizer_step=0.05, eval_forward=0.001 * b)
+
+    between = step_times_at([(8, times(8)), (32, times(32))], 16)
+    assert between.forward_backward == pytest.approx(0.042) and between.optimizer_step == pytest.approx(0.05)
+    alone = step_times_at([(8, times(8))], 16)
+    assert alone.eval_forward == pytest.approx(0.016) and alone.optimizer_step == 0.05
