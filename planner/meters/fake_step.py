@@ -1,0 +1,232 @@
+"""The estimating core: one training step on fake tensors, every allocation and free recorded.
+
+One core, many recipes: the fastai recipe (the product, ``planner.meters.estimate``) and the timm
+benchmark recipe (validation against published GPU runs, ``planner.validation.timm_recipe``) both
+describe their step with a :class:`StepRecipe` and run it through :class:`FakeStep`. Nothing is
+computed and no GPU is needed: the model is built on the ``meta`` device (timm calls ``.tolist()``
+while building, which fake mode refuses), materialised as fake CPU tensors, and run forward,
+backward and through its optimizer under ``FakeTensorMode``, while a ``StorageTracker`` records
+the step's allocations and frees. A device model (``planner.meters.device_model``) turns the record
+into what a CUDA card would hold.
+
+Interface, in the order things happen:
+
+1. ``FakeStep(recipe)`` builds the model once (``recipe.build_model`` under ``torch.device("meta")``)
+   and materialises it; :meth:`FakeStep.model` gives it to the caller (e.g. to inspect modules).
+2. The first :meth:`FakeStep.run` creates the optimizer (``recipe.make_optimizer``), gradients
+   and the optimizer's state, by one untracked optimizer step over zero gradients, so every run
+   measures the steady state (the state that step 2 onwards of a real training carries) with one
+   step instead of two.
+3. Each :meth:`FakeStep.run(batch_size, modes=...)` runs one tracked step: the batch is made
+   (``recipe.make_batch``), the forward pass and loss run under the precision policy, then the
+   backward pass (inside the autocast region when ``recipe.backward_in_autocast``), the optimizer
+   step and ``zero_grad`` (``recipe.grads_set_to_none`` says whether gradients are freed). Extra
+   ``TorchDispatchMode`` objects in ``modes`` (e.g. a FLOP or byte counter) are entered inside fake
+   mode with the tracker, so they see every op of the same pass; ``on_phase(name)`` is called when
+   the step enters ``forward_backward`` and ``step``.
+
+It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
+buffers, gradients, optimizer state) and of the step itself, and the tracker's live-byte peaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.meters.cuda_autocast import cuda_autocast
+from planner.meters.cuda_kernels import GpuArch, cuda_kernels
+from planner.meters.tracker import Event, StorageTracker
+
+Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
+PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")
+
+
+def precision_region(precision: Precision, arch: GpuArch | None = None) -> contextlib.AbstractContextManager:
+    """The autocast region of a step: CUDA's fp16 policy emulated, CPU's bf16 autocast, or none.
+
+    ``cpu_bf16`` is kept for comparison only: it is what this project used before, and it
+    underestimates models with attention or GroupNorm (``benchmarks/RESULTS.md``).
+    """
+    if precision == "cuda_fp16":
+        return cuda_autocast(cuda_kernels(arch))
+    if precision == "cpu_bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class StepRecipe:
+    """What a training step is, as callables the core runs inside fake mode.
+
+    Attributes:
+        build_model: returns the model; called once under ``torch.device("meta")``.
+        make_optimizer: model -> optimizer (anything with ``step()``, ``zero_grad()`` and a
+            ``state`` mapping of per-parameter state, e.g. ``torch.optim`` or fastai's).
+        make_batch: batch size -> (inputs, targets), fake tensors.
+        loss: (model output, targets) -> scalar loss.
+        precision: the autocast policy of the forward pass (see :func:`precision_region`).
+        backward_in_autocast: the backward pass runs inside the autocast region (timm's
+            benchmark), so cast weights stay cached until it ends; fastai leaves it before.
+        grads_set_to_none: ``zero_grad`` frees gradients (torch >= 2 default) rather than zeroing
+            them in place (torch 1.x, fastai), so they do not exist during the forward pass.
+        scale_loss: the loss is multiplied by a GradScaler's scale before backward (fastai's
+            ``to_fp16``); the scaler's own tensors are part of the state.
+        arch: the card's compute capability, which decides the fused attention kernel.
+    """
+
+    build_model: Callable[[], torch.nn.Module]
+    make_optimizer: Callable[[torch.nn.Module], Any]
+    make_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[Any, torch.Tensor], torch.Tensor]
+    precision: Precision = "cuda_fp16"
+    backward_in_autocast: bool = False
+    grads_set_to_none: bool = False
+    scale_loss: bool = False
+    arch: GpuArch = GpuArch()
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """What one fake step allocated, in order, and the live-byte peaks the tracker saw."""
+
+    batch_size: int
+    setup: tuple[Event, ...]
+    step: tuple[Event, ...]
+    peak_bytes: int
+    phase_peaks: dict[str, int]
+
+
+def _state_tensors(optimizer: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in an optimizer's per-parameter state (torch.optim and fastai alike)."""
+    for state in getattr(optimizer, "state", {}).values():
+        for value in (state.values() if isinstance(state, dict) else [state]):
+            if isinstance(value, torch.Tensor):
+                yield value
+
+
+class GradScalerState:
+    """The tensors ``torch.amp.GradScaler`` holds on the device: scale, growth tracker, found-inf.
+
+    fastai's ``to_fp16`` scales the loss with one before backward and unscales the gradients in
+    place (``_amp_foreach_non_finite_check_and_unscale_``), so beyond these scalars it allocates the
+    scaled loss and the reciprocal scale only.
+    """
+
+    def __init__(self) -> None:
+        self.scale = torch.full((1,), 2.0**16)
+        self.growth_tracker = torch.zeros((1,), dtype=torch.int32)
+        self.found_inf = torch.zeros((1,))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.scale, self.growth_tracker, self.found_inf]
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale
+
+    def unscale_marker(self) -> torch.Tensor:
+        return self.scale.double().reciprocal().float()
+
+
+class FakeStep:
+    """A model and optimizer as fake tensors, stepped on demand; see the module docstring."""
+
+    def __init__(self, recipe: StepRecipe):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        self.recipe = recipe
+        with torch.device("meta"):
+            model = recipe.build_model()
+        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with self.fake_mode:
+            model.to_empty(device="cpu")
+        model.train()
+        self._model = model
+        self._optimizer: Any = None
+        self._scaler: GradScalerState | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    def _prepare_state(self) -> None:
+        """Optimizer, gradients and optimizer state as a step after the first one finds them."""
+        self._optimizer = self.recipe.make_optimizer(self._model)
+        for parameter in self._model.parameters():
+            if parameter.requires_grad:
+                parameter.grad = torch.zeros_like(parameter)
+        self._optimizer.step()
+        if self.recipe.grads_set_to_none:
+            self._model.zero_grad(set_to_none=True)
+        if self.recipe.scale_loss:
+            self._scaler = GradScalerState()
+
+    def _persistent(self) -> list[torch.Tensor]:
+        tensors = [*self._model.parameters(), *self._model.buffers()]
+        tensors += [p.grad for p in self._model.parameters() if p.grad is not None]
+        tensors += list(_state_tensors(self._optimizer))
+        if self._scaler is not None:
+            tensors += self._scaler.tensors()
+        return tensors
+
+    def run(self, batch_size: int, modes: Sequence[TorchDispatchMode] = (),
+            on_phase: Callable[[str], None] | None = None) -> StepTrace:
+        """One tracked training step at ``batch_size``; see the module docstring."""
+        recipe = self.recipe
+        with self.fake_mode:
+            if self._optimizer is None:
+                self._prepare_state()
+            tracker = StorageTracker(record=True)
+            tracker.track(self._persistent())
+            setup = tuple(tracker.events or ())
+            tracker.events = []
+
+            def enter(phase: str) -> None:
+                tracker.set_phase(phase)
+                if on_phase is not None:
+                    on_phase(phase)
+
+            with tracker, contextlib.ExitStack() as stack:
+                for mode in modes:
+                    stack.enter_context(mode)
+                enter(PHASE_FORWARD_BACKWARD)
+                self._forward_backward(batch_size)
+                enter(PHASE_STEP)
+                self._optimizer.step()
+                self._zero_grad()
+            return StepTrace(batch_size=batch_size, setup=setup, step=tuple(tracker.events),
+                             peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks))
+
+    def _zero_grad(self) -> None:
+        """Free the gradients, or zero them in place (no allocation), as the recipe's loop does."""
+        if self.recipe.grads_set_to_none:
+            self._model.zero_grad(set_to_none=True)
+            return
+        for parameter in self._model.parameters():
+            if parameter.grad is not None:
+                parameter.grad.zero_()
+
+    def _forward_backward(self, batch_size: int) -> None:
+        recipe = self.recipe
+        inputs, targets = recipe.make_batch(batch_size)
+        with precision_region(recipe.precision, recipe.arch):
+            loss = recipe.loss(self._model(inputs), targets)
+            if recipe.backward_in_autocast:
+                self._backward(loss)
+        if not recipe.backward_in_autocast:
+            self._backward(loss)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self._scaler is not None:
+            self._scaler.scaled(loss).backward()
+            self._scaler.unscale_marker()
+        else:
+            loss.backward()
