@@ -62,7 +62,7 @@ def measure(run: PublishedRun, batch: int, step) -> dict:
     """One fake step at ``batch``: the byte counts both device models need."""
     from planner.meters.allocator import steady_state_peaks
 
-    trace = step.run(batch)
+    trace = step.run(batch, (run.image_size, run.image_size))
     peaks = steady_state_peaks(list(trace.setup), list(trace.step))
     return {"batch": batch, "live": trace.peak_bytes, "allocated": peaks.allocated, "active": peaks.active,
             "reserved": peaks.reserved}
@@ -104,7 +104,7 @@ def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, ex
                     "published_batch": run.batch, "next_batch": run.next_batch, "image_size": run.image_size,
                     "param_count_csv_m": run.param_count_millions}
     try:
-        step = benchmark_step(run.model, run.image_size, precision, fused)
+        step = benchmark_step(run.model, precision, fused)
     except Exception as error:  # today's timm cannot build it (renamed, removed, needs weights...)
         return {**record, "error": f"build: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     built = parameter_count(step.model)
@@ -266,8 +266,7 @@ def _rewalk(record: dict, run: PublishedRun, args: argparse.Namespace, constants
     else:
         from planner.validation.timm_recipe import benchmark_step
 
-        predicted = walk(run, points, benchmark_step(run.model, run.image_size, args.precision,
-                                                     args.fused_attention), constants)
+        predicted = walk(run, points, benchmark_step(run.model, args.precision, args.fused_attention), constants)
     return {**record, "points": [points[b] for b in sorted(points)], "predicted_batch": predicted,
             "peak_at_published_bytes": card_need(points[run.batch], "caching", constants),
             "peak_at_next_bytes": card_need(points[run.next_batch], "caching", constants)}

@@ -36,6 +36,7 @@ mask) is in :mod:`planner.meters.cuda_kernels`, which this module installs along
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -91,13 +92,27 @@ def cuda_policy() -> dict[str, str]:
     return table
 
 
-def autocast_ops(dispatch_key: str) -> set[str]:
+@functools.cache
+def autocast_ops(dispatch_key: str) -> frozenset[str]:
     """Ops that the installed torch registers a kernel for at ``dispatch_key`` (e.g. AutocastCUDA)."""
-    return {
+    return frozenset({
         name.removeprefix("aten::")
         for name in torch._C._dispatch_get_all_op_names()
         if name.startswith("aten::") and torch._C._dispatch_has_kernel_for_dispatch_key(name, dispatch_key)
-    }
+    })
+
+
+def installed_policy() -> dict[str, str]:
+    """:func:`cuda_policy` for the ops the installed torch's CUDA autocast covers (all, for the torch
+    this table was read from; an older torch may lack some ops or cover fewer)."""
+    cuda_ops = autocast_ops("AutocastCUDA")
+    return {name: policy for name, policy in cuda_policy().items()
+            if (name in cuda_ops if cuda_ops else _exists(name))}
+
+
+def _exists(name: str) -> bool:
+    base, _, overload = name.partition(".")
+    return hasattr(getattr(torch.ops.aten, base, None), overload or "default")
 
 
 def op_overload(name: str) -> torch._ops.OpOverload:
@@ -218,7 +233,7 @@ def cuda_autocast(kernels: dict[str, Kernel] | None = None) -> Iterator[None]:
     cache = _CastCache()
     library = torch.library.Library("aten", "IMPL")
     try:
-        policies = cuda_policy()
+        policies = installed_policy()
         for name in sorted(autocast_ops("AutocastCPU") - set(policies) - set(kernels)):
             library.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
         for name, policy in policies.items():

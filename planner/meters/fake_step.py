@@ -17,7 +17,7 @@ Interface, in the order things happen:
    and the optimizer's state, by one untracked optimizer step over zero gradients, so every run
    measures the steady state (the state that step 2 onwards of a real training carries) with one
    step instead of two.
-3. Each :meth:`FakeStep.run(batch_size, modes=...)` runs one tracked step: the batch is made
+3. Each :meth:`FakeStep.run(batch_size, image_size, modes=...)` runs one tracked step: the batch is made
    (``recipe.make_batch``), the forward pass and loss run under the precision policy, then the
    backward pass (inside the autocast region when ``recipe.backward_in_autocast``), the optimizer
    step and ``zero_grad`` (``recipe.grads_set_to_none`` says whether gradients are freed). Extra
@@ -71,7 +71,7 @@ class StepRecipe:
         build_model: returns the model; called once under ``torch.device("meta")``.
         make_optimizer: model -> optimizer (anything with ``step()``, ``zero_grad()`` and a
             ``state`` mapping of per-parameter state, e.g. ``torch.optim`` or fastai's).
-        make_batch: batch size -> (inputs, targets), fake tensors.
+        make_batch: (batch size, image size as (rows, cols)) -> (inputs, targets), fake tensors.
         loss: (model output, targets) -> scalar loss.
         precision: the autocast policy of the forward pass (see :func:`precision_region`).
         backward_in_autocast: the backward pass runs inside the autocast region (timm's
@@ -85,7 +85,7 @@ class StepRecipe:
 
     build_model: Callable[[], torch.nn.Module]
     make_optimizer: Callable[[torch.nn.Module], Any]
-    make_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    make_batch: Callable[[int, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
     loss: Callable[[Any, torch.Tensor], torch.Tensor]
     precision: Precision = "cuda_fp16"
     backward_in_autocast: bool = False
@@ -99,6 +99,7 @@ class StepTrace:
     """What one fake step allocated, in order, and the live-byte peaks the tracker saw."""
 
     batch_size: int
+    image_size: tuple[int, int]
     setup: tuple[Event, ...]
     step: tuple[Event, ...]
     peak_bytes: int
@@ -177,9 +178,9 @@ class FakeStep:
             tensors += self._scaler.tensors()
         return tensors
 
-    def run(self, batch_size: int, modes: Sequence[TorchDispatchMode] = (),
+    def run(self, batch_size: int, image_size: tuple[int, int], modes: Sequence[TorchDispatchMode] = (),
             on_phase: Callable[[str], None] | None = None) -> StepTrace:
-        """One tracked training step at ``batch_size``; see the module docstring."""
+        """One tracked training step at ``batch_size`` on images of ``image_size``; see the module docstring."""
         recipe = self.recipe
         with self.fake_mode:
             if self._optimizer is None:
@@ -198,11 +199,11 @@ class FakeStep:
                 for mode in modes:
                     stack.enter_context(mode)
                 enter(PHASE_FORWARD_BACKWARD)
-                self._forward_backward(batch_size)
+                self._forward_backward(batch_size, image_size)
                 enter(PHASE_STEP)
                 self._optimizer.step()
                 self._zero_grad()
-            return StepTrace(batch_size=batch_size, setup=setup, step=tuple(tracker.events),
+            return StepTrace(batch_size=batch_size, image_size=image_size, setup=setup, step=tuple(tracker.events),
                              peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks))
 
     def _zero_grad(self) -> None:
@@ -214,9 +215,9 @@ class FakeStep:
             if parameter.grad is not None:
                 parameter.grad.zero_()
 
-    def _forward_backward(self, batch_size: int) -> None:
+    def _forward_backward(self, batch_size: int, image_size: tuple[int, int]) -> None:
         recipe = self.recipe
-        inputs, targets = recipe.make_batch(batch_size)
+        inputs, targets = recipe.make_batch(batch_size, image_size)
         with precision_region(recipe.precision, recipe.arch):
             loss = recipe.loss(self._model(inputs), targets)
             if recipe.backward_in_autocast:

@@ -39,9 +39,8 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def benchmark_recipe(model_name: str, image_size: int, precision: Precision = "cuda_fp16",
-                     fused_attention: bool = False) -> StepRecipe:
-    """The published benchmark's training step for ``model_name`` at ``image_size``."""
+def benchmark_recipe(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False) -> StepRecipe:
+    """The published benchmark's training step for ``model_name`` (images come square, per run)."""
     import timm
 
     def build() -> torch.nn.Module:
@@ -51,8 +50,8 @@ def benchmark_recipe(model_name: str, image_size: int, precision: Precision = "c
     def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True, foreach=False)
 
-    def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.empty(size, 3, image_size, image_size), torch.zeros(size, dtype=torch.long)
+    def batch(size: int, image: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty(size, 3, *image), torch.zeros(size, dtype=torch.long)
 
     def loss(output: torch.Tensor | tuple, targets: torch.Tensor) -> torch.Tensor:
         if isinstance(output, tuple):  # distilled models return (class, distillation) in train mode
@@ -63,7 +62,6 @@ def benchmark_recipe(model_name: str, image_size: int, precision: Precision = "c
                       precision=precision, backward_in_autocast=True, grads_set_to_none=False)
 
 
-def benchmark_step(model_name: str, image_size: int, precision: Precision = "cuda_fp16",
-                   fused_attention: bool = False) -> FakeStep:
+def benchmark_step(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False) -> FakeStep:
     """A :class:`FakeStep` of the published recipe, the model built once."""
-    return FakeStep(benchmark_recipe(model_name, image_size, precision, fused_attention))
+    return FakeStep(benchmark_recipe(model_name, precision, fused_attention))
