@@ -10,7 +10,8 @@ today's timm cannot build or builds differently (parameter count unlike the CSV'
     python benchmarks/published_gpu.py --jobs 2 --json benchmarks/results/published_gpu.json
     python benchmarks/published_gpu.py --models resnet50_gn vit_base_patch16_224
     python benchmarks/published_gpu.py --precision cpu_bf16 --json benchmarks/results/published_gpu_cpu_bf16.json
-    python benchmarks/published_gpu.py --report benchmarks/results/published_gpu.json benchmarks/results/published_gpu_cpu_bf16.json
+    python benchmarks/published_gpu.py --report benchmarks/results/published_gpu.json \
+        benchmarks/results/published_gpu_cpu_bf16.json
 
 ``--fit`` refits the device model's constants on the calibration half (printing them; copy them to
 ``planner/meters/device_model.py``) and judges both halves with them. ``--report`` prints the
@@ -31,14 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.meters.device_model import (  # noqa: E402
+from planner.meters.device_model import (
     CALIBRATED_FLAT_FACTOR,
     CALIBRATED_FLAT_OVERHEAD_BYTES,
     CALIBRATED_OVERHEAD_BYTES,
 )
-from planner.meters.fake_step import PRECISIONS  # noqa: E402
-from planner.validation.calibrate import BracketPeaks, fit_overhead, outcomes  # noqa: E402
-from planner.validation.published import (  # noqa: E402
+from planner.meters.fake_step import PRECISIONS
+from planner.validation.calibrate import BracketPeaks, fit_overhead, outcomes
+from planner.validation.published import (
     CARD_BYTES,
     DECAY_SEQUENCE,
     PublishedRun,

@@ -114,10 +114,7 @@ class CachingAllocator:
         small = size <= SMALL_SIZE
         pool = self.pools[small]
         index = bisect.bisect_left(pool, (size, -1))
-        if index < len(pool):
-            block = pool.pop(index)[2]
-        else:
-            block = self._new_segment(segment_size(size))
+        block = pool.pop(index)[2] if index < len(pool) else self._new_segment(segment_size(size))
         if should_split(block.size, size):
             rest = _Block(block.segment, block.address + size, block.size - size)
             rest.prev, rest.next = block, block.next

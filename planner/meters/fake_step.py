@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -91,7 +91,7 @@ class StepRecipe:
     backward_in_autocast: bool = False
     grads_set_to_none: bool = False
     scale_loss: bool = False
-    arch: GpuArch = GpuArch()
+    arch: GpuArch = field(default_factory=GpuArch)
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,6 @@ class FakeStep:
     def run(self, batch_size: int, image_size: tuple[int, int], modes: Sequence[TorchDispatchMode] = (),
             on_phase: Callable[[str], None] | None = None) -> StepTrace:
         """One tracked training step at ``batch_size`` on images of ``image_size``; see the module docstring."""
-        recipe = self.recipe
         with self.fake_mode:
             if self._optimizer is None:
                 self._prepare_state()
