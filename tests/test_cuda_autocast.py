@@ -100,10 +100,13 @@ def test_a_weight_used_twice_is_cast_once_per_region():
         layer = torch.nn.Linear(1024, 1024, bias=False)
         x = torch.empty(1, 1024)
         tracker = StorageTracker()
+        tracker.track([*layer.parameters(), x])
         with tracker, cuda_autocast():
             once = layer(x)
-            base = tracker.live_bytes
+            after_once = tracker.live_bytes
             twice = layer(x)
+            after_twice = tracker.live_bytes
         assert once is not None and twice is not None
-        # the second call adds only its own fp16 output, not a second fp16 copy of the weight
-        assert tracker.live_bytes - base == 1024 * 2
+        # the first call keeps one fp16 copy of the weight; the second adds only its own fp16 output
+        assert after_twice - after_once == 1024 * 2
+        assert after_once == 1024 * 1024 * 4 + 1024 * 4 + 1024 * 1024 * 2 + 1024 * 2
