@@ -39,8 +39,13 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def benchmark_recipe(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False) -> StepRecipe:
-    """The published benchmark's training step for ``model_name`` (images come square, per run)."""
+def benchmark_recipe(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False,
+                     torch2_loop: bool = False) -> StepRecipe:
+    """The published benchmark's training step for ``model_name`` (images come square, per run).
+
+    ``torch2_loop``: the same loop as today's torch runs it (``zero_grad`` frees gradients, the
+    backward pass after the autocast block), to compare with peaks measured on today's stack.
+    """
     import timm
 
     def build() -> torch.nn.Module:
@@ -59,9 +64,10 @@ def benchmark_recipe(model_name: str, precision: Precision = "cuda_fp16", fused_
         return torch.nn.functional.cross_entropy(output, targets)
 
     return StepRecipe(build_model=build, make_optimizer=optimizer, make_batch=batch, loss=loss,
-                      precision=precision, backward_in_autocast=True, grads_set_to_none=False)
+                      precision=precision, backward_in_autocast=not torch2_loop, grads_set_to_none=torch2_loop)
 
 
-def benchmark_step(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False) -> FakeStep:
+def benchmark_step(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False,
+                   torch2_loop: bool = False) -> FakeStep:
     """A :class:`FakeStep` of the published recipe, the model built once."""
-    return FakeStep(benchmark_recipe(model_name, precision, fused_attention))
+    return FakeStep(benchmark_recipe(model_name, precision, fused_attention, torch2_loop))
