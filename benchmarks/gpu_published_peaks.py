@@ -127,7 +127,8 @@ def main() -> None:
         record["seconds"] = round(time.perf_counter() - model_started, 2)
         records.append(record)
         print(json.dumps({k: v for k, v in record.items() if k != "runs"}),
-              [(r.get("attention"), round(r.get("allocated_peak_bytes", 0) / 2**30, 2)) for r in record.get("runs", [])],
+              [(r.get("attention"), round(r.get("allocated_peak_bytes", 0) / 2**30, 2))
+               for r in record.get("runs", [])],
               flush=True)
         out.write_text(json.dumps({**header, "models": records}, indent=1))
 

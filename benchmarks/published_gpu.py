@@ -227,15 +227,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "flat_factor": CALIBRATED_FLAT_FACTOR}
     started = time.perf_counter()
     work = [(run, args.precision, args.fused_attention, constants, not args.fit) for run in runs]
-    records = []
+    records: list[dict] = []
+
+    def keep(record: dict) -> None:
+        records.append(_progress(record, len(records), len(work)))
+        if args.json and len(records) % 20 == 0:  # a run stopped early keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(records, indent=1))
+
     if args.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=20) as pool:
             for record in pool.imap_unordered(_evaluate_star, work):
-                records.append(_progress(record, len(records), len(work)))
+                keep(record)
     else:
         warnings.filterwarnings("ignore")
         for item in work:
-            records.append(_progress(evaluate(*item), len(records), len(work)))
+            keep(evaluate(*item))
     if args.fit:
         constants = fitted_constants([r for r in records if "points" in r])
         print(f"fitted on the calibration half: {constants}")

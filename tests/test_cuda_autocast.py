@@ -92,7 +92,8 @@ def test_explicit_attention_saves_fp32_probabilities_and_their_fp16_copy():
     # copy (2 bytes); q, k, v are cast to fp16 once each (cached leaves) and saved; the output is fp16.
     assert saved_after_forward(cuda_autocast) == 6 * square + 3 * 2 * row + 2 * row
     # CPU bf16: softmax saves its bf16 output, which the matmul uses as it is.
-    assert saved_after_forward(lambda: torch.autocast("cpu", dtype=torch.bfloat16)) == 2 * square + 3 * 2 * row + 2 * row
+    cpu_bf16 = saved_after_forward(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert cpu_bf16 == 2 * square + 3 * 2 * row + 2 * row
 
 
 def test_a_weight_used_twice_is_cast_once_per_region():
