@@ -114,6 +114,31 @@ def _state_tensors(optimizer: Any) -> Iterator[torch.Tensor]:
                 yield value
 
 
+def materialise(model: torch.nn.Module) -> None:
+    """Replace every ``meta`` parameter and buffer by an empty CPU tensor (fake, inside fake mode).
+
+    ``Module.to_empty`` does this too, but swaps tensors in place and fails where a model keeps
+    other references to a parameter (e.g. CoaT's shared convolutions); shared tensors stay shared.
+    """
+    made: dict[int, torch.Tensor] = {}
+
+    def empty(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in made:
+            new = torch.empty_like(tensor, device="cpu")
+            if isinstance(tensor, torch.nn.Parameter):
+                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+            made[id(tensor)] = new
+        return made[id(tensor)]
+
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None:
+                module._parameters[name] = empty(parameter)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = empty(buffer)
+
+
 class GradScalerState:
     """The tensors ``torch.amp.GradScaler`` holds on the device: scale, growth tracker, found-inf.
 
@@ -148,7 +173,7 @@ class FakeStep:
             model = recipe.build_model()
         self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         with self.fake_mode:
-            model.to_empty(device="cpu")
+            materialise(model)
         model.train()
         self._model = model
         self._optimizer: Any = None

@@ -47,20 +47,31 @@ class Fit:
 
 def fit_overhead(brackets: Sequence[BracketPeaks], factors: Sequence[float] = (1.0,),
                  step_bytes: int = 16 * MIB, card_bytes: int = CARD_BYTES) -> Fit:
-    """The overhead (and factor) that minimises :func:`cost`; ties go to the larger overhead (safer).
+    """The overhead (and factor) that minimises :func:`cost`: the middle of the widest range of
+    overheads that reach the minimum, so that the constant sits away from any one model's edge.
 
     Args:
         brackets: the calibration half's peaks.
         factors: the factors tried (``(1.0,)`` for the caching allocator model).
         step_bytes: the overhead's grid step (0 to 4 GiB is searched).
+        card_bytes: the card the brackets were measured on.
     """
-    best: Fit | None = None
+    grid = range(0, 4 * 1024 * MIB + 1, step_bytes)
+    best: tuple[int, int, Fit] | None = None  # (cost, -width, fit)
     for factor in factors:
-        for overhead in range(0, 4 * 1024 * MIB + 1, step_bytes):
-            candidate = Fit(overhead, factor, cost(outcomes(brackets, overhead, factor, card_bytes)))
-            if best is None or candidate.cost < best.cost or (
-                    candidate.cost == best.cost and candidate.overhead_bytes >= best.overhead_bytes
-                    and candidate.factor >= best.factor):
-                best = candidate
+        costs = [cost(outcomes(brackets, overhead, factor, card_bytes)) for overhead in grid]
+        lowest = min(costs)
+        run_start, widest = None, (0, 0)
+        for index, value in enumerate([*costs, None]):
+            if value == lowest and run_start is None:
+                run_start = index
+            elif value != lowest and run_start is not None:
+                if index - run_start > widest[1] - widest[0]:
+                    widest = (run_start, index)
+                run_start = None
+        middle = grid[(widest[0] + widest[1] - 1) // 2]
+        candidate = (lowest, -(widest[1] - widest[0]), Fit(middle, factor, lowest))
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
     assert best is not None
-    return best
+    return best[2]
