@@ -210,12 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="today's timm default (fused attention) instead of the 2022 recipe's explicit one")
     parser.add_argument("--fit", action="store_true", help="refit the device model on the calibration half")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--every", type=int, default=1, help="every Nth bracketed model only (a sample)")
+    parser.add_argument("--resume", type=Path, help="keep the models this saved run measured; measure the rest")
     parser.add_argument("--report", type=Path, nargs="+", help="print the ablation table from saved runs")
     args = parser.parse_args(argv)
     if args.report:
         ablation(args.report)
         return 0
-    runs = [r for r in load_runs() if r.bracketed]
+    runs = [r for r in load_runs() if r.bracketed][::args.every]
     if args.models:
         known = {r.model: r for r in load_runs()}
         unknown = [m for m in args.models if m not in known or not known[m].bracketed]
@@ -226,8 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     constants = {"caching_overhead": CALIBRATED_OVERHEAD_BYTES, "flat_overhead": CALIBRATED_FLAT_OVERHEAD_BYTES,
                  "flat_factor": CALIBRATED_FLAT_FACTOR}
     started = time.perf_counter()
-    work = [(run, args.precision, args.fused_attention, constants, not args.fit) for run in runs]
     records: list[dict] = []
+    if args.resume:
+        names = {run.model for run in runs}
+        records = [r for r in json.loads(args.resume.read_text()) if "points" in r and r["model"] in names]
+    done = {r["model"] for r in records}
+    work = [(run, args.precision, args.fused_attention, constants, not args.fit) for run in runs
+            if run.model not in done]
 
     def keep(record: dict) -> None:
         records.append(_progress(record, len(records), len(work)))
