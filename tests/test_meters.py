@@ -5,6 +5,7 @@ import pytest
 from planner.entries import single_entry
 from planner.meters import get_meter, meter_names
 from planner.meters.device_model import DeviceModel
+from planner.plan import ItemTransform
 from planner.probe import probe_plan
 from planner.search import candidate_micro_batches
 
@@ -70,3 +71,12 @@ def test_cpu_meter_out_of_memory_is_released_and_searched_around(resnet18_64):
     (entry,) = plan.entries
     assert entry.fits and entry.micro_batch == 32
     assert entry.predicted_peak_bytes <= limit
+
+
+def test_estimate_remembers_a_probe_of_the_same_architecture_size_and_micro_batch(resnet18_64):
+    meter = get_meter("estimate", budget_bytes=2**30)
+    first = meter.measure(resnet18_64, 8)
+    squished = single_entry("resnet18", 64, ItemTransform(resize=96, method="squish"))[0]
+    again = meter.measure(squished, 8)  # the fake step does not see the item transform
+    meter.close()
+    assert again.peak_bytes == first.peak_bytes and again.seconds == 0.0
