@@ -23,7 +23,9 @@ Interface, in the order things happen:
    step and ``zero_grad`` (``recipe.grads_set_to_none`` says whether gradients are freed). Extra
    ``TorchDispatchMode`` objects in ``modes`` (e.g. a FLOP or byte counter) are entered inside fake
    mode with the tracker, so they see every op of the same pass; ``on_phase(name)`` is called when
-   the step enters ``forward_backward`` and ``step``.
+   the step enters ``forward_backward`` and ``step``. The optimizer's own ops run in the first run
+   and whenever ``modes`` are given; otherwise the record of its first run is replayed (its
+   temporaries do not depend on the batch).
 
 It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
 buffers, gradients, optimizer state) and of the step itself, and the tracker's live-byte peaks.
@@ -42,7 +44,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.meters.cuda_autocast import cuda_autocast
 from planner.meters.cuda_kernels import GpuArch, cuda_kernels
-from planner.meters.tracker import Event, StorageTracker
+from planner.meters.tracker import ALLOC, Event, StorageTracker
 
 Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")
@@ -178,6 +180,7 @@ class FakeStep:
         self._model = model
         self._optimizer: Any = None
         self._scaler: GradScalerState | None = None
+        self._optimizer_record: tuple[tuple[Event, ...], int] | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -225,10 +228,29 @@ class FakeStep:
                 enter(PHASE_FORWARD_BACKWARD)
                 self._forward_backward(batch_size, image_size)
                 enter(PHASE_STEP)
-                self._optimizer.step()
+                self._optimizer_step(tracker, replay=not modes)
                 self._zero_grad()
             return StepTrace(batch_size=batch_size, image_size=image_size, setup=setup, step=tuple(tracker.events),
                              peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks))
+
+    def _optimizer_step(self, tracker: StorageTracker, replay: bool) -> None:
+        """``optimizer.step()``, or the record of its first run replayed (``replay``).
+
+        The step's temporaries are shaped like the parameters, never like the batch, so after the
+        first run its allocations and frees are replayed into the tracker instead of running the
+        optimizer again (fastai's Adam is a Python loop over parameters: about a third of a step).
+        """
+        if replay and self._optimizer_record is not None:
+            events, extra_peak = self._optimizer_record
+            tracker.splice(events, extra_peak)
+            return
+        before, start = tracker.live_bytes, len(tracker.events or ())
+        tracker.phase_peaks[PHASE_STEP] = before
+        self._optimizer.step()
+        extra_peak = tracker.phase_peaks.get(PHASE_STEP, before) - before
+        allocated = {key for kind, key, _ in (tracker.events or [])[start:] if kind == ALLOC}
+        own = tuple(event for event in (tracker.events or [])[start:] if event[1] in allocated)
+        self._optimizer_record = (own, extra_peak)
 
     def _zero_grad(self) -> None:
         """Free the gradients, or zero them in place (no allocation), as the recipe's loop does."""

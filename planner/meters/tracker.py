@@ -74,6 +74,17 @@ class StorageTracker(TorchDispatchMode):
             self.events.append((PHASE, phase, 0))
         self._update_peak()
 
+    def splice(self, events: Iterable[Event], extra_peak: int) -> None:
+        """Account for ops that are not run again: their recorded ``events`` (keys made unique to
+        this call) and the ``extra_peak`` bytes above the live bytes that they reached."""
+        self._serial += 1
+        tag = f"spliced{self._serial}:"
+        if self.events is not None:
+            self.events.extend((kind, tag + str(key), nbytes) for kind, key, nbytes in events)
+        live = self.live_bytes + extra_peak
+        self.peak_bytes = max(self.peak_bytes, live)
+        self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), live)
+
     def reset_peaks(self) -> None:
         """Start new peaks from the bytes live now."""
         self.peak_bytes = self.live_bytes
