@@ -57,6 +57,9 @@ from planner.validation.published import (
 
 GIB = 2**30
 FLAT_FACTORS = tuple(round(1.0 + 0.01 * i, 2) for i in range(0, 31))
+DEVICES = {"caching": "active", "reserved": "reserved", "flat": "allocated"}
+"""Device models compared: the allocator replay's segments in use (the product's), all its segments
+(reserved), and a flat factor on the allocated peak (the project's earlier model)."""
 
 
 def measure(run: PublishedRun, batch: int, step) -> dict:
@@ -70,10 +73,9 @@ def measure(run: PublishedRun, batch: int, step) -> dict:
 
 
 def card_need(point: dict, device: str, constants: dict) -> int:
-    """Card bytes for a measured point under a device model (``caching`` or ``flat``)."""
-    if device == "caching":
-        return point["active"] + constants["caching_overhead"]
-    return int(constants["flat_factor"] * point["allocated"]) + constants["flat_overhead"]
+    """Card bytes for a measured point under a device model (a key of :data:`DEVICES`)."""
+    fitted = constants[device]
+    return int(fitted["factor"] * point[DEVICES[device]]) + fitted["overhead"]
 
 
 def walk(run: PublishedRun, points: dict[int, dict], step, constants: dict) -> int | None:
@@ -131,7 +133,7 @@ def _evaluate_star(args: tuple) -> dict:
 
 def brackets(records: Sequence[dict], device: str) -> list[BracketPeaks]:
     def variable(point: dict) -> int:
-        return point["active"] if device == "caching" else point["allocated"]
+        return point[DEVICES[device]]
 
     out = []
     for record in records:
@@ -142,10 +144,11 @@ def brackets(records: Sequence[dict], device: str) -> list[BracketPeaks]:
 
 def fitted_constants(records: Sequence[dict]) -> dict:
     calibration = [r for r in records if r["half"] == "calibration"]
-    caching = fit_overhead(brackets(calibration, "caching"))
-    flat = fit_overhead(brackets(calibration, "flat"), factors=FLAT_FACTORS)
-    return {"caching_overhead": caching.overhead_bytes, "flat_overhead": flat.overhead_bytes,
-            "flat_factor": flat.factor}
+    constants = {}
+    for device in DEVICES:
+        fit = fit_overhead(brackets(calibration, device), factors=FLAT_FACTORS if device == "flat" else (1.0,))
+        constants[device] = {"overhead": fit.overhead_bytes, "factor": fit.factor}
+    return constants
 
 
 def rates_table(records: Sequence[dict], constants: dict, device: str) -> dict[str, Rates]:
@@ -153,9 +156,8 @@ def rates_table(records: Sequence[dict], constants: dict, device: str) -> dict[s
     table = {}
     for half in ("calibration", "held_out"):
         chosen = [r for r in records if r["half"] == half]
-        factor = constants["flat_factor"] if device == "flat" else 1.0
-        overhead = constants["flat_overhead"] if device == "flat" else constants["caching_overhead"]
-        table[half] = Rates.of(outcomes(brackets(chosen, device), overhead, factor))
+        fitted = constants[device]
+        table[half] = Rates.of(outcomes(brackets(chosen, device), fitted["overhead"], fitted["factor"]))
     return table
 
 
@@ -164,9 +166,8 @@ def report(records: Sequence[dict], constants: dict, seconds: float | None = Non
     failed = [r for r in records if "error" in r]
     print(f"\n{len(records)} models, {len(measured)} measured, {len(failed)} left out"
           + (f", {seconds:.0f} s" if seconds is not None else ""))
-    print(f"constants: caching overhead {constants['caching_overhead'] / 2**20:.0f} MiB; flat "
-          f"{constants['flat_factor']:.2f} × allocated + {constants['flat_overhead'] / 2**20:.0f} MiB")
-    for device in ("caching", "flat"):
+    print("constants: " + "; ".join(f"{d} {describe(constants[d])}" for d in DEVICES))
+    for device in DEVICES:
         for half, rates in rates_table(measured, constants, device).items():
             print(f"  {device:8s} {half:12s} {rates.row()}")
     with_predicted = [r for r in measured if r.get("predicted_batch") is not None or "predicted_batch" in r]
@@ -187,18 +188,24 @@ def report(records: Sequence[dict], constants: dict, seconds: float | None = Non
             print(f"  {record['model']}: {record['error']}")
 
 
+def describe(fitted: dict) -> str:
+    factor = f"{fitted['factor']:.2f} × " if fitted["factor"] != 1.0 else ""
+    return f"{factor}peak + {fitted['overhead'] / 2**20:.0f} MiB"
+
+
 def ablation(paths: Sequence[Path]) -> None:
     """Held-out rates per precision (one saved run each) × device model, each refitted on its calibration half."""
+    runs = {path: [r for r in json.loads(path.read_text()) if "points" in r] for path in paths}
+    common = set.intersection(*({r["model"] for r in records} for records in runs.values()))
+    print(f"models measured by every run: {len(common)} (each run refitted on their calibration half)")
     print("precision    device   constants                          held-out: n, exact, unsafe, cautious")
     for path in paths:
-        records = [r for r in json.loads(path.read_text()) if "points" in r]
+        records = [r for r in runs[path] if r["model"] in common]
         constants = fitted_constants(records)
         precision = records[0].get("precision", path.stem)
-        for device in ("caching", "flat"):
+        for device in DEVICES:
             held = rates_table(records, constants, device)["held_out"]
-            shown = (f"+{constants['caching_overhead'] / 2**20:.0f} MiB" if device == "caching" else
-                     f"{constants['flat_factor']:.2f}× +{constants['flat_overhead'] / 2**20:.0f} MiB")
-            print(f"{precision:12s} {device:8s} {shown:34s} {held.row()}")
+            print(f"{precision:12s} {device:8s} {describe(constants[device]):34s} {held.row()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,8 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: not a bracketed model of the published file: {', '.join(unknown)}", file=sys.stderr)
             return 2
         runs = [known[m] for m in args.models]
-    constants = {"caching_overhead": CALIBRATED_OVERHEAD_BYTES, "flat_overhead": CALIBRATED_FLAT_OVERHEAD_BYTES,
-                 "flat_factor": CALIBRATED_FLAT_FACTOR}
+    constants = {"caching": {"overhead": CALIBRATED_OVERHEAD_BYTES, "factor": 1.0},
+                 "reserved": {"overhead": CALIBRATED_OVERHEAD_BYTES, "factor": 1.0},
+                 "flat": {"overhead": CALIBRATED_FLAT_OVERHEAD_BYTES, "factor": CALIBRATED_FLAT_FACTOR}}
     started = time.perf_counter()
     records: list[dict] = []
     if args.resume:
