@@ -380,13 +380,13 @@ def _claim_gpu(share: float) -> tuple[int, int]:
     """The card's memory and what this task may use of it; with a fraction of a GPU, cap the process.
 
     The cap keeps torch's allocator within ``share × card`` minus the process's CUDA context (NVML's
-    figure for this process, else the estimate meter's 640 MiB), so that tasks sharing the card stay
+    figure for this process, else 640 MiB), so that tasks sharing the card stay
     in their shares (``trainer.placement``).
     """
     import torch
 
     from planner.meters import gpu
-    from planner.meters.estimate import CudaOverhead
+    from planner.meters.gpu import FALLBACK_CONTEXT_BYTES
 
     card = gpu.gpu_total_bytes(0)
     if share >= 1:
@@ -394,7 +394,7 @@ def _claim_gpu(share: float) -> tuple[int, int]:
     torch.zeros(1, device="cuda")  # create the context, so that NVML lists this process
     share_bytes = int(share * card)
     process = gpu._nvml_process_bytes(0)
-    context = process - torch.cuda.memory_reserved(0) if process is not None else CudaOverhead().context_bytes
+    context = process - torch.cuda.memory_reserved(0) if process is not None else FALLBACK_CONTEXT_BYTES
     torch.cuda.set_per_process_memory_fraction(share_cap_fraction(share_bytes, context, card), 0)
     return card, share_bytes
 

@@ -1,26 +1,32 @@
-"""The estimate meter: the training step under FakeTensorMode, plus a model of what CUDA adds.
+"""The estimate meter: the trainer's fastai step on fake tensors, as a CUDA card would hold it.
 
-No computation happens and no GPU is needed: the trainer's model (built by the same
-``build_learner`` on the ``meta`` device, then materialised as fake tensors) runs forward, backward
-and fastai's Adam step on fake CPU tensors, and :class:`StorageTracker` counts every storage. The
-CUDA run trains in fp16 under ``autocast('cuda')``; fake CPU tensors cannot run a CUDA backward, so
-the step runs under CPU autocast in bfloat16 (the same bytes; CPU autocast casts a similar, not
-identical, set of ops). The loss is torch's ``cross_entropy``, which fastai's
-``CrossEntropyLossFlat`` calls (its tensor subclass cannot wrap fake tensors).
+No computation happens and no GPU is needed. The fastai recipe runs through the estimating core
+(:mod:`planner.meters.fake_step`): the trainer's model (built by the same ``build_learner`` on the
+``meta`` device, then materialised as fake tensors), fastai's Adam with its state created up front,
+the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.meters.cuda_autocast`,
+with CUDA's attention and dropout kernels, :mod:`planner.meters.cuda_kernels`; fastai's
+``to_fp16`` leaves autocast after the loss), the loss scaled by a GradScaler, backward, and the
+optimizer step. The loss is torch's ``cross_entropy``, which fastai's ``CrossEntropyLossFlat``
+calls (its tensor subclass cannot wrap fake tensors). Attention takes the path today's timm takes
+on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it).
 
-What the fake step does not see is added by :class:`CudaOverhead`, an explicit model whose default
-constants are stated there and checked against real peaks by ``benchmarks/gpu_check.py``.
+The device model (:mod:`planner.meters.device_model`) replays the step through torch's caching
+allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
+runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
+optimizer state exist from the start) and is remembered per architecture, size and micro-batch, since
+the fake step does not depend on the item transform: a second entry of the same architecture and
+size costs nothing to confirm.
 
 Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
-second training step and in one no-gradient forward pass (validation, TTA), and
-``planner.steptime`` turns its kernels into seconds on that card (``ProbePoint.predicted_times``).
+fake step and in one no-gradient forward pass (validation, TTA), and ``planner.steptime`` turns its
+kernels into seconds on that card (``ProbePoint.predicted_times``). An entry planned with activation
+checkpointing (``EntrySpec.grad_checkpointing``) runs with timm's checkpointing switched on in the
+fake model: its recomputation is tracked and counted like any other op.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from dataclasses import dataclass
+import time
 from typing import Any, Literal
 
 import torch
@@ -29,112 +35,106 @@ from planner.entries import EntrySpec
 from planner.gpus import GpuSpec
 from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, register_meter
 from planner.meters.cpu import library_versions
+from planner.meters.cuda_kernels import GpuArch
+from planner.meters.device_model import DeviceModel
+from planner.meters.fake_step import FakeStep, StepRecipe, precision_region
 from planner.meters.opcount import OpCounter
-from planner.meters.tracker import StorageTracker
-from planner.plan import MeasuredOn, ProbePoint, StepTimes
+from planner.plan import MeasuredOn, ProbePoint, Size, StepTimes
 from planner.probe_data import ProbeData
 from planner.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
 
 PHASE_EVAL = "eval"
 
-MIB = 2**20
 
+def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "fp32"],
+                  arch: GpuArch | None = None) -> StepRecipe:
+    """The trainer's step (``vision_learner``, fastai Adam, ``to_fp16`` on CUDA) for the core."""
+    from trainer.recipe import build_learner, synthetic_dataloaders
 
-@dataclass(frozen=True)
-class CudaOverhead:
-    """What a CUDA card holds beyond the tensors a fake step counts.
+    learner: dict[str, Any] = {}
+    dls = synthetic_dataloaders(entry.item, (8, 8), 2, device="cpu", n_batches=1, n_classes=n_classes)
 
-    Attributes:
-        context_bytes: CUDA context, cuBLAS/cuDNN handles and loaded kernels, invisible to torch
-            (300–650 MB seen on current cards; the high end is taken).
-        workspace_bytes: cuBLAS and cuDNN workspaces allocated through torch's allocator,
-            including cuDNN's benchmark-mode autotuning in the first iteration.
-        reserved_factor: reserved peak over allocated peak (the caching allocator's fragmentation
-            and segment rounding).
-        block_bytes: the allocator rounds every allocation up to a multiple of this.
-    """
+    def build() -> torch.nn.Module:
+        learner["learn"] = build_learner(dls, entry.arch, effective_batch_size=2, pretrained=False, fp16=False)
+        return learner["learn"].model
 
-    context_bytes: int = 640 * MIB
-    workspace_bytes: int = 256 * MIB
-    reserved_factor: float = 1.10
-    block_bytes: int = 512
+    def optimizer(model: torch.nn.Module) -> Any:
+        learn = learner["learn"]
+        learn.create_opt()
+        return learn.opt
 
-    @classmethod
-    def none(cls) -> CudaOverhead:
-        """No overhead: the raw bytes of the fake step (for comparing with the cpu meter)."""
-        return cls(context_bytes=0, workspace_bytes=0, reserved_factor=1.0, block_bytes=1)
+    def batch(size: int, image: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty(size, 3, *image), torch.zeros(size, dtype=torch.long)
 
-    def round_allocation(self, nbytes: int) -> int:
-        return math.ceil(nbytes / self.block_bytes) * self.block_bytes
+    def loss(prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(prediction.float(), targets)
 
-    def card_bytes(self, allocated_bytes: int) -> int:
-        """Whole-card bytes for an allocated peak: what the budget is compared with."""
-        return int(allocated_bytes * self.reserved_factor) + self.workspace_bytes + self.context_bytes
+    fp16 = precision == "fp16"
+    return StepRecipe(build_model=build, make_optimizer=optimizer, make_batch=batch, loss=loss,
+                      precision="cuda_fp16" if fp16 else "fp32", backward_in_autocast=False,
+                      grads_set_to_none=False, scale_loss=fp16, arch=arch or GpuArch())
 
 
 @register_meter("estimate")
 class EstimateMeter(Meter):
-    """Fake training steps plus :class:`CudaOverhead`; see the module docstring.
+    """Fake training steps plus a device model; see the module docstring.
 
     Args:
         budget_bytes: the budget (recorded only).
         n_classes: head size when ``data`` is None.
         data: only its class count is used (shapes come from the entry).
         precision: "fp16" estimates the CUDA run; "fp32" estimates an fp32 run (the cpu meter's).
-        overhead: the device model; :meth:`CudaOverhead.none` for raw tensor bytes.
+        device: the device model; :meth:`DeviceModel.raw` for the step's live tensor bytes.
+        arch: the card's compute capability (decides the fused attention kernel).
         gpu: the card to time the step for (no times without one).
         time_constants: the step-time model's constants.
     """
 
     def __init__(self, budget_bytes: int, n_classes: int = 10, data: ProbeData | None = None,
-                 precision: Literal["fp16", "fp32"] = "fp16", overhead: CudaOverhead | None = None,
-                 gpu: GpuSpec | None = None, time_constants: TimeConstants = DEFAULT_CONSTANTS):
+                 precision: Literal["fp16", "fp32"] = "fp16", device: DeviceModel | None = None,
+                 arch: GpuArch | None = None, gpu: GpuSpec | None = None,
+                 time_constants: TimeConstants = DEFAULT_CONSTANTS):
         super().__init__(budget_bytes, data.n_classes if data else n_classes)
         self.precision = precision
-        self.overhead = overhead or CudaOverhead()
+        self.device = device or DeviceModel()
+        self.arch = arch or GpuArch()
         self.gpu = gpu
         self.time_constants = time_constants
-        self._fake_mode: Any = None
-        self._arch: str | None = None
-        self._learn: Any = None
+        self._step: FakeStep | None = None
+        self._arch_name: str | None = None
+        self._points: dict[tuple[str, Size, bool, int], ProbePoint] = {}
 
     def measured_on(self) -> MeasuredOn:
-        return MeasuredOn(device="estimate", precision=self.precision,
-                          context_bytes=self.overhead.context_bytes, **library_versions())
+        return MeasuredOn(device="estimate", precision=self.precision, context_bytes=self.device.overhead_bytes,
+                          **library_versions())
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         from torch.nn.modules.batchnorm import _BatchNorm
 
-        return any(isinstance(module, _BatchNorm) for module in self._learner(entry).model.modules())
+        return any(isinstance(module, _BatchNorm) for module in self._fake_step(entry).model.modules())
 
     def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
-        import time
-
         from trainer.recipe import set_grad_checkpointing
 
+        key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
+        if key in self._points:
+            return self._points[key].model_copy(update={"seconds": 0.0})
         started = time.perf_counter()
-        learn = self._learner(entry)
-        set_grad_checkpointing(learn.model, entry.grad_checkpointing)
-        tracker = StorageTracker(round_bytes=self.overhead.round_allocation)
+        step = self._fake_step(entry)
+        set_grad_checkpointing(step.model, entry.grad_checkpointing)
         counter = OpCounter() if self.gpu is not None else None
-        with self._fake_mode:
-            learn.create_opt()
-            tracker.track([*learn.model.parameters(), *learn.model.buffers()])
-            with tracker:
-                for number in range(2):  # Adam's state appears in the first step; the second has it all along
-                    with counter if counter is not None and number == 1 else contextlib.nullcontext():
-                        self._step(learn, (tracker, counter), entry, micro_batch)
-            learn.opt = None
-            learn.model.zero_grad(set_to_none=True)
-            if counter is not None:
-                with counter:
-                    self._eval_forward(learn, counter, entry, micro_batch)
-        forward_backward = self.overhead.card_bytes(tracker.phase_peaks.get(PHASE_FORWARD_BACKWARD, 0))
-        step = self.overhead.card_bytes(tracker.phase_peaks.get(PHASE_STEP, 0))
-        return ProbePoint(micro_batch=micro_batch, peak_bytes=max(forward_backward, step),
-                          forward_backward_bytes=forward_backward, step_bytes=step,
-                          seconds=time.perf_counter() - started,
-                          predicted_times=self._times(counter) if counter is not None else None)
+        trace = step.run(micro_batch, entry.size, modes=(counter,) if counter else (),
+                         on_phase=counter.set_phase if counter else None)
+        peaks = self.device.peaks(trace)
+        times = None
+        if counter is not None:
+            self._eval_forward(step, counter, entry, micro_batch)
+            times = self._times(counter)
+        point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
+                           forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
+                           seconds=time.perf_counter() - started, predicted_times=times)
+        self._points[key] = point
+        return point
 
     def _times(self, counter: OpCounter) -> StepTimes:
         """Seconds of the counted phases on ``self.gpu``; the per-step overhead goes with forward/backward."""
@@ -146,54 +146,25 @@ class EstimateMeter(Meter):
         return StepTimes(gpu=self.gpu.name, forward_backward=seconds(PHASE_FORWARD_BACKWARD, True),
                          optimizer_step=seconds(PHASE_STEP, False), eval_forward=seconds(PHASE_EVAL, True))
 
-    def _step(self, learn: Any, phases: tuple, entry: EntrySpec, micro_batch: int) -> None:
-        """fastai's one_batch for a plain model: forward under autocast, fp32 loss, backward, step."""
-        _set_phase(phases, PHASE_FORWARD_BACKWARD)
-        images = torch.empty(micro_batch, 3, *entry.size)
-        targets = torch.zeros(micro_batch, dtype=torch.long)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "fp16"):
-            prediction = learn.model(images)
-        loss = torch.nn.functional.cross_entropy(prediction.float(), targets)
-        loss.backward()
-        _set_phase(phases, PHASE_STEP)
-        learn.opt.step()
-        learn.opt.zero_grad()
-
-    def _eval_forward(self, learn: Any, counter: OpCounter, entry: EntrySpec, micro_batch: int) -> None:
-        """One validation / TTA batch: the model in eval mode, no gradients, under autocast."""
+    def _eval_forward(self, step: FakeStep, counter: OpCounter, entry: EntrySpec, micro_batch: int) -> None:
+        """One validation / TTA batch, counted: the model in eval mode, no gradients, under autocast."""
         counter.set_phase(PHASE_EVAL)
-        learn.model.eval()
+        model = step.model
+        model.eval()
         try:
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "fp16"):
-                learn.model(torch.empty(micro_batch, 3, *entry.size))
+            with step.fake_mode, counter, torch.no_grad(), precision_region(step.recipe.precision, step.recipe.arch):
+                model(torch.empty(micro_batch, 3, *entry.size))
         finally:
-            learn.model.train()
+            model.train()
 
-    def _learner(self, entry: EntrySpec) -> Any:
-        """The trainer's learner for ``entry.arch`` as fake tensors, built once per architecture."""
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        from trainer.recipe import build_learner, synthetic_dataloaders
-
-        if self._arch != entry.arch:
-            # timm calls .tolist() while building, which fake mode refuses: build on meta first.
-            dls = synthetic_dataloaders(entry.item, (8, 8), 2, device="cpu", n_batches=1,
-                                        n_classes=self.n_classes)
-            with torch.device("meta"):
-                learn = build_learner(dls, entry.arch, effective_batch_size=2, pretrained=False, fp16=False)
-            self._learn, self._arch = None, None
-            self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-            with self._fake_mode:
-                learn.model.to_empty(device="cpu")
-            learn.model.train()
-            self._learn, self._arch = learn, entry.arch
-        return self._learn
+    def _fake_step(self, entry: EntrySpec) -> FakeStep:
+        """The trainer's step for ``entry.arch`` on fake tensors, built once per architecture."""
+        if self._arch_name != entry.arch:
+            self._step, self._arch_name = None, None
+            self._step = FakeStep(fastai_recipe(entry, self.n_classes, self.precision, self.arch))
+            self._arch_name = entry.arch
+        assert self._step is not None
+        return self._step
 
     def close(self) -> None:
-        self._learn, self._arch, self._fake_mode = None, None, None
-
-
-def _set_phase(phases: tuple, phase: str) -> None:
-    for tracker in phases:
-        if tracker is not None:
-            tracker.set_phase(phase)
+        self._step, self._arch_name = None, None

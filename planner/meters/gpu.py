@@ -12,6 +12,9 @@ import os
 
 import torch
 
+FALLBACK_CONTEXT_BYTES = 640 * 2**20
+"""A CUDA context's size when NVML cannot tell (300-650 MB seen on current cards; the high end)."""
+
 
 def _nvml_process_bytes(device_index: int) -> int | None:
     """Bytes NVML says this process uses on the device, or None when NVML cannot tell."""

@@ -30,24 +30,35 @@ def no_rounding(nbytes: int) -> int:
     return nbytes
 
 
+ALLOC, FREE, PHASE = 0, 1, 2
+Event = tuple[int, int | str, int]
+"""``(ALLOC, key, nbytes)``, ``(FREE, key, 0)`` or ``(PHASE, name, 0)``; keys are never reused."""
+
+
 class StorageTracker(TorchDispatchMode):
     """Count live storage bytes while active; see the module docstring.
 
     Args:
         limit_bytes: raise ``torch.OutOfMemoryError`` when live bytes would exceed this.
         round_bytes: maps a storage's size to the bytes it costs (an allocator's block rounding).
+        record: keep :attr:`events`, the allocations, frees and phase changes in order, so that an
+            allocator can be replayed over them (``planner.meters.allocator``).
     """
 
-    def __init__(self, limit_bytes: int | None = None, round_bytes: Callable[[int], int] = no_rounding):
+    def __init__(self, limit_bytes: int | None = None, round_bytes: Callable[[int], int] = no_rounding,
+                 record: bool = False):
         super().__init__()
         self.limit_bytes = limit_bytes
         self.round_bytes = round_bytes
+        self.events: list[Event] | None = [] if record else None
+        self._serial = 0
         self.live_bytes = 0
         self.peak_bytes = 0
         self.phase = "other"
         self.phase_peaks: dict[str, int] = {}
         self._sizes: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
+        self._serials: dict[int, int] = {}
 
     def track(self, tensors: Iterable[Any]) -> None:
         """Count tensors that already exist (model state, optimizer state); non-tensors are skipped."""
@@ -59,7 +70,20 @@ class StorageTracker(TorchDispatchMode):
     def set_phase(self, phase: str) -> None:
         """Attribute the following peaks to ``phase`` (e.g. "forward_backward", "step")."""
         self.phase = phase
+        if self.events is not None:
+            self.events.append((PHASE, phase, 0))
         self._update_peak()
+
+    def splice(self, events: Iterable[Event], extra_peak: int) -> None:
+        """Account for ops that are not run again: their recorded ``events`` (keys made unique to
+        this call) and the ``extra_peak`` bytes above the live bytes that they reached."""
+        self._serial += 1
+        tag = f"spliced{self._serial}:"
+        if self.events is not None:
+            self.events.extend((kind, tag + str(key), nbytes) for kind, key, nbytes in events)
+        live = self.live_bytes + extra_peak
+        self.peak_bytes = max(self.peak_bytes, live)
+        self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), live)
 
     def reset_peaks(self) -> None:
         """Start new peaks from the bytes live now."""
@@ -80,7 +104,8 @@ class StorageTracker(TorchDispatchMode):
         except (NotImplementedError, RuntimeError):  # sparse or storage-less tensors
             return
         key = id(storage)
-        size = self.round_bytes(storage.nbytes())
+        nbytes = storage.nbytes()
+        size = self.round_bytes(nbytes)
         known = self._sizes.get(key)
         if known is None:
             self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._free(key))
@@ -88,10 +113,20 @@ class StorageTracker(TorchDispatchMode):
             return
         self._sizes[key] = size
         self.live_bytes += size - (known or 0)
+        if self.events is not None:
+            if known is not None:  # a storage resized in place: the old block is freed
+                self.events.append((FREE, self._serials[key], 0))
+            self._serial += 1
+            self._serials[key] = self._serial
+            self.events.append((ALLOC, self._serial, nbytes))
 
     def _free(self, key: int) -> None:
         self.live_bytes -= self._sizes.pop(key, 0)
         self._refs.pop(key, None)
+        if self.events is not None:
+            serial = self._serials.pop(key, None)
+            if serial is not None:
+                self.events.append((FREE, serial, 0))
 
     def _update_peak(self) -> None:
         live = self.live_bytes

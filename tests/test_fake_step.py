@@ -1,0 +1,96 @@
+"""The estimating core on real timm models (fake tensors): steady state, phases, riders, CUDA kernels."""
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.meters.cuda_autocast import cuda_autocast
+from planner.meters.cuda_kernels import cuda_kernels, sdpa_backend
+from planner.meters.device_model import DeviceModel
+from planner.meters.tracker import ALLOC, StorageTracker
+from planner.validation.timm_recipe import benchmark_step, parameter_count
+
+
+@pytest.fixture(scope="module")
+def resnet_step():
+    return benchmark_step("resnet10t")
+
+
+class OpCounter(TorchDispatchMode):
+    """What a FLOP or byte counter riding along would see: every op of the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_step_starts_from_the_steady_state_and_lets_a_counter_ride_along(resnet_step):
+    model = resnet_step.model
+    counter, phases = OpCounter(), []
+    trace = resnet_step.run(4, (32, 32), modes=[counter], on_phase=phases.append)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    setup = sum(nbytes for kind, _key, nbytes in trace.setup if kind == ALLOC)
+    # weights, buffers, gradients and SGD's momentum exist before the step, as from step 2 of training
+    assert setup == 3 * weights + buffers
+    assert phases == [PHASE_FORWARD_BACKWARD, PHASE_STEP]
+    assert counter.ops > 100
+    assert trace.phase_peaks[PHASE_FORWARD_BACKWARD] > setup
+    assert parameter_count(model) == weights // 4
+
+
+def test_peaks_grow_with_the_batch_and_the_allocator_holds_at_least_the_live_bytes(resnet_step):
+    small, large = (DeviceModel(overhead_bytes=0).peaks(resnet_step.run(b, (64, 64))) for b in (4, 32))
+    raw = DeviceModel.raw().peaks(resnet_step.run(32, (64, 64)))
+    assert large.card_bytes > small.card_bytes
+    assert large.card_bytes >= raw.card_bytes
+    assert large.reserved_bytes >= large.card_bytes  # segments in use never exceed all segments
+
+
+def test_sdpa_picks_cudas_kernel():
+    with FakeTensorMode():
+        q = torch.empty(2, 4, 64, 64, dtype=torch.float16, requires_grad=True)
+        mask = torch.empty(2, 4, 64, 64, dtype=torch.float16)
+        assert sdpa_backend(q, q, q, None) == "flash"
+        assert sdpa_backend(q, q, q, mask) == "efficient"
+        assert sdpa_backend(q, q, q, None, capability=(7, 5)) == "efficient"  # T4: no flash attention
+        odd = torch.empty(2, 4, 64, 20, dtype=torch.float16)
+        assert sdpa_backend(odd, odd, odd, mask) == "math"
+
+
+def forward_bytes(attention, length=512, heads=2, dim=16) -> int:
+    with FakeTensorMode():
+        q, k, v = (torch.empty(2, heads, length, dim, requires_grad=True) for _ in range(3))
+        tracker = StorageTracker()
+        tracker.track([q, k, v])
+        before = tracker.live_bytes
+        with tracker, cuda_autocast(cuda_kernels()):
+            out = attention(q, k, v)
+        assert out is not None
+        return tracker.live_bytes - before
+
+
+def test_fused_attention_keeps_o_n_per_head_not_the_n_by_n_matrix():
+    b, h, n, d = 2, 2, 512, 16
+    fused = forward_bytes(torch.nn.functional.scaled_dot_product_attention)
+    # fp16 copies of q, k, v and the output (2 bytes each), the fp32 log-sum-exp, flash's RNG state
+    assert fused == 4 * b * h * n * d * 2 + b * h * n * 4 + 16
+    explicit = forward_bytes(lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v)
+    assert explicit > 6 * b * h * n * n
+
+
+def test_cuda_dropout_saves_a_one_byte_mask():
+    with FakeTensorMode():
+        x = torch.empty(1024, 1024, requires_grad=True)
+        tracker = StorageTracker()
+        tracker.track([x])
+        with tracker, cuda_autocast(cuda_kernels()):
+            y = torch.nn.functional.dropout(x, 0.1, training=True)
+        assert y is not None
+        assert tracker.live_bytes - x.numel() * 4 == x.numel() * 4 + x.numel()  # output + bool mask
