@@ -21,7 +21,9 @@ from planner.compat import TESTED
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-LOCAL = {"planner", "trainer", "tests", "conftest", "run_data", "tune_weights_data"}
+# the project's packages, and the scripts of tests/ and benchmarks/ that import each other by name
+LOCAL = {"planner", "trainer", "tests"} | {path.stem for folder in ("tests", "benchmarks")
+                                          for path in (REPO / folder).glob("*.py")}
 
 
 def canonical(name: str) -> str:
