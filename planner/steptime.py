@@ -148,4 +148,9 @@ def fit_constants(costs: Sequence[StepCosts], seconds: Sequence[float], gpu: Gpu
     starts = [np.clip(np.log([getattr(start, name) for name in _NAMES]), *np.array(bounds).T),
               np.log([1.0, 0.1, 0.5, 3e-5, 3e-4])]
     results = [minimize(loss, point, method="Powell", bounds=bounds) for point in starts]  # the max()'s kinks
+    for _ in range(2):  # polish the best: Powell stops early on the kinks, Nelder-Mead walks along them
+        best = min(results, key=lambda result: result.fun)
+        results.append(minimize(loss, best.x, method="Nelder-Mead", bounds=bounds,
+                                options={"maxiter": 3000, "xatol": 1e-4, "fatol": 1e-6}))
+        results.append(minimize(loss, results[-1].x, method="Powell", bounds=bounds))
     return constants_at(min(results, key=lambda result: result.fun).x)

@@ -86,8 +86,8 @@ def test_run_json_records_measured_epoch_seconds_beside_the_prediction(two_entri
     assert untimed.time.predicted_epoch_seconds is None
     assert (timed.time.predicted_gpu, timed.time.predicted_epoch_seconds) == ("T4", 1.5)
     row = summary_rows(two_entries.result.run, two_entries.result.names)[1]
-    assert row[SUMMARY_COLUMNS.index("epoch predicted")] == "1.5 s (T4)"
-    assert row[SUMMARY_COLUMNS.index("epoch measured")].endswith("s (cpu)")
+    assert row[SUMMARY_COLUMNS.index("time predicted")] == "1.5 s (T4)"
+    assert row[SUMMARY_COLUMNS.index("time measured")].endswith("s (cpu)")
 
 
 def test_a_rerun_with_other_settings_or_data_is_refused(two_entries: TwoEntries, tmp_path: Path) -> None:

@@ -195,16 +195,18 @@ class RichReporter(LineReporter):
             self.progress = None
 
 
-SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "epoch predicted", "epoch measured",
+SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "time predicted", "time measured",
                    "error", "log loss", "OOMs")
 SUMMARY_NOTE = ("accum × mb: as planned → as trained. Peaks: predicted by the plan, measured in training "
-                "(device in brackets); ratio = measured / predicted. Epoch: unfrozen epoch seconds predicted by the "
-                "plan on its card (no data loading) and measured here. Error, log loss: held-out, TTA. "
+                "(device in brackets); ratio = measured / predicted. Time: seconds per unfrozen pass over the data, "
+                "predicted by the plan on its card (no data loading) and measured here. Error, log loss: held-out, "
+                "TTA. "
                 "OOMs: out-of-memory retries.")
 
 
 def epoch_cells(record: EntryRecord) -> tuple[str, str]:
-    """Predicted and measured seconds per unfrozen epoch, each with its device in brackets."""
+    """Predicted and measured seconds per unfrozen epoch, each with its device in brackets (the word
+    "epoch" is kept out of the summary: a rerun that trains nothing prints no such word)."""
     timing = record.time
     if timing is None:
         return "-", "-"
