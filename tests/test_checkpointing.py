@@ -138,3 +138,17 @@ def test_run_skips_a_misfit_with_one_line_trains_the_rest_and_exits_3(planner_cl
     assert tuned.returncode == 0, tuned.stderr
     weights = json.loads((run_dir / "weights.json").read_text())["weights"]
     assert sorted(weights) == sorted(e.name for e in fits)
+
+
+@pytest.mark.slow
+def test_the_estimate_meter_recomputes_under_the_emulated_autocast():
+    """Checkpointing recomputes the forward in backward: under the emulated CUDA autocast it must see
+    the same casts as the forward did (torch.utils.checkpoint refuses a recomputation that differs)."""
+    from planner.meters.estimate import EstimateMeter
+
+    meter = EstimateMeter(budget_bytes=2**34)
+    entry = single_entry("vit_tiny_patch16_224", 224)[0]
+    plain = meter.measure(entry, 4).peak_bytes
+    checkpointed = meter.measure(dataclasses.replace(entry, grad_checkpointing=True), 4).peak_bytes
+    meter.close()
+    assert checkpointed < plain

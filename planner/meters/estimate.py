@@ -26,6 +26,7 @@ fake model: its recomputation is tracked and counted like any other op.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Literal
 
@@ -122,6 +123,11 @@ class EstimateMeter(Meter):
         started = time.perf_counter()
         step = self._fake_step(entry)
         set_grad_checkpointing(step.model, entry.grad_checkpointing)
+        # Checkpointing recomputes the forward pass during backward. On CUDA, torch.utils.checkpoint
+        # re-enters the autocast state of the forward for it; the emulated autocast is a mode of
+        # ours that checkpoint does not know, so backward runs inside it when checkpointing (the
+        # backward kernels themselves are below the emulation and unaffected).
+        step.recipe = dataclasses.replace(step.recipe, backward_in_autocast=entry.grad_checkpointing)
         counter = OpCounter() if self.gpu is not None else None
         trace = step.run(micro_batch, entry.size, modes=(counter,) if counter else (),
                          on_phase=counter.set_phase if counter else None)
