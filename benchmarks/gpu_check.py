@@ -1,4 +1,4 @@
-"""One-shot GPU proof: does the plan fit, tightly? Run on a CUDA machine (see gpu_check.sh).
+"""One-shot GPU proof: does the plan fit, tightly? Run on a CUDA machine (see gpu_session.sh).
 
 Under a 16G budget (a whole card emulated on a larger one by capping the allocator at the budget
 minus this process's non-torch bytes), for the reference set:
@@ -41,10 +41,18 @@ def train_steps(entry, micro_batch: int, budget: int, effective_bs: int, n_steps
     from planner.probe_data import ProbeData
     from trainer.recipe import build_learner
 
+    batch_seconds: list[float] = []
+
     class StopAfter(Callback):
         order = 99
 
+        def before_batch(self):
+            torch.cuda.synchronize()
+            self.started = time.perf_counter()
+
         def after_batch(self):
+            torch.cuda.synchronize()
+            batch_seconds.append(time.perf_counter() - self.started)
             if self.iter + 1 >= n_steps:
                 raise CancelFitException()
 
@@ -67,7 +75,10 @@ def train_steps(entry, micro_batch: int, budget: int, effective_bs: int, n_steps
     del learn, dls
     gpu.uncap()
     gpu.release_cached()
-    return {"micro_batch": micro_batch, "oom": oom, "peak_bytes": peak, "seconds": round(seconds, 2)}
+    timed = sorted(batch_seconds[2:])  # the first batches autotune cuDNN and calibrate the GradScaler
+    median = timed[len(timed) // 2] if timed else None
+    return {"micro_batch": micro_batch, "oom": oom, "peak_bytes": peak, "seconds": round(seconds, 2),
+            "step_seconds_median": median, "batches": len(batch_seconds)}
 
 
 def doubling_then_bisection(meter, entry, candidates, limit) -> dict:
@@ -109,6 +120,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--effective-bs", type=int, default=64)
     parser.add_argument("--entries", type=int, default=None, help="only the first N reference entries")
+    parser.add_argument("--doubling", action="store_true", help="also time the doubling-then-bisection search")
+    parser.add_argument("--estimate", action="store_true", help="also run the estimate meter (CPU work)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check needs a CUDA GPU and none is present here: nothing was measured.")
@@ -147,19 +160,20 @@ def main() -> int:
 
     # (d) the doubling-then-bisection search with the same trial step
     for entry in entries:
-        candidates = candidate_micro_batches(args.effective_bs, meter.has_batchnorm(entry))
         row = {"entry": entry.name}
-        try:
-            row["doubling"] = doubling_then_bisection(meter, entry, candidates, limit)
-        except Exception:
-            row["doubling_error"] = traceback.format_exc(limit=3)
+        if args.doubling:
+            candidates = candidate_micro_batches(args.effective_bs, meter.has_batchnorm(entry))
+            try:
+                row["doubling"] = doubling_then_bisection(meter, entry, candidates, limit)
+            except Exception:
+                row["doubling_error"] = traceback.format_exc(limit=3)
         record["entries"].append(row)
     meter.close()
     save()
     print("(d) doubling-then-bisection done", flush=True)
 
     # (b) real training steps at the chosen and the next larger micro-batch; (c) the estimate meter
-    estimate = EstimateMeter(budget_bytes=budget)
+    estimate = EstimateMeter(budget_bytes=budget) if args.estimate else None
     for entry, planned, row in zip(entries, plan.entries, record["entries"], strict=True):
         candidates = candidate_micro_batches(args.effective_bs, True)
         larger = [b for b in candidates if b > planned.micro_batch][:1]
@@ -173,13 +187,14 @@ def main() -> int:
                 run = train_steps(entry, b, budget, args.effective_bs, args.steps)
             except Exception:
                 run = {"micro_batch": b, "error": traceback.format_exc(limit=3)}
-            run["estimate_bytes"] = estimate.measure(entry, b).peak_bytes
+            run["estimate_bytes"] = estimate.measure(entry, b).peak_bytes if estimate else None
             row["runs"].append(run)
             save()
             shown = "OOM" if run.get("oom") else format_bytes(run.get("peak_bytes"))
             print(f"(b) {entry.name} micro-batch {b}: actual {shown}, estimate "
                   f"{format_bytes(run['estimate_bytes'])}", flush=True)
-    estimate.close()
+    if estimate:
+        estimate.close()
     save()
 
     # (e) the table
@@ -196,7 +211,8 @@ def main() -> int:
         actual = chosen.get("peak_bytes")
         error = f"{(row['predicted_peak_bytes'] - actual) / actual:+.1%}" if actual and row["predicted_peak_bytes"] \
             else "-"
-        est_error = f"{(chosen['estimate_bytes'] - actual) / actual:+.1%}" if actual else "-"
+        estimated = chosen["estimate_bytes"]
+        est_error = f"{(estimated - actual) / actual:+.1%}" if actual and estimated else "-"
         nxt_text = "-" if nxt is None else ("OOM" if nxt.get("oom") else format_bytes(nxt.get("peak_bytes")))
         doubling = row.get("doubling", {})
         lines.append(

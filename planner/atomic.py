@@ -53,3 +53,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def check_writable(path: str | Path, what: str, *, folder: bool) -> Path:
+    """Refuse, before any work, an output that could not be written at the end.
+
+    Args:
+        path: the output file (``folder=False``) or folder (``folder=True``).
+        what: the option that names it, for the message (e.g. "-o").
+        folder: whether ``path`` is a folder.
+
+    Raises:
+        UserError: the path is a folder where a file is expected (or the reverse), or the nearest
+            existing folder above it cannot be written.
+    """
+    from planner.errors import UserError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind, expected = ("a file", "a folder") if folder else ("a folder", "a file name")
+        raise UserError(f"{what} {path} is {kind}: give {expected}")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{what} {path} cannot be written (no permission in {existing}): choose another place")
+    return path

@@ -12,13 +12,14 @@ import warnings
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from planner.atomic import check_writable
 from planner.errors import PlanDoesNotFit, UserError
 
 app = typer.Typer(
@@ -49,11 +50,23 @@ class ProbeDevice(str, Enum):
     estimate = "estimate"
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from planner import __version__
+
+        console.print(f"planner {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Show the version and exit.")] = False,
+) -> None:
     """Plan, train and ensemble large image models on a GPU that is too small for them.
 
-    planner probe -> plan.json; planner run plan.json -> run folder; planner tune-weights RUN_DIR.
+    planner probe -> plan.json; planner run plan.json -> run folder; planner tune-weights RUN_DIR;
+    planner predict RUN_DIR IMAGES.
     """
 
 
@@ -104,7 +117,8 @@ class _ProbeProgress:
         from planner.budget import format_bytes
 
         result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
-        console.print(f"  micro-batch {point.micro_batch:>4}: {result} ({point.seconds:.1f} s)")
+        checkpointed = " with checkpointing" if point.grad_checkpointing else ""
+        console.print(f"  micro-batch {point.micro_batch:>4}{checkpointed}: {result} ({point.seconds:.1f} s)")
 
     def entry_done(self, entry) -> None:
         self.progress.advance(self.task)
@@ -118,7 +132,8 @@ def _plan_table(plan):
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
                         f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
                         f"measured by {plan.measured_on.device})")
-    columns = ("entry", "accum", "micro-batch", "predicted peak", "headroom", "probes", "OOMs", "seconds")
+    columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
+               "seconds")
     per_budget = any(entry.per_budget for entry in plan.entries)
     if per_budget:
         columns = (*columns, "accum × mb per budget")
@@ -128,14 +143,26 @@ def _plan_table(plan):
         style = None if entry.fits else "red"
         pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
                            + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
-        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch),
+        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), _checkpointing_cell(entry),
                       format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
                       str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *pairs, style=style)
     return table
 
 
+def _checkpointing_cell(entry) -> str:
+    """"yes"/"no", and the other configuration's peak when one was weighed (e.g. "yes (no: 9.1 GiB)")."""
+    from planner.budget import format_bytes
+
+    others = [a for a in entry.alternatives if a.grad_checkpointing != entry.grad_checkpointing]
+    text = "yes" if entry.grad_checkpointing else "no"
+    for other in others:
+        peak = format_bytes(other.predicted_peak_bytes) if other.fits else "no fit"
+        text += f" ({'yes' if other.grad_checkpointing else 'no'}: {other.micro_batch}, {peak})"
+    return text
+
+
 def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, margin: float, probe_data,
-                    output: Path, more_budgets=()):
+                    output: Path, more_budgets=(), checkpointing: bool = True, data: Path | None = None):
     """Probe with progress (a pair per budget too when ``more_budgets``), write the plan, show its
     table; returns the plan."""
     from planner.meters import get_meter
@@ -147,9 +174,12 @@ def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, m
     try:
         with reporter.progress:
             plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
-                              margin=margin, reporter=reporter, more_budgets=more_budgets)
+                              margin=margin, reporter=reporter, more_budgets=more_budgets,
+                              checkpointing=checkpointing)
     finally:
         meter.close()
+    if data is not None:
+        plan = plan.model_copy(update={"data": str(Path(data).resolve())})
     save_plan(plan, output)
     console.print(_plan_table(plan))
     console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
@@ -178,6 +208,12 @@ def probe(
                                           help="Fraction of the card kept free.")] = 0.05,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = Path("plan.json"),
+    checkpointing: Annotated[bool, typer.Option(
+        "--checkpointing/--no-checkpointing",
+        help="Weigh timm's activation checkpointing. Rule: the smallest accumulation without "
+        "checkpointing when one fits at a micro-batch the model's normalisation accepts (any without "
+        "BatchNorm in the body, at least 8 with it); otherwise the configuration predicted to train "
+        "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = True,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.budget import parse_budget
@@ -186,6 +222,7 @@ def probe(
 
     budgets = sorted({parse_budget(text) for text in gpu_mem})
     budget = budgets[0]
+    check_writable(output, "-o", folder=False)
     if models and arch:
         raise UserError("give either --models or --arch/--size, not both")
     if (arch is None) != (size is None):
@@ -194,6 +231,9 @@ def probe(
         entries = single_entry(arch, _parse_size(size))
     else:
         entries = load_models_file(models) if models else reference_entries()
+    from planner.locations import data_folder_here
+
+    data = data if data is not None else data_folder_here()
     probe_data = probe_data_from_folder(data)
 
     import torch
@@ -204,11 +244,13 @@ def probe(
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
     plan = _probe_and_show(entries, device_name, budget, effective_bs, margin, probe_data, output,
-                           more_budgets=budgets[1:])
+                           more_budgets=budgets[1:], checkpointing=checkpointing, data=data)
     misfits = [entry.name for entry in plan.entries if not entry.fits]
     if misfits:
+        how = " with checkpointing" if checkpointing else ""
         raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
-                             f"even at the smallest micro-batch: {', '.join(misfits)}")
+                             f"even at the smallest micro-batch{how}: {', '.join(misfits)} (`planner run` "
+                             "skips what does not fit)")
 
 
 TUNE_WEIGHTS_HELP = (
@@ -222,7 +264,9 @@ TUNE_WEIGHTS_HELP = (
 
 @app.command("tune-weights", help=TUNE_WEIGHTS_HELP)
 def tune_weights_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads preds/*.npz).")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="Run folder written by `planner run` (reads preds/*.npz).",
+        show_default="the most recently updated run folder here or in runs/")] = None,
     data: DataOption = None,
     trials: Annotated[
         int,
@@ -263,6 +307,11 @@ def tune_weights_command(
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
     from planner.ensemble.tune import TuneOptions
+    from planner.locations import latest_run_dir
+
+    if run_dir is None:
+        run_dir = latest_run_dir()
+        console.print(f"run folder: {run_dir} (the most recently updated)")
 
     options = TuneOptions(
         run_dir=run_dir,
@@ -308,6 +357,11 @@ def _tune_and_show(options):
         f"study {result.study.study_name!r} in {result.study.storage_shown}: {result.study.completed} trials "
         f"({result.study.ran} run now), best log loss {result.study.best_value:.4f}"
     )
+    if result.study.storage is not None:
+        import shlex
+
+        console.print(f"open it in optuna-dashboard (pip install optuna-dashboard): "
+                      f"optuna-dashboard {shlex.quote(result.study.storage_shown)}", soft_wrap=True)
     console.print(f"chosen: {result.chosen}. {result.reason}.")
     weights = zip(result.names, result.weights, strict=True)
     console.print("weights: " + ", ".join(f"{name} {weight:.3f}" for name, weight in weights))
@@ -328,13 +382,22 @@ def _parse_hand_weight(item: str) -> tuple[str, float]:
     raise UserError(f"--hand-weights expects NAME=WEIGHT, got {item!r}")
 
 # Options of `planner run`.
-RunDirOption = Annotated[Path, typer.Option(
-    "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.")]
+RunDirOption = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.",
+    show_default="runs/<plan name> beside the plan")]
 EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
 LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
-DeviceOption = Annotated[Literal["auto", "cuda", "cpu"], typer.Option(
-    "--device", help="auto: cuda if available, else cpu (fp32).")]
+
+
+class RunDevice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+# An Enum, not a Literal: typer reads Literal options only from 0.19 on (pyproject's floor is lower).
+DeviceOption = Annotated[RunDevice, typer.Option("--device", help="auto: cuda if available, else cpu (fp32).")]
 ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
 CpuMemoryLimitOption = Annotated[str | None, typer.Option(
     "--cpu-memory-limit", envvar="PLANNER_CPU_MEMORY_LIMIT", hidden=True,
@@ -394,12 +457,14 @@ def _run_and_show(plan: Path, data: Path, out: Path, options, ray_options=None):
 @app.command("run")
 def run(
     plan: Annotated[Path, typer.Argument(help="plan.json written by `planner probe`.")],
-    out: RunDirOption,
-    data: DataOption = None,
+    out: RunDirOption = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Data folder: train_images/<label>/*, test_images/*.",
+        show_default="the plan's data folder, else . when it holds train_images/")] = None,
     epochs: EpochsOption = 12,
     lr: LrOption = 0.01,
     no_pretrained: NoPretrainedOption = False,
-    device: DeviceOption = "auto",
+    device: DeviceOption = RunDevice.auto,
     valid_pct: ValidPctOption = 0.2,
     seed: SeedOption = 42,
     cpu_memory_limit: CpuMemoryLimitOption = None,
@@ -409,16 +474,30 @@ def run(
     pack: PackOption = False,
     max_retries: MaxRetriesOption = 2,
     crash_once: CrashOnceOption = None,
+    include_misfits: Annotated[bool, typer.Option(
+        "--include-misfits", help="Also train entries the plan marks as not fitting the card (skipped by "
+        "default, exit 3).")] = False,
+    save_models: Annotated[bool, typer.Option(
+        "--save-models/--no-save-models", help="Keep each trained model in RUN_DIR/models (safetensors weights "
+        "+ JSON recipe) for `planner predict`.")] = True,
 ) -> None:
-    """Train every plan entry with fastai on one shared held-out split; save TTA predictions."""
+    """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
+
+    Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
     from planner.budget import parse_budget
+    from planner.locations import data_for_run, default_run_dir
+    from planner.plan import load_plan
     from trainer.run import RunOptions
 
-    if data is None:
-        raise UserError("planner run needs --data DIR (train_images/<label>/*, test_images/*)")
+    data = data_for_run(data, load_plan(plan).data)
+    if out is None:
+        out = default_run_dir(plan)
+        console.print(f"run folder: {out}")
+    check_writable(out, "--out", folder=True)
     options = RunOptions(
-        epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device, valid_pct=valid_pct, seed=seed,
+        epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
+        include_misfits=include_misfits, save_models=save_models,
     )
     ray_options = None
     if backend == Backend.ray:
@@ -430,6 +509,47 @@ def run(
         raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
     result = _run_and_show(plan, data, out, options, ray_options)
     if result.failed:
+        raise typer.Exit(1)
+    if result.skipped:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+@app.command("predict")
+def predict_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `planner run` (reads models/, weights.json).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    tta: Annotated[bool, typer.Option(
+        "--tta/--no-tta", help="The run's seeded TTA (reproduces its test probabilities), or the plain pass only.")]
+    = True,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the CSV.")] = Path("predictions.csv"),
+    probs: Annotated[bool, typer.Option("--probs", help="Add one probability column per class.")] = False,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
+        "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
+        show_default=False)] = None,
+) -> None:
+    """Predict images with the run's saved models, combined with weights.json (uniform without one).
+
+    Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read
+    (listed on stderr, the others are in the CSV); 2 a user mistake."""
+    from planner.ensemble.record import load_weights
+    from trainer.predict import PredictOptions, predict, write_predictions_csv
+
+    options = PredictOptions(tta=tta, device=device, batch_size=batch_size)
+    weights = load_weights(run_dir)
+    with _trial_progress() as progress:
+        result = predict(run_dir, images, weights, options, progress)
+    path = write_predictions_csv(output, result, probs=probs)
+    for miss in result.unreadable:
+        err_console.print(f"error: cannot read image {miss.path} ({miss.reason}): not predicted",
+                          soft_wrap=True, markup=False)
+    shown = ", ".join(f"{name} {weight:.3f}" for name, weight in result.weights.items())
+    unread = f", {len(result.unreadable)} unreadable (listed on stderr)" if result.unreadable else ""
+    console.print(f"{len(result.names)} image(s) predicted on {result.device} ({'TTA' if tta else 'no TTA'})"
+                  f"{unread}; weights ({result.weights_source}): {shown}", soft_wrap=True)
+    console.print(f"wrote {path}", soft_wrap=True)
+    if result.unreadable:
         raise typer.Exit(1)
 
 

@@ -35,6 +35,7 @@ class EntrySpec:
     item: ItemTransform
     size: Size
     reference_arch: str | None = None
+    grad_checkpointing: bool = False
 
 
 def _crop(resize: int | tuple[int, int] = REFERENCE_RESIZE) -> ItemTransform:
@@ -88,9 +89,10 @@ def resolve_arch(arch: str) -> tuple[str, str | None]:
         UserError: timm does not know the name; the message lists near names.
     """
     import timm
-    from timm.models import _registry
 
-    renamed = _registry._deprecated_models.get(arch)
+    from planner.compat import timm_renamed_models
+
+    renamed = timm_renamed_models().get(arch)
     if renamed:
         return renamed, arch
     if timm.is_model(arch):

@@ -63,6 +63,7 @@ class ProbePoint(Record):
     oom: bool = False
     seconds: float = Field(ge=0)
     step_seconds: float | None = None
+    grad_checkpointing: bool = False
 
 
 class MemoryCurve(Record):
@@ -93,11 +94,25 @@ class BudgetPair(Record):
     fits: bool
 
 
+class Alternative(Record):
+    """One configuration the probe weighed for an entry: the chosen one and the others."""
+
+    micro_batch: int = Field(gt=0)
+    accum: int = Field(gt=0)
+    grad_checkpointing: bool
+    predicted_peak_bytes: int | None = Field(ge=0)
+    fits: bool
+    seconds_per_sample: float | None = None
+    relative_cost: float = Field(gt=0)
+
+
 class PlanEntry(Record):
     """Everything `planner run` needs to train one model, plus the evidence behind the choice.
 
     ``accum``/``micro_batch`` are for the plan's ``budget_bytes``; ``per_budget`` (empty unless the
     probe was given several budgets) holds a pair for each budget, the plan's own included.
+    ``grad_checkpointing`` trains with timm's activation checkpointing; ``choice`` says why this
+    configuration won and ``alternatives`` lists those weighed (``planner.configuration``).
     """
 
     name: str = Field(min_length=1)
@@ -116,6 +131,9 @@ class PlanEntry(Record):
     step_seconds: float | None = None
     probe_seconds: float = Field(default=0.0, ge=0)
     per_budget: list[BudgetPair] = Field(default_factory=list)
+    grad_checkpointing: bool = False
+    choice: str | None = None
+    alternatives: list[Alternative] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> PlanEntry:
@@ -141,7 +159,8 @@ class MeasuredOn(Record):
 
 
 class Plan(Record):
-    """The whole plan: one budget, one effective batch, one entry per model to train."""
+    """The whole plan: one budget, one effective batch, one entry per model to train; ``data`` is
+    the data folder it was probed with (absolute), which `planner run` uses when given none."""
 
     version: Literal[1] = PLAN_VERSION
     budget_bytes: int = Field(gt=0)
@@ -151,6 +170,7 @@ class Plan(Record):
     entries: list[PlanEntry]
     created: str
     seconds: float = Field(default=0.0, ge=0)
+    data: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:

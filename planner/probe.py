@@ -9,17 +9,21 @@ entry with the same architecture and size as an earlier one starts from that ent
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Protocol
 
 import torch
 
+from planner.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.entries import EntrySpec
-from planner.errors import UserError
+from planner.errors import UserError, first_line
 from planner.meters.base import Meter
-from planner.plan import BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size
+from planner.meters.fastai_steps import model_has_batchnorm
+from planner.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size
 from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
+from trainer.recipe import CheckpointingUnsupported
 
 DEFAULT_MARGIN = 0.05
 DEFAULT_EFFECTIVE_BATCH_SIZE = 64
@@ -57,6 +61,7 @@ def probe_plan(
     margin: float = DEFAULT_MARGIN,
     reporter: ProbeReporter | None = None,
     more_budgets: Sequence[int] = (),
+    checkpointing: bool = True,
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
@@ -71,6 +76,9 @@ def probe_plan(
             budget, ``budget_bytes`` included. Each extra search starts from the entry's curve and
             reuses its probes that did not run out of memory (a peak that fitted a smaller cap is
             the same under a larger one); the meter keeps the model between them.
+        checkpointing: weigh activation checkpointing when no micro-batch fits without it, or only
+            one too small for the model's BatchNorm (``planner.configuration``); False keeps every
+            entry without it.
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
@@ -78,7 +86,7 @@ def probe_plan(
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     limit = budget_bytes * (1 - margin)
-    curves: dict[tuple[str, Size], MemoryCurve] = {}
+    curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
     done: dict[str, PlanEntry] = {}
     order = sorted(range(len(entries)), key=lambda i: (entries[i].arch, i))  # same arch together
     for position, index in enumerate(order):
@@ -86,40 +94,32 @@ def probe_plan(
         reporter.entry_started(entry, position, len(entries))
         entry_started = time.perf_counter()
         candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
-        fitted: dict[int, ProbePoint] = {}  # probes that did not run out of memory, for larger budgets
-        fresh: list[ProbePoint] = []
-
-        def measure(b: int, entry: EntrySpec = entry, fitted=fitted, fresh=fresh) -> ProbePoint:
-            if b in fitted:
-                return fitted[b]
-            point = _measure_or_explain(meter, entry, b)
-            reporter.probe_done(entry, point)
-            fresh.append(point)
-            if not point.oom:
-                fitted[b] = point
-            return point
-
+        probes = _Probes(meter, reporter)
         meter.budget_bytes = budget_bytes  # a meter that emulates the card (cuda) caps itself at it
-        result = search_micro_batch(measure, candidates, limit, prior=curves.get((entry.arch, entry.size)))
-        if not result.fits and result.peak_bytes is None:
-            result = _measure_uncapped(meter, entry, result)
-        if result.curve is not None:
-            curves[(entry.arch, entry.size)] = result.curve
-        planned = _plan_entry(entry, result, budget_bytes, effective_batch_size,
+        result = _search(probes, entry, candidates, limit, curves)
+        floor = normalisation_floor(_body_has_batchnorm(meter, entry), effective_batch_size)
+        searched = {False: result}
+        if checkpointing and not plain_is_enough(_option(result, False), floor):
+            checkpointed = _search_checkpointed(probes, entry, candidates, limit, curves)
+            if checkpointed is not None:
+                searched[True] = checkpointed
+        choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
+        planned = _plan_entry(entry, searched, choice, budget_bytes, effective_batch_size, probes,
                               time.perf_counter() - entry_started)
         if more_budgets:
-            first_search = len(fresh)
+            first_search = len(probes.fresh)
             pairs = []
             for budget in sorted({budget_bytes, *more_budgets}):
                 if budget == budget_bytes:
                     pairs.append(_budget_pair(budget, result, effective_batch_size))
                     continue
                 meter.budget_bytes = budget
-                more = search_micro_batch(measure, candidates, budget * (1 - margin), prior=result.curve)
+                more = search_micro_batch(probes.measurer(entry), candidates, budget * (1 - margin),
+                                          prior=result.curve)
                 pairs.append(_budget_pair(budget, more, effective_batch_size))
             meter.budget_bytes = budget_bytes
             planned = planned.model_copy(update={
-                "per_budget": pairs, "probes": [*planned.probes, *fresh[first_search:]],
+                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]],
                 "probe_seconds": round(time.perf_counter() - entry_started, 2)})
         reporter.entry_done(planned)
         done[entry.name] = planned
@@ -131,14 +131,79 @@ def probe_plan(
     )
 
 
+class _Probes:
+    """One entry's probes: each (checkpointing, micro-batch) measured once, reported, kept in order."""
+
+    def __init__(self, meter: Meter, reporter: ProbeReporter):
+        self.meter = meter
+        self.reporter = reporter
+        self.fitted: dict[tuple[bool, int], ProbePoint] = {}  # no OOM: reused by larger budgets
+        self.fresh: list[ProbePoint] = []
+
+    def measurer(self, entry: EntrySpec) -> Callable[[int], ProbePoint]:
+        def measure(b: int) -> ProbePoint:
+            key = (entry.grad_checkpointing, b)
+            if key in self.fitted:
+                return self.fitted[key]
+            point = _measure_or_explain(self.meter, entry, b)
+            if entry.grad_checkpointing:
+                point = point.model_copy(update={"grad_checkpointing": True})
+            self.reporter.probe_done(entry, point)
+            self.fresh.append(point)
+            if not point.oom:
+                self.fitted[key] = point
+            return point
+
+        return measure
+
+
+def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit: float,
+            curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult:
+    """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
+    key = (entry.arch, entry.size, entry.grad_checkpointing)
+    result = search_micro_batch(probes.measurer(entry), candidates, limit, prior=curves.get(key))
+    if not result.fits and result.peak_bytes is None:
+        result = _measure_uncapped(probes.meter, entry, result)
+    if result.curve is not None:
+        curves[key] = result.curve
+    return result
+
+
+def _search_checkpointed(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit: float,
+                         curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult | None:
+    """The same search with activation checkpointing; None when the model cannot checkpoint."""
+    try:
+        return _search(probes, replace(entry, grad_checkpointing=True), candidates, limit, curves)
+    except CheckpointingUnsupported:
+        return None
+
+
+def _body_has_batchnorm(meter: Meter, entry: EntrySpec) -> bool:
+    """Whether the architecture's body (not fastai's head) has BatchNorm."""
+    return model_has_batchnorm(entry.arch, meter.n_classes, body_only=True)
+
+
+def _option(result: SearchResult, grad_checkpointing: bool) -> Option:
+    chosen = _chosen_point(result)
+    seconds = chosen.step_seconds / chosen.micro_batch if chosen and chosen.step_seconds else None
+    return Option(micro_batch=result.micro_batch, grad_checkpointing=grad_checkpointing,
+                  predicted_peak_bytes=result.peak_bytes, fits=result.fits, seconds_per_sample=seconds)
+
+
+def _chosen_point(result: SearchResult) -> ProbePoint | None:
+    if result.peak_bytes is None:
+        return None
+    return next(p for p in result.points if p.micro_batch == result.micro_batch and not p.oom)
+
+
 def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
     """Measure; a model that cannot train at this size at all is the user's to fix, in one line."""
     try:
         return meter.measure(entry, micro_batch, capped=capped)
     except (RuntimeError, AssertionError, ValueError) as error:
-        if isinstance(error, torch.OutOfMemoryError):
+        if isinstance(error, (torch.OutOfMemoryError, CheckpointingUnsupported)):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"{entry.name}: a training step at micro-batch {micro_batch} failed: {reason} "
                         "(check the architecture's input size)") from error
 
@@ -156,16 +221,29 @@ def _budget_pair(budget_bytes: int, result: SearchResult, effective_batch_size: 
                       fits=result.fits)
 
 
-def _plan_entry(entry: EntrySpec, result: SearchResult, budget_bytes: int, effective_batch_size: int,
-                seconds: float) -> PlanEntry:
-    chosen = next(p for p in result.points if p.micro_batch == result.micro_batch and not p.oom) \
-        if result.peak_bytes is not None else None
+def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Choice, budget_bytes: int,
+                effective_batch_size: int, probes: _Probes, seconds: float) -> PlanEntry:
+    """The plan's entry: the chosen configuration, or for a misfit the one needing the least memory."""
+    if choice.option is not None:
+        checkpointed = choice.option.grad_checkpointing
+    else:  # nothing fits: record the configuration that needs the smallest card
+        needs = {ckpt: r.peak_bytes for ckpt, r in searched.items() if r.peak_bytes is not None}
+        checkpointed = min(needs, key=needs.__getitem__) if needs else False
+    result = searched[checkpointed]
+    chosen = _chosen_point(result)
     peak = result.peak_bytes  # None only when even the uncapped smallest probe ran out of memory
+    alternatives = [
+        Alternative(micro_batch=o.micro_batch, accum=effective_batch_size // o.micro_batch,
+                    grad_checkpointing=o.grad_checkpointing, predicted_peak_bytes=o.predicted_peak_bytes,
+                    fits=o.fits, seconds_per_sample=o.seconds_per_sample, relative_cost=round(o.relative_cost, 3))
+        for o in (_option(r, ckpt) for ckpt, r in searched.items())
+    ]
     return PlanEntry(
         name=entry.name, arch=entry.arch, reference_arch=entry.reference_arch, item=entry.item,
         size=entry.size, accum=effective_batch_size // result.micro_batch, micro_batch=result.micro_batch,
         predicted_peak_bytes=peak, fits=result.fits,
         headroom_bytes=None if peak is None else budget_bytes - peak,
-        curve=result.curve, probes=list(result.points), ooms=result.ooms,
+        curve=result.curve, probes=list(probes.fresh), ooms=sum(p.oom for p in probes.fresh),
         step_seconds=chosen.step_seconds if chosen else None, probe_seconds=round(seconds, 2),
+        grad_checkpointing=checkpointed, choice=choice.reason, alternatives=alternatives,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,18 @@ def run_planner(*args: str, cwd: Path | None = None, timeout: float = 600) -> su
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160"}
     return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Train on one thread: on a 2-core machine shared with other jobs, two OpenMP threads spinning at
+    barriers turned a 4-second test into a 100-second one. (The CLI tests set OMP_NUM_THREADS=1.)"""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ class Runs:
     interrupted: tuple[int, str, str]
     after_interrupt: dict
     files_after_interrupt: list[str]
+    models_after_interrupt: list[str]
     first_npz_bytes: bytes
     resumed: tuple[int, str, str]
     repeated: tuple[int, str, str]
@@ -71,13 +72,14 @@ def runs(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     interrupted = finish(process)
     after_interrupt = json.loads((run_dir / "run.json").read_text())
     files_after_interrupt = sorted(path.name for path in (run_dir / "preds").iterdir())
+    models_after_interrupt = sorted(path.name for path in (run_dir / "models").iterdir())
     first_npz_bytes = (run_dir / "preds" / f"{FIRST}.npz").read_bytes()
 
     resumed = finish(planner(*command))
     started = time.perf_counter()
     repeated = finish(planner(*command))
-    return Runs(run_dir, interrupted, after_interrupt, files_after_interrupt, first_npz_bytes, resumed,
-                repeated, time.perf_counter() - started)
+    return Runs(run_dir, interrupted, after_interrupt, files_after_interrupt, models_after_interrupt,
+                first_npz_bytes, resumed, repeated, time.perf_counter() - started)
 
 
 def test_interrupt_keeps_the_finished_entry_and_no_partial_file(runs: Runs) -> None:
@@ -87,6 +89,7 @@ def test_interrupt_keeps_the_finished_entry_and_no_partial_file(runs: Runs) -> N
     assert entries[FIRST]["status"] == "finished"
     assert entries.get(SECOND, {}).get("status") != "finished"
     assert runs.files_after_interrupt == [f"{FIRST}.npz"]  # nothing of the second, not even a temp file
+    assert runs.models_after_interrupt == [f"{FIRST}.json", f"{FIRST}.safetensors"]  # the same for models
 
 
 def test_resume_trains_only_the_unfinished_entry(runs: Runs) -> None:

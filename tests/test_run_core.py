@@ -6,12 +6,10 @@ from __future__ import annotations
 import io
 import shutil
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 from fastai.callback.core import Callback
 from rich.console import Console
 from run_data import plan_entry, write_plan
@@ -26,14 +24,7 @@ from trainer.split import draw_split, shared_split
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Train on one thread: on a 2-core machine shared with other jobs, two OpenMP threads spinning at
-    barriers turned a 4-second test into a 100-second one. (The CLI tests set OMP_NUM_THREADS=1.)"""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class RememberModels(Callback):

@@ -82,7 +82,7 @@ CASES = {
     "held-out names differ": (renamed("valid_names"), "held-out file names that differ"),
     "held-out order differs": (reordered, "held-out file names in another order"),
     "vocab differs": (renamed("vocab"), "vocab"),
-    "test names differ": (renamed("test_names"), "test file names"),
+    "test names differ": (renamed("test_names"), "predict different test files (only in a.npz"),
     "NaN": (poisoned(np.nan), "NaN"),
     "negative": (poisoned(-0.1), "negative"),
     "row sum": (poisoned(0.9), "do not sum to 1"),
@@ -124,3 +124,30 @@ def test_cli_writes_the_files_and_prints_the_report(tmp_path: Path) -> None:
     assert "\r" not in done.stdout  # no progress-bar redraws when not a terminal
     for name in ("weights.json", "submission.csv", "weights.png", "optuna.db"):
         assert (tmp_path / name).is_file()
+
+
+def test_test_rows_in_another_order_are_aligned_by_file_name(tmp_path: Path) -> None:
+    from planner.ensemble.preds import load_predictions
+
+    probs, targets = informative_and_noise(rows=60)
+    write_run(tmp_path, ["a", "b"], probs, targets)
+    before = load_predictions(tmp_path)
+    path = tmp_path / "preds" / "b.npz"
+    with np.load(path) as npz:
+        order = np.arange(len(npz["test_names"]))[::-1]
+        rewrite(path, test_names=npz["test_names"][order], test_probs=npz["test_probs"][order])
+    after = load_predictions(tmp_path)
+    assert after.test_names == before.test_names
+    np.testing.assert_array_equal(after.test_probs, before.test_probs)
+
+
+def test_gp_sampler_runs_quietly_and_the_study_opens_in_optuna_dashboard(tmp_path: Path) -> None:
+    """--sampler gp past its 10 random start-up trials: no library warning on stderr (e.g. Optuna's note
+    about the optional greenlet package, or GPSampler's options on Optuna 3.6), and the dashboard
+    command names the study's storage."""
+    probs, targets = informative_and_noise(rows=100)
+    write_run(tmp_path, ["good", "noise"], probs, targets)
+    done = planner("tune-weights", str(tmp_path), "--trials", "12", "--folds", "2", "--sampler", "gp")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in done.stdout

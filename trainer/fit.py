@@ -20,7 +20,9 @@ from trainer.predictions import Predictions, error_rate, log_loss
 from trainer.progress import Reporter
 from trainer.recipe import build_learner, make_dataloaders
 from trainer.runfile import EpochRecord, MemoryRecord, Metrics, RunSettings
+from trainer.saved_model import SavedModel, capture_model
 from trainer.split import Split
+from trainer.tta import seeded_tta
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class RunInputs:
         device: "cuda" or "cpu" (fp16 on CUDA, fp32 on the CPU).
         seed: seeds weights initialisation and shuffling.
         cpu_memory_limit: cpu only: the tracker raises ``torch.OutOfMemoryError`` above it.
+        save_models: keep each trained model (weights and recipe) for `planner predict`.
     """
 
     effective_batch_size: int
@@ -44,6 +47,7 @@ class RunInputs:
     device: str
     seed: int
     cpu_memory_limit: int | None = None
+    save_models: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,13 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """What a successful try produced."""
+    """What a successful try produced (``model``: the trained weights and recipe, unless not kept)."""
 
     predictions: Predictions
     metrics: Metrics
     memory: MemoryRecord
     epochs: list[EpochRecord]
+    model: SavedModel | None = None
 
 
 def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> TrainOutcome:
@@ -109,20 +114,23 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
         vocab=layout.vocab, seed=inputs.seed,
     )
     learn = build_learner(dls, entry.arch, effective_batch_size=inputs.effective_batch_size,
-                          pretrained=settings.pretrained, fp16=inputs.device == "cuda")
+                          pretrained=settings.pretrained, fp16=inputs.device == "cuda",
+                          grad_checkpointing=entry.grad_checkpointing)
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
     epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1)
     with meter.measuring(learn.model):
         learn.fine_tune(settings.epochs, settings.lr, cbs=[MemoryPhases(meter), epochs, *cbs])
 
-    valid_probs, valid_plain, valid_targets = _tta(learn, None, settings)
+    saved = capture_model(learn, job) if inputs.save_models else None
+    valid_probs, valid_plain, valid_targets = seeded_tta(learn, None, settings.tta_n, settings.tta_beta, inputs.seed)
     targets = np.array([layout.vocab.index(label_of(name)) for name in split.valid], dtype=np.int64)
     if not np.array_equal(valid_targets, targets):
         raise RuntimeError("fastai's held-out order differs from split.json; predictions would be misaligned")
     test_files = [layout.test_path(name) for name in layout.test]
     if test_files:
-        test_probs = _tta(learn, learn.dls.test_dl(test_files), settings)[0]
+        test_dl = learn.dls.test_dl(test_files)
+        test_probs = seeded_tta(learn, test_dl, settings.tta_n, settings.tta_beta, inputs.seed)[0]
     else:
         test_probs = np.zeros((0, len(layout.vocab)), dtype=np.float32)
     predictions = Predictions(
@@ -135,22 +143,5 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
         error_rate_no_tta=error_rate(valid_plain, targets), log_loss_no_tta=log_loss(valid_plain, targets),
     )
     return TrainOutcome(predictions=predictions, metrics=metrics, memory=meter.record(),
-                        epochs=epochs.records)
+                        epochs=epochs.records, model=saved)
 
-
-def _tta(learn: Any, dl: Any, settings: RunSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """fastai's ``tta`` (probabilities already: no softmax here), and the plain predictions it
-    computes on the way. ``dl=None`` means the held-out split.
-
-    Returns:
-        (TTA probabilities, plain probabilities, targets or None), as float32/int64 numpy arrays.
-    """
-    import torch
-
-    (augmented, plain), targets = learn.tta(ds_idx=1, dl=dl, n=settings.tta_n, beta=None)
-    blended = torch.lerp(augmented, plain, settings.tta_beta)  # what tta(beta=tta_beta) returns
-    return (
-        blended.float().numpy(),
-        plain.float().numpy(),
-        None if targets is None else targets.long().numpy(),
-    )

@@ -37,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from planner.errors import UserError
+from planner.errors import UserError, first_line
 from planner.plan import Plan, PlanEntry, load_plan
 from trainer.fit import RunInputs, TrainJob
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
@@ -48,13 +48,24 @@ from trainer.run import (
     RunResult,
     _check_entry_names,
     accumulation_ladder,
+    describe_entry_error,
+    entries_to_train,
     failed_record,
-    finished_earlier,
     finished_record,
     new_entry_record,
+    one_writer,
     start_run_folder,
 )
-from trainer.runfile import EntryRecord, EpochRecord, MemoryRecord, Metrics, OomMiss, RunBook, WorkerRecord
+from trainer.runfile import (
+    EntryRecord,
+    EpochRecord,
+    MemoryRecord,
+    Metrics,
+    OomMiss,
+    RunBook,
+    SavedModelRecord,
+    WorkerRecord,
+)
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -126,6 +137,7 @@ class TaskDone:
     epochs: list[EpochRecord]
     metrics: Metrics
     predictions: str
+    model: SavedModelRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -180,29 +192,26 @@ def run_plan_ray(
     if options.device == "cuda" and ray_options.gpus_per_entry == 0:
         raise UserError("--gpus-per-entry 0 trains on CPU workers: use --device cpu or auto, or give each "
                         "entry a GPU")
-    run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
-                                                              reporter)
-    try:
-        todo = []
-        for entry in plan.entries:
-            previous = finished_earlier(book, entry.name)
-            if previous:
-                reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
-            else:
-                todo.append(entry)
-        if todo:
-            if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
-                os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-            shared = SharedInputs(run_dir=run_dir, inputs=RunInputs(
-                effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                settings=options.settings(), device=options.device, seed=options.seed,
-                cpu_memory_limit=options.cpu_memory_limit))
-            with _connected(ray, ray_options.address):
-                shares = _gpu_shares(ray, plan, todo, ray_options)
-                _check_gpus(ray, max(shares.values()))
-                _Driver(ray, plan, shared, book, reporter, ray_options, shares).run(todo)
-    finally:
-        reporter.run_finished()
+    with one_writer(run_dir):
+        run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
+                                                                  reporter)
+        try:
+            # a skipped entry's record names the device its task would have asked for
+            wanted = "cpu" if options.device == "cpu" or ray_options.gpus_per_entry == 0 else "cuda"
+            todo = entries_to_train(plan, book, reporter, wanted, options.include_misfits)
+            if todo:
+                if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
+                    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+                shared = SharedInputs(run_dir=run_dir, inputs=RunInputs(
+                    effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+                    settings=options.settings(), device=options.device, seed=options.seed,
+                    cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models))
+                with _connected(ray, ray_options.address):
+                    shares = _gpu_shares(ray, plan, todo, ray_options)
+                    _check_gpus(ray, max(shares.values()))
+                    _Driver(ray, plan, shared, book, reporter, ray_options, shares).run(todo)
+        finally:
+            reporter.run_finished()
     names = tuple(entry.name for entry in plan.entries)
     devices = {book.run.entries[name].device for name in names if name in book.run.entries}
     return RunResult(run_dir=run_dir, run=book.run, names=names, device="cuda" if "cuda" in devices else "cpu")
@@ -233,7 +242,8 @@ class _Driver:
                 try:
                     result = self.ray.get(ref)
                 except self.ray.exceptions.RayError as error:
-                    self.give_up(entry, _first_line(getattr(error, "cause", None) or error))
+                    cause = getattr(error, "cause", None)  # the task's own exception, if it raised
+                    self.give_up(entry, describe_entry_error(cause) if cause else _named_first_line(error))
                     continue
                 self.record(entry, result)
         finally:
@@ -259,7 +269,8 @@ class _Driver:
         outcome = result.outcome
         if isinstance(outcome, TaskDone):
             record = finished_record(record, memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
-                                     predictions=outcome.predictions, seconds=self.seconds[name])
+                                     predictions=outcome.predictions, seconds=self.seconds[name],
+                                     model=outcome.model)
             self.book.put(record)
             self.reporter.entry_done(record)
             return
@@ -316,6 +327,7 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     from trainer.predictions import predictions_path, save_predictions
     from trainer.recipe import prepare_device
     from trainer.run import _attempt
+    from trainer.saved_model import save_model
 
     started = time.time()
     if spec.crash_once:
@@ -339,9 +351,10 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     if isinstance(result, OomMiss):
         outcome: TaskDone | OomMiss = result
     else:
+        model = save_model(shared.run_dir, result.model) if result.model else None  # before the npz
         path = save_predictions(predictions_path(shared.run_dir, spec.entry.name), result.predictions)
         outcome = TaskDone(memory=result.memory, epochs=result.epochs, metrics=result.metrics,
-                           predictions=path.relative_to(shared.run_dir).as_posix())
+                           predictions=path.relative_to(shared.run_dir).as_posix(), model=model)
     worker = WorkerRecord(
         node=ray.util.get_node_ip_address(), hostname=socket.gethostname(), pid=os.getpid(),
         gpu_ids=[str(gpu) for gpu in ray.get_gpu_ids()], gpu_share=spec.gpu_share, gpu_memory_bytes=card_bytes,
@@ -412,7 +425,7 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise UserError(f"cannot reach {where}: {_first_line(error)}") from None
+        raise UserError(f"cannot reach {where}: {_named_first_line(error)}") from None
     try:
         yield
     finally:
@@ -463,6 +476,5 @@ def _iso(unix: float) -> str:
     return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+def _named_first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__

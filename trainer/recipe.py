@@ -9,13 +9,13 @@ data loaders live there) and ``to_fp16()`` on CUDA. On the CPU fastai's mixed pr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from planner.compat import channels_first_timm_body
 from planner.plan import ItemTransform, Size
 
 
@@ -27,11 +27,14 @@ def item_transform(item: ItemTransform) -> Any:
     return Resize(item.resize, method=method)
 
 
+AUG_MIN_SCALE = 0.75
+
+
 def batch_transforms(size: Size) -> list:
     """The reference's batch augmentation at the entry's final size."""
     from fastai.vision.all import aug_transforms
 
-    return aug_transforms(size=size, min_scale=0.75)
+    return aug_transforms(size=size, min_scale=AUG_MIN_SCALE)
 
 
 def make_dataloaders(
@@ -89,39 +92,47 @@ def build_learner(
     effective_batch_size: int,
     pretrained: bool,
     fp16: bool,
+    grad_checkpointing: bool = False,
     cbs: Sequence[Any] = (),
 ) -> Any:
     """The reference's learner: ``vision_learner(dls, arch, metrics=error_rate,
-    cbs=GradientAccumulation(effective_batch_size))``, ``.to_fp16()`` when ``fp16``."""
+    cbs=GradientAccumulation(effective_batch_size))``, ``.to_fp16()`` when ``fp16``; with
+    ``grad_checkpointing`` the timm body recomputes its activations in the backward pass.
+
+    Raises:
+        CheckpointingUnsupported: ``grad_checkpointing`` for a model that cannot do it.
+    """
     from fastai.vision.all import GradientAccumulation, error_rate, vision_learner
 
     learn = vision_learner(
         dls, arch, metrics=error_rate, pretrained=pretrained,
         cbs=[GradientAccumulation(effective_batch_size), *cbs],
     )
-    _channels_first_body(learn.model[0])
+    channels_first_timm_body(learn.model[0])  # Swin's NHWC features (planner.compat)
+    set_grad_checkpointing(learn.model, grad_checkpointing)
     return learn.to_fp16() if fp16 else learn
 
 
-def _channels_first_body(body: Any) -> None:
-    """Make fastai's ``TimmBody`` hand channels-first features to its pooling head.
+class CheckpointingUnsupported(ValueError):
+    """The timm model has no gradient checkpointing."""
 
-    timm 1.x Swin models return NHWC features from ``forward_features`` while fastai's head pools
-    the last two dimensions, so ``vision_learner`` fails on them (BatchNorm size mismatch). For such
-    bodies the features are permuted to NCHW (a view: no memory cost); other bodies are untouched.
+
+def set_grad_checkpointing(model: Any, enable: bool) -> None:
+    """Turn timm's gradient checkpointing on or off in fastai's model (timm body + fastai head).
+
+    timm's ``set_grad_checkpointing`` makes ``forward_features`` run its stages or blocks through
+    ``torch.utils.checkpoint``: their activations are recomputed in the backward pass instead of
+    kept. The head is small and keeps its activations.
+
+    Raises:
+        CheckpointingUnsupported: ``enable`` for a model whose timm class cannot checkpoint.
     """
-    if body.needs_pool and getattr(body.model, "output_fmt", "NCHW") == "NHWC":
-        body.__class__ = _channels_first_body_class()
-
-
-@functools.cache
-def _channels_first_body_class() -> type:
-    from fastai.vision.learner import TimmBody
-
-    def forward(self: Any, x: Any) -> Any:
-        return self.model.forward_features(x).permute(0, 3, 1, 2)
-
-    return type("ChannelsFirstTimmBody", (TimmBody,), {"forward": forward})
+    body = model[0].model
+    try:
+        body.set_grad_checkpointing(enable)
+    except (AssertionError, AttributeError, NotImplementedError) as error:
+        if enable:
+            raise CheckpointingUnsupported(f"{type(body).__name__} has no gradient checkpointing in timm") from error
 
 
 def synthetic_image(item: ItemTransform, seed: int) -> Image.Image:

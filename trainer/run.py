@@ -10,14 +10,17 @@ unfinished one.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from planner.errors import UserError
+from planner.budget import format_bytes
+from planner.errors import UserError, first_line
+from planner.lock import held_exclusively
 from planner.plan import Plan, PlanEntry, load_plan
 from trainer.data import DataLayout, scan_data
 from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
@@ -34,13 +37,16 @@ from trainer.runfile import (
     RunBook,
     RunFile,
     RunSettings,
+    SavedModelRecord,
     load_run,
     now,
     save_run,
 )
+from trainer.saved_model import save_model
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class RunOptions:
         seed: seeds the split, the weights and the shuffling.
         cpu_memory_limit: testing aid: on the CPU, raise ``torch.OutOfMemoryError`` when the tracked
             live bytes exceed this, as a card of that size would.
+        include_misfits: train entries the plan marks ``fits: false`` too (skipped by default).
+        save_models: keep each trained model in ``models/`` (safetensors + JSON recipe) for `planner predict`.
     """
 
     epochs: int = 12
@@ -65,6 +73,8 @@ class RunOptions:
     valid_pct: float = 0.2
     seed: int = 42
     cpu_memory_limit: int | None = None
+    include_misfits: bool = False
+    save_models: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -92,8 +102,13 @@ class RunResult:
 
     @property
     def failed(self) -> list[str]:
-        """The plan's entries that ran out of memory at every accumulation."""
+        """The plan's entries given up: out of memory at every accumulation, or another error."""
         return [name for name in self.names if self.run.entries[name].status == "failed"]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The plan's entries skipped because they do not fit the card."""
+        return [name for name in self.names if self.run.entries[name].status == "skipped"]
 
 
 def run_plan(
@@ -126,24 +141,34 @@ def run_plan(
     plan = load_plan(plan_path)
     _check_entry_names(plan)
     device = _resolve_device(options)
-    run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
-                                                              reporter)
-    inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                       settings=options.settings(), device=device, seed=options.seed,
-                       cpu_memory_limit=options.cpu_memory_limit)
-    prepare_device(device)
-    try:
-        for entry in plan.entries:
-            previous = finished_earlier(book, entry.name)
-            if previous:
-                reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
-                continue
-            job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
-            record = _train_with_fallback(job, plan, book, reporter, cbs)
-            reporter.entry_done(record)
-    finally:
-        reporter.run_finished()
+    with one_writer(run_dir):
+        run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
+                                                                  reporter)
+        inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+                           settings=options.settings(), device=device, seed=options.seed,
+                           cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models)
+        prepare_device(device)
+        try:
+            for entry in entries_to_train(plan, book, reporter, device, options.include_misfits):
+                job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
+                record = _train_with_fallback(job, plan, book, reporter, cbs)
+                reporter.entry_done(record)
+        finally:
+            reporter.run_finished()
     return RunResult(run_dir=run_dir, run=book.run, names=tuple(e.name for e in plan.entries), device=device)
+
+
+@contextmanager
+def one_writer(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock while training: a second `planner run` on it is refused in one line
+    naming the holder, instead of both training the same entries (locks over NFS are not reliable)."""
+    folder = Path(run_dir).expanduser().resolve()
+
+    def refusal(holder: str) -> str:
+        return f"run folder {folder} is in use by {holder}: wait for that run to finish, or use another --out"
+
+    with held_exclusively(folder / LOCK_FILE, refusal):
+        yield
 
 
 def _train_with_fallback(
@@ -163,11 +188,16 @@ def _train_with_fallback(
         reporter.entry_started(job.entry.name, accum, job.micro_batch, job.inputs.settings.epochs + 1)
         result = _attempt(job, reporter, cbs)
         release_memory(job.inputs.device)  # outside the except block: the traceback no longer holds tensors
+        if isinstance(result, EntryError):
+            record = failed_record(record, misses, time.perf_counter() - clock, result.message)
+            book.put(record)
+            return record
         if isinstance(result, TrainOutcome):
-            path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)
+            model = save_model(book.run_dir, result.model) if result.model else None  # before the npz: finished
+            path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)  # means kept
             record = finished_record(record, memory=result.memory, epochs=result.epochs, metrics=result.metrics,
                                      predictions=path.relative_to(book.run_dir).as_posix(),
-                                     seconds=time.perf_counter() - clock)
+                                     seconds=time.perf_counter() - clock, model=model)
             book.put(record)
             return record
         misses = [*misses, result]
@@ -176,6 +206,47 @@ def _train_with_fallback(
                            f"out of memory at every accumulation ({', '.join(map(str, ladder))})")
     book.put(record)
     return record
+
+
+def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
+                     include_misfits: bool) -> list[PlanEntry]:
+    """The plan's entries that still need training, as both backends pick them: an entry finished
+    by an earlier run is skipped, and so is one the plan says does not fit the card (recorded in
+    run.json as ``skipped``, with why and the card it needs) unless ``include_misfits``."""
+    todo = []
+    for entry in plan.entries:
+        previous = finished_earlier(book, entry.name)
+        if previous:
+            reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
+        elif not entry.fits and not include_misfits:
+            reason = misfit_reason(entry, plan)
+            book.put(skipped_record(entry, plan, device, reason))
+            reporter.entry_skipped(entry.name, reason)
+        else:
+            todo.append(entry)
+    return todo
+
+
+def misfit_reason(entry: PlanEntry, plan: Plan) -> str:
+    """One line: why the entry is not trained, and the smallest card that would fit it."""
+    how = " with checkpointing" if entry.grad_checkpointing else ""
+    text = (f"does not fit a {format_bytes(plan.budget_bytes)} card even at micro-batch {entry.micro_batch}{how}")
+    if entry.predicted_peak_bytes is not None:
+        card = entry.predicted_peak_bytes / (1 - plan.margin)
+        text += (f": needs {format_bytes(entry.predicted_peak_bytes)}, a card of at least {format_bytes(card)} "
+                 f"with the plan's {plan.margin:.0%} margin")
+    return text + " (train it anyway with --include-misfits)"
+
+
+def skipped_record(entry: PlanEntry, plan: Plan, device: str, reason: str) -> EntryRecord:
+    """run.json's record of an entry not trained because it does not fit."""
+    return EntryRecord(
+        name=entry.name, arch=entry.arch, item=entry.item, size=entry.size, status="skipped", device=device,
+        precision="fp16" if device == "cuda" else "fp32", planned_accum=entry.accum,
+        planned_micro_batch=entry.micro_batch, accum=entry.accum, micro_batch=entry.micro_batch,
+        predicted_peak_bytes=entry.predicted_peak_bytes, predicted_on=plan.measured_on.device,
+        grad_checkpointing=entry.grad_checkpointing, started=now(), finished=now(), error=reason,
+    )
 
 
 def finished_earlier(book: RunBook, name: str) -> EntryRecord | None:
@@ -193,18 +264,19 @@ def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
         device=job.inputs.device, precision="fp16" if job.inputs.device == "cuda" else "fp32",
         planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
         accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
-        predicted_on=plan.measured_on.device, started=started,
+        predicted_on=plan.measured_on.device, grad_checkpointing=job.entry.grad_checkpointing, started=started,
     )
 
 
 def finished_record(
     record: EntryRecord, *, memory: MemoryRecord, epochs: list[EpochRecord], metrics: Metrics, predictions: str,
-    seconds: float,
+    seconds: float, model: SavedModelRecord | None = None,
 ) -> EntryRecord:
-    """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative)."""
+    """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative),
+    its model (unless not kept) as ``model`` says."""
     return record.model_copy(update={
         "status": "finished", "memory": memory, "epochs": epochs, "metrics": metrics,
-        "predictions": predictions, "seconds": seconds, "finished": now(),
+        "predictions": predictions, "model": model, "seconds": seconds, "finished": now(),
     })
 
 
@@ -215,13 +287,38 @@ def failed_record(record: EntryRecord, misses: list[OomMiss], seconds: float, er
     })
 
 
-def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss:
-    """One try; an out-of-memory error becomes an :class:`OomMiss` (and its traceback is dropped)."""
+@dataclass(frozen=True)
+class EntryError:
+    """A try that failed for a reason other than memory: the entry is given up, the run goes on."""
+
+    message: str
+
+
+def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss | EntryError:
+    """One try; an out-of-memory error becomes an :class:`OomMiss`, any other error an
+    :class:`EntryError` naming it and the fix (their tracebacks are dropped)."""
     try:
         return train_entry(job, reporter, cbs)
     except torch.OutOfMemoryError as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
-        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=message)
+        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=first_line(error, "out of memory"))
+    except Exception as error:  # any other failure of this entry: recorded, the next entries still train
+        return EntryError(describe_entry_error(error))
+
+
+def describe_entry_error(error: BaseException) -> str:
+    """One line for an entry that failed: what happened and what to do (the rerun retries it)."""
+    from PIL import UnidentifiedImageError
+
+    text = f"{type(error).__name__}: {first_line(error)}"
+    if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
+        hint = "an image could not be read: remove or replace it"
+    elif "Unknown model" in text or "Invalid pretrained tag" in text:
+        hint = "the plan names an architecture this timm does not have: fix the entry's arch or probe again"
+    elif isinstance(error, ConnectionError) or any(word in text for word in ("HTTP", "URL", "connection", "hub")):
+        hint = "pretrained weights could not be downloaded: connect, fill the cache, or use --no-pretrained"
+    else:
+        hint = "see run.log"
+    return f"{text} ({hint}; rerun the same command to retry this entry)"
 
 
 def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[int]:

@@ -88,6 +88,16 @@ class Metrics(Record):
     log_loss_no_tta: float
 
 
+class SavedModelRecord(Record):
+    """An entry's saved model: weights (safetensors) and recipe (JSON), relative to the run folder;
+    ``bytes`` and ``sha256`` of the weights file, checked before it is loaded."""
+
+    weights: str
+    recipe: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class WorkerRecord(Record):
     """Where the try that finished an entry ran, with ``planner run --backend ray``.
 
@@ -114,28 +124,31 @@ class EntryRecord(Record):
     """One plan entry in a run: its settings as planned and as trained, and the evidence.
 
     ``status`` is ``running`` from the start of training until the prediction file is written, then
-    ``finished``; ``failed`` when it ran out of memory at every accumulation. An entry is done only
-    when it is ``finished`` and its prediction file exists.
+    ``finished``; ``failed`` when it ran out of memory at every accumulation; ``skipped`` when the
+    plan says it does not fit the card (``error`` says why). An entry is done only when it is
+    ``finished`` and its prediction file exists.
     """
 
     name: str
     arch: str
     item: ItemTransform
     size: Size
-    status: Literal["running", "finished", "failed"]
+    status: Literal["running", "finished", "failed", "skipped"]
     device: Device
     precision: Literal["fp16", "fp32"]
     planned_accum: int = Field(gt=0)
     planned_micro_batch: int = Field(gt=0)
     accum: int = Field(gt=0)
     micro_batch: int = Field(gt=0)
-    predicted_peak_bytes: int = Field(ge=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
     predicted_on: Literal["cuda", "cpu", "estimate"]
+    grad_checkpointing: bool = False
     memory: MemoryRecord | None = None
     oom_misses: list[OomMiss] = Field(default_factory=list)
     epochs: list[EpochRecord] = Field(default_factory=list)
     metrics: Metrics | None = None
     predictions: str | None = None
+    model: SavedModelRecord | None = None
     seconds: float = Field(default=0.0, ge=0)
     started: str
     finished: str | None = None

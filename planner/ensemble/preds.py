@@ -3,7 +3,8 @@
 Each file holds plain arrays (read with ``allow_pickle=False``): ``valid_probs`` (rows × classes),
 ``valid_names``, ``valid_targets``, ``test_probs``, ``test_names`` and ``vocab``. The entry name is
 the file stem. Weights fitted on held-out rows mean something only if every model saw the same rows
-in the same order with the same classes, so every difference is a one-line ``UserError``.
+in the same order with the same classes, so every difference is a one-line ``UserError``; test rows
+are matched by file name (the same files in another order are aligned).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def load_predictions(run_dir: Path) -> Predictions:
         )
     files = [_read(path) for path in paths]
     first, first_path = files[0], paths[0]
+    files = [first, *(_test_rows_aligned(first, first_path, arrays, path) for arrays, path in
+                      zip(files[1:], paths[1:], strict=True))]
     for arrays, path in zip(files[1:], paths[1:], strict=True):
         _same(first, first_path, arrays, path)
     return Predictions(
@@ -128,6 +131,30 @@ def _check_probs(probs: np.ndarray, rows: int, classes: int, where: str) -> None
         raise UserError(
             f"{where}: {bad.size} row(s) do not sum to 1 (row {bad[0]} sums to {sums[bad[0]]:.6g})"
         )
+
+
+def _test_rows_aligned(first: dict[str, np.ndarray], first_path: Path, other: dict[str, np.ndarray],
+                       path: Path) -> dict[str, np.ndarray]:
+    """``other`` with its test rows in ``first``'s order when both hold the same test files (a model
+    trained later or elsewhere may list them in another order).
+
+    Raises:
+        UserError: the two files hold different test files; the message names some of each.
+    """
+    mine, theirs = first["test_names"].tolist(), other["test_names"].tolist()
+    if mine == theirs:
+        return other
+    if set(mine) != set(theirs):
+        only_first = sorted(set(mine) - set(theirs))[:3]
+        only_other = sorted(set(theirs) - set(mine))[:3]
+        raise UserError(
+            f"{path.name} and {first_path.name} predict different test files (only in {first_path.name}: "
+            f"{', '.join(only_first) or '-'}; only in {path.name}: {', '.join(only_other) or '-'}): train every "
+            "entry on the same test_images/"
+        )
+    row = {name: index for index, name in enumerate(theirs)}
+    order = np.array([row[name] for name in mine])
+    return {**other, "test_names": other["test_names"][order], "test_probs": other["test_probs"][order]}
 
 
 def _same(first: dict[str, np.ndarray], first_path: Path, other: dict[str, np.ndarray], path: Path) -> None:

@@ -5,15 +5,17 @@ Records are frozen pydantic models like ``plan.json``'s, written atomically, ver
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from planner.atomic import atomic_write_json
-from planner.plan import Record
+from planner.errors import UserError
+from planner.plan import Record, describe_validation_error
 
 if TYPE_CHECKING:
     from planner.ensemble.crossfit import Score
@@ -128,6 +130,27 @@ def save_weights(result: TuneResult, options: TuneOptions, rule: str) -> Path:
         seconds=result.seconds,
     )
     return atomic_write_json(result.weights_path, record.to_dict())
+
+
+def load_weights(run_dir: Path) -> dict[str, float] | None:
+    """The chosen weights of ``RUN_DIR/weights.json`` by entry name, or None when the run has none.
+
+    Raises:
+        UserError: the file is not JSON, of another version, or a field is wrong (named).
+    """
+    path = Path(run_dir) / "weights.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}): rerun planner tune-weights") from None
+    if isinstance(data, dict) and data.get("version") != WEIGHTS_VERSION:
+        raise UserError(f"{path} has version {data.get('version')!r}, this planner reads version {WEIGHTS_VERSION}")
+    try:
+        return dict(WeightsFile.model_validate(data).weights)
+    except ValidationError as error:
+        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
 
 
 def _named(names: tuple[str, ...], weights: np.ndarray) -> dict[str, float]:

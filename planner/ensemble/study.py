@@ -39,18 +39,15 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from planner.compat import gp_sampler
 from planner.ensemble.objectives import log_loss, row_log_losses
-from planner.errors import UserError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; SQLite's own locking remains
-    fcntl = None
+from planner.errors import UserError, first_line
+from planner.lock import held_exclusively
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+    "gp": gp_sampler,  # its options differ across Optuna releases: planner.compat
 }
 # The value of u that stands for "weight 1 before normalising" in enqueued trials.
 UNIT = float(np.exp(-1.0))
@@ -215,8 +212,7 @@ def _open(storage: str | None, study_name: str) -> optuna.Study:
                 storage=rdb, study_name=study_name, direction="minimize", load_if_exists=True
             )
     except (SQLAlchemyError, ValueError, ImportError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot open Optuna storage {storage!r}: {first_line}") from None
+        raise UserError(f"cannot open Optuna storage {storage!r}: {first_line(error)}") from None
 
 
 def _sqlite_file(storage: str) -> Path | None:
@@ -241,23 +237,14 @@ def single_writer(storage: str | None) -> Iterator[None]:
         UserError: another process holds it (another tune-weights is writing the same file).
     """
     path = None if storage is None else _sqlite_file(storage)
-    if path is None or fcntl is None:
+    if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"another process is running a study in {path}: SQLite takes one writer at a time; wait for "
-                "it, or run several processes or machines on a server database with --storage "
-                "postgresql://USER:PASSWORD@HOST/DB (README: Scale out)"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    refusal = (f"another process ({{}}) is running a study in {path}: SQLite takes one writer at a time; wait "
+               "for it, or run several processes or machines on a server database with --storage "
+               "postgresql://USER:PASSWORD@HOST/DB (README: Scale out)")
+    with held_exclusively(Path(f"{path}.lock"), refusal.format):
+        yield
 
 
 def _fast_sqlite(connection: sqlite3.Connection, _record: object) -> None:

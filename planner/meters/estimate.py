@@ -13,9 +13,11 @@ on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it
 The device model (:mod:`planner.meters.device_model`) replays the step through torch's caching
 allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
 runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
-optimizer state exist from the start) and is remembered per architecture, size and micro-batch, since
-the fake step does not depend on the item transform: a second entry of the same architecture and
-size costs nothing to confirm.
+optimizer state exist from the start) and is remembered per architecture, size, gradient
+checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
+entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
+(timm's ``set_grad_checkpointing``) the recomputation in the backward pass runs under the same
+CUDA autocast policy, as ``torch.utils.checkpoint`` restores autocast for it.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class EstimateMeter(Meter):
         self.arch = arch or GpuArch()
         self._step: FakeStep | None = None
         self._arch_name: str | None = None
-        self._points: dict[tuple[str, Size, int], ProbePoint] = {}
+        self._points: dict[tuple[str, Size, bool, int], ProbePoint] = {}
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="estimate", precision=self.precision, context_bytes=self.device.overhead_bytes,
@@ -98,11 +100,15 @@ class EstimateMeter(Meter):
         return any(isinstance(module, _BatchNorm) for module in self._fake_step(entry).model.modules())
 
     def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
-        key = (entry.arch, entry.size, micro_batch)
+        from trainer.recipe import set_grad_checkpointing
+
+        key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
         if key in self._points:
             return self._points[key].model_copy(update={"seconds": 0.0})
         started = time.perf_counter()
-        peaks = self.device.peaks(self._fake_step(entry).run(micro_batch, entry.size))
+        step = self._fake_step(entry)
+        set_grad_checkpointing(step.model, entry.grad_checkpointing)
+        peaks = self.device.peaks(step.run(micro_batch, entry.size))
         point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
                            seconds=time.perf_counter() - started)

@@ -11,25 +11,30 @@ the GradScaler may skip while it calibrates).
 
 from __future__ import annotations
 
+import functools
 import gc
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+from planner.compat import end_cleanup
 from planner.entries import EntrySpec
 from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 
-def model_has_batchnorm(arch: str, n_classes: int) -> bool:
-    """Whether fastai's model for ``arch`` has BatchNorm layers (fastai's head always does)."""
+@functools.cache
+def model_has_batchnorm(arch: str, n_classes: int, body_only: bool = False) -> bool:
+    """Whether fastai's model for ``arch`` has BatchNorm layers (fastai's head always does);
+    ``body_only`` asks about the timm body alone."""
     import torch
     from fastai.vision.learner import create_timm_model
-    from torch.nn.modules.batchnorm import _BatchNorm
 
     with torch.device("meta"):
         model, _ = create_timm_model(arch, n_classes, pretrained=False)
-    return any(isinstance(module, _BatchNorm) for module in model.modules())
+    batchnorm = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    modules = model[0].modules() if body_only else model.modules()
+    return any(isinstance(module, batchnorm) for module in modules)
 
 
 class LearnerCache:
@@ -42,13 +47,14 @@ class LearnerCache:
 
     def learner_for(self, entry: EntrySpec, dls: Any, micro_batch: int) -> Any:
         """A learner for ``entry`` on ``dls`` that steps after every micro-batch."""
-        from trainer.recipe import build_learner
+        from trainer.recipe import build_learner, set_grad_checkpointing
 
         if self.arch != entry.arch:
             self.drop()
             self.learn = build_learner(dls, entry.arch, effective_batch_size=micro_batch,
                                        pretrained=False, fp16=self.fp16)
             self.arch = entry.arch
+        set_grad_checkpointing(self.learn.model, entry.grad_checkpointing)
         self.learn.dls = dls
         self.learn.gradient_accumulation.n_acc = micro_batch
         return self.learn
@@ -58,7 +64,7 @@ class LearnerCache:
         if self.learn is not None:
             self.learn.opt = None
             self.learn.model.zero_grad(set_to_none=True)
-            self.learn._end_cleanup()
+            end_cleanup(self.learn)  # fastai's private Learner._end_cleanup, via planner.compat
             self.learn.dls = None
         gc.collect()
 

@@ -1,0 +1,160 @@
+"""planner.compat: each private or version-dependent API, its fallback and its error."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import optuna
+import pytest
+import timm
+import torch
+
+from planner import compat
+from planner.compat import CompatError
+from planner.errors import UserError
+
+
+def test_renamed_models_come_from_timms_public_table() -> None:
+    renamed = compat.timm_renamed_models()
+    assert renamed["convnext_large_in22k"] == "convnext_large.fb_in22k"  # a reference entry relies on it
+
+
+def test_renamed_models_fall_back_to_the_private_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(timm.models, "get_deprecated_models")
+    assert compat.timm_renamed_models()["convnext_large_in22k"] == "convnext_large.fb_in22k"
+
+
+def test_renamed_models_without_either_name_the_tested_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(timm.models, "get_deprecated_models")
+    monkeypatch.delattr(timm.models._registry, "_deprecated_models")
+    with pytest.raises(CompatError) as raised:
+        compat.timm_renamed_models()
+    low, high = compat.TESTED["timm"]
+    message = str(raised.value)
+    assert f"timm {low} to {high}" in message and f"pip install 'timm>={low},<={high}'" in message
+    assert isinstance(raised.value, UserError)  # the CLI prints it as one line, exit 2
+
+
+def test_fake_tensor_mode_makes_fake_tensors() -> None:
+    with compat.fake_tensor_mode(allow_non_fake_inputs=True):
+        x = torch.empty(1000, 1000)
+    assert type(x).__name__ == "FakeTensor" and x.shape == (1000, 1000)
+
+
+def test_fake_tensor_mode_with_an_option_torch_lacks_is_one_clear_error() -> None:
+    with pytest.raises(CompatError, match=r"FakeTensorMode\(no_such_option=...\).*torch \d+\.\d+\.\d+ to"):
+        compat.fake_tensor_mode(no_such_option=True)
+
+
+def tiny_swin_body():
+    from fastai.vision.learner import TimmBody
+
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=32,
+                              window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 1))
+    return TimmBody(model, pretrained=False)
+
+
+def test_swin_body_hands_channels_first_features_to_fastais_head() -> None:
+    body = tiny_swin_body().eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = body(images)
+        compat.channels_first_timm_body(body)
+        after = body(images)
+    assert before.shape == (2, 4, 4, 32)  # NHWC: what fastai's pooling head cannot take
+    assert after.shape == (2, 32, 4, 4)
+    assert torch.equal(after, before.permute(0, 3, 1, 2))
+
+
+def test_channels_first_body_leaves_nchw_models_alone() -> None:
+    from fastai.vision.learner import TimmBody
+
+    body = TimmBody(timm.create_model("resnet10t", pretrained=False, num_classes=0), pretrained=False)
+    compat.channels_first_timm_body(body)
+    assert type(body) is TimmBody
+
+
+def test_channels_first_body_without_needs_pool_is_one_clear_error() -> None:
+    body = tiny_swin_body()
+    del body.needs_pool
+    with pytest.raises(CompatError, match=r"TimmBody\.needs_pool.*fastai \d+\.\d+\.\d+ to"):
+        compat.channels_first_timm_body(body)
+
+
+def test_gp_sampler_warns_about_nothing() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler = compat.gp_sampler(0)
+    assert isinstance(sampler, optuna.samplers.GPSampler)
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_gp_sampler_of_optuna_3_6_gets_no_warn_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    class GPSampler36:  # Optuna 3.6's signature: no warn_independent_sampling
+        def __init__(self, *, seed=None, independent_sampler=None, n_startup_trials=10,
+                     deterministic_objective=False):
+            self.seed = seed
+
+    monkeypatch.setattr(optuna.samplers, "GPSampler", GPSampler36)
+    assert compat.gp_sampler(7).seed == 7
+
+
+def test_optunas_note_about_a_missing_optional_package_is_dropped() -> None:
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    compat.quiet_optuna_notes()
+    logger, collect = logging.getLogger("optuna._gp.batched_lbfgsb"), Collect()
+    logger.addHandler(collect)
+    try:
+        logger.warning("The 'greenlet' package is unavailable, falling back to sequential L-BFGS-B optimization.")
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(collect)
+    assert collect.messages == ["something else"]
+
+
+def test_torch_dispatch_mode_sees_every_op() -> None:
+    class Count(compat.torch_dispatch_mode()):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Count() as count:
+        torch.ones(3).mul(2)
+    assert any("mul" in op for op in count.ops)
+
+
+def test_tree_leaves_falls_back_to_a_plain_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = (torch.ones(1), [torch.zeros(2), {"a": 3, "b": (None,)}], "x")
+    with_torch = compat.tree_leaves(tree)
+    monkeypatch.setitem(sys.modules, "torch.utils._pytree", None)  # import now raises ImportError
+    without = compat.tree_leaves(tree)
+    tensors = [[leaf for leaf in leaves if isinstance(leaf, torch.Tensor)] for leaves in (with_torch, without)]
+    assert len(tensors[0]) == 2 and all(a is b for a, b in zip(*tensors, strict=True))
+    assert [leaf for leaf in without if not isinstance(leaf, torch.Tensor)] == [3, None, "x"]
+
+
+def test_end_cleanup_drops_the_last_batch_with_or_without_fastais_private_method() -> None:
+    from fastai.learner import Learner
+
+    class Stub:
+        dl, xb, yb, pred, loss = "dl", ("x",), ("y",), "pred", "loss"
+
+    for learn in (Stub(), Learner.__new__(Learner)):
+        for name, value in vars(Stub).items():
+            if not name.startswith("_"):
+                setattr(learn, name, value)
+        compat.end_cleanup(learn)
+        assert (learn.dl, learn.xb, learn.yb, learn.pred, learn.loss) == (None, (None,), (None,), None, None)

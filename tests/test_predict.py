@@ -1,0 +1,156 @@
+"""Saved models and `planner predict`, on a real two-entry run (resnet18 and convnext_atto, 1 epoch, CPU).
+
+The run and tune-weights run once through the real CLI; predict must reproduce the run's test
+probabilities (TTA, to float tolerance) and its submission, the held-out TTA probabilities and plain
+log loss too, leave out a corrupt image with one line, and refuse a weights file with a flipped byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from run_data import small_plan
+
+from trainer.predictions import log_loss
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRIES = ("convnext_atto-crop40-32", "resnet18-crop40-32")
+TOLERANCE = 1e-5
+
+
+def planner(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@dataclass(frozen=True)
+class Run:
+    run_dir: Path
+    data: Path
+
+
+@pytest.fixture(scope="module")
+def run(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    root = tmp_path_factory.mktemp("predict")
+    run_dir = root / "run"
+    trained = planner("run", small_plan(root / "plan.json"), "--data", image_folder, "--out", run_dir,
+                      "--no-pretrained", "--epochs", "1", "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    tuned = planner("tune-weights", run_dir, "--trials", "10", "--folds", "2")
+    assert tuned.returncode == 0, tuned.stderr
+    return Run(run_dir, image_folder)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def npz(run: Run, entry: str) -> dict[str, np.ndarray]:
+    with np.load(run.run_dir / "preds" / f"{entry}.npz", allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+def test_run_json_records_each_saved_model_with_size_and_checksum(run: Run) -> None:
+    record = json.loads((run.run_dir / "run.json").read_text())
+    for entry in ENTRIES:
+        model = record["entries"][entry]["model"]
+        data = (run.run_dir / model["weights"]).read_bytes()
+        assert model["weights"] == f"models/{entry}.safetensors"
+        assert (model["bytes"], model["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        recipe = json.loads((run.run_dir / model["recipe"]).read_text())
+        assert recipe["arch"] == entry.split("-")[0] and recipe["vocab"] == ["c0", "c1", "c2"]
+        assert recipe["grad_checkpointing"] is False and recipe["precision"] == "fp32"
+        assert recipe["batch"]["size"] == [32, 32] and recipe["item"] == {"resize": 40, "method": "crop"}
+        assert recipe["tta"]["batch_size"] == 4 and set(recipe["versions"]) >= {"torch", "timm", "fastai"}
+
+
+def test_predicting_the_test_folder_reproduces_the_run_and_its_submission(run: Run, tmp_path: Path) -> None:
+    out = tmp_path / "predictions.csv"
+    result = planner("predict", run.run_dir, run.data / "test_images", "--probs", "-o", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out)
+    submission = {row["image_id"]: row["label"] for row in read_csv(run.run_dir / "submission.csv")}
+    assert {row["image_id"]: row["label"] for row in rows} == submission
+
+    weights = json.loads((run.run_dir / "weights.json").read_text())["weights"]
+    expected = sum(weight * npz(run, entry)["test_probs"].astype(np.float64) for entry, weight in weights.items())
+    names = npz(run, ENTRIES[0])["test_names"].tolist()
+    assert [row["image_id"] for row in rows] == names
+    predicted = np.array([[float(row[label]) for label in ("c0", "c1", "c2")] for row in rows])
+    difference = np.abs(predicted - expected).max()
+    print(f"agreement (TTA, ensemble, test folder): max |difference| {difference:.2e}")
+    assert difference < TOLERANCE
+
+
+def test_each_saved_model_reproduces_its_test_and_held_out_tta_and_plain_scores(run: Run) -> None:
+    from trainer.predict import PredictOptions, predict
+
+    test = predict(run.run_dir, [run.data / "test_images"], options=PredictOptions(device="cpu"))
+    split = json.loads((run.run_dir / "split.json").read_text())
+    held_out = [run.data / name for name in split["valid"]]
+    valid = predict(run.run_dir, held_out, options=PredictOptions(device="cpu"))
+    plain = predict(run.run_dir, held_out, options=PredictOptions(device="cpu", tta=False))
+    metrics = json.loads((run.run_dir / "run.json").read_text())
+    for entry in ENTRIES:
+        arrays = npz(run, entry)
+        test_gap = np.abs(test.entry_probs[entry] - arrays["test_probs"]).max()
+        valid_gap = np.abs(valid.entry_probs[entry] - arrays["valid_probs"]).max()
+        plain_gap = abs(log_loss(plain.entry_probs[entry], arrays["valid_targets"])
+                        - metrics["entries"][entry]["metrics"]["log_loss_no_tta"])
+        print(f"{entry}: test TTA {test_gap:.2e}, held-out TTA {valid_gap:.2e}, plain log loss {plain_gap:.2e}")
+        assert test_gap < TOLERANCE and valid_gap < TOLERANCE and plain_gap < TOLERANCE
+
+
+def test_a_corrupt_image_is_listed_and_the_others_predicted(run: Run, tmp_path: Path) -> None:
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for name in ("img_0.png", "img_1.png", "img_2.png"):
+        shutil.copy(run.data / "test_images" / name, folder / f"new_{name}")
+    (folder / "broken.png").write_bytes((run.data / "test_images" / "img_3.png").read_bytes()[:60])
+    out = tmp_path / "new.csv"
+    result = planner("predict", run.run_dir, folder, "--no-tta", "-o", out, "--device", "cpu")
+    assert result.returncode == 1, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: cannot read image") and "broken.png" in errors[0]
+    assert "Traceback" not in result.stderr
+    rows = read_csv(out)
+    assert [row["image_id"] for row in rows] == ["new_img_0.png", "new_img_1.png", "new_img_2.png"]
+    assert all(row["label"] in ("c0", "c1", "c2") for row in rows)
+
+
+def test_a_weights_file_with_a_flipped_byte_is_refused(run: Run, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run.run_dir, copy)
+    weights = json.loads((copy / "weights.json").read_text())["weights"]
+    damaged = max(weights, key=weights.get)  # an entry predict loads (zero weights are left out)
+    path = copy / "models" / f"{damaged}.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    result = planner("predict", copy, run.data / "test_images", "-o", tmp_path / "p.csv", "--device", "cpu")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "fails its checksum" in result.stderr and damaged in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_load_model_gives_a_fastai_learner_that_predicts(run: Run) -> None:
+    from trainer.saved_model import load_model
+
+    learn = load_model(run.run_dir, ENTRIES[1])
+    label, index, probs = learn.predict(run.data / "test_images" / "img_0.png")
+    assert label == ("c0", "c1", "c2")[int(index)] == ("c0", "c1", "c2")[int(probs.argmax())]
+    assert abs(float(probs.sum()) - 1) < 1e-5
+    assert sum(p.numel() for p in learn.model.parameters()) == json.loads(
+        (run.run_dir / "models" / f"{ENTRIES[1]}.json").read_text())["parameters"]

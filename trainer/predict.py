@@ -1,0 +1,258 @@
+"""`planner predict`: the run's saved models on new images, combined with the tuned ensemble weights.
+
+Each entry's learner is rebuilt from its recipe and checked weights (``trainer.saved_model``), predicts
+the images with the run's transforms and, by default, the run's seeded TTA at the run's batch size
+(TTA draws its crops per batch, so those make the draws, and so the probabilities, the run's), and is
+released before the next. The probabilities are averaged with the given weights (weights.json's, read
+by the ensemble stage) or uniformly. Unreadable images are listed and left out; the rest are predicted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from planner.atomic import atomic_write_text
+from planner.errors import UserError
+from trainer.data import IMAGE_EXTENSIONS
+from trainer.runfile import load_run
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: batches done of an entry's passes."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The options of `planner predict`.
+
+    Attributes:
+        tta: the run's TTA (n augmented passes blended with the plain one); False: the plain pass only.
+        device: "auto" (cuda when available), "cuda" or "cpu".
+        batch_size: images per batch; None: each entry's batch as trained, which reproduces its TTA
+            (inference at the training batch needs less memory than training did).
+    """
+
+    tta: bool = True
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size} must be at least 1")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An image that could not be read, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """The ensemble's predictions for the readable images, in input order.
+
+    Attributes:
+        names: each image's name in the CSV (its file name; the path given when names repeat).
+        paths: the image files.
+        vocab: the class names (probability columns).
+        probs: (images × classes) combined probabilities.
+        entry_probs: each entry's own probabilities, by entry name.
+        weights: the weight of each entry used.
+        weights_source: "weights.json" or "uniform".
+        unreadable: images left out.
+        device: where it ran.
+    """
+
+    names: tuple[str, ...]
+    paths: tuple[Path, ...]
+    vocab: tuple[str, ...]
+    probs: np.ndarray
+    entry_probs: dict[str, np.ndarray]
+    weights: dict[str, float]
+    weights_source: str
+    unreadable: tuple[Unreadable, ...]
+    device: str
+
+    @property
+    def labels(self) -> list[str]:
+        """The most probable class of each image."""
+        return [self.vocab[i] for i in self.probs.argmax(axis=1)]
+
+
+def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[str, float] | None = None,
+            options: PredictOptions = PredictOptions(), progress: Progress | None = None) -> PredictResult:
+    """Predict images (files or folders) with a run's saved models and ensemble weights.
+
+    Args:
+        run_dir: the run folder written by `planner run`.
+        images: image files and folders (a folder's images, not its subfolders, in name order).
+        weights: weight per entry (weights.json's); None: every entry with a saved model, uniformly.
+        options: see :class:`PredictOptions`.
+        progress: called after each batch.
+
+    Returns:
+        The combined and per-entry probabilities, and the images left out.
+
+    Raises:
+        UserError: not a run folder, no saved model, a damaged model file, a missing path, no readable image.
+    """
+    import torch
+
+    from trainer.memory import release_memory
+    from trainer.recipe import prepare_device
+    from trainer.saved_model import build_from_recipe, read_saved_model
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    chosen = _entry_weights(run_dir, weights)
+    files = list_images(images)
+    reasons = {path: _unreadable(path) for path in files}
+    readable = [path for path, reason in reasons.items() if reason is None]
+    unreadable = tuple(Unreadable(path, reason) for path, reason in reasons.items() if reason is not None)
+    if not readable:
+        raise UserError(f"none of the {len(files)} image(s) can be read (first: {unreadable[0].path}: "
+                        f"{unreadable[0].reason})")
+    device = _device(options.device, torch.cuda.is_available())
+    prepare_device(device)
+    entry_probs: dict[str, np.ndarray] = {}
+    vocab: tuple[str, ...] | None = None
+    for name in chosen:
+        recipe, state_dict = read_saved_model(run_dir, name)
+        if vocab is not None and tuple(recipe.vocab) != vocab:
+            raise UserError(f"entry {name} has other classes than the run's other entries: {recipe.vocab}")
+        vocab = tuple(recipe.vocab)
+        learn = build_from_recipe(recipe, state_dict, device, options.batch_size)
+        entry_probs[name] = _predict_entry(learn, readable, recipe, options.tta, name, progress)
+        del learn, state_dict
+        release_memory(device)
+    assert vocab is not None
+    stacked = np.stack([entry_probs[name] for name in chosen]).astype(np.float64)
+    mixed = np.tensordot(np.array(list(chosen.values()), dtype=np.float64), stacked, axes=1)
+    return PredictResult(
+        names=_names(readable), paths=tuple(readable), vocab=vocab, probs=mixed, entry_probs=entry_probs,
+        weights=dict(chosen), weights_source="uniform" if weights is None else "weights.json",
+        unreadable=unreadable, device=device,
+    )
+
+
+def _predict_entry(learn: Any, files: list[Path], recipe: Any, tta: bool, name: str,
+                   progress: Progress | None) -> np.ndarray:
+    """One learner's probabilities: the run's seeded TTA, or the plain pass."""
+    from trainer.tta import plain_predictions, seeded_tta
+
+    dl = learn.dls.test_dl(files)
+    passes = recipe.tta.n + 1 if tta else 1
+    counter = _batch_counter(name, passes * len(dl), progress)
+    learn.add_cb(counter)
+    try:
+        if tta:
+            return seeded_tta(learn, dl, recipe.tta.n, recipe.tta.beta, recipe.tta.seed)[0]
+        return plain_predictions(learn, dl)
+    finally:
+        learn.remove_cb(counter)
+
+
+def _batch_counter(name: str, total: int, progress: Progress | None) -> Any:
+    """A fastai callback that reports every predicted batch (it touches nothing the predictions use)."""
+    from fastai.callback.core import Callback
+
+    class BatchCounter(Callback):
+        order = 100
+
+        def __init__(self) -> None:
+            self.done = 0
+
+        def after_batch(self) -> None:
+            self.done += 1
+            if progress is not None:
+                progress(name, self.done, total)
+
+    return BatchCounter()
+
+
+def _entry_weights(run_dir: Path, weights: Mapping[str, float] | None) -> dict[str, float]:
+    """The entries to predict with and their weights: the given ones (zero weights left out), else
+    every finished entry with a saved model, uniformly."""
+    run = load_run(run_dir)
+    if run is None:
+        raise UserError(f"{run_dir} has no run.json: pass a run folder written by `planner run`")
+    if weights is not None:
+        chosen = {name: float(weight) for name, weight in weights.items() if weight > 0}
+        missing = [name for name in chosen if name not in run.entries]
+        if missing:
+            raise UserError(f"weights.json weighs entries not in {run_dir}/run.json: {', '.join(missing)}")
+        return chosen
+    saved = [name for name, record in sorted(run.entries.items())
+             if record.status == "finished" and record.model is not None]
+    if not saved:
+        raise UserError(f"{run_dir} has no saved model: run `planner run` without --no-save-models")
+    return {name: 1 / len(saved) for name in saved}
+
+
+def list_images(images: Sequence[str | Path]) -> list[Path]:
+    """Image files, in the order given; a folder's image files (by extension) sorted by name.
+
+    Raises:
+        UserError: a path does not exist, or there is no image at all.
+    """
+    files: list[Path] = []
+    for item in images:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files.extend(sorted((p for p in path.iterdir() if _is_image(p)), key=lambda p: p.name))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path} not found: pass image files or folders of images")
+    files = list(dict.fromkeys(path.resolve() for path in files))
+    if not files:
+        raise UserError(f"no image file in {', '.join(map(str, images))}")
+    return files
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why PIL cannot decode the image (as fastai's ``PILImage.create`` will), or None."""
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB")
+    except Exception as error:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
+        return str(error) or type(error).__name__
+    return None
+
+
+def _names(paths: list[Path]) -> tuple[str, ...]:
+    """File names, as sample_submission.csv names test images; full paths when two share a name."""
+    names = [path.name for path in paths]
+    if len(set(names)) == len(names):
+        return tuple(names)
+    return tuple(str(path) for path in paths)
+
+
+def _device(requested: str, available: bool) -> str:
+    if requested == "cuda" and not available:
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    if requested not in ("auto", "cuda", "cpu"):
+        raise UserError(f"--device {requested!r} must be auto, cuda or cpu")
+    return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
+
+
+def write_predictions_csv(path: str | Path, result: PredictResult, probs: bool = False) -> Path:
+    """Write ``image_id,label`` per image (and with ``probs`` one column per class), atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image_id", "label", *(result.vocab if probs else ())])
+    for name, label, row in zip(result.names, result.labels, result.probs, strict=True):
+        writer.writerow([name, label, *(f"{p:.9g}" for p in row)] if probs else [name, label])
+    return atomic_write_text(path, buffer.getvalue())
