@@ -99,7 +99,7 @@ def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, ex
     """Everything about one model; never raises (a failure is recorded with its reason)."""
     import torch
 
-    from planner.validation.timm_recipe import benchmark_step, parameter_count
+    from planner.validation.timm_recipe import attention_path, benchmark_step, parameter_count
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -112,6 +112,7 @@ def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, ex
         return {**record, "error": f"build: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     built = parameter_count(step.model)
     record["param_count_built_m"] = round(built / 1e6, 3)
+    record["attention"] = attention_path(step.model)
     if not params_match(run.param_count_millions, built):
         return {**record, "error": "param_count differs from the CSV"}
     try:

@@ -94,3 +94,21 @@ def test_cuda_dropout_saves_a_one_byte_mask():
             y = torch.nn.functional.dropout(x, 0.1, training=True)
         assert y is not None
         assert tracker.live_bytes - x.numel() * 4 == x.numel() * 4 + x.numel()  # output + bool mask
+
+
+def test_which_attention_todays_timm_runs():
+    import timm
+
+    from planner.validation.timm_recipe import attention_path, timm_attention
+
+    def path(name: str, fused: bool | None = None) -> str:
+        with torch.device("meta"):
+            if fused is None:
+                return attention_path(timm.create_model(name))
+            with timm_attention(fused):
+                return attention_path(timm.create_model(name))
+
+    assert path("vit_tiny_patch16_224") == "fused"  # timm's default on torch >= 2
+    assert path("vit_tiny_patch16_224", fused=False) == "explicit"  # the 2022 recipe
+    assert path("swin_tiny_patch4_window7_224") == "explicit"  # Swin's fused path is experimental in timm
+    assert path("resnet18") == "none"

@@ -1,5 +1,7 @@
 """Real training steps of tiny timm models on the CPU, measured by the cpu and estimate meters."""
 
+import dataclasses
+
 import pytest
 
 from planner.entries import single_entry
@@ -96,3 +98,13 @@ def test_estimate_remembers_a_probe_of_the_same_architecture_size_and_micro_batc
     again = meter.measure(squished, 8)  # the fake step does not see the item transform
     meter.close()
     assert again.peak_bytes == first.peak_bytes and again.seconds == 0.0
+
+
+def test_estimate_with_gradient_checkpointing_needs_less():
+    meter = get_meter("estimate", budget_bytes=2**34, device=DeviceModel(overhead_bytes=0))
+    plain = single_entry("convnext_atto", 128)[0]
+    checkpointed = dataclasses.replace(plain, grad_checkpointing=True)
+    plain_peak = meter.measure(plain, 16).forward_backward_bytes
+    checkpointed_peak = meter.measure(checkpointed, 16).forward_backward_bytes
+    meter.close()
+    assert checkpointed_peak < 0.8 * plain_peak

@@ -130,12 +130,13 @@ class _CastCache:
 
     def __init__(self) -> None:
         self._copies: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+        self.enabled = False
 
     def cast(self, value: Any, dtype: torch.dtype) -> Any:
         if not _eligible(value) or value.dtype == dtype:
             return value
-        cacheable = (dtype == LOW and value.dtype == torch.float32 and value.requires_grad and value.is_leaf
-                     and not value._is_view())
+        cacheable = (self.enabled and dtype == LOW and value.dtype == torch.float32 and value.requires_grad
+                     and value.is_leaf and not value._is_view())
         if not cacheable:
             return value.to(dtype)
         known = self._copies.get(id(value))
@@ -217,31 +218,60 @@ def _kernel(name: str, policy: str, cache: _CastCache, replace: dict[str, Kernel
     return kernel
 
 
-@contextlib.contextmanager
-def cuda_autocast(kernels: dict[str, Kernel] | None = None) -> Iterator[None]:
-    """Run the block with CUDA's fp16 autocast policy applied to CPU (fake) tensors.
+class CudaAutocast:
+    """CUDA's autocast policy installed at the ``AutocastCPU`` key while the ``with`` block runs.
+
+    Installing is not enabling: the kernels run only inside an autocast region (:meth:`region`), or
+    where torch itself re-enables CPU autocast, as ``torch.utils.checkpoint`` does while it
+    recomputes a checkpointed block in the backward pass (CUDA's policy then applies there too, as
+    it would on a GPU). Not thread-safe: the registrations are process-wide while installed.
 
     Args:
         kernels: op name -> a function that replaces the op's CPU kernel after the policy's casts
             (how :mod:`planner.meters.cuda_kernels` runs CUDA's fused attention); ops named here
-            that have no autocast policy get one of ``"run as is"``.
-
-    The region is one autocast region: the weight-cast cache lives until it ends, as CUDA's does.
-    Not thread-safe: the registrations are process-wide while the block runs.
+            that have no autocast policy get the policy "run as is".
     """
-    kernels = kernels or {}
-    cache = _CastCache()
-    library = torch.library.Library("aten", "IMPL")
-    try:
-        policies = installed_policy()
-        for name in sorted(autocast_ops("AutocastCPU") - set(policies) - set(kernels)):
-            library.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
-        for name, policy in policies.items():
-            library.impl(name, _kernel(name, policy, cache, kernels), "AutocastCPU")
-        for name in set(kernels) - set(policies):
-            library.impl(name, _kernel(name, "as_is", cache, kernels), "AutocastCPU")
-        with torch.autocast("cpu", dtype=LOW, cache_enabled=False):
-            yield
-    finally:
-        cache.clear()
-        library._destroy()
+
+    def __init__(self, kernels: dict[str, Kernel] | None = None):
+        self.kernels = kernels or {}
+        self.cache = _CastCache()
+        self._library: Any = None
+
+    def __enter__(self) -> CudaAutocast:
+        library = torch.library.Library("aten", "IMPL")
+        try:
+            policies = installed_policy()
+            for name in sorted(autocast_ops("AutocastCPU") - set(policies) - set(self.kernels)):
+                library.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
+            for name, policy in policies.items():
+                library.impl(name, _kernel(name, policy, self.cache, self.kernels), "AutocastCPU")
+            for name in set(self.kernels) - set(policies):
+                library.impl(name, _kernel(name, "as_is", self.cache, self.kernels), "AutocastCPU")
+        except BaseException:
+            library._destroy()
+            raise
+        self._library = library
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cache.clear()
+        self._library._destroy()
+        self._library = None
+
+    @contextlib.contextmanager
+    def region(self) -> Iterator[None]:
+        """One autocast region: CPU autocast enabled; weights cast once and kept until it ends."""
+        self.cache.enabled = True
+        try:
+            with torch.autocast("cpu", dtype=LOW, cache_enabled=False):
+                yield
+        finally:
+            self.cache.clear()
+            self.cache.enabled = False
+
+
+@contextlib.contextmanager
+def cuda_autocast(kernels: dict[str, Kernel] | None = None) -> Iterator[None]:
+    """Run the block as one CUDA fp16 autocast region, on CPU (fake) tensors; see :class:`CudaAutocast`."""
+    with CudaAutocast(kernels) as installed, installed.region():
+        yield

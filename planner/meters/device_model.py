@@ -7,6 +7,8 @@ published RTX 3090 runs and judged on the other half (``benchmarks/published_gpu
 - ``caching`` (the default): the step's allocations replayed through torch's caching allocator
   (:mod:`planner.meters.allocator`, block rounding, 2 MiB / 20 MiB / rounded segments, best fit,
   splitting) in its steady state; card bytes = the peak of segments in use + ``overhead_bytes``.
+- ``reserved``: the same replay, card bytes = its reserved peak (cached free segments included)
+  + ``overhead_bytes``.
 - ``flat``: card bytes = ``reserved_factor`` × allocated peak + ``overhead_bytes``; the model this
   project used before, kept to measure what the allocator model buys.
 
@@ -26,7 +28,7 @@ from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.meters.fake_step import StepTrace
 
 MIB = 2**20
-Allocator = Literal["caching", "flat"]
+Allocator = Literal["caching", "reserved", "flat"]
 
 # Fitted on the calibration half of the published runs (benchmarks/published_gpu.py --fit); see
 # benchmarks/RESULTS.md for the fit, the held-out check and the comparison with measured H100 peaks.
@@ -51,7 +53,7 @@ class DeviceModel:
     """How the bytes a fake step allocates become the bytes a CUDA card needs; see the module docstring.
 
     Attributes:
-        allocator: ``caching`` (replay torch's caching allocator) or ``flat`` (a factor).
+        allocator: ``caching`` or ``reserved`` (replay torch's caching allocator), or ``flat``.
         overhead_bytes: what the card holds beyond torch's allocator.
         reserved_factor: reserved over allocated, for ``flat`` only.
     """
@@ -78,6 +80,8 @@ class DeviceModel:
         replayed = steady_state_peaks(list(trace.setup), list(trace.step))
         if self.allocator == "caching":
             phases, peak = replayed.phase_active, replayed.active
+        elif self.allocator == "reserved":  # segments are never released within a step: one peak
+            phases, peak = {name: replayed.reserved for name in replayed.phase_active}, replayed.reserved
         else:
             phases = {name: int(self.reserved_factor * value) for name, value in replayed.phase_allocated.items()}
             peak = int(self.reserved_factor * replayed.allocated)

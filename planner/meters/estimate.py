@@ -13,20 +13,19 @@ on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it
 The device model (:mod:`planner.meters.device_model`) replays the step through torch's caching
 allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
 runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
-optimizer state exist from the start) and is remembered per architecture, size and micro-batch, since
-the fake step does not depend on the item transform: a second entry of the same architecture and
-size costs nothing to confirm.
+optimizer state exist from the start) and is remembered per architecture, size, gradient
+checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
+entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
+(timm's ``set_grad_checkpointing``) the recomputation in the backward pass runs under the same
+CUDA autocast policy, as ``torch.utils.checkpoint`` restores autocast for it.
 
 Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
 fake step and in one no-gradient forward pass (validation, TTA), and ``planner.steptime`` turns its
-kernels into seconds on that card (``ProbePoint.predicted_times``). An entry planned with activation
-checkpointing (``EntrySpec.grad_checkpointing``) runs with timm's checkpointing switched on in the
-fake model: its recomputation is tracked and counted like any other op.
+kernels into seconds on that card (``ProbePoint.predicted_times``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Literal
 
@@ -38,7 +37,7 @@ from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, regis
 from planner.meters.cpu import library_versions
 from planner.meters.cuda_kernels import GpuArch
 from planner.meters.device_model import DeviceModel
-from planner.meters.fake_step import FakeStep, StepRecipe, precision_region
+from planner.meters.fake_step import FakeStep, StepRecipe, precision_policy
 from planner.meters.opcount import OpCounter
 from planner.plan import MeasuredOn, ProbePoint, Size, StepTimes
 from planner.probe_data import ProbeData
@@ -123,11 +122,6 @@ class EstimateMeter(Meter):
         started = time.perf_counter()
         step = self._fake_step(entry)
         set_grad_checkpointing(step.model, entry.grad_checkpointing)
-        # Checkpointing recomputes the forward pass during backward. On CUDA, torch.utils.checkpoint
-        # re-enters the autocast state of the forward for it; the emulated autocast is a mode of
-        # ours that checkpoint does not know, so backward runs inside it when checkpointing (the
-        # backward kernels themselves are below the emulation and unaffected).
-        step.recipe = dataclasses.replace(step.recipe, backward_in_autocast=entry.grad_checkpointing)
         counter = OpCounter() if self.gpu is not None else None
         trace = step.run(micro_batch, entry.size, modes=(counter,) if counter else (),
                          on_phase=counter.set_phase if counter else None)
@@ -158,7 +152,8 @@ class EstimateMeter(Meter):
         model = step.model
         model.eval()
         try:
-            with step.fake_mode, counter, torch.no_grad(), precision_region(step.recipe.precision, step.recipe.arch):
+            with step.fake_mode, counter, torch.no_grad(), \
+                    precision_policy(step.recipe.precision, step.recipe.arch) as region, region():
                 model(torch.empty(micro_batch, 3, *entry.size))
         finally:
             model.train()

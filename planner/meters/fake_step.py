@@ -42,7 +42,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from planner.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
-from planner.meters.cuda_autocast import cuda_autocast
+from planner.meters.cuda_autocast import CudaAutocast
 from planner.meters.cuda_kernels import GpuArch, cuda_kernels
 from planner.meters.tracker import ALLOC, Event, StorageTracker
 
@@ -50,19 +50,26 @@ Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")
 
 
-def precision_region(precision: Precision, arch: GpuArch | None = None) -> contextlib.AbstractContextManager:
-    """The autocast region of a step: CUDA's fp16 policy emulated, CPU's bf16 autocast, or none.
+@contextlib.contextmanager
+def precision_policy(precision: Precision,
+                     arch: GpuArch | None = None) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
+    """Install a step's precision policy; yields the factory of its autocast region.
 
-    ``cpu_bf16`` is kept for comparison only: it is what this project used before, and it
-    underestimates models with attention or GroupNorm (``benchmarks/RESULTS.md``).
+    ``cuda_fp16`` installs CUDA's autocast policy and kernels for the whole step (so that a
+    checkpointed block recomputed in the backward pass meets them too) and enables them in the
+    region; ``cpu_bf16`` is CPU's own bf16 autocast, kept for comparison only (it is what this
+    project used before, and it underestimates models with attention or GroupNorm,
+    ``benchmarks/RESULTS.md``); ``fp32`` has no region.
     """
     if precision == "cuda_fp16":
-        return cuda_autocast(cuda_kernels(arch))
-    if precision == "cpu_bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        with CudaAutocast(cuda_kernels(arch)) as installed:
+            yield installed.region
+    elif precision == "cpu_bf16":
+        yield lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    elif precision == "fp32":
+        yield contextlib.nullcontext
+    else:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ class StepRecipe:
             ``state`` mapping of per-parameter state, e.g. ``torch.optim`` or fastai's).
         make_batch: (batch size, image size as (rows, cols)) -> (inputs, targets), fake tensors.
         loss: (model output, targets) -> scalar loss.
-        precision: the autocast policy of the forward pass (see :func:`precision_region`).
+        precision: the autocast policy of the forward pass (see :func:`precision_policy`).
         backward_in_autocast: the backward pass runs inside the autocast region (timm's
             benchmark), so cast weights stay cached until it ends; fastai leaves it before.
         grads_set_to_none: ``zero_grad`` frees gradients (torch >= 2 default) rather than zeroing
@@ -225,8 +232,9 @@ class FakeStep:
             with tracker, contextlib.ExitStack() as stack:
                 for mode in modes:
                     stack.enter_context(mode)
+                region = stack.enter_context(precision_policy(self.recipe.precision, self.recipe.arch))
                 enter(PHASE_FORWARD_BACKWARD)
-                self._forward_backward(batch_size, image_size)
+                self._forward_backward(batch_size, image_size, region)
                 enter(PHASE_STEP)
                 self._optimizer_step(tracker, replay=not modes)
                 self._zero_grad()
@@ -261,10 +269,11 @@ class FakeStep:
             if parameter.grad is not None:
                 parameter.grad.zero_()
 
-    def _forward_backward(self, batch_size: int, image_size: tuple[int, int]) -> None:
+    def _forward_backward(self, batch_size: int, image_size: tuple[int, int],
+                          region: Callable[[], contextlib.AbstractContextManager]) -> None:
         recipe = self.recipe
         inputs, targets = recipe.make_batch(batch_size, image_size)
-        with precision_region(recipe.precision, recipe.arch):
+        with region():
             loss = recipe.loss(self._model(inputs), targets)
             if recipe.backward_in_autocast:
                 self._backward(loss)

@@ -35,6 +35,17 @@ def timm_attention(fused: bool) -> Iterator[None]:
         set_fused_attn(was, experimental=was_experimental)
 
 
+def attention_path(model: torch.nn.Module) -> str:
+    """Which attention a timm model runs: ``fused`` (``scaled_dot_product_attention``, the CUDA
+    kernel chosen by :func:`planner.meters.cuda_kernels.sdpa_backend`), ``explicit`` (q @ kᵀ,
+    softmax, @ v), ``mixed``, or ``none``; read from the ``fused_attn`` flag timm sets on every
+    attention module when it is built (``timm.layers.use_fused_attn``)."""
+    flags = {bool(module.fused_attn) for module in model.modules() if hasattr(module, "fused_attn")}
+    if not flags:
+        return "none"
+    return "mixed" if len(flags) == 2 else ("fused" if flags == {True} else "explicit")
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
