@@ -27,7 +27,7 @@ from planner.errors import UserError
 # tests/test_dependencies.py.
 TESTED: dict[str, tuple[str, str]] = {
     "torch": ("2.6.0", "2.14.1"),
-    "timm": ("1.0.3", "1.0.31"),
+    "timm": ("1.0.21", "1.0.31"),
     "fastai": ("2.7.19", "2.8.12"),
     "optuna": ("3.6.0", "5.0.0"),
 }
