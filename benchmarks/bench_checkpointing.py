@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.budget import format_bytes, parse_budget
-from planner.entries import REFERENCE_RESIZE, make_entry, reference_entries, single_entry
-from planner.plan import ItemTransform
+from planner.base.budget import format_bytes, parse_budget
+from planner.base.entries import REFERENCE_RESIZE, make_entry, reference_entries, single_entry
+from planner.base.plan import ItemTransform
 
 LARGE_384 = [("convnext_large_in22k", "crop"), ("vit_large_patch16_384", "squish"),
              ("swin_large_patch4_window12_384", "crop"), ("swinv2_large_window12to24_192to384", "squish")]
@@ -44,8 +44,8 @@ def entries_384() -> list:
 
 
 def plan_rows(entries, budget_text: str) -> list[dict]:
-    from planner.meters.estimate import EstimateMeter
-    from planner.probe import probe_plan
+    from planner.probe.meters.estimate import EstimateMeter
+    from planner.probe.probe import probe_plan
 
     budget = parse_budget(budget_text)
     meter = EstimateMeter(budget_bytes=budget)
@@ -69,7 +69,7 @@ def plan_rows(entries, budget_text: str) -> list[dict]:
 
 
 def step_times(reps: int) -> list[dict]:
-    from planner.meters.cpu import CpuMeter
+    from planner.probe.meters.cpu import CpuMeter
 
     torch.set_num_threads(1)
     meter = CpuMeter(budget_bytes=2**34)

@@ -17,11 +17,11 @@ import platform
 import time
 from pathlib import Path
 
-from planner.budget import format_bytes, parse_budget
-from planner.entries import reference_entries
-from planner.meters import get_meter
-from planner.probe import DEFAULT_MARGIN, probe_plan
-from planner.search import candidate_micro_batches
+from planner.base.budget import format_bytes, parse_budget
+from planner.base.entries import reference_entries
+from planner.probe.meters import get_meter
+from planner.probe.probe import DEFAULT_MARGIN, probe_plan
+from planner.probe.search import candidate_micro_batches
 
 RESULTS = Path(__file__).parent / "results"
 

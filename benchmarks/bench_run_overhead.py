@@ -38,7 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, save_plan
+from planner.base.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, save_plan
 from trainer.data import scan_data
 from trainer.split import draw_split
 
@@ -128,7 +128,7 @@ def run_plain(data: Path, valid: set[str], entry: PlanEntry, effective: int, epo
         vision_learner,
     )
 
-    from planner.meters.tracker import StorageTracker
+    from planner.base.tracker import StorageTracker
 
     clock = epoch_clock()
     set_seed(SEED)

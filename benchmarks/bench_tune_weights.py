@@ -23,7 +23,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.atomic import atomic_write_json
+from planner.base.atomic import atomic_write_json
 from planner.ensemble import methods
 from planner.ensemble.crossfit import crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, true_class_probs

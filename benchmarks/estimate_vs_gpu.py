@@ -26,9 +26,9 @@ GIB = 2**30
 
 
 def plan_rows(path: Path) -> list[dict]:
-    from planner.entries import EntrySpec
-    from planner.meters import get_meter
-    from planner.plan import load_plan
+    from planner.base.entries import EntrySpec
+    from planner.base.plan import load_plan
+    from planner.probe.meters import get_meter
 
     plan = load_plan(path)
     meter = get_meter("estimate", budget_bytes=plan.budget_bytes)
@@ -48,8 +48,8 @@ def plan_rows(path: Path) -> list[dict]:
 
 
 def published_rows(path: Path) -> list[dict]:
-    from planner.meters.allocator import steady_state_peaks
-    from planner.validation.timm_recipe import benchmark_step
+    from planner.probe.meters.allocator import steady_state_peaks
+    from planner.probe.validation.timm_recipe import benchmark_step
 
     rows = []
     for model in json.loads(path.read_text())["models"]:

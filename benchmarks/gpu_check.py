@@ -5,7 +5,7 @@ minus this process's non-torch bytes), for the reference set:
 
 (a) probe with the cuda meter, timed;
 (b) per entry, ~20 real training micro-steps exactly as `planner run` trains (fastai learner from
-    ``trainer.recipe``, fp16, ``GradientAccumulation(64)``, batch transforms on the GPU), at the
+    ``planner.base.recipe``, fp16, ``GradientAccumulation(64)``, batch transforms on the GPU), at the
     chosen micro-batch and at the next larger divisor; actual peak = reserved peak + non-torch
     bytes, beside the prediction (the larger one should run out of memory or exceed the budget);
 (c) the estimate meter's prediction at the same micro-batches and its error against (b);
@@ -37,9 +37,9 @@ def train_steps(entry, micro_batch: int, budget: int, effective_bs: int, n_steps
     """``n_steps`` micro-steps as `planner run` trains; returns the peak or the OOM."""
     from fastai.callback.core import Callback, CancelFitException
 
-    from planner.meters import gpu
-    from planner.probe_data import ProbeData
-    from trainer.recipe import build_learner
+    from planner.base import cuda_device as gpu
+    from planner.base.recipe import build_learner
+    from planner.probe.probe_data import ProbeData
 
     batch_seconds: list[float] = []
 
@@ -130,14 +130,14 @@ def main() -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from planner.budget import format_bytes, parse_budget
-    from planner.entries import reference_entries
-    from planner.meters import gpu
-    from planner.meters.cuda import CudaMeter
-    from planner.meters.estimate import EstimateMeter
-    from planner.plan import save_plan
-    from planner.probe import probe_plan
-    from planner.search import candidate_micro_batches
+    from planner.base import cuda_device as gpu
+    from planner.base.budget import format_bytes, parse_budget
+    from planner.base.entries import reference_entries
+    from planner.base.plan import save_plan
+    from planner.probe.meters.cuda import CudaMeter
+    from planner.probe.meters.estimate import EstimateMeter
+    from planner.probe.probe import probe_plan
+    from planner.probe.search import candidate_micro_batches
 
     args.out.mkdir(parents=True, exist_ok=True)
     budget = parse_budget(args.budget)

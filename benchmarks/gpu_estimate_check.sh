@@ -20,7 +20,7 @@ limit="${FAKE_SECONDS:-430}"
 timeout "$limit" python3 benchmarks/published_gpu.py --jobs 8 --fit --json "$out/published_fake_cuda_fp16.json" > "$out/fake_cuda_fp16.log" 2>&1 &
 timeout "$limit" python3 benchmarks/published_gpu.py --jobs 5 --fit --precision cpu_bf16 --json "$out/published_fake_cpu_bf16.json" > "$out/fake_cpu_bf16.log" 2>&1 &
 models=$(python3 - <<'PY'
-from planner.validation.published import family_of, half_of, load_runs
+from planner.probe.validation.published import family_of, half_of, load_runs
 import hashlib
 first = ["resnet50_gn", "resnetv2_50x3_bitm", "deit_base_distilled_patch16_384", "crossvit_9_240",
          "vit_small_r26_s32_384", "vit_huge_patch14_224", "tf_efficientnet_l2_ns_475"]

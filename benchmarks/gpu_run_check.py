@@ -4,7 +4,7 @@ measured peak with the plan's prediction. On a machine without CUDA it says so a
 The entry is taken from ``--plan`` (``--entry`` picks one; default the first), or is the reference's
 ``convnext_large_in22k`` (timm ``convnext_large.fb_in22k``) at 320×224 from 640×480 crops, micro-batch
 32 × accum 2, with no prediction to compare. Images are synthetic (memory does not depend on pixels),
-written to a temporary folder; weights are random (no network). ``planner.meters.gpu.cap_to_budget``
+written to a temporary folder; weights are random (no network). ``planner.base.cuda_device.cap_to_budget``
 makes the allocator fail where a card of ``--budget`` would; an out-of-memory try is retried with
 more accumulation by `planner run` itself and shows up as a miss. Usage::
 
@@ -28,8 +28,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.budget import format_bytes, parse_budget
-from planner.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, load_plan, save_plan
+from planner.base.budget import format_bytes, parse_budget
+from planner.base.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, load_plan, save_plan
 
 REFERENCE = PlanEntry(
     name="convnext_large_in22k-crop640x480-320x224", arch="convnext_large.fb_in22k",
@@ -89,7 +89,7 @@ def main() -> int:
         print("gpu_run_check: needs a CUDA device and none is available here; nothing checked")
         return 0
 
-    from planner.meters import gpu
+    from planner.base import cuda_device as gpu
     from trainer.progress import LineReporter
     from trainer.run import RunOptions, run_plan
 

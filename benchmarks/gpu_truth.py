@@ -90,7 +90,7 @@ class Device:
         if not self.cuda:
             return {"allocated_peak_bytes": 0, "reserved_peak_bytes": 0, "non_torch_bytes": 0}
         sys.path.insert(0, str(REPO))
-        from planner.meters import gpu
+        from planner.base import cuda_device as gpu
 
         return {"allocated_peak_bytes": torch.cuda.max_memory_allocated(),
                 "reserved_peak_bytes": torch.cuda.max_memory_reserved(),

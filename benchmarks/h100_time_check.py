@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from published_time import PublishedRow, count_published_step, read_cache, read_published
 
-from planner.entries import EntrySpec
-from planner.gpus import get_gpu
-from planner.plan import ItemTransform
-from planner.steptime import DEFAULT_CONSTANTS, StepCosts, step_seconds
+from planner.base.entries import EntrySpec
+from planner.base.gpus import get_gpu
+from planner.base.plan import ItemTransform
+from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, step_seconds
 
 HERE = Path(__file__).parent
 TRUTH = HERE / "results" / "gpu_h100"
@@ -56,7 +56,7 @@ def published_check(gpu_name: str = "H100") -> list[dict]:
 
 def product_check(gpu_name: str = "H100") -> list[dict]:
     """Predicted against measured seconds per fastai micro-batch (cuda meter probes) on the H100."""
-    from planner.meters import get_meter
+    from planner.probe.meters import get_meter
 
     plan = json.loads((TRUTH / "plan_cuda_16G.json").read_text())
     meter = get_meter("estimate", budget_bytes=plan["budget_bytes"], gpu=get_gpu(gpu_name))

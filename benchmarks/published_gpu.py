@@ -1,7 +1,7 @@
 """Device-free estimates against timm's published RTX 3090 training runs (the estimate meter's proof).
 
 For every bracketed model (``--models A B`` to restrict) the published recipe is run as one fake
-step at the recorded batch and at the next larger one (``planner.validation.timm_recipe``), the
+step at the recorded batch and at the next larger one (``planner.probe.validation.timm_recipe``), the
 device model turns each into bytes on the card, and the largest batch of timm's decay sequence
 predicted to fit 24 GiB is found (more steps only where the bracket is missed). Prints exact /
 unsafe / cautious rates per half (calibration, held out) and per family, and lists the models
@@ -14,7 +14,7 @@ today's timm cannot build or builds differently (parameter count unlike the CSV'
         benchmarks/results/published_gpu_cpu_bf16.json
 
 ``--fit`` refits the device model's constants on the calibration half (printing them; copy them to
-``planner/meters/device_model.py``) and judges both halves with them. ``--report`` prints the
+``planner/probe/meters/device_model.py``) and judges both halves with them. ``--report`` prints the
 ablation table (precision × device model, each refitted on its calibration half) from saved runs.
 """
 
@@ -32,14 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.meters.device_model import (
+from planner.probe.meters.device_model import (
     CALIBRATED_FLAT_FACTOR,
     CALIBRATED_FLAT_OVERHEAD_BYTES,
     CALIBRATED_OVERHEAD_BYTES,
 )
-from planner.meters.fake_step import PRECISIONS
-from planner.validation.calibrate import BracketPeaks, fit_overhead, outcomes
-from planner.validation.published import (
+from planner.probe.meters.fake_step import PRECISIONS
+from planner.probe.validation.calibrate import BracketPeaks, fit_overhead, outcomes
+from planner.probe.validation.published import (
     CARD_BYTES,
     DECAY_SEQUENCE,
     PublishedRun,
@@ -64,7 +64,7 @@ DEVICES = {"caching": "active", "reserved": "reserved", "flat": "allocated"}
 
 def measure(run: PublishedRun, batch: int, step) -> dict:
     """One fake step at ``batch``: the byte counts both device models need."""
-    from planner.meters.allocator import steady_state_peaks
+    from planner.probe.meters.allocator import steady_state_peaks
 
     trace = step.run(batch, (run.image_size, run.image_size))
     peaks = steady_state_peaks(list(trace.setup), list(trace.step))
@@ -99,7 +99,7 @@ def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, ex
     """Everything about one model; never raises (a failure is recorded with its reason)."""
     import torch
 
-    from planner.validation.timm_recipe import attention_path, benchmark_step, parameter_count
+    from planner.probe.validation.timm_recipe import attention_path, benchmark_step, parameter_count
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -288,7 +288,7 @@ def _rewalk(record: dict, run: PublishedRun, args: argparse.Namespace, constants
     if fits[run.batch] and not fits[run.next_batch]:
         predicted = run.batch
     else:
-        from planner.validation.timm_recipe import benchmark_step
+        from planner.probe.validation.timm_recipe import benchmark_step
 
         predicted = walk(run, points, benchmark_step(run.model, args.precision, args.fused_attention), constants)
     return {**record, "points": [points[b] for b in sorted(points)], "predicted_batch": predicted,

@@ -10,7 +10,7 @@ loading). This script:
    ``FlopCounterMode`` in the same pass, and caches every model's op costs (resumable, gzip JSON
    lines under ``benchmarks/.cache``; about an hour on 2 shared cores for all models). Models whose
    parameter count today differs from the file's by more than 1 % are kept out, and listed.
-2. fits the few constants of :class:`planner.steptime.TimeConstants` on the calibration half
+2. fits the few constants of :class:`planner.probe.steptime.TimeConstants` on the calibration half
    (``benchmarks/published_split.py``: sha256 of the name) by least |log(predicted / published)|,
    and the naive baseline's one efficiency (torch's FLOP count at the card's tensor peak) the same way;
 3. reports on the held-out half the median and 90th percentile of |predicted / published − 1|,
@@ -43,8 +43,8 @@ os.environ.setdefault("TIMM_FUSED_ATTN", "0")  # timm 0.6.6 (the published runs)
 sys.path.insert(0, str(Path(__file__).parent))
 from published_split import half, is_calibration
 
-from planner.gpus import get_gpu
-from planner.steptime import (
+from planner.base.gpus import get_gpu
+from planner.probe.steptime import (
     DEFAULT_CONSTANTS,
     StepCosts,
     TimeConstants,
@@ -148,12 +148,12 @@ def _op_counter_class() -> type:
     """``OpCounter``; loaded from its file when the package's other dependencies (pydantic, fastai)
     are missing, as on the GPU machine, which has torch and timm only."""
     try:
-        from planner.meters.opcount import OpCounter
+        from planner.probe.meters.opcount import OpCounter
     except ImportError:
         import importlib.util
 
         spec = importlib.util.spec_from_file_location(
-            "opcount", Path(__file__).parent.parent / "planner" / "meters" / "opcount.py")
+            "opcount", Path(__file__).parent.parent / "planner" / "probe" / "meters" / "opcount.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         OpCounter = module.OpCounter

@@ -19,8 +19,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from planner.atomic import check_writable
-from planner.errors import PlanDoesNotFit, UserError
+from planner.base.atomic import check_writable
+from planner.base.errors import PlanDoesNotFit, UserError
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -88,7 +88,7 @@ def main() -> None:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    from planner.entries import as_size
+    from planner.base.entries import as_size
 
     parts = text.replace("x", ",").replace("X", ",").split(",")
     try:
@@ -114,7 +114,7 @@ class _ProbeProgress:
         console.print(f"[bold]{index + 1}/{total} {entry.name}[/bold]")
 
     def probe_done(self, entry, point) -> None:
-        from planner.budget import format_bytes
+        from planner.base.budget import format_bytes
 
         result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
         checkpointed = " with checkpointing" if point.grad_checkpointing else ""
@@ -138,7 +138,7 @@ def _duration(seconds: float | None) -> str:
 def _plan_table(plan):
     from rich.table import Table
 
-    from planner.budget import format_bytes
+    from planner.base.budget import format_bytes
 
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
                         f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
@@ -168,7 +168,7 @@ def _plan_table(plan):
 
 def _checkpointing_cell(entry) -> str:
     """"yes"/"no", and the other configuration's peak when one was weighed (e.g. "yes (no: 9.1 GiB)")."""
-    from planner.budget import format_bytes
+    from planner.base.budget import format_bytes
 
     others = [a for a in entry.alternatives if a.grad_checkpointing != entry.grad_checkpointing]
     text = "yes" if entry.grad_checkpointing else "no"
@@ -212,9 +212,9 @@ def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, m
     """Probe with progress (a pair per budget too when ``more_budgets``; times on ``card`` when
     ``timing`` is given), write the plan (with the data folder it was probed with), show its table;
     returns the plan."""
-    from planner.meters import get_meter
-    from planner.plan import save_plan
-    from planner.probe import probe_plan
+    from planner.base.plan import save_plan
+    from planner.probe.meters import get_meter
+    from planner.probe.probe import probe_plan
 
     timed = card is not None and timing is not None
     meter = get_meter(device_name, budget_bytes=budget, data=probe_data,
@@ -281,9 +281,9 @@ def probe(
         "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = True,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
-    from planner.budget import parse_budget
-    from planner.entries import load_models_file, reference_entries, single_entry
-    from planner.probe_data import probe_data_from_folder
+    from planner.base.budget import parse_budget
+    from planner.base.entries import load_models_file, reference_entries, single_entry
+    from planner.probe.probe_data import probe_data_from_folder
 
     card = _card(gpu)
     budgets = sorted({parse_budget(text) for text in gpu_mem or []})
@@ -296,7 +296,7 @@ def probe(
         entries = single_entry(arch, _parse_size(size))
     else:
         entries = load_models_file(models) if models else reference_entries()
-    from planner.locations import data_folder_here
+    from planner.base.locations import data_folder_here
 
     data = data if data is not None else data_folder_here()
     probe_data = probe_data_from_folder(data)
@@ -311,8 +311,8 @@ def probe(
     if not budgets:
         budgets = [_default_budget(card)]
     if card is None and torch.cuda.is_available():
-        from planner.gpus import find_gpu
-        from planner.meters.gpu import gpu_name
+        from planner.base.cuda_device import gpu_name
+        from planner.base.gpus import find_gpu
 
         card = find_gpu(gpu_name())  # this machine's card, when the table knows it
     timing = _time_basis(card, data, probe_data, epochs)
@@ -320,7 +320,7 @@ def probe(
                            more_budgets=budgets[1:], card=card, timing=timing,
                            checkpointing=checkpointing, data=data)
     if plot:
-        from planner.plot import plot_plan
+        from planner.probe.plot import plot_plan
 
         console.print(f"plot written to {plot_plan(plan, output.with_suffix('.png'))}")
     misfits = [entry.name for entry in plan.entries if not entry.fits]
@@ -332,7 +332,7 @@ def probe(
 
 
 def _card(name: str | None):
-    from planner.gpus import get_gpu
+    from planner.base.gpus import get_gpu
 
     return None if name is None else get_gpu(name)
 
@@ -344,7 +344,7 @@ def _default_budget(card) -> int:
     if card is not None:
         return card.budget_bytes
     if torch.cuda.is_available():
-        from planner.meters.gpu import gpu_total_bytes
+        from planner.base.cuda_device import gpu_total_bytes
 
         return gpu_total_bytes()
     raise UserError("no GPU here to plan for: name a card with --gpu (e.g. --gpu T4) or give its memory "
@@ -353,7 +353,7 @@ def _default_budget(card) -> int:
 
 def _time_basis(card, data: Path | None, probe_data, epochs: int):
     """Sizes and epochs the entries' times are for (None without a card to time on)."""
-    from planner.epochtime import default_sizes, folder_sizes, time_basis
+    from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 
     if card is None:
         return None
@@ -414,8 +414,8 @@ def tune_weights_command(
     ] = False,
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
+    from planner.base.locations import latest_run_dir
     from planner.ensemble.tune import TuneOptions
-    from planner.locations import latest_run_dir
 
     if run_dir is None:
         run_dir = latest_run_dir()
@@ -592,9 +592,9 @@ def run(
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
 
     Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
-    from planner.budget import parse_budget
-    from planner.locations import data_for_run, default_run_dir
-    from planner.plan import load_plan
+    from planner.base.budget import parse_budget
+    from planner.base.locations import data_for_run, default_run_dir
+    from planner.base.plan import load_plan
     from trainer.run import RunOptions
 
     data = data_for_run(data, load_plan(plan).data)
@@ -673,10 +673,10 @@ def demo(
     """Run probe -> run -> tune-weights on real handwritten digits, on the CPU, in a few minutes."""
     import time
 
-    from planner.budget import parse_budget
+    from planner.base.budget import parse_budget
     from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
     from planner.ensemble.tune import TuneOptions
-    from planner.probe_data import probe_data_from_folder
+    from planner.probe.probe_data import probe_data_from_folder
     from trainer.run import RunOptions
 
     started = time.perf_counter()

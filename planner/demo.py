@@ -7,9 +7,9 @@ scikit-learn's handwritten digits are written as an image folder in the referenc
 
 from __future__ import annotations
 
+from planner.base.entries import EntrySpec, single_entry
+from planner.base.plan import ItemTransform
 from planner.demo_data import write_digits
-from planner.entries import EntrySpec, single_entry
-from planner.plan import ItemTransform
 
 __all__ = ["DEMO_BUDGET", "DEMO_EFFECTIVE_BATCH_SIZE", "DEMO_LR", "demo_entries", "write_digits"]
 

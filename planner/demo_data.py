@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from planner.atomic import atomic_write_text
+from planner.base.atomic import atomic_write_text
 
 TEST_FRACTION = 0.15
 

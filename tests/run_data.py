@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from planner.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, save_plan
+from planner.base.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, save_plan
 
 COLOURS = ((200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40))
 

@@ -1,6 +1,7 @@
 """The caching-allocator replay: torch's block and segment sizes, best fit, splitting, merging."""
 
-from planner.meters.allocator import (
+from planner.base.tracker import ALLOC, FREE, PHASE
+from planner.probe.meters.allocator import (
     LARGE_BUFFER,
     MIB,
     SMALL_BUFFER,
@@ -9,7 +10,6 @@ from planner.meters.allocator import (
     segment_size,
     steady_state_peaks,
 )
-from planner.meters.tracker import ALLOC, FREE, PHASE
 
 
 def test_sizes_are_torchs():

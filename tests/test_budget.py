@@ -1,7 +1,7 @@
 import pytest
 
-from planner.budget import format_bytes, parse_budget
-from planner.errors import UserError
+from planner.base.budget import format_bytes, parse_budget
+from planner.base.errors import UserError
 
 GIB, MIB = 2**30, 2**20
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from run_data import plan_entry, write_plan
 
-from planner.configuration import MIN_BATCHNORM_MICRO_BATCH, Option, choose, normalisation_floor, relative_cost
-from planner.entries import single_entry
-from planner.meters.cpu import CpuMeter
-from planner.probe import probe_plan
-from trainer.recipe import CheckpointingUnsupported, build_learner, set_grad_checkpointing, synthetic_dataloaders
+from planner.base.entries import single_entry
+from planner.base.recipe import CheckpointingUnsupported, build_learner, set_grad_checkpointing, synthetic_dataloaders
+from planner.probe.configuration import MIN_BATCHNORM_MICRO_BATCH, Option, choose, normalisation_floor, relative_cost
+from planner.probe.meters.cpu import CpuMeter
+from planner.probe.probe import probe_plan
 
 MIB = 2**20
 
@@ -63,7 +63,7 @@ def test_rule_picks_the_fastest_fitting_option_otherwise():
 def test_checkpointing_is_switched_in_the_timm_body_and_refused_where_timm_has_none():
     from fastai.vision.learner import create_timm_model
 
-    from planner.plan import ItemTransform
+    from planner.base.plan import ItemTransform
 
     dls = synthetic_dataloaders(ItemTransform(resize=32), (32, 32), 2, device="cpu", n_batches=1)
     learn = build_learner(dls, "convnext_atto", effective_batch_size=2, pretrained=False, fp16=False,
@@ -144,7 +144,7 @@ def test_run_skips_a_misfit_with_one_line_trains_the_rest_and_exits_3(planner_cl
 def test_the_estimate_meter_recomputes_under_the_emulated_autocast():
     """Checkpointing recomputes the forward in backward: under the emulated CUDA autocast it must see
     the same casts as the forward did (torch.utils.checkpoint refuses a recomputation that differs)."""
-    from planner.meters.estimate import EstimateMeter
+    from planner.probe.meters.estimate import EstimateMeter
 
     meter = EstimateMeter(budget_bytes=2**34)
     entry = single_entry("vit_tiny_patch16_224", 224)[0]

@@ -1,4 +1,4 @@
-"""planner.compat: each private or version-dependent API, its fallback and its error."""
+"""planner.base.compat: each private or version-dependent API, its fallback and its error."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import timm
 import torch
 
-from planner import compat
-from planner.compat import CompatError
-from planner.errors import UserError
+from planner.base import compat
+from planner.base.compat import CompatError
+from planner.base.errors import UserError
 
 
 def test_renamed_models_come_from_timms_public_table() -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from planner.meters.cuda_autocast import autocast_ops, cuda_autocast, cuda_policy
-from planner.meters.tracker import StorageTracker
+from planner.base.tracker import StorageTracker
+from planner.probe.meters.cuda_autocast import autocast_ops, cuda_autocast, cuda_policy
 
 HEADER = Path(torch.__file__).parent / "include" / "ATen" / "autocast_mode.h"
 MACROS = {"AT_FORALL_LOWER_PRECISION_FP": "lower_precision_fp", "AT_FORALL_FP32": "fp32",

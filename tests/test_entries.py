@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from planner.entries import load_models_file, reference_entries, resolve_arch, single_entry
-from planner.errors import UserError
-from planner.plan import ItemTransform
+from planner.base.entries import load_models_file, reference_entries, resolve_arch, single_entry
+from planner.base.errors import UserError
+from planner.base.plan import ItemTransform
 
 
 def test_reference_set_has_six_entries_with_current_timm_names():

@@ -4,12 +4,12 @@ import dataclasses
 
 import pytest
 
-from planner.entries import single_entry
-from planner.meters import get_meter, meter_names
-from planner.meters.device_model import DeviceModel
-from planner.plan import ItemTransform
-from planner.probe import probe_plan
-from planner.search import candidate_micro_batches
+from planner.base.entries import single_entry
+from planner.base.plan import ItemTransform
+from planner.probe.meters import get_meter, meter_names
+from planner.probe.meters.device_model import DeviceModel
+from planner.probe.probe import probe_plan
+from planner.probe.search import candidate_micro_batches
 
 MIB = 2**20
 # The estimate meter runs the same step on fake tensors; in fp32 without the CUDA model it must
@@ -76,7 +76,7 @@ def test_cpu_meter_out_of_memory_is_released_and_searched_around(resnet18_64):
 
 
 def test_estimate_meter_times_the_same_fake_step_on_a_named_card():
-    from planner.gpus import get_gpu
+    from planner.base.gpus import get_gpu
 
     entry = single_entry("resnet18", 224)[0]  # large enough for the T4's GPU, not its host, to set the pace
     untimed = get_meter("estimate", budget_bytes=2**30).measure(entry, 32)

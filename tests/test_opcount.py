@@ -3,7 +3,7 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from planner.meters.opcount import OpCounter, conv_flops
+from planner.probe.meters.opcount import OpCounter, conv_flops
 
 
 def test_depthwise_convolution_counts_per_group_forward_and_both_gradients():

@@ -10,11 +10,11 @@ import pytest
 import torch
 from run_data import plan_entry, write_plan
 
-from planner.entries import single_entry
-from planner.errors import UserError
-from planner.meters.base import Meter
-from planner.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
-from planner.probe import probe_plan
+from planner.base.entries import single_entry
+from planner.base.errors import UserError
+from planner.base.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
+from planner.probe.meters.base import Meter
+from planner.probe.probe import probe_plan
 from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.ray_backend import RayOptions, _task_device
 

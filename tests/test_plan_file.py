@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from planner.errors import UserError
-from planner.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, ProbePoint, load_plan, save_plan
+from planner.base.errors import UserError
+from planner.base.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, ProbePoint, load_plan, save_plan
 
 
 def make_plan() -> Plan:

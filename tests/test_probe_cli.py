@@ -19,7 +19,7 @@ def test_probe_writes_a_plan_with_the_cpu_meter(planner_cli, tmp_path):
 
 
 def test_probe_for_a_named_card_uses_its_memory_and_predicts_epoch_and_run_times(planner_cli, tmp_path):
-    from planner.gpus import get_gpu
+    from planner.base.gpus import get_gpu
 
     out = tmp_path / "plan.json"
     result = planner_cli("probe", "--gpu", "T4", "--arch", "resnet18", "--size", "64", "--device", "estimate",

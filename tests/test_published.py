@@ -1,7 +1,7 @@
 """The published RTX 3090 runs as ground truth: file, brackets, halves, scores and the constants' fit."""
 
-from planner.validation.calibrate import BracketPeaks, fit_overhead, outcomes
-from planner.validation.published import (
+from planner.probe.validation.calibrate import BracketPeaks, fit_overhead, outcomes
+from planner.probe.validation.published import (
     CARD_BYTES,
     DECAY_SEQUENCE,
     GIB,

@@ -14,12 +14,12 @@ from fastai.callback.core import Callback
 from rich.console import Console
 from run_data import plan_entry, write_plan
 
-from planner.errors import UserError
-from planner.plan import EntryTime
+from planner.base.errors import UserError
+from planner.base.plan import EntryTime
+from planner.base.runfile import EpochRecord, OomMiss
 from trainer.data import scan_data
 from trainer.progress import SUMMARY_COLUMNS, LineReporter, RichReporter, summary_rows
 from trainer.run import RunOptions, RunResult, accumulation_ladder, run_plan
-from trainer.runfile import EpochRecord, OomMiss
 from trainer.split import draw_split, shared_split
 
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")

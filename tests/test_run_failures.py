@@ -8,7 +8,7 @@ import os
 import pytest
 from run_data import plan_entry, write_plan
 
-from planner.errors import UserError
+from planner.base.errors import UserError
 from trainer.run import RunOptions, one_writer, run_plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

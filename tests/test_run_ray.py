@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from run_data import plan_entry, small_plan, write_plan
 
-from planner.errors import UserError
+from planner.base.errors import UserError
 
 ray = pytest.importorskip("ray")
 
+from planner.base.runfile import EntryRecord, OomMiss  # noqa: E402
 from trainer.progress import Reporter  # noqa: E402
 from trainer.ray_backend import CRASH_MARKER, RayOptions, run_plan_ray  # noqa: E402
 from trainer.run import RunOptions, RunResult  # noqa: E402
-from trainer.runfile import EntryRecord, OomMiss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"

@@ -3,9 +3,9 @@ of the search; what is checked is the search's choice and how many probes it nee
 
 import pytest
 
-from planner.errors import UserError
-from planner.plan import MemoryCurve, ProbePoint
-from planner.search import (
+from planner.base.errors import UserError
+from planner.base.plan import MemoryCurve, ProbePoint
+from planner.probe.search import (
     candidate_micro_batches,
     fit_curve,
     search_micro_batch,

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from planner.epochtime import TTA_PASSES, default_sizes, entry_time, split_sizes, time_basis
-from planner.errors import UserError
-from planner.gpus import GPUS, MIB, find_gpu, get_gpu
-from planner.plan import StepTimes
-from planner.steptime import StepCosts, TimeConstants, fit_constants, fit_flop_efficiency, step_seconds
+from planner.base.errors import UserError
+from planner.base.gpus import GPUS, MIB, find_gpu, get_gpu
+from planner.base.plan import StepTimes
+from planner.probe.epochtime import TTA_PASSES, default_sizes, entry_time, split_sizes, time_basis
+from planner.probe.steptime import StepCosts, TimeConstants, fit_constants, fit_flop_efficiency, step_seconds
 
 T4 = get_gpu("T4")
 ONE = TimeConstants(tensor_efficiency=1, vector_efficiency=1, memory_efficiency=1, launch_seconds=1e-6,
@@ -80,7 +80,7 @@ def test_epoch_and_run_time_count_fastai_loops():
 
 
 def test_step_times_between_probes_are_affine_in_the_micro_batch():
-    from planner.epochtime import step_times_at
+    from planner.probe.epochtime import step_times_at
 
     def times(b):
         return StepTimes(gpu="T4", forward_backward=0.01 + 0.002 * b, optimizer_step=0.05, eval_forward=0.001 * b)

@@ -7,8 +7,8 @@ import fcntl
 import numpy as np
 import pytest
 
+from planner.base.errors import UserError
 from planner.ensemble.study import _sqlite_file, run_study
-from planner.errors import UserError
 
 
 def test_a_second_writer_of_a_sqlite_study_is_refused(tmp_path) -> None:

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from planner.base.errors import UserError
 from planner.ensemble import methods
 from planner.ensemble.objectives import error_rate, log_loss, true_class_probs
 from planner.ensemble.study import run_study
 from planner.ensemble.tune import TuneOptions, tune_weights
-from planner.errors import UserError
 from tests.tune_weights_data import complementary, informative_and_noise, softmax, write_run
 
 

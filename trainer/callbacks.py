@@ -12,9 +12,9 @@ from typing import Any
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
 
+from planner.base.runfile import EpochRecord
 from trainer.memory import RunMeter
 from trainer.progress import Reporter
-from trainer.runfile import EpochRecord
 
 
 def fit_phase(learn: Any) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from planner.errors import UserError
+from planner.base.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset(ext for ext, kind in mimetypes.types_map.items() if kind.startswith("image/"))
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"

@@ -1,6 +1,6 @@
 """One try of one entry: the reference's fastai training, measured, then TTA predictions.
 
-The recipe comes from ``trainer.recipe`` (the probe builds the same data loaders and learner, so what
+The recipe comes from ``planner.base.recipe`` (the probe builds the same data loaders and learner, so what
 it measured is what is trained here). ``fine_tune`` runs unchanged; memory phases and epoch reports
 are fastai callbacks passed to it. fastai is imported when a try starts, not with this module.
 """
@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from planner.plan import PlanEntry
+from planner.base.plan import PlanEntry
+from planner.base.recipe import build_learner, make_dataloaders
+from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, RunSettings
 from trainer.data import DataLayout, label_of
 from trainer.memory import make_meter
 from trainer.predictions import Predictions, error_rate, log_loss
 from trainer.progress import Reporter
-from trainer.recipe import build_learner, make_dataloaders
-from trainer.runfile import EpochRecord, MemoryRecord, Metrics, RunSettings
 from trainer.saved_model import SavedModel, capture_model
 from trainer.split import Split
 from trainer.tta import seeded_tta

@@ -2,10 +2,10 @@
 
 A meter is made when an entry's try starts (before its learner exists), wraps ``fine_tune`` with
 :meth:`RunMeter.measuring`, hears phase and batch boundaries from the ``MemoryPhases`` callback
-(``trainer.callbacks``) and finally gives a :class:`~trainer.runfile.MemoryRecord`. Meters are
+(``trainer.callbacks``) and finally gives a :class:`~planner.base.runfile.MemoryRecord`. Meters are
 registered by device name; :func:`make_meter` looks them up.
 
-- ``cuda``: reserved peak + this process's non-torch device bytes (``planner.meters.gpu``), what
+- ``cuda``: reserved peak + this process's non-torch device bytes (``planner.base.cuda_device``), what
   decides OOM on a whole card, as the probe's cuda meter measures it. Costs nothing per step.
 - ``cpu``: a ``StorageTracker`` (the probe's cpu meter) counting model parameters and buffers, then
   every op's outputs. It is a Python dispatch mode and costs a few percent per step on small models,
@@ -26,9 +26,9 @@ from itertools import chain
 
 import torch
 
-from planner.meters import gpu
-from planner.meters.tracker import StorageTracker
-from trainer.runfile import MemoryRecord
+from planner.base import cuda_device as gpu
+from planner.base.runfile import MemoryRecord
+from planner.base.tracker import StorageTracker
 
 VALID_SAMPLE_BATCHES = 2
 

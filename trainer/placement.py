@@ -14,7 +14,7 @@ not measure. A packed entry gets the share of a card in which its peak keeps the
 Ray's fractional accounting gives one GPU only tasks whose fractions sum to at most 1, and each
 fraction is at least ``peak_i / (1 − margin) / card_bytes``, so entries that share a card satisfy
 ``Σ peak_i ≤ (1 − margin) × card_bytes``: their predicted peaks fit together with the plan's margin
-to spare. A peak of the whole card (``planner.meters.gpu.peak_bytes``: reserved + what torch does not
+to spare. A peak of the whole card (``planner.base.cuda_device.peak_bytes``: reserved + what torch does not
 see) already counts each process's CUDA context, which every process sharing a card pays.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.plan import PlanEntry
+from planner.base.plan import PlanEntry
 
 # Ray accounts fractional resources in units of 1/10,000 of a GPU.
 RAY_RESOLUTION = 10_000
@@ -56,7 +56,7 @@ def share_cap_fraction(share_bytes: int, context_bytes: int, card_bytes: int) ->
     """The fraction for ``torch.cuda.set_per_process_memory_fraction`` that keeps a process in its share.
 
     The cap limits torch's caching allocator only; the CUDA context and other non-torch bytes come on
-    top, so they are taken off the share first (as ``planner.meters.gpu.cap_to_budget`` does).
+    top, so they are taken off the share first (as ``planner.base.cuda_device.cap_to_budget`` does).
 
     Args:
         share_bytes: the bytes of the card this process may use (fraction × card).

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from planner.atomic import atomic_write_text
-from planner.errors import UserError
+from planner.base.atomic import atomic_write_text
+from planner.base.errors import UserError
+from planner.base.runfile import load_run
 from trainer.data import IMAGE_EXTENSIONS
-from trainer.runfile import load_run
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: batches done of an entry's passes."""
@@ -107,8 +107,8 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
     """
     import torch
 
+    from planner.base.recipe import prepare_device
     from trainer.memory import release_memory
-    from trainer.recipe import prepare_device
     from trainer.saved_model import build_from_recipe, read_saved_model
 
     run_dir = Path(run_dir).expanduser().resolve()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.atomic import atomic_write
+from planner.base.atomic import atomic_write
 
 PREDS_FOLDER = "preds"
 LOG_LOSS_EPS = 1e-15

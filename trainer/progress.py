@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from planner.budget import format_bytes
-from trainer.runfile import EntryRecord, EpochRecord, OomMiss, RunFile, now
+from planner.base.budget import format_bytes
+from planner.base.runfile import EntryRecord, EpochRecord, OomMiss, RunFile, now
 
 
 class Reporter:

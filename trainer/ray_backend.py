@@ -37,8 +37,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from planner.errors import UserError, first_line
-from planner.plan import Plan, PlanEntry, load_plan
+from planner.base.errors import UserError, first_line
+from planner.base.plan import Plan, PlanEntry, load_plan
+from planner.base.runfile import (
+    EntryRecord,
+    EpochRecord,
+    MemoryRecord,
+    Metrics,
+    OomMiss,
+    RunBook,
+    SavedModelRecord,
+    WorkerRecord,
+)
 from trainer.fit import RunInputs, TrainJob
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
@@ -55,16 +65,6 @@ from trainer.run import (
     new_entry_record,
     one_writer,
     start_run_folder,
-)
-from trainer.runfile import (
-    EntryRecord,
-    EpochRecord,
-    MemoryRecord,
-    Metrics,
-    OomMiss,
-    RunBook,
-    SavedModelRecord,
-    WorkerRecord,
 )
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
@@ -323,9 +323,9 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     """
     import ray
 
+    from planner.base.recipe import prepare_device
     from trainer.memory import release_memory
     from trainer.predictions import predictions_path, save_predictions
-    from trainer.recipe import prepare_device
     from trainer.run import _attempt
     from trainer.saved_model import save_model
 
@@ -385,8 +385,8 @@ def _claim_gpu(share: float) -> tuple[int, int]:
     """
     import torch
 
-    from planner.meters import gpu
-    from planner.meters.gpu import FALLBACK_CONTEXT_BYTES
+    from planner.base import cuda_device as gpu
+    from planner.base.cuda_device import FALLBACK_CONTEXT_BYTES
 
     card = gpu.gpu_total_bytes(0)
     if share >= 1:

@@ -18,17 +18,12 @@ from typing import Any, Literal
 
 import torch
 
-from planner.budget import format_bytes
-from planner.errors import UserError, first_line
-from planner.lock import held_exclusively
-from planner.plan import Plan, PlanEntry, load_plan
-from trainer.data import DataLayout, scan_data
-from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
-from trainer.memory import release_memory
-from trainer.predictions import predictions_path, save_predictions
-from trainer.progress import LogFile, Reporter, Reporters
-from trainer.recipe import prepare_device
-from trainer.runfile import (
+from planner.base.budget import format_bytes
+from planner.base.errors import UserError, first_line
+from planner.base.lock import held_exclusively
+from planner.base.plan import Plan, PlanEntry, load_plan
+from planner.base.recipe import prepare_device
+from planner.base.runfile import (
     EntryRecord,
     EpochRecord,
     MemoryRecord,
@@ -44,6 +39,11 @@ from trainer.runfile import (
     now,
     save_run,
 )
+from trainer.data import DataLayout, scan_data
+from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
+from trainer.memory import release_memory
+from trainer.predictions import predictions_path, save_predictions
+from trainer.progress import LogFile, Reporter, Reporters
 from trainer.saved_model import save_model
 from trainer.split import Split, shared_split
 

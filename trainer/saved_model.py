@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from planner.atomic import atomic_write, atomic_write_json
-from planner.errors import UserError
-from planner.plan import ItemTransform, Record, Size, describe_validation_error
-from trainer.recipe import AUG_MIN_SCALE
-from trainer.runfile import SavedModelRecord, load_run
+from planner.base.atomic import atomic_write, atomic_write_json
+from planner.base.errors import UserError
+from planner.base.plan import ItemTransform, Record, Size, describe_validation_error
+from planner.base.recipe import AUG_MIN_SCALE
+from planner.base.runfile import SavedModelRecord, load_run
 
 if TYPE_CHECKING:
     from trainer.fit import TrainJob
@@ -227,7 +227,7 @@ def build_from_recipe(recipe: ModelRecipe, state_dict: dict[str, Any], device: s
     from fastai.vision.all import Normalize
     from fastcore.basics import noop
 
-    from trainer.recipe import build_learner, make_dataloaders, synthetic_image
+    from planner.base.recipe import build_learner, make_dataloaders, synthetic_image
 
     if recipe.batch.min_scale != AUG_MIN_SCALE:
         raise UserError(f"{recipe.entry} was trained with aug_transforms(min_scale={recipe.batch.min_scale}), "

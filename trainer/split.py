@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from planner.atomic import atomic_write_json
-from planner.errors import UserError
-from planner.plan import Record, describe_validation_error
+from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
+from planner.base.plan import Record, describe_validation_error
 from trainer.data import DataLayout, label_of
 
 SPLIT_VERSION = 1

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from planner.base.errors import UserError
 from planner.ensemble.objectives import error_rate, log_loss
-from planner.errors import UserError
 
 # A method's fit: P_true of the training rows (models, rows) → weights (models,).
 Fit = Callable[[np.ndarray], np.ndarray]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from planner.base.errors import UserError
 from planner.ensemble.objectives import EPS, log_loss, log_loss_grad
-from planner.errors import UserError
 
 GREEDY_ROUNDS = 50
 SINGLE = "single:"  # name prefix of the "method" that is one model alone

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.errors import UserError
+from planner.base.errors import UserError
 
 ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
 ROW_SUM_TOLERANCE = 1e-3

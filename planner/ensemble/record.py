@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from planner.atomic import atomic_write_json
-from planner.errors import UserError
-from planner.plan import Record, describe_validation_error
+from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
+from planner.base.plan import Record, describe_validation_error
 
 if TYPE_CHECKING:
     from planner.ensemble.crossfit import Score

@@ -14,7 +14,7 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from planner.atomic import atomic_write
+from planner.base.atomic import atomic_write
 from planner.ensemble.methods import SINGLE
 
 if TYPE_CHECKING:

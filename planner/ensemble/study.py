@@ -39,15 +39,15 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from planner.compat import gp_sampler
+from planner.base.compat import gp_sampler
+from planner.base.errors import UserError, first_line
+from planner.base.lock import held_exclusively
 from planner.ensemble.objectives import log_loss, row_log_losses
-from planner.errors import UserError, first_line
-from planner.lock import held_exclusively
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-    "gp": gp_sampler,  # its options differ across Optuna releases: planner.compat
+    "gp": gp_sampler,  # its options differ across Optuna releases: planner.base.compat
 }
 # The value of u that stands for "weight 1 before normalising" in enqueued trials.
 UNIT = float(np.exp(-1.0))

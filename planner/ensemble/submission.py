@@ -11,8 +11,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.atomic import atomic_write_text
-from planner.errors import UserError
+from planner.base.atomic import atomic_write_text
+from planner.base.errors import UserError
 
 SAMPLE = "sample_submission.csv"
 DEFAULT_HEADER = ("image_id", "label")

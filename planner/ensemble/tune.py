@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from planner.base.errors import UserError
 from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
@@ -26,7 +27,6 @@ from planner.ensemble.record import save_weights
 from planner.ensemble.report import write_png
 from planner.ensemble.study import SAMPLERS, StudyResult, fingerprint, run_study
 from planner.ensemble.submission import load_sample, write_submission
-from planner.errors import UserError
 
 FITTED = ("greedy", "slsqp", "optuna")
 MIN_GAIN_SE = 2.0

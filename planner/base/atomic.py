@@ -1,0 +1,81 @@
+"""Atomic file writes: write a temporary file beside the target, fsync, then rename over it.
+
+A reader (or a resumed run) therefore sees either the old file or the whole new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temporary file in ``path``'s folder and rename it to ``path``.
+
+    Args:
+        path: the final file name; its parent folder is created if missing.
+        write: a function that writes the whole content to the binary file object it gets.
+
+    Returns:
+        The final path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def check_writable(path: str | Path, what: str, *, folder: bool) -> Path:
+    """Refuse, before any work, an output that could not be written at the end.
+
+    Args:
+        path: the output file (``folder=False``) or folder (``folder=True``).
+        what: the option that names it, for the message (e.g. "-o").
+        folder: whether ``path`` is a folder.
+
+    Raises:
+        UserError: the path is a folder where a file is expected (or the reverse), or the nearest
+            existing folder above it cannot be written.
+    """
+    from planner.base.errors import UserError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind, expected = ("a file", "a folder") if folder else ("a folder", "a file name")
+        raise UserError(f"{what} {path} is {kind}: give {expected}")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{what} {path} cannot be written (no permission in {existing}): choose another place")
+    return path

@@ -1,0 +1,219 @@
+"""Every use of another package's private or version-dependent API, in one place.
+
+planner leans on a few things that its dependencies do not promise to keep: timm's table of renamed
+models, torch's ``FakeTensorMode`` (a private module), fastai's ``TimmBody`` (patched for NHWC
+bodies), Optuna's ``GPSampler`` options and one of Optuna's log lines. Each is reached only through
+a function here, which uses the public API where one exists, falls back where an older or newer
+release offers another way, and otherwise raises ``CompatError`` naming the versions planner was
+tested with and what to install.
+
+``TESTED`` is the range CI runs (``.ci/run``: the newest releases; ``.ci/lowest``: pyproject's
+floors); README's install section states the same range and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from planner.base.errors import UserError
+
+# package: (lowest tested = pyproject's floor, newest tested). Checked against pyproject and README by
+# tests/test_dependencies.py.
+TESTED: dict[str, tuple[str, str]] = {
+    "torch": ("2.6.0", "2.14.1"),
+    "timm": ("1.0.21", "1.0.31"),
+    "fastai": ("2.7.19", "2.8.12"),
+    "optuna": ("3.6.0", "5.0.0"),
+}
+
+
+class CompatError(UserError):
+    """An installed dependency lacks an API planner needs; the message names the tested range."""
+
+
+def tested_range(package: str) -> str:
+    low, high = TESTED[package]
+    return f"{package} {low} to {high}"
+
+
+def _installed(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def unsupported(package: str, what: str, error: BaseException | str) -> CompatError:
+    """The error for a missing API: what is missing, the installed version and the tested range."""
+    low, high = TESTED[package]
+    return CompatError(
+        f"{what} is not available with {package} {_installed(package)} ({error}); planner is tested with "
+        f"{tested_range(package)}: pip install '{package}>={low},<={high}'"
+    )
+
+
+# --- timm ------------------------------------------------------------------------------------------
+
+
+def timm_renamed_models() -> Mapping[str, str | None]:
+    """timm's table of renamed architectures: old name -> current name (None: removed, no successor).
+
+    Public ``timm.models.get_deprecated_models()`` (timm 0.9 on); before it, the private
+    ``timm.models._registry._deprecated_models`` that it returns.
+    """
+    import timm.models
+
+    public = getattr(timm.models, "get_deprecated_models", None)
+    if public is not None:
+        return public()
+    try:
+        from timm.models import _registry
+
+        return dict(_registry._deprecated_models)
+    except (ImportError, AttributeError) as error:
+        raise unsupported("timm", "timm's table of renamed models (get_deprecated_models)", error) from None
+
+
+# --- torch -----------------------------------------------------------------------------------------
+
+
+def fake_tensor_mode(**options: Any) -> Any:
+    """A new ``torch._subclasses.fake_tensor.FakeTensorMode(**options)`` (private in every torch release).
+
+    The estimate meter should create its mode here instead of importing it itself, so that a torch
+    that moved or changed it gives one line naming the tested range (and ``--device cpu|cuda``, which
+    do not need it) instead of a traceback.
+    """
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+    except ImportError as error:
+        raise unsupported("torch", "FakeTensorMode (used by --device estimate; --device cpu or cuda do not need "
+                          "it)", error) from None
+    try:
+        return FakeTensorMode(**options)
+    except TypeError as error:
+        raise unsupported("torch", f"FakeTensorMode({', '.join(options)}=...) (used by --device estimate; "
+                          "--device cpu or cuda do not need it)", error) from None
+
+
+def torch_dispatch_mode() -> type:
+    """``torch.utils._python_dispatch.TorchDispatchMode``, the base of the storage tracker (a private
+    module in every torch release; the class itself is documented). The tracker should subclass
+    ``compat.torch_dispatch_mode()`` instead of importing it itself."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+    except ImportError as error:
+        raise unsupported("torch", "TorchDispatchMode (the memory tracker of --device cpu and estimate)",
+                          error) from None
+    return TorchDispatchMode
+
+
+def tree_leaves(tree: Any) -> list[Any]:
+    """The leaves of nested lists, tuples and dicts (an op's outputs), by torch's private
+    pytree where it is, else by a plain walk over those three containers."""
+    try:
+        from torch.utils._pytree import tree_flatten
+    except ImportError:
+        if isinstance(tree, (list, tuple)):
+            return [leaf for item in tree for leaf in tree_leaves(item)]
+        if isinstance(tree, dict):
+            return [leaf for item in tree.values() for leaf in tree_leaves(item)]
+        return [tree]
+    return tree_flatten(tree)[0]
+
+
+# --- fastai ----------------------------------------------------------------------------------------
+
+
+def end_cleanup(learn: Any) -> None:
+    """Drop a fastai Learner's last batch, predictions and loss: its private ``_end_cleanup()`` where it
+    exists (fastai 2.x), else the same attributes set by hand."""
+    cleanup = getattr(learn, "_end_cleanup", None)
+    if callable(cleanup):
+        cleanup()
+        return
+    learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+
+
+
+def channels_first_timm_body(body: Any) -> None:
+    """Make fastai's ``TimmBody`` hand channels-first features to its pooling head, in place.
+
+    timm 1.x Swin models return NHWC features from ``forward_features`` while fastai's head pools the
+    last two dimensions, so ``vision_learner`` fails on them (BatchNorm size mismatch). For such bodies
+    the features are permuted to NCHW (a view: no memory cost); other bodies are untouched, so only
+    NHWC models depend on ``TimmBody``'s ``needs_pool`` and ``model`` attributes.
+    """
+    model = getattr(body, "model", None)
+    if getattr(model, "output_fmt", "NCHW") != "NHWC":
+        return
+    if not isinstance(getattr(body, "needs_pool", None), bool):
+        raise unsupported("fastai", "TimmBody.needs_pool (patched for timm models with NHWC features)",
+                          f"the model body is a {type(body).__name__}")
+    if body.needs_pool:
+        body.__class__ = _channels_first_body_class()
+
+
+@functools.cache
+def _channels_first_body_class() -> type:
+    try:
+        from fastai.vision.learner import TimmBody
+    except ImportError as error:
+        raise unsupported("fastai", "fastai.vision.learner.TimmBody", error) from None
+
+    def forward(self: Any, x: Any) -> Any:
+        return self.model.forward_features(x).permute(0, 3, 1, 2)
+
+    return type("ChannelsFirstTimmBody", (TimmBody,), {"forward": forward})
+
+
+# --- optuna ----------------------------------------------------------------------------------------
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+# Optuna's GP module logs this on every import when the optional greenlet package is missing; the
+# sampler works the same without it (only the acquisition optimisation runs sequentially).
+_OPTUNA_NOTES = {"optuna._gp.batched_lbfgsb": ("'greenlet' package is unavailable",)}
+
+
+@functools.cache
+def quiet_optuna_notes() -> None:
+    """Drop Optuna's log notes about missing optional packages (a user cannot act on them in a run)."""
+    for name, fragments in _OPTUNA_NOTES.items():
+        logging.getLogger(name).addFilter(_DropRecords(*fragments))
+
+
+def gp_sampler(seed: int) -> Any:
+    """Optuna's ``GPSampler`` without its per-parameter independent-sampling warning.
+
+    ``warn_independent_sampling`` exists from Optuna 4.x on; 3.6's GPSampler has no such warning to
+    turn off, so the option is passed only where it is accepted. Its ExperimentalWarning (3.6 to 4.x)
+    is not shown either.
+    """
+    import optuna
+
+    quiet_optuna_notes()
+    sampler_class = getattr(optuna.samplers, "GPSampler", None)
+    if sampler_class is None:
+        raise unsupported("optuna", "optuna.samplers.GPSampler (--sampler gp)", "no such class")
+    options: dict[str, Any] = {"seed": seed}
+    if "warn_independent_sampling" in inspect.signature(sampler_class.__init__).parameters:
+        options["warn_independent_sampling"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return sampler_class(**options)

@@ -1,0 +1,283 @@
+"""plan.json: the file the probe writes and `planner run` reads.
+
+Records are frozen pydantic models: loading validates every field and a mistake is reported as one
+line naming the field (``entries.2.accum: ...``). Writing is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
+
+PLAN_VERSION = 1
+Size = tuple[int, int]
+
+
+class Record(BaseModel):
+    """Base of every file record: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class ItemTransform(Record):
+    """fastai's item transform ``Resize(resize, method=method)``, applied on the CPU to each image."""
+
+    resize: int | tuple[int, int]
+    method: Literal["crop", "squish", "pad"] = "crop"
+
+    @model_validator(mode="after")
+    def _positive(self) -> ItemTransform:
+        sides = (self.resize,) if isinstance(self.resize, int) else self.resize
+        if any(side <= 0 for side in sides):
+            raise ValueError("resize sides must be positive")
+        return self
+
+    @property
+    def label(self) -> str:
+        """A short text for names and tables, e.g. ``crop640x480`` or ``squish480``."""
+        sides = (self.resize,) if isinstance(self.resize, int) else self.resize
+        return self.method + "x".join(str(side) for side in sides)
+
+
+class StepTimes(Record):
+    """Predicted seconds on a named card of one micro-batch's parts, from the fake step's op counts."""
+
+    gpu: str
+    forward_backward: float = Field(ge=0)
+    optimizer_step: float = Field(ge=0)
+    eval_forward: float = Field(ge=0)
+
+
+class ProbePoint(Record):
+    """One probe: a few real (or fake) training steps at one micro-batch.
+
+    ``peak_bytes`` is what the budget is compared with (for the cuda meter reserved peak plus what
+    torch does not see). ``forward_backward_bytes`` and ``step_bytes`` split it by phase, which is
+    what the memory curve is fitted on. All three are None when the probe ran out of memory.
+    """
+
+    micro_batch: int = Field(gt=0)
+    peak_bytes: int | None
+    forward_backward_bytes: int | None = None
+    step_bytes: int | None = None
+    oom: bool = False
+    seconds: float = Field(ge=0)
+    step_seconds: float | None = None
+    grad_checkpointing: bool = False
+    predicted_times: StepTimes | None = None
+
+
+class MemoryCurve(Record):
+    """peak(b) = max(step_bytes + step_per_sample_bytes*b, fixed_bytes + per_sample_bytes*b)."""
+
+    fixed_bytes: float
+    per_sample_bytes: float
+    step_bytes: float
+    step_per_sample_bytes: float = 0.0
+
+    def predict(self, micro_batch: int) -> int:
+        backward = self.fixed_bytes + self.per_sample_bytes * micro_batch
+        step = self.step_bytes + self.step_per_sample_bytes * micro_batch
+        return int(max(backward, step))
+
+
+class BudgetPair(Record):
+    """The micro-batch and accumulation the probe chose for one more card size (same effective batch).
+
+    Written by ``planner probe`` given several ``--gpu-mem``; a task of ``planner run --backend ray``
+    trains with the pair of the largest budget its GPU holds (``trainer.placement.pair_for_memory``).
+    """
+
+    budget_bytes: int = Field(gt=0)
+    micro_batch: int = Field(gt=0)
+    accum: int = Field(gt=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
+    fits: bool
+
+
+class Alternative(Record):
+    """One configuration the probe weighed for an entry: the chosen one and the others."""
+
+    micro_batch: int = Field(gt=0)
+    accum: int = Field(gt=0)
+    grad_checkpointing: bool
+    predicted_peak_bytes: int | None = Field(ge=0)
+    fits: bool
+    seconds_per_sample: float | None = None
+    relative_cost: float = Field(gt=0)
+
+
+class EntryTime(Record):
+    """Seconds to train one entry as planned (``planner.probe.epochtime``); no data loading included.
+
+    ``source`` "estimate": the step-time model on ``gpu``; "measured": the cuda meter's timed probe
+    steps (training; the no-gradient passes then scaled from them). ``total_seconds`` is fastai's
+    ``fine_tune(epochs)``: one epoch with the body frozen, ``epochs`` epochs unfrozen, then TTA on the
+    held-out and test images.
+    """
+
+    source: Literal["estimate", "measured"]
+    gpu: str
+    train_seconds_per_epoch: float = Field(ge=0)
+    valid_seconds_per_epoch: float = Field(ge=0)
+    epoch_seconds: float = Field(ge=0)
+    frozen_epoch_seconds: float = Field(ge=0)
+    epochs: int = Field(ge=0)
+    tta_seconds: float = Field(ge=0)
+    total_seconds: float = Field(ge=0)
+
+
+class PlanEntry(Record):
+    """Everything `planner run` needs to train one model, plus the evidence behind the choice.
+
+    ``accum``/``micro_batch`` are for the plan's ``budget_bytes``; ``per_budget`` (empty unless the
+    probe was given several budgets) holds a pair for each budget, the plan's own included.
+    ``grad_checkpointing`` trains with timm's activation checkpointing; ``choice`` says why this
+    configuration won and ``alternatives`` lists those weighed (``planner.probe.configuration``).
+    """
+
+    name: str = Field(min_length=1)
+    arch: str = Field(min_length=1)
+    reference_arch: str | None = None
+    item: ItemTransform
+    size: Size
+    accum: int = Field(gt=0)
+    micro_batch: int = Field(gt=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
+    fits: bool
+    headroom_bytes: int | None
+    curve: MemoryCurve | None = None
+    probes: list[ProbePoint] = Field(default_factory=list)
+    ooms: int = Field(default=0, ge=0)
+    step_seconds: float | None = None
+    probe_seconds: float = Field(default=0.0, ge=0)
+    per_budget: list[BudgetPair] = Field(default_factory=list)
+    grad_checkpointing: bool = False
+    choice: str | None = None
+    alternatives: list[Alternative] = Field(default_factory=list)
+    predicted_time: EntryTime | None = None
+    measured_time: EntryTime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PlanEntry:
+        if min(self.size) <= 0:
+            raise ValueError("size sides must be positive")
+        if self.fits and self.predicted_peak_bytes is None:
+            raise ValueError("an entry that fits needs predicted_peak_bytes")
+        return self
+
+
+class MeasuredOn(Record):
+    """Where and how the peaks were measured."""
+
+    device: Literal["cuda", "cpu", "estimate"]
+    precision: Literal["fp16", "fp32"]
+    gpu: str | None = None
+    gpu_total_bytes: int | None = None
+    context_bytes: int | None = None
+    torch: str
+    timm: str
+    fastai: str
+    synthetic_data: bool = True
+
+
+class TimeBasis(Record):
+    """What the entries' times assume: the card, the data set's sizes, the epochs and TTA passes."""
+
+    gpu: str | None
+    n_train: int = Field(ge=0)
+    n_valid: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+    data: str
+    epochs: int = Field(ge=0)
+    tta_passes: int = Field(ge=0)
+    data_loading: str = ("not included: the times are the GPU's; decoding and resizing images on the CPU "
+                         "can take longer on a fast card with few cores")
+
+
+class Plan(Record):
+    """The whole plan: one budget, one effective batch, one entry per model to train; ``data`` is
+    the data folder it was probed with (absolute), which `planner run` uses when given none."""
+
+    version: Literal[1] = PLAN_VERSION
+    budget_bytes: int = Field(gt=0)
+    margin: float = Field(ge=0, lt=1)
+    effective_batch_size: int = Field(gt=0)
+    measured_on: MeasuredOn
+    entries: list[PlanEntry]
+    created: str
+    seconds: float = Field(default=0.0, ge=0)
+    data: str | None = None
+    timing: TimeBasis | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        names = [entry.name for entry in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError("entry names must be unique")
+        for index, entry in enumerate(self.entries):
+            if entry.accum * entry.micro_batch != self.effective_batch_size:
+                raise ValueError(
+                    f"entries.{index}: accum × micro_batch ({entry.accum} × {entry.micro_batch}) "
+                    f"must equal effective_batch_size {self.effective_batch_size}"
+                )
+            for number, pair in enumerate(entry.per_budget):
+                if pair.accum * pair.micro_batch != self.effective_batch_size:
+                    raise ValueError(
+                        f"entries.{index}.per_budget.{number}: accum × micro_batch ({pair.accum} × "
+                        f"{pair.micro_batch}) must equal effective_batch_size {self.effective_batch_size}"
+                    )
+        return self
+
+    def with_entry(self, entry: PlanEntry) -> Plan:
+        """A copy with the entry of the same name replaced."""
+        entries = [entry if old.name == entry.name else old for old in self.entries]
+        return self.model_copy(update={"entries": entries})
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first problem of a pydantic error as ``field.path: message``."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def save_plan(plan: Plan, path: str | Path) -> Path:
+    """Write the plan atomically as indented JSON."""
+    return atomic_write_json(path, plan.to_dict())
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file.
+
+    Raises:
+        UserError: the file is missing, is not JSON, is of another version, or a field is wrong;
+            the message names the field.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"plan file {path} not found: make one with `planner probe -o {path}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(
+            f"plan file {path} is not valid JSON ({error}); make it again with planner probe"
+        ) from None
+    if isinstance(data, dict) and data.get("version") != PLAN_VERSION:
+        raise UserError(
+            f"plan file {path} has version {data.get('version')!r}, this planner reads version "
+            f"{PLAN_VERSION}: make the plan again with planner probe"
+        )
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as error:
+        raise UserError(f"plan file {path} is invalid: {describe_validation_error(error)}") from None

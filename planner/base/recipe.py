@@ -1,0 +1,169 @@
+"""The training recipe, in one place, so that the probe measures exactly what `planner run` trains.
+
+Both stages build data with :func:`make_dataloaders` and the learner with :func:`build_learner`:
+fastai's ``vision_learner`` (timm body + fastai head), fastai's Adam, ``GradientAccumulation`` on the
+effective batch, ``aug_transforms(size, min_scale=0.75)`` as batch transforms (on the GPU when the
+data loaders live there) and ``to_fp16()`` on CUDA. On the CPU fastai's mixed precision does nothing
+(its autocast is CUDA-only), so CPU training is fp32 and no MixedPrecision callback is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from planner.base.compat import channels_first_timm_body
+from planner.base.plan import ItemTransform, Size
+
+
+def item_transform(item: ItemTransform) -> Any:
+    """fastai's ``Resize`` for an item transform record."""
+    from fastai.vision.all import Resize, ResizeMethod
+
+    method = {"crop": ResizeMethod.Crop, "squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad}[item.method]
+    return Resize(item.resize, method=method)
+
+
+AUG_MIN_SCALE = 0.75
+
+
+def batch_transforms(size: Size) -> list:
+    """The reference's batch augmentation at the entry's final size."""
+    from fastai.vision.all import aug_transforms
+
+    return aug_transforms(size=size, min_scale=AUG_MIN_SCALE)
+
+
+def make_dataloaders(
+    items: Sequence[Any],
+    *,
+    get_x: Callable[[Any], Any],
+    get_y: Callable[[Any], str],
+    is_valid: Callable[[Any], bool],
+    item: ItemTransform,
+    size: Size,
+    micro_batch: int,
+    device: str,
+    vocab: Sequence[str] | None = None,
+    seed: int | None = None,
+    num_workers: int | None = None,
+) -> Any:
+    """fastai DataLoaders for images, with the entry's item and batch transforms.
+
+    Args:
+        items: the item list (file paths for training, anything ``get_x`` understands otherwise).
+        get_x: item -> image (a path or a PIL image).
+        get_y: item -> label.
+        is_valid: item -> True when the item is in the held-out split.
+        item: the item transform, applied per image on the CPU.
+        size: the final size after the batch transforms.
+        micro_batch: the batch size of one forward/backward pass.
+        device: where batches (and so the batch transforms) go: "cuda" or "cpu".
+        vocab: a fixed class order; None lets fastai sort the labels it sees.
+        seed: seeds the shuffling of the training loader.
+        num_workers: DataLoader worker processes; None: fastai's default (one per core, up to 16)
+            when batches go to a GPU, so image decoding keeps up with it, and none on the CPU,
+            where workers would only compete with training for the same cores.
+    """
+    from fastai.vision.all import CategoryBlock, DataBlock, FuncSplitter, ImageBlock
+
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=list(vocab) if vocab is not None else None)),
+        get_x=get_x,
+        get_y=get_y,
+        splitter=FuncSplitter(is_valid),
+        item_tfms=item_transform(item),
+        batch_tfms=batch_transforms(size),
+    )
+    if num_workers is None:
+        from fastai.torch_core import defaults
+
+        num_workers = defaults.cpus if device == "cuda" else 0
+    return block.dataloaders(list(items), bs=micro_batch, device=device, num_workers=num_workers, seed=seed)
+
+
+def build_learner(
+    dls: Any,
+    arch: str,
+    *,
+    effective_batch_size: int,
+    pretrained: bool,
+    fp16: bool,
+    grad_checkpointing: bool = False,
+    cbs: Sequence[Any] = (),
+) -> Any:
+    """The reference's learner: ``vision_learner(dls, arch, metrics=error_rate,
+    cbs=GradientAccumulation(effective_batch_size))``, ``.to_fp16()`` when ``fp16``; with
+    ``grad_checkpointing`` the timm body recomputes its activations in the backward pass.
+
+    Raises:
+        CheckpointingUnsupported: ``grad_checkpointing`` for a model that cannot do it.
+    """
+    from fastai.vision.all import GradientAccumulation, error_rate, vision_learner
+
+    learn = vision_learner(
+        dls, arch, metrics=error_rate, pretrained=pretrained,
+        cbs=[GradientAccumulation(effective_batch_size), *cbs],
+    )
+    channels_first_timm_body(learn.model[0])  # Swin's NHWC features (planner.base.compat)
+    set_grad_checkpointing(learn.model, grad_checkpointing)
+    return learn.to_fp16() if fp16 else learn
+
+
+class CheckpointingUnsupported(ValueError):
+    """The timm model has no gradient checkpointing."""
+
+
+def set_grad_checkpointing(model: Any, enable: bool) -> None:
+    """Turn timm's gradient checkpointing on or off in fastai's model (timm body + fastai head).
+
+    timm's ``set_grad_checkpointing`` makes ``forward_features`` run its stages or blocks through
+    ``torch.utils.checkpoint``: their activations are recomputed in the backward pass instead of
+    kept. The head is small and keeps its activations.
+
+    Raises:
+        CheckpointingUnsupported: ``enable`` for a model whose timm class cannot checkpoint.
+    """
+    body = model[0].model
+    try:
+        body.set_grad_checkpointing(enable)
+    except (AssertionError, AttributeError, NotImplementedError) as error:
+        if enable:
+            raise CheckpointingUnsupported(f"{type(body).__name__} has no gradient checkpointing in timm") from error
+
+
+def synthetic_image(item: ItemTransform, seed: int) -> Image.Image:
+    """A random RGB image already at the item transform's size (memory does not depend on pixels)."""
+    rows, cols = (item.resize, item.resize) if isinstance(item.resize, int) else item.resize
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(rows, cols, 3), dtype=np.uint8))
+
+
+def synthetic_dataloaders(
+    item: ItemTransform, size: Size, micro_batch: int, *, device: str, n_batches: int, n_classes: int = 10
+) -> Any:
+    """DataLoaders over generated images, enough for ``n_batches`` training batches."""
+    n_train = micro_batch * n_batches
+    labels = [f"class{i}" for i in range(n_classes)]
+    return make_dataloaders(
+        range(n_train + micro_batch),
+        get_x=lambda i: synthetic_image(item, i),
+        get_y=lambda i: labels[i % n_classes],
+        is_valid=lambda i: i >= n_train,
+        item=item, size=size, micro_batch=micro_batch, device=device, vocab=labels, seed=0,
+    )
+
+
+def prepare_device(device: str) -> None:
+    """fastai's CUDA set-up (``cudnn.benchmark = True``), done identically by probe and run.
+
+    fastai 2.8 no longer calls ``setup_cuda`` on import, so both stages call it explicitly:
+    cuDNN's first-iteration autotuning then shows up in the probe's peak as it will in training.
+    """
+    if device == "cuda":
+        from fastai.torch_core import setup_cuda
+
+        setup_cuda(benchmark=True)

@@ -1,0 +1,247 @@
+"""run.json: what `planner run` trained, how, with what result, and the memory it really used.
+
+Records are frozen pydantic models like plan.json's (``planner.base.plan.Record``): loading validates every
+field and names the bad one. The file is rewritten atomically after every change of an entry's
+state, so an interrupted run leaves a readable file whose finished entries are exactly those with a
+prediction file.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
+from planner.base.plan import ItemTransform, Record, Size, describe_validation_error
+
+RUN_VERSION = 1
+RUN_FILE = "run.json"
+Device = Literal["cuda", "cpu"]
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 text, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunSettings(Record):
+    """Training settings shared by every entry of a run folder (a rerun must use the same)."""
+
+    epochs: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    pretrained: bool
+    tta_n: int = 4
+    tta_beta: float = 0.25
+
+
+class OomMiss(Record):
+    """One try of an entry that ran out of memory, before a retry with more accumulation."""
+
+    accum: int = Field(gt=0)
+    micro_batch: int = Field(gt=0)
+    message: str
+
+
+class MemoryRecord(Record):
+    """The peak measured while training (``fine_tune``), by the same meter family as the probe.
+
+    ``cuda``: reserved peak + the process's non-torch device bytes (``planner.base.cuda_device.peak_bytes``),
+    reset at entry start. ``cpu``: live tensor bytes counted by ``StorageTracker`` (model parameters
+    and buffers, then every op's outputs) over the first ``sampled_batches`` training batches of each
+    fit and the first validation batches, where steady-state shapes and the optimizer state appear;
+    CPU training is fp32 (fastai's ``to_fp16`` is CUDA-only). ``start_bytes`` is what was already held
+    when the entry started (CUDA allocated bytes; on the CPU, bytes of tensors still alive), the
+    evidence that the previous entry released its memory.
+    """
+
+    meter: Device
+    peak_bytes: int = Field(ge=0)
+    phase_peaks: dict[str, int] = Field(default_factory=dict)
+    start_bytes: int = Field(ge=0)
+    sampled_batches: int | None = None
+    limit_bytes: int | None = None
+
+
+class EpochRecord(Record):
+    """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones."""
+
+    epoch: int = Field(ge=0)
+    phase: Literal["frozen", "unfrozen"]
+    train_loss: float | None
+    valid_loss: float | None
+    error_rate: float | None
+    seconds: float = Field(ge=0)
+
+
+class Metrics(Record):
+    """Held-out scores of the saved predictions (TTA) and of plain predictions (no TTA)."""
+
+    n_valid: int = Field(ge=1)
+    error_rate: float
+    log_loss: float
+    error_rate_no_tta: float
+    log_loss_no_tta: float
+
+
+class SavedModelRecord(Record):
+    """An entry's saved model: weights (safetensors) and recipe (JSON), relative to the run folder;
+    ``bytes`` and ``sha256`` of the weights file, checked before it is loaded."""
+
+    weights: str
+    recipe: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class WorkerRecord(Record):
+    """Where the try that finished an entry ran, with ``planner run --backend ray``.
+
+    ``gpu_ids`` are Ray's ids on that node (``ray.get_gpu_ids()``); ``gpu_share`` is the GPU count or
+    fraction the task asked for; ``gpu_memory_bytes`` the card's memory (None without CUDA, e.g. Ray's
+    logical GPUs) and ``memory_bytes`` what the task could use of it (its share, with ``--pack``);
+    ``started_unix``/``ended_unix`` the try's wall-clock bounds on that node (seconds since the epoch);
+    ``import_seconds`` the time the worker took to import fastai for it (fresh worker per GPU task).
+    """
+
+    node: str
+    hostname: str
+    pid: int
+    gpu_ids: list[str] = Field(default_factory=list)
+    gpu_share: float = Field(ge=0)
+    gpu_memory_bytes: int | None = None
+    memory_bytes: int | None = None
+    started_unix: float
+    ended_unix: float
+    import_seconds: float = Field(default=0.0, ge=0)
+
+
+class TimeRecord(Record):
+    """Seconds per epoch: the plan's prediction (on its card) beside what training measured here.
+
+    ``measured_epoch_seconds`` is the mean of the unfrozen epochs (training and validation, data
+    loading included, as fastai's epoch clock runs); ``measured_frozen_epoch_seconds`` the first,
+    body-frozen epoch. The prediction is for the planned micro-batch and excludes data loading.
+    """
+
+    predicted_gpu: str | None = None
+    predicted_epoch_seconds: float | None = Field(default=None, ge=0)
+    predicted_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
+    predicted_total_seconds: float | None = Field(default=None, ge=0)
+    measured_device: Device
+    measured_epoch_seconds: float | None = Field(default=None, ge=0)
+    measured_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
+
+
+def measured_time(record: TimeRecord, epochs: list[EpochRecord]) -> TimeRecord:
+    """``record`` with the measured side filled from the epochs' clocks."""
+    unfrozen = [epoch.seconds for epoch in epochs if epoch.phase == "unfrozen"]
+    frozen = [epoch.seconds for epoch in epochs if epoch.phase == "frozen"]
+    return record.model_copy(update={
+        "measured_epoch_seconds": round(sum(unfrozen) / len(unfrozen), 2) if unfrozen else None,
+        "measured_frozen_epoch_seconds": round(frozen[0], 2) if frozen else None,
+    })
+
+
+class EntryRecord(Record):
+    """One plan entry in a run: its settings as planned and as trained, and the evidence.
+
+    ``status`` is ``running`` from the start of training until the prediction file is written, then
+    ``finished``; ``failed`` when it ran out of memory at every accumulation; ``skipped`` when the
+    plan says it does not fit the card (``error`` says why). An entry is done only when it is
+    ``finished`` and its prediction file exists.
+    """
+
+    name: str
+    arch: str
+    item: ItemTransform
+    size: Size
+    status: Literal["running", "finished", "failed", "skipped"]
+    device: Device
+    precision: Literal["fp16", "fp32"]
+    planned_accum: int = Field(gt=0)
+    planned_micro_batch: int = Field(gt=0)
+    accum: int = Field(gt=0)
+    micro_batch: int = Field(gt=0)
+    predicted_peak_bytes: int | None = Field(ge=0)
+    predicted_on: Literal["cuda", "cpu", "estimate"]
+    grad_checkpointing: bool = False
+    memory: MemoryRecord | None = None
+    oom_misses: list[OomMiss] = Field(default_factory=list)
+    epochs: list[EpochRecord] = Field(default_factory=list)
+    metrics: Metrics | None = None
+    predictions: str | None = None
+    model: SavedModelRecord | None = None
+    seconds: float = Field(default=0.0, ge=0)
+    started: str
+    finished: str | None = None
+    error: str | None = None
+    worker: WorkerRecord | None = None
+    time: TimeRecord | None = None
+
+
+class RunFile(Record):
+    """The whole run folder's record."""
+
+    version: Literal[1] = RUN_VERSION
+    data: str
+    plan: str
+    effective_batch_size: int = Field(gt=0)
+    budget_bytes: int = Field(gt=0)
+    settings: RunSettings
+    entries: dict[str, EntryRecord] = Field(default_factory=dict)
+    created: str
+    updated: str
+
+    def with_entry(self, entry: EntryRecord) -> RunFile:
+        """A copy with ``entry`` added or replaced, and a new ``updated`` time."""
+        return self.model_copy(update={"entries": {**self.entries, entry.name: entry}, "updated": now()})
+
+
+def save_run(run: RunFile, run_dir: Path) -> Path:
+    """Write ``RUN_DIR/run.json`` atomically."""
+    return atomic_write_json(run_dir / RUN_FILE, run.to_dict())
+
+
+def load_run(run_dir: Path) -> RunFile | None:
+    """Read ``RUN_DIR/run.json``, or None when the folder has none yet.
+
+    Raises:
+        UserError: the file is not JSON, is of another version, or a field is wrong (named).
+    """
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}): use another --out folder") from None
+    if isinstance(data, dict) and data.get("version") != RUN_VERSION:
+        found = data.get("version")
+        raise UserError(f"{path} has version {found!r}, this planner reads version {RUN_VERSION}")
+    try:
+        return RunFile.model_validate(data)
+    except ValidationError as error:
+        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+
+
+class RunBook:
+    """The run folder's current record, rewritten atomically at every change.
+
+    Args:
+        run_dir: the run folder.
+        run: its record as loaded or created.
+    """
+
+    def __init__(self, run_dir: Path, run: RunFile) -> None:
+        self.run_dir = run_dir
+        self.run = run
+
+    def put(self, entry: EntryRecord) -> None:
+        """Add or replace an entry's record and save run.json."""
+        self.run = self.run.with_entry(entry)
+        save_run(self.run, self.run_dir)

@@ -1,0 +1,109 @@
+"""The cuda meter: real fastai training steps on the GPU, peak = reserved peak + non-torch bytes.
+
+The steps are the trainer's (fp16 via ``to_fp16``, GradScaler, batch transforms on the GPU,
+``cudnn.benchmark`` on as ``planner run`` sets it). The budget is a whole card: the allocator is
+capped at budget minus this process's non-torch bytes, so a larger card fails where the smaller
+one would (imperfectly: cuDNN may choose other algorithms with more memory free). Each probe
+starts from an emptied cache and fresh peak statistics; after an OOM the learner's state is dropped
+outside the ``except`` block and the cache emptied. Probes run in one process, so the allocator's
+fragmentation history carries over between probes; emptying the cache before each probe returns
+every cached segment, which makes the remaining carry-over the weights of the cached model only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from planner.base import cuda_device as gpu
+from planner.base.entries import EntrySpec
+from planner.base.plan import MeasuredOn, ProbePoint
+from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, register_meter
+from planner.probe.meters.cpu import library_versions
+from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
+from planner.probe.probe_data import ProbeData
+
+CUDA_PROBE_BATCHES = 10  # the GradScaler may skip the first steps while it calibrates its scale
+
+
+class CudaPhasePeaks:
+    """Allocated peak per phase and the overall reserved peak, from torch's allocator statistics."""
+
+    def __init__(self) -> None:
+        self.phase = PHASE_FORWARD_BACKWARD
+        self.allocated: dict[str, int] = {}
+        self.reserved_peak = 0
+
+    def enter(self, phase: str) -> None:
+        self.close_phase()
+        self.phase = phase
+
+    def close_phase(self) -> None:
+        allocated = torch.cuda.max_memory_allocated()
+        self.allocated[self.phase] = max(self.allocated.get(self.phase, 0), allocated)
+        self.reserved_peak = max(self.reserved_peak, torch.cuda.max_memory_reserved())
+        torch.cuda.reset_peak_memory_stats()
+
+
+@register_meter("cuda")
+class CudaMeter(Meter):
+    """Real steps on the GPU; see the module docstring."""
+
+    def __init__(self, budget_bytes: int, n_classes: int = 10, data: ProbeData | None = None):
+        if not torch.cuda.is_available():
+            raise RuntimeError("the cuda meter needs a CUDA GPU; use --device estimate")
+        from planner.base.recipe import prepare_device
+
+        self.data = data or ProbeData()
+        super().__init__(budget_bytes, self.data.n_classes if data else n_classes)
+        torch.cuda.init()
+        prepare_device("cuda")
+        torch.empty(1, device="cuda")  # create the context so that it can be measured
+        self.learners = LearnerCache(fp16=True)
+        self.context_bytes = gpu.non_torch_bytes()
+
+    def measured_on(self) -> MeasuredOn:
+        return MeasuredOn(device="cuda", precision="fp16", gpu=gpu.gpu_name(),
+                          gpu_total_bytes=gpu.gpu_total_bytes(), context_bytes=self.context_bytes,
+                          synthetic_data=self.data.synthetic, **library_versions())
+
+    def has_batchnorm(self, entry: EntrySpec) -> bool:
+        return model_has_batchnorm(entry.arch, self.n_classes)
+
+    def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+        started = time.perf_counter()
+        dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cuda", CUDA_PROBE_BATCHES)
+        learn = self.learners.learner_for(entry, dls, micro_batch)
+        gpu.release_cached()
+        if capped:
+            gpu.cap_to_budget(self.budget_bytes)
+        peaks = CudaPhasePeaks()
+        steps = ProbeSteps(peaks.enter)
+        oom = False
+        try:
+            run_probe_steps(learn, steps)
+        except torch.OutOfMemoryError:
+            oom = True
+        peaks.close_phase()
+        non_torch = gpu.non_torch_bytes()
+        self.learners.release_state()  # outside the except block: its traceback holds tensors
+        gpu.uncap()
+        gpu.release_cached()
+        if oom:
+            return ProbePoint(micro_batch=micro_batch, peak_bytes=None, oom=True,
+                              seconds=time.perf_counter() - started)
+        peak = peaks.reserved_peak + non_torch
+        overhead = peak - max(peaks.allocated.values())  # allocator slack + context, shared by phases
+        return ProbePoint(
+            micro_batch=micro_batch,
+            peak_bytes=peak,
+            forward_backward_bytes=peaks.allocated.get(PHASE_FORWARD_BACKWARD, 0) + overhead,
+            step_bytes=peaks.allocated.get(PHASE_STEP, 0) + overhead,
+            seconds=time.perf_counter() - started,
+            step_seconds=steps.median_step_seconds(),
+        )
+
+    def close(self) -> None:
+        self.learners.drop()
+        gpu.release_cached()

@@ -1,0 +1,171 @@
+"""The estimate meter: the trainer's fastai step on fake tensors, as a CUDA card would hold it.
+
+No computation happens and no GPU is needed. The fastai recipe runs through the estimating core
+(:mod:`planner.probe.meters.fake_step`): the trainer's model (built by the same ``build_learner`` on the
+``meta`` device, then materialised as fake tensors), fastai's Adam with its state created up front,
+the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
+with CUDA's attention and dropout kernels, :mod:`planner.probe.meters.cuda_kernels`; fastai's
+``to_fp16`` leaves autocast after the loss), the loss scaled by a GradScaler, backward, and the
+optimizer step. The loss is torch's ``cross_entropy``, which fastai's ``CrossEntropyLossFlat``
+calls (its tensor subclass cannot wrap fake tensors). Attention takes the path today's timm takes
+on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it).
+
+The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
+allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
+runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
+optimizer state exist from the start) and is remembered per architecture, size, gradient
+checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
+entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
+(timm's ``set_grad_checkpointing``) the recomputation in the backward pass runs under the same
+CUDA autocast policy, as ``torch.utils.checkpoint`` restores autocast for it.
+
+Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
+fake step and in one no-gradient forward pass (validation, TTA), and ``planner.probe.steptime`` turns its
+kernels into seconds on that card (``ProbePoint.predicted_times``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+
+from planner.base.entries import EntrySpec
+from planner.base.gpus import GpuSpec
+from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
+from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, register_meter
+from planner.probe.meters.cpu import library_versions
+from planner.probe.meters.cuda_kernels import GpuArch
+from planner.probe.meters.device_model import DeviceModel
+from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
+from planner.probe.meters.opcount import OpCounter
+from planner.probe.probe_data import ProbeData
+from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
+
+PHASE_EVAL = "eval"
+
+
+def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "fp32"],
+                  arch: GpuArch | None = None) -> StepRecipe:
+    """The trainer's step (``vision_learner``, fastai Adam, ``to_fp16`` on CUDA) for the core."""
+    from planner.base.recipe import build_learner, synthetic_dataloaders
+
+    learner: dict[str, Any] = {}
+    dls = synthetic_dataloaders(entry.item, (8, 8), 2, device="cpu", n_batches=1, n_classes=n_classes)
+
+    def build() -> torch.nn.Module:
+        learner["learn"] = build_learner(dls, entry.arch, effective_batch_size=2, pretrained=False, fp16=False)
+        return learner["learn"].model
+
+    def optimizer(model: torch.nn.Module) -> Any:
+        learn = learner["learn"]
+        learn.create_opt()
+        return learn.opt
+
+    def batch(size: int, image: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty(size, 3, *image), torch.zeros(size, dtype=torch.long)
+
+    def loss(prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(prediction.float(), targets)
+
+    fp16 = precision == "fp16"
+    return StepRecipe(build_model=build, make_optimizer=optimizer, make_batch=batch, loss=loss,
+                      precision="cuda_fp16" if fp16 else "fp32", backward_in_autocast=False,
+                      grads_set_to_none=False, scale_loss=fp16, arch=arch or GpuArch())
+
+
+@register_meter("estimate")
+class EstimateMeter(Meter):
+    """Fake training steps plus a device model; see the module docstring.
+
+    Args:
+        budget_bytes: the budget (recorded only).
+        n_classes: head size when ``data`` is None.
+        data: only its class count is used (shapes come from the entry).
+        precision: "fp16" estimates the CUDA run; "fp32" estimates an fp32 run (the cpu meter's).
+        device: the device model; :meth:`DeviceModel.raw` for the step's live tensor bytes.
+        arch: the card's compute capability (decides the fused attention kernel).
+        gpu: the card to time the step for (no times without one).
+        time_constants: the step-time model's constants.
+    """
+
+    def __init__(self, budget_bytes: int, n_classes: int = 10, data: ProbeData | None = None,
+                 precision: Literal["fp16", "fp32"] = "fp16", device: DeviceModel | None = None,
+                 arch: GpuArch | None = None, gpu: GpuSpec | None = None,
+                 time_constants: TimeConstants = DEFAULT_CONSTANTS):
+        super().__init__(budget_bytes, data.n_classes if data else n_classes)
+        self.precision = precision
+        self.device = device or DeviceModel()
+        self.arch = arch or GpuArch()
+        self.gpu = gpu
+        self.time_constants = time_constants
+        self._step: FakeStep | None = None
+        self._arch_name: str | None = None
+        self._points: dict[tuple[str, Size, bool, int], ProbePoint] = {}
+
+    def measured_on(self) -> MeasuredOn:
+        return MeasuredOn(device="estimate", precision=self.precision, context_bytes=self.device.overhead_bytes,
+                          **library_versions())
+
+    def has_batchnorm(self, entry: EntrySpec) -> bool:
+        from torch.nn.modules.batchnorm import _BatchNorm
+
+        return any(isinstance(module, _BatchNorm) for module in self._fake_step(entry).model.modules())
+
+    def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+        from planner.base.recipe import set_grad_checkpointing
+
+        key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
+        if key in self._points:
+            return self._points[key].model_copy(update={"seconds": 0.0})
+        started = time.perf_counter()
+        step = self._fake_step(entry)
+        set_grad_checkpointing(step.model, entry.grad_checkpointing)
+        counter = OpCounter() if self.gpu is not None else None
+        trace = step.run(micro_batch, entry.size, modes=(counter,) if counter else (),
+                         on_phase=counter.set_phase if counter else None)
+        peaks = self.device.peaks(trace)
+        times = None
+        if counter is not None:
+            self._eval_forward(step, counter, entry, micro_batch)
+            times = self._times(counter)
+        point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
+                           forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
+                           seconds=time.perf_counter() - started, predicted_times=times)
+        self._points[key] = point
+        return point
+
+    def _times(self, counter: OpCounter) -> StepTimes:
+        """Seconds of the counted phases on ``self.gpu``; the per-step overhead goes with forward/backward."""
+        assert self.gpu is not None
+
+        def seconds(phase: str, per_step: bool) -> float:
+            return step_seconds(StepCosts.from_counter(counter, phase), self.gpu, self.time_constants, per_step)
+
+        return StepTimes(gpu=self.gpu.name, forward_backward=seconds(PHASE_FORWARD_BACKWARD, True),
+                         optimizer_step=seconds(PHASE_STEP, False), eval_forward=seconds(PHASE_EVAL, True))
+
+    def _eval_forward(self, step: FakeStep, counter: OpCounter, entry: EntrySpec, micro_batch: int) -> None:
+        """One validation / TTA batch, counted: the model in eval mode, no gradients, under autocast."""
+        counter.set_phase(PHASE_EVAL)
+        model = step.model
+        model.eval()
+        try:
+            with step.fake_mode, counter, torch.no_grad(), \
+                    precision_policy(step.recipe.precision, step.recipe.arch) as region, region():
+                model(torch.empty(micro_batch, 3, *entry.size))
+        finally:
+            model.train()
+
+    def _fake_step(self, entry: EntrySpec) -> FakeStep:
+        """The trainer's step for ``entry.arch`` on fake tensors, built once per architecture."""
+        if self._arch_name != entry.arch:
+            self._step, self._arch_name = None, None
+            self._step = FakeStep(fastai_recipe(entry, self.n_classes, self.precision, self.arch))
+            self._arch_name = entry.arch
+        assert self._step is not None
+        return self._step
+
+    def close(self) -> None:
+        self._step, self._arch_name = None, None

@@ -1,0 +1,288 @@
+"""The estimating core: one training step on fake tensors, every allocation and free recorded.
+
+One core, many recipes: the fastai recipe (the product, ``planner.probe.meters.estimate``) and the timm
+benchmark recipe (validation against published GPU runs, ``planner.probe.validation.timm_recipe``) both
+describe their step with a :class:`StepRecipe` and run it through :class:`FakeStep`. Nothing is
+computed and no GPU is needed: the model is built on the ``meta`` device (timm calls ``.tolist()``
+while building, which fake mode refuses), materialised as fake CPU tensors, and run forward,
+backward and through its optimizer under ``FakeTensorMode``, while a ``StorageTracker`` records
+the step's allocations and frees. A device model (``planner.probe.meters.device_model``) turns the record
+into what a CUDA card would hold.
+
+Interface, in the order things happen:
+
+1. ``FakeStep(recipe)`` builds the model once (``recipe.build_model`` under ``torch.device("meta")``)
+   and materialises it; :meth:`FakeStep.model` gives it to the caller (e.g. to inspect modules).
+2. The first :meth:`FakeStep.run` creates the optimizer (``recipe.make_optimizer``), gradients
+   and the optimizer's state, by one untracked optimizer step over zero gradients, so every run
+   measures the steady state (the state that step 2 onwards of a real training carries) with one
+   step instead of two.
+3. Each :meth:`FakeStep.run(batch_size, image_size, modes=...)` runs one tracked step: the batch is made
+   (``recipe.make_batch``), the forward pass and loss run under the precision policy, then the
+   backward pass (inside the autocast region when ``recipe.backward_in_autocast``), the optimizer
+   step and ``zero_grad`` (``recipe.grads_set_to_none`` says whether gradients are freed). Extra
+   ``TorchDispatchMode`` objects in ``modes`` (e.g. a FLOP or byte counter) are entered inside fake
+   mode with the tracker, so they see every op of the same pass; ``on_phase(name)`` is called when
+   the step enters ``forward_backward`` and ``step``. The optimizer's own ops run in the first run
+   and whenever ``modes`` are given; otherwise the record of its first run is replayed (its
+   temporaries do not depend on the batch).
+
+It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
+buffers, gradients, optimizer state) and of the step itself, and the tracker's live-byte peaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from planner.base.tracker import ALLOC, Event, StorageTracker
+from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.cuda_autocast import CudaAutocast
+from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
+
+Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
+PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")
+
+
+@contextlib.contextmanager
+def precision_policy(precision: Precision,
+                     arch: GpuArch | None = None) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
+    """Install a step's precision policy; yields the factory of its autocast region.
+
+    ``cuda_fp16`` installs CUDA's autocast policy and kernels for the whole step (so that a
+    checkpointed block recomputed in the backward pass meets them too) and enables them in the
+    region; ``cpu_bf16`` is CPU's own bf16 autocast, kept for comparison only (it is what this
+    project used before, and it underestimates models with attention or GroupNorm,
+    ``benchmarks/RESULTS.md``); ``fp32`` has no region.
+    """
+    if precision == "cuda_fp16":
+        with CudaAutocast(cuda_kernels(arch)) as installed:
+            yield installed.region
+    elif precision == "cpu_bf16":
+        yield lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    elif precision == "fp32":
+        yield contextlib.nullcontext
+    else:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class StepRecipe:
+    """What a training step is, as callables the core runs inside fake mode.
+
+    Attributes:
+        build_model: returns the model; called once under ``torch.device("meta")``.
+        make_optimizer: model -> optimizer (anything with ``step()``, ``zero_grad()`` and a
+            ``state`` mapping of per-parameter state, e.g. ``torch.optim`` or fastai's).
+        make_batch: (batch size, image size as (rows, cols)) -> (inputs, targets), fake tensors.
+        loss: (model output, targets) -> scalar loss.
+        precision: the autocast policy of the forward pass (see :func:`precision_policy`).
+        backward_in_autocast: the backward pass runs inside the autocast region (timm's
+            benchmark), so cast weights stay cached until it ends; fastai leaves it before.
+        grads_set_to_none: ``zero_grad`` frees gradients (torch >= 2 default) rather than zeroing
+            them in place (torch 1.x, fastai), so they do not exist during the forward pass.
+        scale_loss: the loss is multiplied by a GradScaler's scale before backward (fastai's
+            ``to_fp16``); the scaler's own tensors are part of the state.
+        arch: the card's compute capability, which decides the fused attention kernel.
+    """
+
+    build_model: Callable[[], torch.nn.Module]
+    make_optimizer: Callable[[torch.nn.Module], Any]
+    make_batch: Callable[[int, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[Any, torch.Tensor], torch.Tensor]
+    precision: Precision = "cuda_fp16"
+    backward_in_autocast: bool = False
+    grads_set_to_none: bool = False
+    scale_loss: bool = False
+    arch: GpuArch = field(default_factory=GpuArch)
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """What one fake step allocated, in order, and the live-byte peaks the tracker saw."""
+
+    batch_size: int
+    image_size: tuple[int, int]
+    setup: tuple[Event, ...]
+    step: tuple[Event, ...]
+    peak_bytes: int
+    phase_peaks: dict[str, int]
+
+
+def _state_tensors(optimizer: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in an optimizer's per-parameter state (torch.optim and fastai alike)."""
+    for state in getattr(optimizer, "state", {}).values():
+        for value in (state.values() if isinstance(state, dict) else [state]):
+            if isinstance(value, torch.Tensor):
+                yield value
+
+
+def materialise(model: torch.nn.Module) -> None:
+    """Replace every ``meta`` parameter and buffer by an empty CPU tensor (fake, inside fake mode).
+
+    ``Module.to_empty`` does this too, but swaps tensors in place and fails where a model keeps
+    other references to a parameter (e.g. CoaT's shared convolutions); shared tensors stay shared.
+    """
+    made: dict[int, torch.Tensor] = {}
+
+    def empty(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in made:
+            new = torch.empty_like(tensor, device="cpu")
+            if isinstance(tensor, torch.nn.Parameter):
+                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+            made[id(tensor)] = new
+        return made[id(tensor)]
+
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None:
+                module._parameters[name] = empty(parameter)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = empty(buffer)
+
+
+class GradScalerState:
+    """The tensors ``torch.amp.GradScaler`` holds on the device: scale, growth tracker, found-inf.
+
+    fastai's ``to_fp16`` scales the loss with one before backward and unscales the gradients in
+    place (``_amp_foreach_non_finite_check_and_unscale_``), so beyond these scalars it allocates the
+    scaled loss and the reciprocal scale only.
+    """
+
+    def __init__(self) -> None:
+        self.scale = torch.full((1,), 2.0**16)
+        self.growth_tracker = torch.zeros((1,), dtype=torch.int32)
+        self.found_inf = torch.zeros((1,))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.scale, self.growth_tracker, self.found_inf]
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale
+
+    def unscale_marker(self) -> torch.Tensor:
+        return self.scale.double().reciprocal().float()
+
+
+class FakeStep:
+    """A model and optimizer as fake tensors, stepped on demand; see the module docstring."""
+
+    def __init__(self, recipe: StepRecipe):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        self.recipe = recipe
+        with torch.device("meta"):
+            model = recipe.build_model()
+        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with self.fake_mode:
+            materialise(model)
+        model.train()
+        self._model = model
+        self._optimizer: Any = None
+        self._scaler: GradScalerState | None = None
+        self._optimizer_record: tuple[tuple[Event, ...], int] | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    def _prepare_state(self) -> None:
+        """Optimizer, gradients and optimizer state as a step after the first one finds them."""
+        self._optimizer = self.recipe.make_optimizer(self._model)
+        for parameter in self._model.parameters():
+            if parameter.requires_grad:
+                parameter.grad = torch.zeros_like(parameter)
+        self._optimizer.step()
+        if self.recipe.grads_set_to_none:
+            self._model.zero_grad(set_to_none=True)
+        if self.recipe.scale_loss:
+            self._scaler = GradScalerState()
+
+    def _persistent(self) -> list[torch.Tensor]:
+        tensors = [*self._model.parameters(), *self._model.buffers()]
+        tensors += [p.grad for p in self._model.parameters() if p.grad is not None]
+        tensors += list(_state_tensors(self._optimizer))
+        if self._scaler is not None:
+            tensors += self._scaler.tensors()
+        return tensors
+
+    def run(self, batch_size: int, image_size: tuple[int, int], modes: Sequence[TorchDispatchMode] = (),
+            on_phase: Callable[[str], None] | None = None) -> StepTrace:
+        """One tracked training step at ``batch_size`` on images of ``image_size``; see the module docstring."""
+        with self.fake_mode:
+            if self._optimizer is None:
+                self._prepare_state()
+            tracker = StorageTracker(record=True)
+            tracker.track(self._persistent())
+            setup = tuple(tracker.events or ())
+            tracker.events = []
+
+            def enter(phase: str) -> None:
+                tracker.set_phase(phase)
+                if on_phase is not None:
+                    on_phase(phase)
+
+            with tracker, contextlib.ExitStack() as stack:
+                for mode in modes:
+                    stack.enter_context(mode)
+                region = stack.enter_context(precision_policy(self.recipe.precision, self.recipe.arch))
+                enter(PHASE_FORWARD_BACKWARD)
+                self._forward_backward(batch_size, image_size, region)
+                enter(PHASE_STEP)
+                self._optimizer_step(tracker, replay=not modes)
+                self._zero_grad()
+            return StepTrace(batch_size=batch_size, image_size=image_size, setup=setup, step=tuple(tracker.events),
+                             peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks))
+
+    def _optimizer_step(self, tracker: StorageTracker, replay: bool) -> None:
+        """``optimizer.step()``, or the record of its first run replayed (``replay``).
+
+        The step's temporaries are shaped like the parameters, never like the batch, so after the
+        first run its allocations and frees are replayed into the tracker instead of running the
+        optimizer again (fastai's Adam is a Python loop over parameters: about a third of a step).
+        """
+        if replay and self._optimizer_record is not None:
+            events, extra_peak = self._optimizer_record
+            tracker.splice(events, extra_peak)
+            return
+        before, start = tracker.live_bytes, len(tracker.events or ())
+        tracker.phase_peaks[PHASE_STEP] = before
+        self._optimizer.step()
+        extra_peak = tracker.phase_peaks.get(PHASE_STEP, before) - before
+        allocated = {key for kind, key, _ in (tracker.events or [])[start:] if kind == ALLOC}
+        own = tuple(event for event in (tracker.events or [])[start:] if event[1] in allocated)
+        self._optimizer_record = (own, extra_peak)
+
+    def _zero_grad(self) -> None:
+        """Free the gradients, or zero them in place (no allocation), as the recipe's loop does."""
+        if self.recipe.grads_set_to_none:
+            self._model.zero_grad(set_to_none=True)
+            return
+        for parameter in self._model.parameters():
+            if parameter.grad is not None:
+                parameter.grad.zero_()
+
+    def _forward_backward(self, batch_size: int, image_size: tuple[int, int],
+                          region: Callable[[], contextlib.AbstractContextManager]) -> None:
+        recipe = self.recipe
+        inputs, targets = recipe.make_batch(batch_size, image_size)
+        with region():
+            loss = recipe.loss(self._model(inputs), targets)
+            if recipe.backward_in_autocast:
+                self._backward(loss)
+        if not recipe.backward_in_autocast:
+            self._backward(loss)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self._scaler is not None:
+            self._scaler.scaled(loss).backward()
+            self._scaler.unscale_marker()
+        else:
+            loss.backward()

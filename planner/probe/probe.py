@@ -1,0 +1,280 @@
+"""The probe stage: for every entry, search the micro-batch that fits the budget and write a plan.
+
+Main path: resolve entries (done by the caller, so bad names fail before any probing), then per
+entry ask the meter whether BatchNorm trains, search the candidates, and record the result.
+Entries of one architecture are probed one after another so the meter keeps its model, and an
+entry with the same architecture and size as an earlier one starts from that entry's curve.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Protocol
+
+import torch
+
+from planner.base.entries import EntrySpec
+from planner.base.errors import UserError, first_line
+from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
+from planner.base.recipe import CheckpointingUnsupported
+from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
+from planner.probe.epochtime import entry_time, measured_step_times
+from planner.probe.meters.base import Meter
+from planner.probe.meters.fastai_steps import model_has_batchnorm
+from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
+
+DEFAULT_MARGIN = 0.05
+DEFAULT_EFFECTIVE_BATCH_SIZE = 64
+
+
+class ProbeReporter(Protocol):
+    """Receives progress; the CLI renders it. Every method is called from the probing thread."""
+
+    def entry_started(self, entry: EntrySpec, index: int, total: int) -> None: ...
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None: ...
+
+    def entry_done(self, entry: PlanEntry) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that shows nothing (library use and tests)."""
+
+    def entry_started(self, entry: EntrySpec, index: int, total: int) -> None:
+        pass
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
+        pass
+
+    def entry_done(self, entry: PlanEntry) -> None:
+        pass
+
+
+def probe_plan(
+    entries: Sequence[EntrySpec],
+    meter: Meter,
+    *,
+    budget_bytes: int,
+    effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE,
+    margin: float = DEFAULT_MARGIN,
+    reporter: ProbeReporter | None = None,
+    more_budgets: Sequence[int] = (),
+    checkpointing: bool = True,
+    timing: TimeBasis | None = None,
+    timer: Meter | None = None,
+) -> Plan:
+    """Probe every entry with ``meter`` and return the plan (entries in the order given).
+
+    Args:
+        entries: what to probe, already resolved (see ``planner.base.entries``).
+        meter: how to measure (see ``planner.probe.meters.get_meter``).
+        budget_bytes: the card size (the CLI passes the smallest of several).
+        effective_batch_size: samples per optimizer step; accum × micro_batch equals it.
+        margin: the fraction of the budget kept free.
+        reporter: receives progress.
+        more_budgets: other card sizes; when given, every entry gets a ``per_budget`` pair for each
+            budget, ``budget_bytes`` included. Each extra search starts from the entry's curve and
+            reuses its probes that did not run out of memory (a peak that fitted a smaller cap is
+            the same under a larger one); the meter keeps the model between them.
+        checkpointing: weigh activation checkpointing when no micro-batch fits without it, or only
+            one too small for the model's BatchNorm (``planner.probe.configuration``); False keeps every
+            entry without it.
+        timing: the data set's sizes and epochs; when given, every entry gets its predicted time
+            (from probes timed by the meter, ``ProbePoint.predicted_times``) and, with the cuda
+            meter, its measured time (from the timed probe steps).
+        timer: a meter that times steps (the estimate meter given a card), asked once per entry at
+            the chosen micro-batch when ``meter``'s probes carry no predicted times (the cuda meter).
+
+    Returns:
+        The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
+    """
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    limit = budget_bytes * (1 - margin)
+    curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
+    done: dict[str, PlanEntry] = {}
+    order = sorted(range(len(entries)), key=lambda i: (entries[i].arch, i))  # same arch together
+    for position, index in enumerate(order):
+        entry = entries[index]
+        reporter.entry_started(entry, position, len(entries))
+        entry_started = time.perf_counter()
+        candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
+        probes = _Probes(meter, reporter)
+        meter.budget_bytes = budget_bytes  # a meter that emulates the card (cuda) caps itself at it
+        result = _search(probes, entry, candidates, limit, curves)
+        floor = normalisation_floor(_body_has_batchnorm(meter, entry), effective_batch_size)
+        searched = {False: result}
+        if checkpointing and not plain_is_enough(_option(result, False), floor):
+            checkpointed = _search_checkpointed(probes, entry, candidates, limit, curves)
+            if checkpointed is not None:
+                searched[True] = checkpointed
+        choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
+        planned = _plan_entry(entry, searched, choice, budget_bytes, effective_batch_size, probes,
+                              time.perf_counter() - entry_started)
+        if timing is not None:
+            planned = _with_times(planned, timing, meter, timer, entry)
+        if more_budgets:
+            first_search = len(probes.fresh)
+            pairs = []
+            for budget in sorted({budget_bytes, *more_budgets}):
+                if budget == budget_bytes:
+                    pairs.append(_budget_pair(budget, result, effective_batch_size))
+                    continue
+                meter.budget_bytes = budget
+                more = search_micro_batch(probes.measurer(entry), candidates, budget * (1 - margin),
+                                          prior=result.curve)
+                pairs.append(_budget_pair(budget, more, effective_batch_size))
+            meter.budget_bytes = budget_bytes
+            planned = planned.model_copy(update={
+                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]],
+                "probe_seconds": round(time.perf_counter() - entry_started, 2)})
+        reporter.entry_done(planned)
+        done[entry.name] = planned
+    return Plan(
+        budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
+        measured_on=meter.measured_on(), entries=[done[entry.name] for entry in entries],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - started, 2), timing=timing,
+    )
+
+
+class _Probes:
+    """One entry's probes: each (checkpointing, micro-batch) measured once, reported, kept in order."""
+
+    def __init__(self, meter: Meter, reporter: ProbeReporter):
+        self.meter = meter
+        self.reporter = reporter
+        self.fitted: dict[tuple[bool, int], ProbePoint] = {}  # no OOM: reused by larger budgets
+        self.fresh: list[ProbePoint] = []
+
+    def measurer(self, entry: EntrySpec) -> Callable[[int], ProbePoint]:
+        def measure(b: int) -> ProbePoint:
+            key = (entry.grad_checkpointing, b)
+            if key in self.fitted:
+                return self.fitted[key]
+            point = _measure_or_explain(self.meter, entry, b)
+            if entry.grad_checkpointing:
+                point = point.model_copy(update={"grad_checkpointing": True})
+            self.reporter.probe_done(entry, point)
+            self.fresh.append(point)
+            if not point.oom:
+                self.fitted[key] = point
+            return point
+
+        return measure
+
+
+def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit: float,
+            curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult:
+    """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
+    key = (entry.arch, entry.size, entry.grad_checkpointing)
+    result = search_micro_batch(probes.measurer(entry), candidates, limit, prior=curves.get(key))
+    if not result.fits and result.peak_bytes is None:
+        result = _measure_uncapped(probes.meter, entry, result)
+    if result.curve is not None:
+        curves[key] = result.curve
+    return result
+
+
+def _search_checkpointed(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit: float,
+                         curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult | None:
+    """The same search with activation checkpointing; None when the model cannot checkpoint."""
+    try:
+        return _search(probes, replace(entry, grad_checkpointing=True), candidates, limit, curves)
+    except CheckpointingUnsupported:
+        return None
+
+
+def _body_has_batchnorm(meter: Meter, entry: EntrySpec) -> bool:
+    """Whether the architecture's body (not fastai's head) has BatchNorm."""
+    return model_has_batchnorm(entry.arch, meter.n_classes, body_only=True)
+
+
+def _option(result: SearchResult, grad_checkpointing: bool) -> Option:
+    chosen = _chosen_point(result)
+    seconds = chosen.step_seconds / chosen.micro_batch if chosen and chosen.step_seconds else None
+    return Option(micro_batch=result.micro_batch, grad_checkpointing=grad_checkpointing,
+                  predicted_peak_bytes=result.peak_bytes, fits=result.fits, seconds_per_sample=seconds)
+
+
+def _chosen_point(result: SearchResult) -> ProbePoint | None:
+    if result.peak_bytes is None:
+        return None
+    return next(p for p in result.points if p.micro_batch == result.micro_batch and not p.oom)
+
+
+def _with_times(planned: PlanEntry, timing: TimeBasis, meter: Meter, timer: Meter | None,
+                entry: EntrySpec) -> PlanEntry:
+    """The entry with its predicted and (cuda meter) measured time at the chosen micro-batch."""
+    chosen = next((p for p in planned.probes if p.micro_batch == planned.micro_batch and not p.oom
+                   and p.grad_checkpointing == planned.grad_checkpointing), None)
+    if chosen is None:
+        return planned
+    update = {}
+    predicted = chosen.predicted_times
+    if predicted is None and timer is not None:
+        as_planned = replace(entry, grad_checkpointing=planned.grad_checkpointing)
+        predicted = timer.measure(as_planned, planned.micro_batch).predicted_times
+    if predicted is not None:
+        update["predicted_time"] = entry_time(predicted, planned.micro_batch, planned.accum, timing)
+    on = meter.measured_on()
+    if on.device == "cuda" and chosen.step_seconds is not None:
+        measured = measured_step_times(chosen.step_seconds, on.gpu or "cuda")
+        update["measured_time"] = entry_time(measured, planned.micro_batch, planned.accum, timing, "measured")
+    return planned.model_copy(update=update)
+
+
+def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+    """Measure; a model that cannot train at this size at all is the user's to fix, in one line."""
+    try:
+        return meter.measure(entry, micro_batch, capped=capped)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        if isinstance(error, (torch.OutOfMemoryError, CheckpointingUnsupported)):
+            raise
+        reason = first_line(error)
+        raise UserError(f"{entry.name}: a training step at micro-batch {micro_batch} failed: {reason} "
+                        "(check the architecture's input size)") from error
+
+
+def _measure_uncapped(meter: Meter, entry: EntrySpec, result: SearchResult) -> SearchResult:
+    """The smallest micro-batch ran out of memory under the budget: measure the peak it needs."""
+    point = _measure_or_explain(meter, entry, result.micro_batch, capped=False)
+    return SearchResult(micro_batch=result.micro_batch, fits=False, peak_bytes=point.peak_bytes,
+                        curve=result.curve, points=(*result.points, point))
+
+
+def _budget_pair(budget_bytes: int, result: SearchResult, effective_batch_size: int) -> BudgetPair:
+    return BudgetPair(budget_bytes=budget_bytes, micro_batch=result.micro_batch,
+                      accum=effective_batch_size // result.micro_batch, predicted_peak_bytes=result.peak_bytes,
+                      fits=result.fits)
+
+
+def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Choice, budget_bytes: int,
+                effective_batch_size: int, probes: _Probes, seconds: float) -> PlanEntry:
+    """The plan's entry: the chosen configuration, or for a misfit the one needing the least memory."""
+    if choice.option is not None:
+        checkpointed = choice.option.grad_checkpointing
+    else:  # nothing fits: record the configuration that needs the smallest card
+        needs = {ckpt: r.peak_bytes for ckpt, r in searched.items() if r.peak_bytes is not None}
+        checkpointed = min(needs, key=needs.__getitem__) if needs else False
+    result = searched[checkpointed]
+    chosen = _chosen_point(result)
+    peak = result.peak_bytes  # None only when even the uncapped smallest probe ran out of memory
+    alternatives = [
+        Alternative(micro_batch=o.micro_batch, accum=effective_batch_size // o.micro_batch,
+                    grad_checkpointing=o.grad_checkpointing, predicted_peak_bytes=o.predicted_peak_bytes,
+                    fits=o.fits, seconds_per_sample=o.seconds_per_sample, relative_cost=round(o.relative_cost, 3))
+        for o in (_option(r, ckpt) for ckpt, r in searched.items())
+    ]
+    return PlanEntry(
+        name=entry.name, arch=entry.arch, reference_arch=entry.reference_arch, item=entry.item,
+        size=entry.size, accum=effective_batch_size // result.micro_batch, micro_batch=result.micro_batch,
+        predicted_peak_bytes=peak, fits=result.fits,
+        headroom_bytes=None if peak is None else budget_bytes - peak,
+        curve=result.curve, probes=list(probes.fresh), ooms=sum(p.oom for p in probes.fresh),
+        step_seconds=chosen.step_seconds if chosen else None, probe_seconds=round(seconds, 2),
+        grad_checkpointing=checkpointed, choice=choice.reason, alternatives=alternatives,
+    )

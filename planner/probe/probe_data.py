@@ -1,0 +1,86 @@
+"""Where the probe's batches come from: generated images by default, or a data folder's images.
+
+Peak memory does not depend on pixel values, only on shapes, so generated images at the item
+transform's size give the same peaks; ``--data`` probes with the user's own files instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.base.errors import UserError
+from planner.base.plan import ItemTransform, Size
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SYNTHETIC_CLASSES = 10
+
+
+def image_files(folder: Path) -> list[Path]:
+    """All image files below ``folder``, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """The images and labels probe batches are drawn from; no files means generated images."""
+
+    files: tuple[Path, ...] = ()
+    labels: tuple[str, ...] = tuple(f"class{i}" for i in range(SYNTHETIC_CLASSES))
+
+    @property
+    def synthetic(self) -> bool:
+        return not self.files
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+    def dataloaders(self, item: ItemTransform, size: Size, micro_batch: int, device: str,
+                    n_batches: int) -> Any:
+        """fastai DataLoaders with at least ``n_batches`` training batches of ``micro_batch`` images."""
+        from planner.base.recipe import synthetic_dataloaders
+
+        if self.synthetic:
+            return synthetic_dataloaders(item, size, micro_batch, device=device, n_batches=n_batches,
+                                         n_classes=self.n_classes)
+        return self._folder_dataloaders(item, size, micro_batch, device, n_batches)
+
+    def _folder_dataloaders(self, item: ItemTransform, size: Size, micro_batch: int, device: str,
+                            n_batches: int) -> Any:
+        from planner.base.recipe import make_dataloaders
+
+        n_train = micro_batch * n_batches
+        # Repeat the files when the folder has fewer than the probe needs; items are "index|path"
+        # strings because fastai's transforms would split tuple items apart.
+        paths = itertools.islice(itertools.cycle(self.files), n_train + micro_batch)
+        items = [f"{index}|{path}" for index, path in enumerate(paths)]
+        return make_dataloaders(
+            items, get_x=lambda key: Path(key.split("|", 1)[1]),
+            get_y=lambda key: Path(key.split("|", 1)[1]).parent.name,
+            is_valid=lambda key: int(key.split("|", 1)[0]) >= n_train,
+            item=item, size=size, micro_batch=micro_batch, device=device, vocab=self.labels, seed=0,
+        )
+
+
+def probe_data_from_folder(folder: str | Path | None) -> ProbeData:
+    """Probe data for ``--data``: the training images in ``folder/train_images/<label>/``.
+
+    Raises:
+        UserError: the folder or its train_images folder is missing, or holds no images.
+    """
+    if folder is None:
+        return ProbeData()
+    root = Path(folder)
+    train = root / "train_images"
+    if not train.is_dir():
+        raise UserError(
+            f"data folder {root} has no train_images/ folder: expected train_images/<label>/*.jpg"
+        )
+    files = image_files(train)
+    if not files:
+        raise UserError(f"data folder {train} holds no images: expected train_images/<label>/*.jpg")
+    labels = tuple(sorted({path.parent.name for path in files}))
+    return ProbeData(files=tuple(files), labels=labels)
