@@ -98,11 +98,13 @@ def epoch_clock() -> object:
 
 def run_planner(plan: Path, data: Path, run_dir: Path, epochs: int, lr: float) -> tuple[list[dict], int]:
     """Epoch times, and the peak bytes the sampled tracker measured."""
-    from trainer.run import RunOptions, run_plan
+    from trainer.backend import LocalBackend
+    from trainer.options import RunOptions
+    from trainer.run import run_plan
 
     clock = epoch_clock()
     options = RunOptions(epochs=epochs, lr=lr, pretrained=False, device="cpu", seed=SEED)
-    (record,) = run_plan(plan, data, run_dir, options, cbs=[clock]).run.entries.values()
+    (record,) = run_plan(plan, data, run_dir, options, backend=LocalBackend(cbs=[clock])).run.entries.values()
     return clock.epochs, record.memory.peak_bytes
 
 

@@ -415,7 +415,7 @@ def tune_weights_command(
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
     from planner.base.locations import latest_run_dir
-    from planner.ensemble.tune import TuneOptions
+    from planner.ensemble.options import TuneOptions
 
     if run_dir is None:
         run_dir = latest_run_dir()
@@ -507,9 +507,6 @@ class RunDevice(str, Enum):
 # An Enum, not a Literal: typer reads Literal options only from 0.19 on (pyproject's floor is lower).
 DeviceOption = Annotated[RunDevice, typer.Option("--device", help="auto: cuda if available, else cpu (fp32).")]
 ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
-CpuMemoryLimitOption = Annotated[str | None, typer.Option(
-    "--cpu-memory-limit", envvar="PLANNER_CPU_MEMORY_LIMIT", hidden=True,
-    help="Testing aid: on the CPU, raise out-of-memory above this many tracked bytes (e.g. 300M).")]
 
 
 class Backend(str, Enum):
@@ -532,23 +529,15 @@ PackOption = Annotated[bool, typer.Option(
     "needs, so that small entries share a large card; each task's process is capped to its share.")]
 MaxRetriesOption = Annotated[int, typer.Option(
     "--max-retries", min=0, help="ray: retries of an entry whose worker or node died.")]
-CrashOnceOption = Annotated[list[str] | None, typer.Option(
-    "--crash-once", envvar="PLANNER_RAY_CRASH_ONCE", hidden=True,
-    help="Testing aid (ray): the first task of this entry exits its worker process before training.")]
 
 
-def _run_and_show(plan: Path, data: Path, out: Path, options, ray_options=None):
-    """Train with live progress (as Ray tasks when ``ray_options`` is given), then show the summary
+def _run_and_show(plan: Path, data: Path, out: Path, options, backend=None):
+    """Train with live progress (on ``backend``: the local one by default), then show the summary
     table; returns the run's result."""
     from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
     from trainer.run import run_plan
 
-    if ray_options is not None:
-        from trainer.ray_backend import run_plan_ray
-
-        result = run_plan_ray(plan, data, out, options, ray_options, RichReporter(console))
-    else:
-        result = run_plan(plan, data, out, options, RichReporter(console))
+    result = run_plan(plan, data, out, options, RichReporter(console), backend)
 
     table = Table(*SUMMARY_COLUMNS, title=f"planner run: {result.run_dir}", box=box.SIMPLE_HEAD)
     for row in summary_rows(result.run, result.names):
@@ -575,13 +564,11 @@ def run(
     device: DeviceOption = RunDevice.auto,
     valid_pct: ValidPctOption = 0.2,
     seed: SeedOption = 42,
-    cpu_memory_limit: CpuMemoryLimitOption = None,
     backend: BackendOption = Backend.local,
     ray_address: RayAddressOption = None,
     gpus_per_entry: GpusPerEntryOption = 1.0,
     pack: PackOption = False,
     max_retries: MaxRetriesOption = 2,
-    crash_once: CrashOnceOption = None,
     include_misfits: Annotated[bool, typer.Option(
         "--include-misfits", help="Also train entries the plan marks as not fitting the card (skipped by "
         "default, exit 3).")] = False,
@@ -592,10 +579,9 @@ def run(
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
 
     Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
-    from planner.base.budget import parse_budget
     from planner.base.locations import data_for_run, default_run_dir
     from planner.base.plan import load_plan
-    from trainer.run import RunOptions
+    from trainer.options import RunOptions
 
     data = data_for_run(data, load_plan(plan).data)
     if out is None:
@@ -604,18 +590,17 @@ def run(
     check_writable(out, "--out", folder=True)
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
-        cpu_memory_limit=parse_budget(cpu_memory_limit) if cpu_memory_limit else None,
         include_misfits=include_misfits, save_models=save_models,
     )
-    ray_options = None
+    where = None
     if backend == Backend.ray:
-        from trainer.ray_backend import RayOptions
+        from trainer.ray_backend import RayBackend, RayOptions
 
-        ray_options = RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
-                                 max_retries=max_retries, crash_once=tuple(crash_once or ()))
+        where = RayBackend(RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
+                                      max_retries=max_retries))
     elif pack or ray_address or gpus_per_entry != 1.0:
         raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
-    result = _run_and_show(plan, data, out, options, ray_options)
+    result = _run_and_show(plan, data, out, options, where)
     if result.failed:
         raise typer.Exit(1)
     if result.skipped:
@@ -675,9 +660,9 @@ def demo(
 
     from planner.base.budget import parse_budget
     from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
-    from planner.ensemble.tune import TuneOptions
+    from planner.ensemble.options import TuneOptions
     from planner.probe.probe_data import probe_data_from_folder
-    from trainer.run import RunOptions
+    from trainer.options import RunOptions
 
     started = time.perf_counter()
     out = out.resolve()

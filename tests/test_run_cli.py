@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_data import make_image_folder, plan_entry, small_plan, write_plan
+from run_data import make_image_folder, small_plan
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"
@@ -201,8 +201,3 @@ def test_bad_inputs_get_one_line_and_exit_2(
     assert not (tmp_path / "run" / "run.json").exists()
 
 
-def test_memory_limit_env_var_is_read(data_copy: Path, tmp_path: Path) -> None:
-    plan = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")])
-    error = one_line_error("run", plan, "--data", data_copy, "--out", tmp_path / "run", *TRAIN_OPTIONS,
-                           env={"PLANNER_CPU_MEMORY_LIMIT": "lots"})
-    assert "cannot read the memory size 'lots'" in error

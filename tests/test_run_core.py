@@ -17,9 +17,11 @@ from run_data import plan_entry, write_plan
 from planner.base.errors import UserError
 from planner.base.plan import EntryTime
 from planner.base.runfile import EpochRecord, OomMiss
+from trainer.backend import LocalBackend
 from trainer.data import scan_data
+from trainer.options import RunOptions
 from trainer.progress import SUMMARY_COLUMNS, LineReporter, RichReporter, summary_rows
-from trainer.run import RunOptions, RunResult, accumulation_ladder, run_plan
+from trainer.run import RunResult, accumulation_ladder, run_plan
 from trainer.split import draw_split, shared_split
 
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")
@@ -63,7 +65,7 @@ def two_entries(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
     timed = plan_entry("test_resnet", size=32).model_copy(update={"predicted_time": PREDICTED})
     plan = write_plan(root / "plan.json", [plan_entry(**OOM_ENTRY, micro_batch=2, accum=4), timed])
     remember = RememberModels()
-    result = run_plan(plan, image_folder, root / "run", CPU, cbs=[remember])
+    result = run_plan(plan, image_folder, root / "run", CPU, backend=LocalBackend(cbs=[remember]))
     return TwoEntries(plan, root / "run", result, remember)
 
 

@@ -9,7 +9,8 @@ import pytest
 from run_data import plan_entry, write_plan
 
 from planner.base.errors import UserError
-from trainer.run import RunOptions, one_writer, run_plan
+from trainer.options import RunOptions
+from trainer.run import one_writer, run_plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

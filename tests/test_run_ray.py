@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +21,10 @@ from planner.base.errors import UserError
 ray = pytest.importorskip("ray")
 
 from planner.base.runfile import EntryRecord, OomMiss  # noqa: E402
+from trainer.options import RunOptions  # noqa: E402
 from trainer.progress import Reporter  # noqa: E402
-from trainer.ray_backend import CRASH_MARKER, RayOptions, run_plan_ray  # noqa: E402
-from trainer.run import RunOptions, RunResult  # noqa: E402
+from trainer.ray_backend import CRASH_MARKER, RayBackend, RayOptions  # noqa: E402
+from trainer.run import RunResult, run_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"
@@ -70,7 +69,7 @@ class Ran:
 
 def ran(plan: Path, data: Path, run_dir: Path, options: RunOptions = CPU, **ray_options) -> Ran:
     events = Events()
-    result = run_plan_ray(plan, data, run_dir, options, RayOptions(**ray_options), events)
+    result = run_plan(plan, data, run_dir, options, events, RayBackend(RayOptions(**ray_options)))
     return Ran(plan, run_dir, result, events)
 
 
@@ -151,26 +150,19 @@ def test_out_of_memory_is_resubmitted_with_more_accumulation(packed: Ran, image_
     assert (tmp_path / "run" / "preds" / f"{MEASURED}.npz").exists()
 
 
-def test_a_dead_worker_is_retried_by_ray_through_the_cli(ray_address: str, image_folder: Path,
-                                                         tmp_path: Path) -> None:
+def test_a_dead_worker_is_retried_by_ray(ray_address: str, image_folder: Path, tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "plan.json", [plan_entry("test_resnet")])
-    name, run_dir = "test_resnet-crop40-32", tmp_path / "run"
-    process = subprocess.run(
-        [sys.executable, "-m", "planner", "run", plan, "--data", image_folder, "--out", run_dir, "--no-pretrained",
-         "--epochs", "1", "--device", "cpu", "--backend", "ray", "--ray-address", ray_address,
-         "--max-retries", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PLANNER_RAY_CRASH_ONCE": name},
-    )
-    assert process.returncode == 0, process.stderr
-    assert (run_dir / CRASH_MARKER.format(name=name)).exists()  # the first try died before training
-    record = json.loads((run_dir / "run.json").read_text())["entries"][name]
-    assert record["status"] == "finished" and record["worker"]["gpu_ids"]
-    assert f"train {name}: accum 2 × micro-batch 4" in process.stdout  # a worker's line, forwarded by Ray
-    assert f"done {name}" in process.stdout and "\x1b" not in process.stdout
+    name = "test_resnet-crop40-32"
+    run = ran(plan, image_folder, tmp_path / "run", address=ray_address, max_retries=1, crash_once=(name,))
+    assert (run.run_dir / CRASH_MARKER.format(name=name)).exists()  # the first try died before training
+    record = run.result.run.entries[name]
+    assert record.status == "finished" and record.worker.gpu_ids
+    assert run.events.seen == [("finished", name)]
+    assert f"train {name}: accum 2 × micro-batch 4" in (run.run_dir / "run.log").read_text()  # the task's line
 
 
 def test_cuda_on_cpu_workers_is_refused_before_any_task(image_folder: Path, tmp_path: Path) -> None:
     plan = small_plan(tmp_path / "plan.json")
     with pytest.raises(UserError, match="--gpus-per-entry 0 trains on CPU workers"):
-        run_plan_ray(plan, image_folder, tmp_path / "run", RunOptions(device="cuda"), RayOptions(gpus_per_entry=0))
+        run_plan(plan, image_folder, tmp_path / "run", RunOptions(device="cuda"),
+                 backend=RayBackend(RayOptions(gpus_per_entry=0)))

@@ -11,8 +11,9 @@ import pytest
 from planner.base.errors import UserError
 from planner.ensemble import methods
 from planner.ensemble.objectives import error_rate, log_loss, true_class_probs
+from planner.ensemble.options import TuneOptions
 from planner.ensemble.study import run_study
-from planner.ensemble.tune import TuneOptions, tune_weights
+from planner.ensemble.tune import tune_weights
 from tests.tune_weights_data import complementary, informative_and_noise, softmax, write_run
 
 

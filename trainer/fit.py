@@ -13,61 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from planner.base.plan import PlanEntry
 from planner.base.recipe import build_learner, make_dataloaders
-from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, RunSettings
-from trainer.data import DataLayout, label_of
+from planner.base.runfile import EpochRecord, MemoryRecord, Metrics
+from trainer.data import label_of
+from trainer.job import TrainJob
 from trainer.memory import make_meter
 from trainer.predictions import Predictions, error_rate, log_loss
 from trainer.progress import Reporter
 from trainer.saved_model import SavedModel, capture_model
-from trainer.split import Split
 from trainer.tta import seeded_tta
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What every try of a run shares.
-
-    Attributes:
-        effective_batch_size: the plan's effective batch (``GradientAccumulation``'s sample count).
-        layout: the checked data folder.
-        split: the run folder's held-out split.
-        settings: epochs, learning rate, pretrained weights, TTA settings.
-        device: "cuda" or "cpu" (fp16 on CUDA, fp32 on the CPU).
-        seed: seeds weights initialisation and shuffling.
-        cpu_memory_limit: cpu only: the tracker raises ``torch.OutOfMemoryError`` above it.
-        save_models: keep each trained model (weights and recipe) for `planner predict`.
-    """
-
-    effective_batch_size: int
-    layout: DataLayout
-    split: Split
-    settings: RunSettings
-    device: str
-    seed: int
-    cpu_memory_limit: int | None = None
-    save_models: bool = True
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """Everything one try needs: the entry, this try's accumulation, and the run's shared inputs.
-
-    Attributes:
-        entry: the plan entry (architecture, item transform, size).
-        accum: this try's accumulation; ``micro_batch = effective_batch_size // accum``.
-        inputs: what every try of the run shares.
-    """
-
-    entry: PlanEntry
-    accum: int
-    inputs: RunInputs
-
-    @property
-    def micro_batch(self) -> int:
-        """The batch of one forward/backward pass: ``effective_batch_size // accum``."""
-        return self.inputs.effective_batch_size // self.accum
 
 
 @dataclass(frozen=True)

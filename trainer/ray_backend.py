@@ -1,18 +1,19 @@
 """`planner run --backend ray`: the plan's entries as Ray tasks, spread over every GPU of a cluster.
 
-Driver (the process that runs ``planner run``): checks the plan, the data and the run folder with the
-local backend's helpers (``trainer.run``), draws the held-out split once, then submits one Ray task per
-unfinished entry and records each result in run.json as it arrives (a ``ray.wait`` loop). Only the
-driver writes run.json, so a restarted driver skips finished entries exactly as the local backend does
-(run.json says ``finished`` and ``preds/<entry>.npz`` exists).
+The run driver (``trainer.run.run_plan``, in the process that runs ``planner run``) checks the plan,
+the data and the run folder, draws the held-out split once and records every try, as for the local
+backend; this backend is only where the tries run: one Ray task per try, their results read back as
+they arrive (a ``ray.wait`` loop). Only the driver writes run.json, so a restarted driver skips
+finished entries exactly as with the local backend (run.json says ``finished`` and
+``preds/<entry>.npz`` exists).
 
 Task (a Ray worker, one try of one entry): picks the (micro-batch, accumulation) pair planned for the
 GPU it got (``trainer.placement.pair_for_memory``), caps its process to its share of the card when it
-got a fraction of one, and trains with the local backend's one-try code (``trainer.run._attempt``, i.e.
-``trainer.fit.train_entry``). It writes ``preds/<entry>.npz`` atomically and returns the rest of the
-entry's record. Out of memory is caught inside the task and returned; the driver then resubmits the
-entry at the next larger accumulation (same effective batch, ``accumulation_ladder``), because Ray does
-not change a task's arguments or resources when it retries it. A worker or node that dies is Ray's to
+got a fraction of one, and trains with the local backend's one-try code (``trainer.attempt.run_try``).
+It writes ``preds/<entry>.npz`` atomically and returns the rest of the entry's record. Out of memory is
+caught inside the task and returned; the driver then resubmits the entry at the next larger
+accumulation (same effective batch), because Ray does not change a task's arguments or resources when
+it retries it. A worker or node that dies is Ray's to
 retry (``max_retries``); any other exception fails that entry (``retry_exceptions=False``) and the others
 go on. Each GPU task runs in a fresh worker process (``max_calls=1``, Ray's default for GPU tasks): a
 reused process keeps the CUDA device and context of its first task.
@@ -38,34 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from planner.base.errors import UserError, first_line
-from planner.base.plan import Plan, PlanEntry, load_plan
-from planner.base.runfile import (
-    EntryRecord,
-    EpochRecord,
-    MemoryRecord,
-    Metrics,
-    OomMiss,
-    RunBook,
-    SavedModelRecord,
-    WorkerRecord,
-)
-from trainer.fit import RunInputs, TrainJob
+from planner.base.plan import Plan, PlanEntry
+from planner.base.runfile import WorkerRecord, now
+from trainer.attempt import EntryError, TryResult, describe_entry_error, run_try
+from trainer.backend import Backend, TryStarted
+from trainer.job import RunInputs, TrainJob
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
-from trainer.run import (
-    LOG_FILE,
-    RunOptions,
-    RunResult,
-    _check_entry_names,
-    accumulation_ladder,
-    describe_entry_error,
-    entries_to_train,
-    failed_record,
-    finished_record,
-    new_entry_record,
-    one_writer,
-    start_run_folder,
-)
+from trainer.run import LOG_FILE
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -129,185 +110,68 @@ class TaskSpec:
     crash_once: bool = False
 
 
-@dataclass(frozen=True)
-class TaskDone:
-    """A try that trained: everything of the record but the prediction file, which the task wrote."""
+class RayBackend(Backend):
+    """Tries as Ray tasks: submitted at once, read back as they finish (see the module docstring)."""
 
-    memory: MemoryRecord
-    epochs: list[EpochRecord]
-    metrics: Metrics
-    predictions: str
-    model: SavedModelRecord | None = None
+    def __init__(self, options: RayOptions = RayOptions()) -> None:
+        self.options = options
+        self.pending_refs: dict[Any, tuple[PlanEntry, int | None]] = {}
 
+    def device(self, requested: str, cpu_memory_limit: int | None) -> str:
+        if cpu_memory_limit is not None and requested != "cpu":
+            raise UserError("a CPU memory limit applies to CPU training only (--device cpu)")
+        if requested == "cuda" and self.options.gpus_per_entry == 0:
+            raise UserError("--gpus-per-entry 0 trains on CPU workers: use --device cpu or auto, or give each "
+                            "entry a GPU")
+        return "cpu" if requested == "cpu" or self.options.gpus_per_entry == 0 else "cuda"
 
-@dataclass(frozen=True)
-class TaskResult:
-    """What a task returns: the try's outcome, the device and pair it trained with, its seconds (after
-    the imports: the local backend's measure), and where it ran."""
-
-    outcome: TaskDone | OomMiss
-    device: str
-    accum: int
-    micro_batch: int
-    seconds: float
-    worker: WorkerRecord
-
-
-def run_plan_ray(
-    plan_path: str | Path,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    options: RunOptions = RunOptions(),
-    ray_options: RayOptions = RayOptions(),
-    reporter: Reporter = Reporter(),
-) -> RunResult:
-    """Train the plan's unfinished entries as Ray tasks into ``run_dir`` (see the module docstring).
-
-    Uses the Ray connection of this process if there is one (``ray.init`` called earlier), else starts
-    or joins one as ``ray_options.address`` says and shuts it down at the end.
-
-    Args:
-        plan_path: plan.json written by `planner probe`.
-        data_dir: the data folder, at the same path on every node.
-        run_dir: the run folder, at the same path on every node.
-        options: the training options, as for the local backend.
-        ray_options: see :class:`RayOptions`.
-        reporter: receives ``run_started``, ``entry_skipped``, ``entry_oom``, ``entry_done`` and
-            ``run_finished`` in the driver; tasks print their ``train`` and epoch lines (Ray forwards
-            a worker's output to the driver) and append them to run.log.
-
-    Returns:
-        The run folder's final record, the plan's entry names and the device the entries trained on.
-
-    Raises:
-        UserError: Ray is not installed or cannot be reached, the cluster has no GPU that a task
-            asks for, or the plan, data, options or run folder are wrong (as for the local backend).
-        KeyboardInterrupt: the run was interrupted; unfinished tasks are cancelled, finished entries kept.
-    """
-    ray = _import_ray()
-    plan = load_plan(plan_path)
-    _check_entry_names(plan)
-    if options.cpu_memory_limit is not None and options.device != "cpu":
-        raise UserError("--cpu-memory-limit applies to CPU training only (--device cpu)")
-    if options.device == "cuda" and ray_options.gpus_per_entry == 0:
-        raise UserError("--gpus-per-entry 0 trains on CPU workers: use --device cpu or auto, or give each "
-                        "entry a GPU")
-    with one_writer(run_dir):
-        run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
-                                                                  reporter)
-        try:
-            # a skipped entry's record names the device its task would have asked for
-            wanted = "cpu" if options.device == "cpu" or ray_options.gpus_per_entry == 0 else "cuda"
-            todo = entries_to_train(plan, book, reporter, wanted, options.include_misfits)
-            if todo:
-                if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
-                    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-                shared = SharedInputs(run_dir=run_dir, inputs=RunInputs(
-                    effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                    settings=options.settings(), device=options.device, seed=options.seed,
-                    cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models))
-                with _connected(ray, ray_options.address):
-                    shares = _gpu_shares(ray, plan, todo, ray_options)
-                    _check_gpus(ray, max(shares.values()))
-                    _Driver(ray, plan, shared, book, reporter, ray_options, shares).run(todo)
-        finally:
-            reporter.run_finished()
-    names = tuple(entry.name for entry in plan.entries)
-    devices = {book.run.entries[name].device for name in names if name in book.run.entries}
-    return RunResult(run_dir=run_dir, run=book.run, names=names, device="cuda" if "cuda" in devices else "cpu")
-
-
-class _Driver:
-    """Submits the tries, waits for them and records each result as it arrives."""
-
-    def __init__(self, ray: Any, plan: Plan, shared: SharedInputs, book: RunBook, reporter: Reporter,
-                 options: RayOptions, shares: dict[str, float]) -> None:
-        self.ray, self.plan, self.shared, self.book, self.reporter = ray, plan, shared, book, reporter
-        self.options, self.shares = options, shares
-        self.shared_ref = ray.put(shared)
-        max_calls = 1 if any(share > 0 for share in shares.values()) else 0  # fresh process per GPU task
-        self.task = ray.remote(max_calls=max_calls)(train_task)
-        self.pending: dict[Any, PlanEntry] = {}
-        self.records: dict[str, EntryRecord] = {}
-        self.first_accum: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
-
-    def run(self, entries: Sequence[PlanEntry]) -> None:
-        try:
-            for entry in entries:
-                self.submit(entry, None)
-            while self.pending:
-                (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
-                entry = self.pending.pop(ref)
-                try:
-                    result = self.ray.get(ref)
-                except self.ray.exceptions.RayError as error:
-                    cause = getattr(error, "cause", None)  # the task's own exception, if it raised
-                    self.give_up(entry, describe_entry_error(cause) if cause else _named_first_line(error))
-                    continue
-                self.record(entry, result)
-        finally:
-            for ref in self.pending:  # interrupted: stop what is still queued or training
-                self.ray.cancel(ref, force=True)
+    @contextmanager
+    def opened(self, plan: Plan, entries: Sequence[PlanEntry], inputs: RunInputs, run_dir: Path,
+               reporter: Reporter, started: TryStarted) -> Iterator[None]:
+        ray = self.ray = _import_ray()
+        if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        self.inputs = inputs
+        with _connected(ray, self.options.address):
+            self.shares = _gpu_shares(ray, plan, entries, self.options, inputs.device)
+            _check_gpus(ray, max(self.shares.values()))
+            self.shared_ref = ray.put(SharedInputs(run_dir=run_dir, inputs=inputs))
+            max_calls = 1 if any(share > 0 for share in self.shares.values()) else 0  # fresh process per GPU task
+            self.task = ray.remote(max_calls=max_calls)(train_task)
+            try:
+                yield
+            finally:
+                for ref in self.pending_refs:  # interrupted: stop what is still queued or training
+                    ray.cancel(ref, force=True)
+                self.pending_refs.clear()
 
     def submit(self, entry: PlanEntry, accum: int | None) -> None:
         share = self.shares[entry.name]
         spec = TaskSpec(entry=entry, accum=accum, gpu_share=share, crash_once=entry.name in self.options.crash_once)
         ref = self.task.options(num_gpus=share, max_retries=self.options.max_retries, retry_exceptions=False,
                                 name=f"train {entry.name}").remote(spec, self.shared_ref)
-        self.pending[ref] = entry
+        self.pending_refs[ref] = (entry, accum)
 
-    def record(self, entry: PlanEntry, result: TaskResult) -> None:
-        """Put a try's result in run.json; after an OOM, resubmit with the next larger accumulation."""
-        name, effective = entry.name, self.plan.effective_batch_size
-        self.seconds[name] = self.seconds.get(name, 0.0) + result.seconds
-        self.first_accum.setdefault(name, result.accum)
-        record = self.records.get(name) or new_entry_record(
-            self._job(entry, result.accum, result.device), self.plan, _iso(result.worker.started_unix))
-        record = record.model_copy(update={"accum": result.accum, "micro_batch": result.micro_batch,
-                                           "worker": result.worker})
-        outcome = result.outcome
-        if isinstance(outcome, TaskDone):
-            record = finished_record(record, memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
-                                     predictions=outcome.predictions, seconds=self.seconds[name],
-                                     model=outcome.model)
-            self.book.put(record)
-            self.reporter.entry_done(record)
-            return
-        misses = [*record.oom_misses, outcome]
-        larger = accumulation_ladder(effective, result.accum)[1:]
-        self.reporter.entry_oom(name, outcome, larger[0] if larger else None)
-        if not larger:
-            tried = accumulation_ladder(effective, self.first_accum[name])
-            record = failed_record(record, misses, self.seconds[name],
-                                   f"out of memory at every accumulation ({', '.join(map(str, tried))})")
-            self.book.put(record)
-            self.reporter.entry_done(record)
-            return
-        self.records[name] = record.model_copy(update={
-            "accum": larger[0], "micro_batch": effective // larger[0], "oom_misses": misses})
-        self.book.put(self.records[name])
-        self.submit(entry, larger[0])
+    @property
+    def pending(self) -> bool:
+        return bool(self.pending_refs)
 
-    def give_up(self, entry: PlanEntry, error: str) -> None:
-        """A task that raised, or whose worker died more often than ``max_retries`` allows."""
-        record = self.records.get(entry.name)
-        if record is None:
-            device = "cpu" if self.shared.inputs.device == "cpu" or self.shares[entry.name] == 0 else "cuda"
-            record = new_entry_record(self._job(entry, entry.accum, device), self.plan, _iso(time.time()))
-        record = failed_record(record, record.oom_misses, self.seconds.get(entry.name, 0.0), error)
-        self.book.put(record)
-        self.reporter.entry_done(record)
-
-    def _job(self, entry: PlanEntry, accum: int, device: str) -> TrainJob:
-        return _make_job(self.shared, entry, accum, device)
+    def next_result(self) -> TryResult:
+        (ref,), _ = self.ray.wait(list(self.pending_refs), num_returns=1)
+        entry, accum = self.pending_refs.pop(ref)
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:  # the task raised, or its worker died too often
+            cause = getattr(error, "cause", None)  # the task's own exception, if it raised
+            message = describe_entry_error(cause) if cause else _named_first_line(error)
+            device = "cpu" if self.inputs.device == "cpu" or self.shares[entry.name] == 0 else "cuda"
+            accum = accum or entry.accum
+            return TryResult(entry=entry, outcome=EntryError(message), device=device, accum=accum,
+                             micro_batch=self.inputs.effective_batch_size // accum, seconds=0.0,
+                             started=now())
 
 
-def _make_job(shared: SharedInputs, entry: PlanEntry, accum: int, device: str) -> TrainJob:
-    return TrainJob(entry=entry, accum=accum, inputs=replace(shared.inputs, device=device))
-
-
-def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
+def train_task(spec: TaskSpec, shared: SharedInputs) -> TryResult:
     """The Ray task: one try of one entry on the GPU (or share of one) Ray gave this worker.
 
     Args:
@@ -315,8 +179,7 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
         shared: the run's common inputs.
 
     Returns:
-        The outcome (``TaskDone`` with the prediction file written, or ``OomMiss``), the device and
-        pair trained with, and a :class:`WorkerRecord`.
+        The try's result (its prediction file written when it trained), with a :class:`WorkerRecord`.
 
     Raises:
         UserError: ``--device cuda`` on a worker that sees no CUDA device.
@@ -324,10 +187,6 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     import ray
 
     from planner.base.recipe import prepare_device
-    from trainer.memory import release_memory
-    from trainer.predictions import predictions_path, save_predictions
-    from trainer.run import _attempt
-    from trainer.saved_model import save_model
 
     started = time.time()
     if spec.crash_once:
@@ -338,30 +197,20 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TaskResult:
     import fastai.vision.all  # noqa: F401  (timed: every fresh worker pays it before its first epoch)
 
     import_seconds = time.perf_counter() - clock
-    clock = time.perf_counter()
     device = _task_device(shared.inputs.device, spec.gpu_share)
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
-    job = _make_job(shared, spec.entry, accum, device)
+    job = TrainJob(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))
     prepare_device(device)
     reporter = Reporters(LineReporter(partial(print, flush=True)), LogFile(shared.run_dir / LOG_FILE))
     reporter.entry_started(spec.entry.name, accum, job.micro_batch, shared.inputs.settings.epochs + 1)
-    result = _attempt(job, reporter, ())
-    release_memory(device)  # outside _attempt's except block, as the local backend does
-    if isinstance(result, OomMiss):
-        outcome: TaskDone | OomMiss = result
-    else:
-        model = save_model(shared.run_dir, result.model) if result.model else None  # before the npz
-        path = save_predictions(predictions_path(shared.run_dir, spec.entry.name), result.predictions)
-        outcome = TaskDone(memory=result.memory, epochs=result.epochs, metrics=result.metrics,
-                           predictions=path.relative_to(shared.run_dir).as_posix(), model=model)
+    result = run_try(job, shared.run_dir, reporter)
     worker = WorkerRecord(
         node=ray.util.get_node_ip_address(), hostname=socket.gethostname(), pid=os.getpid(),
         gpu_ids=[str(gpu) for gpu in ray.get_gpu_ids()], gpu_share=spec.gpu_share, gpu_memory_bytes=card_bytes,
         memory_bytes=usable_bytes, started_unix=started, ended_unix=time.time(), import_seconds=import_seconds,
     )
-    return TaskResult(outcome=outcome, device=device, accum=accum, micro_batch=job.micro_batch,
-                      seconds=time.perf_counter() - clock, worker=worker)
+    return replace(result, started=_iso(started), worker=worker)
 
 
 def _task_device(requested: str, gpu_share: float) -> str:
@@ -432,10 +281,14 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _gpu_shares(ray: Any, plan: Plan, entries: Sequence[PlanEntry], options: RayOptions) -> dict[str, float]:
+def _gpu_shares(ray: Any, plan: Plan, entries: Sequence[PlanEntry], options: RayOptions,
+                device: str) -> dict[str, float]:
     """Each entry's ``num_gpus``: ``--gpus-per-entry``, or with ``--pack`` the share its peak needs of
     the cluster's smallest card (NVML on every GPU node; the plan's budget when no node can tell, e.g.
-    Ray's logical GPUs)."""
+    Ray's logical GPUs). With ``--device auto`` on a cluster without GPUs: 0, CPU workers (as the local
+    backend falls back to the CPU)."""
+    if device == "auto" and not any(node["Resources"].get("GPU", 0) for node in ray.nodes() if node["Alive"]):
+        return {entry.name: 0.0 for entry in entries}
     if not options.pack:
         return {entry.name: options.gpus_per_entry for entry in entries}
     card = _smallest_card(ray) or plan.budget_bytes

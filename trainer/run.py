@@ -9,20 +9,15 @@ unfinished one.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
 
 from planner.base.budget import format_bytes
-from planner.base.errors import UserError, first_line
+from planner.base.errors import UserError
 from planner.base.lock import held_exclusively
 from planner.base.plan import Plan, PlanEntry, load_plan
-from planner.base.recipe import prepare_device
 from planner.base.runfile import (
     EntryRecord,
     EpochRecord,
@@ -39,58 +34,17 @@ from planner.base.runfile import (
     now,
     save_run,
 )
+from trainer.attempt import EntryError, TryDone, TryResult
+from trainer.backend import Backend, LocalBackend
 from trainer.data import DataLayout, scan_data
-from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
-from trainer.memory import release_memory
-from trainer.predictions import predictions_path, save_predictions
+from trainer.job import RunInputs, TrainJob
+from trainer.options import RunOptions
+from trainer.predictions import predictions_path
 from trainer.progress import LogFile, Reporter, Reporters
-from trainer.saved_model import save_model
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
 LOCK_FILE = ".lock"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of `planner run` (defaults: the reference's ``fine_tune(12, 0.01)``).
-
-    Attributes:
-        epochs: unfrozen epochs of ``fine_tune`` (after its one frozen epoch).
-        lr: ``fine_tune``'s base learning rate.
-        pretrained: start from pretrained timm weights (needs a network or a cache).
-        device: "auto" (cuda when available), "cuda" or "cpu".
-        valid_pct: the held-out fraction of the run folder's split.
-        seed: seeds the split, the weights and the shuffling.
-        cpu_memory_limit: testing aid: on the CPU, raise ``torch.OutOfMemoryError`` when the tracked
-            live bytes exceed this, as a card of that size would.
-        include_misfits: train entries the plan marks ``fits: false`` too (skipped by default).
-        save_models: keep each trained model in ``models/`` (safetensors + JSON recipe) for `planner predict`.
-    """
-
-    epochs: int = 12
-    lr: float = 0.01
-    pretrained: bool = True
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    valid_pct: float = 0.2
-    seed: int = 42
-    cpu_memory_limit: int | None = None
-    include_misfits: bool = False
-    save_models: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UserError(f"--epochs {self.epochs} must be at least 1")
-        if not self.lr > 0:
-            raise UserError(f"--lr {self.lr} must be larger than zero, e.g. 0.01")
-        if not 0 < self.valid_pct < 1:
-            raise UserError(f"--valid-pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise UserError(f"--device {self.device!r} must be auto, cuda or cpu")
-
-    def settings(self) -> RunSettings:
-        """The settings every entry of a run folder must share (recorded in run.json)."""
-        return RunSettings(epochs=self.epochs, lr=self.lr, pretrained=self.pretrained)
 
 
 @dataclass(frozen=True)
@@ -119,7 +73,7 @@ def run_plan(
     run_dir: str | Path,
     options: RunOptions = RunOptions(),
     reporter: Reporter = Reporter(),
-    cbs: Sequence[Any] = (),
+    backend: Backend | None = None,
 ) -> RunResult:
     """Train the plan's entries into ``run_dir``; skip those finished by an earlier run.
 
@@ -129,7 +83,8 @@ def run_plan(
         run_dir: the run folder (created if missing): split.json, run.json, run.log, preds/*.npz.
         options: see :class:`RunOptions`.
         reporter: receives progress events (the CLI passes a rich one); run.log gets them too.
-        cbs: extra fastai callbacks added to every ``fine_tune`` (an extension point).
+        backend: where the tries train: :class:`~trainer.backend.LocalBackend` (default: one after
+            another in this process) or ``trainer.ray_backend.RayBackend``.
 
     Returns:
         The run folder's final record (entries of earlier runs included), the plan's entry names
@@ -140,24 +95,33 @@ def run_plan(
             data folder or training settings.
         KeyboardInterrupt: the run was interrupted; finished entries are kept.
     """
+    backend = backend or LocalBackend()
     plan = load_plan(plan_path)
-    _check_entry_names(plan)
-    device = _resolve_device(options)
+    check_entry_names(plan)
+    device = backend.device(options.device, options.cpu_memory_limit)
     with one_writer(run_dir):
         run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
                                                                   reporter)
-        inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                           settings=options.settings(), device=device, seed=options.seed,
-                           cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models)
-        prepare_device(device)
         try:
-            for entry in entries_to_train(plan, book, reporter, device, options.include_misfits):
-                job = TrainJob(entry=entry, accum=entry.accum, inputs=inputs)
-                record = _train_with_fallback(job, plan, book, reporter, cbs)
-                reporter.entry_done(record)
+            todo = entries_to_train(plan, book, reporter, device, options.include_misfits)
+            if todo:
+                inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
+                                   settings=options.settings(), device=options.device, seed=options.seed,
+                                   cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models)
+                tries = Tries(plan, book, reporter)
+                with backend.opened(plan, todo, inputs, run_dir, reporter, tries.started):
+                    for entry in todo:
+                        backend.submit(entry, None)
+                    while backend.pending:
+                        retry = tries.record(backend.next_result())
+                        if retry is not None:
+                            backend.submit(*retry)
         finally:
             reporter.run_finished()
-    return RunResult(run_dir=run_dir, run=book.run, names=tuple(e.name for e in plan.entries), device=device)
+    names = tuple(entry.name for entry in plan.entries)
+    devices = {book.run.entries[name].device for name in names if name in book.run.entries}
+    trained_on = "cuda" if "cuda" in devices or (not devices and device == "cuda") else "cpu"
+    return RunResult(run_dir=run_dir, run=book.run, names=names, device=trained_on)
 
 
 @contextmanager
@@ -173,41 +137,58 @@ def one_writer(run_dir: str | Path) -> Iterator[None]:
         yield
 
 
-def _train_with_fallback(
-    job: TrainJob, plan: Plan, book: RunBook, reporter: Reporter, cbs: Sequence[Any]
-) -> EntryRecord:
-    """Train at the planned accumulation; after an OOM retry at the next divisor of the effective
-    batch (same effective batch, smaller micro-batch). Returns the entry's final record (saved)."""
-    clock = time.perf_counter()
-    misses: list[OomMiss] = []
-    record = new_entry_record(job, plan, now())
-    ladder = accumulation_ladder(job.inputs.effective_batch_size, job.entry.accum)
-    for index, accum in enumerate(ladder):
-        job = replace(job, accum=accum)
-        record = record.model_copy(update={"accum": accum, "micro_batch": job.micro_batch,
-                                           "oom_misses": misses})
-        book.put(record)
-        reporter.entry_started(job.entry.name, accum, job.micro_batch, job.inputs.settings.epochs + 1)
-        result = _attempt(job, reporter, cbs)
-        release_memory(job.inputs.device)  # outside the except block: the traceback no longer holds tensors
-        if isinstance(result, EntryError):
-            record = failed_record(record, misses, time.perf_counter() - clock, result.message)
-            book.put(record)
-            return record
-        if isinstance(result, TrainOutcome):
-            model = save_model(book.run_dir, result.model) if result.model else None  # before the npz: finished
-            path = save_predictions(predictions_path(book.run_dir, job.entry.name), result.predictions)  # means kept
-            record = finished_record(record, memory=result.memory, epochs=result.epochs, metrics=result.metrics,
-                                     predictions=path.relative_to(book.run_dir).as_posix(),
-                                     seconds=time.perf_counter() - clock, model=model)
-            book.put(record)
-            return record
-        misses = [*misses, result]
-        reporter.entry_oom(job.entry.name, result, ladder[index + 1] if index + 1 < len(ladder) else None)
-    record = failed_record(record, misses, time.perf_counter() - clock,
-                           f"out of memory at every accumulation ({', '.join(map(str, ladder))})")
-    book.put(record)
-    return record
+class Tries:
+    """The driver's bookkeeping of every entry's tries, written to run.json as they start and end."""
+
+    def __init__(self, plan: Plan, book: RunBook, reporter: Reporter) -> None:
+        self.plan, self.book, self.reporter = plan, book, reporter
+        self.records: dict[str, EntryRecord] = {}
+        self.first_accum: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def started(self, job: TrainJob) -> None:
+        """A try starts in this process: run.json says ``running`` (with the misses so far) meanwhile."""
+        record = self.records.get(job.entry.name) or new_entry_record(
+            job.entry, self.plan, accum=job.accum, micro_batch=job.micro_batch, device=job.inputs.device,
+            started=now())
+        self.records[job.entry.name] = record.model_copy(update={"accum": job.accum, "micro_batch": job.micro_batch})
+        self.book.put(self.records[job.entry.name])
+        self.reporter.entry_started(job.entry.name, job.accum, job.micro_batch, job.inputs.settings.epochs + 1)
+
+    def record(self, result: TryResult) -> tuple[PlanEntry, int] | None:
+        """Put a try's result in run.json; after an out-of-memory, the retry to submit (the entry and the
+        next larger accumulation of the effective batch), else None."""
+        entry, effective = result.entry, self.plan.effective_batch_size
+        name = entry.name
+        self.seconds[name] = self.seconds.get(name, 0.0) + result.seconds
+        self.first_accum.setdefault(name, result.accum)
+        record = self.records.get(name) or new_entry_record(
+            entry, self.plan, accum=result.accum, micro_batch=result.micro_batch, device=result.device,
+            started=result.started)
+        record = record.model_copy(update={"accum": result.accum, "micro_batch": result.micro_batch,
+                                           **({"worker": result.worker} if result.worker else {})})
+        outcome = result.outcome
+        if isinstance(outcome, TryDone):
+            return self._done(finished_record(
+                record, memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
+                predictions=outcome.predictions, seconds=self.seconds[name], model=outcome.model))
+        if isinstance(outcome, EntryError):
+            return self._done(failed_record(record, record.oom_misses, self.seconds[name], outcome.message))
+        misses = [*record.oom_misses, outcome]
+        larger = accumulation_ladder(effective, result.accum)[1:]
+        self.reporter.entry_oom(name, outcome, larger[0] if larger else None)
+        if not larger:
+            tried = accumulation_ladder(effective, self.first_accum[name])
+            return self._done(failed_record(record, misses, self.seconds[name],
+                                            f"out of memory at every accumulation ({', '.join(map(str, tried))})"))
+        self.records[name] = record.model_copy(update={
+            "accum": larger[0], "micro_batch": effective // larger[0], "oom_misses": misses})
+        self.book.put(self.records[name])
+        return entry, larger[0]
+
+    def _done(self, record: EntryRecord) -> None:
+        self.book.put(record)
+        self.reporter.entry_done(record)
 
 
 def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
@@ -259,15 +240,16 @@ def finished_earlier(book: RunBook, name: str) -> EntryRecord | None:
     return None
 
 
-def new_entry_record(job: TrainJob, plan: Plan, started: str) -> EntryRecord:
+def new_entry_record(entry: PlanEntry, plan: Plan, *, accum: int, micro_batch: int, device: str,
+                     started: str) -> EntryRecord:
     """An entry's record when its first try starts (status ``running``), as both backends write it."""
     return EntryRecord(
-        name=job.entry.name, arch=job.entry.arch, item=job.entry.item, size=job.entry.size, status="running",
-        device=job.inputs.device, precision="fp16" if job.inputs.device == "cuda" else "fp32",
-        planned_accum=job.entry.accum, planned_micro_batch=job.entry.micro_batch,
-        accum=job.accum, micro_batch=job.micro_batch, predicted_peak_bytes=job.entry.predicted_peak_bytes,
-        predicted_on=plan.measured_on.device, grad_checkpointing=job.entry.grad_checkpointing, started=started,
-        time=planned_time(job.entry, job.inputs.device),
+        name=entry.name, arch=entry.arch, item=entry.item, size=entry.size, status="running",
+        device=device, precision="fp16" if device == "cuda" else "fp32",
+        planned_accum=entry.accum, planned_micro_batch=entry.micro_batch,
+        accum=accum, micro_batch=micro_batch, predicted_peak_bytes=entry.predicted_peak_bytes,
+        predicted_on=plan.measured_on.device, grad_checkpointing=entry.grad_checkpointing, started=started,
+        time=planned_time(entry, device),
     )
 
 
@@ -301,40 +283,6 @@ def failed_record(record: EntryRecord, misses: list[OomMiss], seconds: float, er
     })
 
 
-@dataclass(frozen=True)
-class EntryError:
-    """A try that failed for a reason other than memory: the entry is given up, the run goes on."""
-
-    message: str
-
-
-def _attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss | EntryError:
-    """One try; an out-of-memory error becomes an :class:`OomMiss`, any other error an
-    :class:`EntryError` naming it and the fix (their tracebacks are dropped)."""
-    try:
-        return train_entry(job, reporter, cbs)
-    except torch.OutOfMemoryError as error:
-        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=first_line(error, "out of memory"))
-    except Exception as error:  # any other failure of this entry: recorded, the next entries still train
-        return EntryError(describe_entry_error(error))
-
-
-def describe_entry_error(error: BaseException) -> str:
-    """One line for an entry that failed: what happened and what to do (the rerun retries it)."""
-    from PIL import UnidentifiedImageError
-
-    text = f"{type(error).__name__}: {first_line(error)}"
-    if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
-        hint = "an image could not be read: remove or replace it"
-    elif "Unknown model" in text or "Invalid pretrained tag" in text:
-        hint = "the plan names an architecture this timm does not have: fix the entry's arch or probe again"
-    elif isinstance(error, ConnectionError) or any(word in text for word in ("HTTP", "URL", "connection", "hub")):
-        hint = "pretrained weights could not be downloaded: connect, fill the cache, or use --no-pretrained"
-    else:
-        hint = "see run.log"
-    return f"{text} ({hint}; rerun the same command to retry this entry)"
-
-
 def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[int]:
     """The accumulations to try, in order: the planned one, then every larger divisor of the
     effective batch (fastai's ``GradientAccumulation`` counts samples, so only divisors keep the
@@ -351,24 +299,13 @@ def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[i
     return [accum for accum in candidates if effective_batch_size % accum == 0]
 
 
-def _check_entry_names(plan: Plan) -> None:
+def check_entry_names(plan: Plan) -> None:
     """Entry names become file names (``preds/<name>.npz``)."""
     for index, entry in enumerate(plan.entries):
         if "/" in entry.name or "\\" in entry.name or entry.name.startswith("."):
             raise UserError(f"plan entry {index} has the name {entry.name!r}, which cannot be a file name")
     if not plan.entries:
         raise UserError("the plan has no entries: nothing to train")
-
-
-def _resolve_device(options: RunOptions) -> str:
-    """``auto`` means cuda when available; a memory limit applies to the CPU only."""
-    available = torch.cuda.is_available()
-    if options.device == "cuda" and not available:
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
-    device = "cuda" if options.device == "cuda" or (options.device == "auto" and available) else "cpu"
-    if options.cpu_memory_limit is not None and device != "cpu":
-        raise UserError("--cpu-memory-limit applies to CPU training only (--device cpu)")
-    return device
 
 
 def start_run_folder(

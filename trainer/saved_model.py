@@ -25,7 +25,7 @@ from planner.base.recipe import AUG_MIN_SCALE
 from planner.base.runfile import SavedModelRecord, load_run
 
 if TYPE_CHECKING:
-    from trainer.fit import TrainJob
+    from trainer.job import TrainJob
 
 RECIPE_VERSION = 1
 MODELS_FOLDER = "models"

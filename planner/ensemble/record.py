@@ -19,7 +19,8 @@ from planner.base.plan import Record, describe_validation_error
 
 if TYPE_CHECKING:
     from planner.ensemble.crossfit import Score
-    from planner.ensemble.tune import TuneOptions, TuneResult
+    from planner.ensemble.options import TuneOptions
+    from planner.ensemble.results import TuneResult
 
 WEIGHTS_VERSION = 1
 

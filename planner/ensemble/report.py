@@ -18,8 +18,8 @@ from planner.base.atomic import atomic_write
 from planner.ensemble.methods import SINGLE
 
 if TYPE_CHECKING:
+    from planner.ensemble.results import MethodResult, TuneResult
     from planner.ensemble.study import StudyResult
-    from planner.ensemble.tune import MethodResult, TuneResult
 
 
 def scores_table(result: TuneResult) -> Table:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -22,10 +20,12 @@ from planner.base.errors import UserError
 from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
+from planner.ensemble.options import TuneOptions
 from planner.ensemble.preds import Predictions, load_predictions
 from planner.ensemble.record import save_weights
 from planner.ensemble.report import write_png
-from planner.ensemble.study import SAMPLERS, StudyResult, fingerprint, run_study
+from planner.ensemble.results import MethodResult, Progress, TuneResult
+from planner.ensemble.study import SAMPLERS, fingerprint, run_study
 from planner.ensemble.submission import load_sample, write_submission
 
 FITTED = ("greedy", "slsqp", "optuna")
@@ -37,59 +37,6 @@ RULE = (
     f">= {MIN_GAIN_SE:g} standard errors and its error-rate gain is >= {100 * MIN_ERROR_RATE_GAIN:g} "
     "points; otherwise uniform"
 )
-
-# Progress: (phase, done, total) after each Optuna trial.
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class TuneOptions:
-    """What ``planner tune-weights`` was asked for (see the command's --help)."""
-
-    run_dir: Path
-    data: Path | None = None
-    trials: int = 500
-    sampler: str = "tpe"
-    seed: int = 0
-    storage: str | None = None
-    study: str = "tune-weights"
-    hand_weights: Mapping[str, float] = field(default_factory=dict)
-    folds: int = 5
-    force_weights: bool = False
-
-
-@dataclass(frozen=True)
-class MethodResult:
-    """One row of the report: weights fit on all rows, scored in-sample, and cross-fitted scores."""
-
-    name: str
-    weights: np.ndarray
-    log_loss: float
-    error_rate: float
-    crossfit: MethodScores
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    """Everything the command reports: every method, the choice and why, the study, the files."""
-
-    names: tuple[str, ...]
-    rows: int
-    folds: int
-    methods: tuple[MethodResult, ...]
-    chosen: str
-    reason: str
-    study: StudyResult
-    weights_path: Path
-    submission_path: Path
-    png_path: Path
-    seconds: float
-
-    @property
-    def weights(self) -> np.ndarray:
-        """The chosen method's weights, one per entry."""
-        return next(method.weights for method in self.methods if method.name == self.chosen)
-
 
 def tune_weights(options: TuneOptions, progress: Progress | None = None) -> TuneResult:
     """Fit ensemble weights on a run's held-out predictions and write weights.json, submission.csv, a PNG.

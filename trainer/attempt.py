@@ -1,0 +1,101 @@
+"""One try of one entry, as both backends run it: train, keep what it produced, name what went wrong.
+
+An out-of-memory error becomes an :class:`~planner.base.runfile.OomMiss` (the driver retries at the
+next accumulation), any other error an :class:`EntryError` (the entry is given up, the run goes on);
+a try that trained leaves its model and predictions in the run folder and returns a :class:`TryDone`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from planner.base.errors import first_line
+from planner.base.plan import PlanEntry
+from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, OomMiss, SavedModelRecord, WorkerRecord, now
+from trainer.fit import TrainOutcome, train_entry
+from trainer.job import TrainJob
+from trainer.memory import release_memory
+from trainer.predictions import predictions_path, save_predictions
+from trainer.progress import Reporter
+from trainer.saved_model import save_model
+
+
+@dataclass(frozen=True)
+class EntryError:
+    """A try that failed for a reason other than memory: the entry is given up, the run goes on."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class TryDone:
+    """A try that trained; its predictions (and model, unless not kept) are in the run folder."""
+
+    memory: MemoryRecord
+    epochs: list[EpochRecord]
+    metrics: Metrics
+    predictions: str
+    model: SavedModelRecord | None = None
+
+
+@dataclass(frozen=True)
+class TryResult:
+    """What the driver hears of one try: the outcome, the device and pair it trained with, its seconds
+    (after any imports), when it started, and where it ran (Ray only)."""
+
+    entry: PlanEntry
+    outcome: TryDone | OomMiss | EntryError
+    device: str
+    accum: int
+    micro_batch: int
+    seconds: float
+    started: str
+    worker: WorkerRecord | None = None
+
+
+def run_try(job: TrainJob, run_dir: Path, reporter: Reporter, cbs: Sequence[Any] = ()) -> TryResult:
+    """Train ``job`` once and keep its outputs in ``run_dir``; any failure becomes the outcome."""
+    started, clock = now(), time.perf_counter()
+    outcome = attempt(job, reporter, cbs)
+    release_memory(job.inputs.device)  # outside attempt's except block: the traceback no longer holds tensors
+    if not isinstance(outcome, OomMiss | EntryError):
+        model = save_model(run_dir, outcome.model) if outcome.model else None  # before the npz: finished
+        path = save_predictions(predictions_path(run_dir, job.entry.name), outcome.predictions)  # means kept
+        outcome = TryDone(memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
+                          predictions=path.relative_to(run_dir).as_posix(), model=model)
+    return TryResult(entry=job.entry, outcome=outcome, device=job.inputs.device, accum=job.accum,
+                     micro_batch=job.micro_batch, seconds=time.perf_counter() - clock, started=started)
+
+
+def attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss | EntryError:
+    """One try: the trained outcome, an :class:`OomMiss`, or an :class:`EntryError` naming the error and
+    the fix (their tracebacks are dropped)."""
+    try:
+        return train_entry(job, reporter, cbs)
+    except torch.OutOfMemoryError as error:
+        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=first_line(error, "out of memory"))
+    except Exception as error:  # any other failure of this entry: recorded, the next entries still train
+        return EntryError(describe_entry_error(error))
+
+
+def describe_entry_error(error: BaseException) -> str:
+    """One line for an entry that failed: what happened and what to do (the rerun retries it)."""
+    from PIL import UnidentifiedImageError
+
+    text = f"{type(error).__name__}: {first_line(error)}"
+    if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
+        hint = "an image could not be read: remove or replace it"
+    elif "Unknown model" in text or "Invalid pretrained tag" in text:
+        hint = "the plan names an architecture this timm does not have: fix the entry's arch or probe again"
+    elif isinstance(error, ConnectionError) or any(word in text for word in ("HTTP", "URL", "connection", "hub")):
+        hint = "pretrained weights could not be downloaded: connect, fill the cache, or use --no-pretrained"
+    else:
+        hint = "see run.log"
+    return f"{text} ({hint}; rerun the same command to retry this entry)"
+
