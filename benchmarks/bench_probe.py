@@ -20,7 +20,8 @@ from pathlib import Path
 from planner.base.budget import format_bytes, parse_budget
 from planner.base.entries import reference_entries
 from planner.probe.meters import get_meter
-from planner.probe.probe import DEFAULT_MARGIN, probe_plan
+from planner.probe.options import DEFAULT_MARGIN
+from planner.probe.probe import probe_plan
 from planner.probe.search import candidate_micro_batches
 
 RESULTS = Path(__file__).parent / "results"

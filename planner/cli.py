@@ -21,6 +21,9 @@ from rich.table import Table
 
 from planner.base.atomic import check_writable
 from planner.base.errors import PlanDoesNotFit, UserError
+from planner.ensemble.options import TuneOptions
+from planner.probe.options import ProbeOptions
+from trainer.options import PredictOptions, RayOptions, RunOptions
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -100,17 +103,17 @@ def _parse_size(text: str) -> tuple[int, int]:
 class _ProbeProgress:
     """Probe progress: one line per probe and entry; a live bar only on a terminal."""
 
-    def __init__(self, total: int):
+    def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, disable=not console.is_terminal, transient=True,
         )
-        self.task = self.progress.add_task("probing", total=total)
+        self.task = self.progress.add_task("probing", total=None)
 
     def entry_started(self, entry, index: int, total: int) -> None:
-        self.progress.update(self.task, description=f"probing {entry.name}")
+        self.progress.update(self.task, total=total, description=f"probing {entry.name}")
         console.print(f"[bold]{index + 1}/{total} {entry.name}[/bold]")
 
     def probe_done(self, entry, point) -> None:
@@ -206,39 +209,18 @@ def _timing_summary(plan) -> str | None:
             f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); data loading not included")
 
 
-def _probe_and_show(entries, device_name: str, budget: int, effective_bs: int, margin: float, probe_data,
-                    output: Path, more_budgets=(), card=None, timing=None, checkpointing: bool = True,
-                    data: Path | None = None):
-    """Probe with progress (a pair per budget too when ``more_budgets``; times on ``card`` when
-    ``timing`` is given), write the plan (with the data folder it was probed with), show its table;
-    returns the plan."""
-    from planner.base.plan import save_plan
-    from planner.probe.meters import get_meter
-    from planner.probe.probe import probe_plan
+def _probe_and_show(options, entries=None):
+    """Probe with progress, write the plan, show its table and time summary; returns the plan."""
+    from planner.probe.command import make_plan
 
-    timed = card is not None and timing is not None
-    meter = get_meter(device_name, budget_bytes=budget, data=probe_data,
-                      **({"gpu": card} if timed and device_name == "estimate" else {}))
-    timer = get_meter("estimate", budget_bytes=budget, data=probe_data, gpu=card) \
-        if timed and device_name != "estimate" else None
-    reporter = _ProbeProgress(len(entries))
-    try:
-        with reporter.progress:
-            plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs,
-                              margin=margin, reporter=reporter, more_budgets=more_budgets, timing=timing,
-                              timer=timer, checkpointing=checkpointing)
-    finally:
-        meter.close()
-        if timer is not None:
-            timer.close()
-    if data is not None:
-        plan = plan.model_copy(update={"data": str(Path(data).resolve())})
-    save_plan(plan, output)
+    reporter = _ProbeProgress()
+    with reporter.progress:
+        plan = make_plan(options, reporter, entries)
     console.print(_plan_table(plan))
     summary = _timing_summary(plan)
     if summary:
         console.print(summary, soft_wrap=True)
-    console.print(f"plan written to {output} ({plan.seconds:.1f} s)")
+    console.print(f"plan written to {options.output} ({plan.seconds:.1f} s)")
     return plan
 
 
@@ -255,7 +237,7 @@ def probe(
         "A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
         "gives each entry's predicted epoch and run time.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=0,
-                                        help="Epochs of fine_tune the times are for.")] = 12,
+                                        help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
         "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
@@ -265,100 +247,42 @@ def probe(
     arch: Annotated[str | None, typer.Option("--arch", help="One timm architecture (with --size).")] = None,
     size: Annotated[str | None, typer.Option("--size", help="Final size for --arch: 224 or 320x224.")] = None,
     effective_bs: Annotated[int, typer.Option("--effective-bs", min=1,
-                                              help="Samples per optimizer step.")] = 64,
+                                              help="Samples per optimizer step.")] = ProbeOptions.effective_batch_size,
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
-        "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice.auto,
+        "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
     margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.5,
-                                          help="Fraction of the card kept free.")] = 0.05,
+                                          help="Fraction of the card kept free.")] = ProbeOptions.margin,
     output: Annotated[Path, typer.Option("-o", "--output",
-                                         help="Where to write the plan.")] = Path("plan.json"),
+                                         help="Where to write the plan.")] = ProbeOptions.output,
     checkpointing: Annotated[bool, typer.Option(
         "--checkpointing/--no-checkpointing",
         help="Weigh timm's activation checkpointing. Rule: the smallest accumulation without "
         "checkpointing when one fits at a micro-batch the model's normalisation accepts (any without "
         "BatchNorm in the body, at least 8 with it); otherwise the configuration predicted to train "
-        "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = True,
+        "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = (
+        ProbeOptions.checkpointing),
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
-    from planner.base.entries import load_models_file, reference_entries, single_entry
-    from planner.probe.probe_data import probe_data_from_folder
+    from planner.probe.command import misfits
 
-    card = _card(gpu)
-    budgets = sorted({parse_budget(text) for text in gpu_mem or []})
-    check_writable(output, "-o", folder=False)
-    if models and arch:
-        raise UserError("give either --models or --arch/--size, not both")
-    if (arch is None) != (size is None):
-        raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
-    if arch is not None:
-        entries = single_entry(arch, _parse_size(size))
-    else:
-        entries = load_models_file(models) if models else reference_entries()
-    from planner.base.locations import data_folder_here
-
-    data = data if data is not None else data_folder_here()
-    probe_data = probe_data_from_folder(data)
-
-    import torch
-
-    device_name = device.value
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "estimate"
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
-    if not budgets:
-        budgets = [_default_budget(card)]
-    if card is None and torch.cuda.is_available():
-        from planner.base.cuda_device import gpu_name
-        from planner.base.gpus import find_gpu
-
-        card = find_gpu(gpu_name())  # this machine's card, when the table knows it
-    timing = _time_basis(card, data, probe_data, epochs)
-    plan = _probe_and_show(entries, device_name, budgets[0], effective_bs, margin, probe_data, output,
-                           more_budgets=budgets[1:], card=card, timing=timing,
-                           checkpointing=checkpointing, data=data)
+    options = ProbeOptions(
+        budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpu=gpu, models=models, arch=arch,
+        size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
+        device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
+    )
+    plan = _probe_and_show(options)
     if plot:
         from planner.probe.plot import plot_plan
 
         console.print(f"plot written to {plot_plan(plan, output.with_suffix('.png'))}")
-    misfits = [entry.name for entry in plan.entries if not entry.fits]
-    if misfits:
+    unfit = misfits(plan)
+    if unfit:
         how = " with checkpointing" if checkpointing else ""
-        raise PlanDoesNotFit(f"{len(misfits)} entr{'y does' if len(misfits) == 1 else 'ies do'} not fit "
-                             f"even at the smallest micro-batch{how}: {', '.join(misfits)} (`planner run` "
+        raise PlanDoesNotFit(f"{len(unfit)} entr{'y does' if len(unfit) == 1 else 'ies do'} not fit "
+                             f"even at the smallest micro-batch{how}: {', '.join(unfit)} (`planner run` "
                              "skips what does not fit)")
-
-
-def _card(name: str | None):
-    from planner.base.gpus import get_gpu
-
-    return None if name is None else get_gpu(name)
-
-
-def _default_budget(card) -> int:
-    """--gpu's usable memory, else this machine's GPU's total memory; a user error without either."""
-    import torch
-
-    if card is not None:
-        return card.budget_bytes
-    if torch.cuda.is_available():
-        from planner.base.cuda_device import gpu_total_bytes
-
-        return gpu_total_bytes()
-    raise UserError("no GPU here to plan for: name a card with --gpu (e.g. --gpu T4) or give its memory "
-                    "with --gpu-mem (e.g. --gpu-mem 16G)")
-
-
-def _time_basis(card, data: Path | None, probe_data, epochs: int):
-    """Sizes and epochs the entries' times are for (None without a card to time on)."""
-    from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
-
-    if card is None:
-        return None
-    sizes = folder_sizes(len(probe_data.files), data / "test_images") if data is not None else default_sizes()
-    return time_basis(sizes, card.name, epochs)
 
 
 TUNE_WEIGHTS_HELP = (
@@ -384,9 +308,9 @@ def tune_weights_command(
             help="Completed trials the study should hold: a resumed study with fewer runs the rest, "
             "one with as many or more runs none. Cross-fitting runs min(N, 200) in-memory trials per fold.",
         ),
-    ] = 500,
-    sampler: Annotated[str, typer.Option("--sampler", help="Optuna sampler: tpe, cmaes or gp.")] = "tpe",
-    seed: SeedOption = 0,
+    ] = TuneOptions.trials,
+    sampler: Annotated[str, typer.Option("--sampler", help="Optuna sampler: tpe, cmaes or gp.")] = TuneOptions.sampler,
+    seed: SeedOption = TuneOptions.seed,
     storage: Annotated[
         str | None,
         typer.Option("--storage", help="Any Optuna storage URL. A SQLite file takes one tune-weights at a time; "
@@ -394,7 +318,7 @@ def tune_weights_command(
                      "(--trials is then the study's total).", show_default="sqlite:///RUN_DIR/optuna.db"),
     ] = None,
     study: Annotated[str, typer.Option("--study", help="Study name in the storage; reruns resume it.")] = (
-        "tune-weights"
+        TuneOptions.study
     ),
     hand_weights: Annotated[
         list[str] | None,
@@ -405,17 +329,17 @@ def tune_weights_command(
             'names containing "vit" weigh 2, others 1.',
         ),
     ] = None,
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds of the honest cross-fitted score.")] = 5,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds of the honest cross-fitted score.")] = (
+        TuneOptions.folds),
     force_weights: Annotated[
         bool,
         typer.Option(
             "--force-weights", help="Use the best fitted weights even if their gain is within noise."
         ),
-    ] = False,
+    ] = TuneOptions.force_weights,
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
     from planner.base.locations import latest_run_dir
-    from planner.ensemble.options import TuneOptions
 
     if run_dir is None:
         run_dir = latest_run_dir()
@@ -558,30 +482,29 @@ def run(
     data: Annotated[Path | None, typer.Option(
         "--data", help="Data folder: train_images/<label>/*, test_images/*.",
         show_default="the plan's data folder, else . when it holds train_images/")] = None,
-    epochs: EpochsOption = 12,
-    lr: LrOption = 0.01,
-    no_pretrained: NoPretrainedOption = False,
-    device: DeviceOption = RunDevice.auto,
-    valid_pct: ValidPctOption = 0.2,
-    seed: SeedOption = 42,
+    epochs: EpochsOption = RunOptions.epochs,
+    lr: LrOption = RunOptions.lr,
+    no_pretrained: NoPretrainedOption = not RunOptions.pretrained,
+    device: DeviceOption = RunDevice(RunOptions.device),
+    valid_pct: ValidPctOption = RunOptions.valid_pct,
+    seed: SeedOption = RunOptions.seed,
     backend: BackendOption = Backend.local,
     ray_address: RayAddressOption = None,
-    gpus_per_entry: GpusPerEntryOption = 1.0,
-    pack: PackOption = False,
-    max_retries: MaxRetriesOption = 2,
+    gpus_per_entry: GpusPerEntryOption = RayOptions.gpus_per_entry,
+    pack: PackOption = RayOptions.pack,
+    max_retries: MaxRetriesOption = RayOptions.max_retries,
     include_misfits: Annotated[bool, typer.Option(
         "--include-misfits", help="Also train entries the plan marks as not fitting the card (skipped by "
-        "default, exit 3).")] = False,
+        "default, exit 3).")] = RunOptions.include_misfits,
     save_models: Annotated[bool, typer.Option(
         "--save-models/--no-save-models", help="Keep each trained model in RUN_DIR/models (safetensors weights "
-        "+ JSON recipe) for `planner predict`.")] = True,
+        "+ JSON recipe) for `planner predict`.")] = RunOptions.save_models,
 ) -> None:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
 
     Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
     from planner.base.locations import data_for_run, default_run_dir
     from planner.base.plan import load_plan
-    from trainer.options import RunOptions
 
     data = data_for_run(data, load_plan(plan).data)
     if out is None:
@@ -594,7 +517,7 @@ def run(
     )
     where = None
     if backend == Backend.ray:
-        from trainer.ray_backend import RayBackend, RayOptions
+        from trainer.ray_backend import RayBackend
 
         where = RayBackend(RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
                                       max_retries=max_retries))
@@ -613,10 +536,10 @@ def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     tta: Annotated[bool, typer.Option(
         "--tta/--no-tta", help="The run's seeded TTA (reproduces its test probabilities), or the plain pass only.")]
-    = True,
+    = PredictOptions.tta,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the CSV.")] = Path("predictions.csv"),
     probs: Annotated[bool, typer.Option("--probs", help="Add one probability column per class.")] = False,
-    device: DeviceOption = "auto",
+    device: DeviceOption = RunDevice(PredictOptions.device),
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
         "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
@@ -627,7 +550,7 @@ def predict_command(
     Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read
     (listed on stderr, the others are in the CSV); 2 a user mistake."""
     from planner.ensemble.record import load_weights
-    from trainer.predict import PredictOptions, predict, write_predictions_csv
+    from trainer.predict import predict, write_predictions_csv
 
     options = PredictOptions(tta=tta, device=device, batch_size=batch_size)
     weights = load_weights(run_dir)
@@ -660,16 +583,13 @@ def demo(
 
     from planner.base.budget import parse_budget
     from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
-    from planner.ensemble.options import TuneOptions
-    from planner.probe.probe_data import probe_data_from_folder
-    from trainer.options import RunOptions
 
     started = time.perf_counter()
     out = out.resolve()
     data = write_digits(out / "data", limit=limit)
     console.rule(f"1/3 planner probe --gpu-mem {DEMO_BUDGET} --device cpu  (digits written to {data})")
-    _probe_and_show(demo_entries(), "cpu", parse_budget(DEMO_BUDGET), DEMO_EFFECTIVE_BATCH_SIZE, 0.05,
-                    probe_data_from_folder(data), out / "plan.json")
+    _probe_and_show(ProbeOptions(budgets=(parse_budget(DEMO_BUDGET),), effective_batch_size=DEMO_EFFECTIVE_BATCH_SIZE,
+                                 data=data, device="cpu", output=out / "plan.json"), demo_entries())
     console.rule(f"2/3 planner run {out / 'plan.json'} --no-pretrained --device cpu --epochs {epochs}")
     run = _run_and_show(out / "plan.json", data, out / "run",
                         RunOptions(epochs=epochs, lr=DEMO_LR, pretrained=False, device="cpu"))

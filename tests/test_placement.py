@@ -15,8 +15,9 @@ from planner.base.errors import UserError
 from planner.base.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
 from planner.probe.meters.base import Meter
 from planner.probe.probe import probe_plan
+from trainer.options import RayOptions
 from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
-from trainer.ray_backend import RayOptions, _task_device
+from trainer.ray_backend import _task_device
 
 GIB = 2**30
 MIB = 2**20

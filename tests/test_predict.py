@@ -95,7 +95,8 @@ def test_predicting_the_test_folder_reproduces_the_run_and_its_submission(run: R
 
 
 def test_each_saved_model_reproduces_its_test_and_held_out_tta_and_plain_scores(run: Run) -> None:
-    from trainer.predict import PredictOptions, predict
+    from trainer.options import PredictOptions
+    from trainer.predict import predict
 
     test = predict(run.run_dir, [run.data / "test_images"], options=PredictOptions(device="cpu"))
     split = json.loads((run.run_dir / "split.json").read_text())

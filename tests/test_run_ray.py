@@ -21,9 +21,9 @@ from planner.base.errors import UserError
 ray = pytest.importorskip("ray")
 
 from planner.base.runfile import EntryRecord, OomMiss  # noqa: E402
-from trainer.options import RunOptions  # noqa: E402
+from trainer.options import RayOptions, RunOptions  # noqa: E402
 from trainer.progress import Reporter  # noqa: E402
-from trainer.ray_backend import CRASH_MARKER, RayBackend, RayOptions  # noqa: E402
+from trainer.ray_backend import CRASH_MARKER, RayBackend  # noqa: E402
 from trainer.run import RunResult, run_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

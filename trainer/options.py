@@ -1,4 +1,4 @@
-"""What `planner run` is asked: its options and their defaults, in one place.
+"""What `planner run` and `planner predict` are asked: their options and defaults, in one place.
 
 The CLI's defaults and ``--help`` come from this record; it imports nothing heavy, so that
 ``planner --help`` stays fast.
@@ -53,3 +53,56 @@ class RunOptions:
     def settings(self) -> RunSettings:
         """The settings every entry of a run folder must share (recorded in run.json)."""
         return RunSettings(epochs=self.epochs, lr=self.lr, pretrained=self.pretrained)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How ``planner run --backend ray`` uses the cluster.
+
+    Attributes:
+        address: a Ray cluster to join (``auto``, ``ray://host:10001``, ``host:6379``); None starts a
+            local Ray instance for this run (or joins ``RAY_ADDRESS`` when set, as ``ray.init`` does).
+        gpus_per_entry: GPUs each task asks for: 1 by default, a fraction below 1 to share cards by
+            hand, 0 to train on CPU workers. The trainer uses one device; whole numbers above 1 only
+            reserve more.
+        pack: ask each entry for the fraction of a GPU its predicted peak needs
+            (``trainer.placement.pack_fraction``), so that small entries share large cards.
+        max_retries: Ray retries of a task whose worker or node died.
+        crash_once: testing aid: these entries' first task exits its worker process (``os._exit``)
+            before training, leaving a marker file in the run folder so that the retry trains.
+    """
+
+    address: str | None = None
+    gpus_per_entry: float = 1.0
+    pack: bool = False
+    max_retries: int = 2
+    crash_once: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        share = self.gpus_per_entry
+        if share < 0 or (share > 1 and share != int(share)):
+            raise UserError(f"--gpus-per-entry {share:g} must be 0, a fraction up to 1, or a whole number")
+        if self.pack and share != 1:
+            raise UserError("--pack chooses each entry's share of a GPU itself: leave --gpus-per-entry at 1")
+        if self.max_retries < 0:
+            raise UserError(f"--max-retries {self.max_retries} must be 0 or more")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The options of `planner predict`.
+
+    Attributes:
+        tta: the run's TTA (n augmented passes blended with the plain one); False: the plain pass only.
+        device: "auto" (cuda when available), "cuda" or "cpu".
+        batch_size: images per batch; None: each entry's batch as trained, which reproduces its TTA
+            (inference at the training batch needs less memory than training did).
+    """
+
+    tta: bool = True
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size} must be at least 1")

@@ -14,7 +14,7 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,29 +23,10 @@ from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
 from planner.base.runfile import load_run
 from trainer.data import IMAGE_EXTENSIONS
+from trainer.options import PredictOptions
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: batches done of an entry's passes."""
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """The options of `planner predict`.
-
-    Attributes:
-        tta: the run's TTA (n augmented passes blended with the plain one); False: the plain pass only.
-        device: "auto" (cuda when available), "cuda" or "cpu".
-        batch_size: images per batch; None: each entry's batch as trained, which reproduces its TTA
-            (inference at the training batch needs less memory than training did).
-    """
-
-    tta: bool = True
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size} must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -44,45 +44,13 @@ from planner.base.runfile import WorkerRecord, now
 from trainer.attempt import EntryError, TryResult, describe_entry_error, run_try
 from trainer.backend import Backend, TryStarted
 from trainer.job import RunInputs, TrainJob
+from trainer.options import RayOptions
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
 from trainer.run import LOG_FILE
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.9')"
 CRASH_MARKER = ".crash-once-{name}"
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How ``planner run --backend ray`` uses the cluster.
-
-    Attributes:
-        address: a Ray cluster to join (``auto``, ``ray://host:10001``, ``host:6379``); None starts a
-            local Ray instance for this run (or joins ``RAY_ADDRESS`` when set, as ``ray.init`` does).
-        gpus_per_entry: GPUs each task asks for: 1 by default, a fraction below 1 to share cards by
-            hand, 0 to train on CPU workers. The trainer uses one device; whole numbers above 1 only
-            reserve more.
-        pack: ask each entry for the fraction of a GPU its predicted peak needs
-            (``trainer.placement.pack_fraction``), so that small entries share large cards.
-        max_retries: Ray retries of a task whose worker or node died.
-        crash_once: testing aid: these entries' first task exits its worker process (``os._exit``)
-            before training, leaving a marker file in the run folder so that the retry trains.
-    """
-
-    address: str | None = None
-    gpus_per_entry: float = 1.0
-    pack: bool = False
-    max_retries: int = 2
-    crash_once: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        share = self.gpus_per_entry
-        if share < 0 or (share > 1 and share != int(share)):
-            raise UserError(f"--gpus-per-entry {share:g} must be 0, a fraction up to 1, or a whole number")
-        if self.pack and share != 1:
-            raise UserError("--pack chooses each entry's share of a GPU itself: leave --gpus-per-entry at 1")
-        if self.max_retries < 0:
-            raise UserError(f"--max-retries {self.max_retries} must be 0 or more")
 
 
 @dataclass(frozen=True)

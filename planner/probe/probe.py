@@ -24,10 +24,8 @@ from planner.probe.configuration import Choice, Option, choose, normalisation_fl
 from planner.probe.epochtime import entry_time, measured_step_times
 from planner.probe.meters.base import Meter
 from planner.probe.meters.fastai_steps import model_has_batchnorm
+from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
-
-DEFAULT_MARGIN = 0.05
-DEFAULT_EFFECTIVE_BATCH_SIZE = 64
 
 
 class ProbeReporter(Protocol):

@@ -1,0 +1,117 @@
+"""`planner probe` in one call: its options in, the written plan out.
+
+The CLI parses the command line into :class:`ProbeOptions`, calls :func:`make_plan` and renders the
+plan; everything between (which entries, which data, which device and meter, which budget and card,
+the time basis, writing the plan) happens here, top to bottom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from planner.base.atomic import check_writable
+from planner.base.entries import EntrySpec, load_models_file, reference_entries, single_entry
+from planner.base.errors import UserError
+from planner.base.gpus import GpuSpec, find_gpu, get_gpu
+from planner.base.locations import data_folder_here
+from planner.base.plan import Plan, TimeBasis, save_plan
+from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
+from planner.probe.options import ProbeOptions
+from planner.probe.probe import ProbeReporter, probe_plan
+from planner.probe.probe_data import ProbeData, probe_data_from_folder
+
+
+def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
+              entries: list[EntrySpec] | None = None) -> Plan:
+    """Probe the entries (``entries``, else the options') and write the plan to ``options.output``.
+
+    Raises:
+        UserError: contradictory options, an unreadable models file or data folder, no GPU where one
+            is needed, or an output that cannot be written; all before any probing.
+    """
+    import torch
+
+    check_writable(options.output, "-o", folder=False)
+    entries = entries if entries is not None else _entries(options)
+    data = options.data if options.data is not None else data_folder_here()
+    probe_data = probe_data_from_folder(data)
+    device = _device(options.device, torch.cuda.is_available())
+    card = get_gpu(options.gpu) if options.gpu is not None else None
+    budgets = sorted(set(options.budgets)) or [_default_budget(card)]
+    if card is None and torch.cuda.is_available():
+        from planner.base.cuda_device import gpu_name
+
+        card = find_gpu(gpu_name())  # this machine's card, when the table knows it
+    timing = _time_basis(card, data, probe_data, options.epochs)
+    plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
+    if data is not None:
+        plan = plan.model_copy(update={"data": str(Path(data).resolve())})
+    save_plan(plan, options.output)
+    return plan
+
+
+def misfits(plan: Plan) -> list[str]:
+    """The entries that do not fit even at the smallest micro-batch (`planner run` skips them)."""
+    return [entry.name for entry in plan.entries if not entry.fits]
+
+
+def _entries(options: ProbeOptions) -> list[EntrySpec]:
+    if options.models and options.arch:
+        raise UserError("give either --models or --arch/--size, not both")
+    if (options.arch is None) != (options.size is None):
+        raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
+    if options.arch is not None:
+        return single_entry(options.arch, options.size)
+    return load_models_file(options.models) if options.models else reference_entries()
+
+
+def _device(requested: str, cuda_available: bool) -> str:
+    """``auto``: cuda when a GPU is present, else the device-free estimate."""
+    if requested == "auto":
+        return "cuda" if cuda_available else "estimate"
+    if requested == "cuda" and not cuda_available:
+        raise UserError("--device cuda needs a CUDA GPU; use --device estimate to plan without one")
+    return requested
+
+
+def _default_budget(card: GpuSpec | None) -> int:
+    """--gpu's usable memory, else this machine's GPU's total memory; a user error without either."""
+    import torch
+
+    if card is not None:
+        return card.budget_bytes
+    if torch.cuda.is_available():
+        from planner.base.cuda_device import gpu_total_bytes
+
+        return gpu_total_bytes()
+    raise UserError("no GPU here to plan for: name a card with --gpu (e.g. --gpu T4) or give its memory "
+                    "with --gpu-mem (e.g. --gpu-mem 16G)")
+
+
+def _time_basis(card: GpuSpec | None, data: Path | None, probe_data: ProbeData, epochs: int) -> TimeBasis | None:
+    """Sizes and epochs the entries' times are for (None without a card to time on)."""
+    if card is None:
+        return None
+    sizes = folder_sizes(len(probe_data.files), data / "test_images") if data is not None else default_sizes()
+    return time_basis(sizes, card.name, epochs)
+
+
+def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data: ProbeData,
+           options: ProbeOptions, card: GpuSpec | None, timing: TimeBasis | None,
+           reporter: ProbeReporter | None) -> Plan:
+    """Open the meter (and, to time a cuda or cpu probe on ``card``, an estimate meter) and probe."""
+    from planner.probe.meters import get_meter
+
+    timed = card is not None and timing is not None
+    meter = get_meter(device, budget_bytes=budgets[0], data=probe_data,
+                      **({"gpu": card} if timed and device == "estimate" else {}))
+    timer = get_meter("estimate", budget_bytes=budgets[0], data=probe_data, gpu=card) \
+        if timed and device != "estimate" else None
+    try:
+        return probe_plan(entries, meter, budget_bytes=budgets[0], effective_batch_size=options.effective_batch_size,
+                          margin=options.margin, reporter=reporter, more_budgets=budgets[1:],
+                          timing=timing, timer=timer, checkpointing=options.checkpointing)
+    finally:
+        meter.close()
+        if timer is not None:
+            timer.close()

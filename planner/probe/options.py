@@ -1,0 +1,52 @@
+"""What `planner probe` is asked: its options and their defaults, in one place.
+
+The CLI's defaults and ``--help`` come from this record; it imports nothing heavy (no torch), so
+that ``planner --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from planner.base.plan import Size
+
+DEFAULT_MARGIN = 0.05
+DEFAULT_EFFECTIVE_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What `planner probe` is asked; the CLI's defaults and ``--help`` come from here.
+
+    Attributes:
+        budgets: card sizes in bytes (``--gpu-mem``); the plan is for the smallest, and each entry
+            gets a pair per size when there are several. Empty: ``gpu``'s usable memory, else this
+            machine's GPU's total memory.
+        gpu: a card by name (``planner.base.gpus``): the budget when ``budgets`` is empty, and the
+            speed that gives each entry's predicted times.
+        models: a models file replacing the reference set.
+        arch, size: one architecture at one size, instead.
+        effective_batch_size: samples per optimizer step.
+        data: the data folder (its images are probed, its sizes time the epochs); None: ``.`` when
+            it holds ``train_images/``, else generated images.
+        device: ``auto`` (cuda when a GPU is present, else estimate), ``cuda``, ``cpu`` or ``estimate``.
+        margin: the fraction of the card kept free.
+        output: where the plan is written.
+        checkpointing: weigh timm's activation checkpointing (``planner.probe.configuration``).
+        epochs: the ``fine_tune`` epochs the predicted times are for.
+    """
+
+    budgets: tuple[int, ...] = ()
+    gpu: str | None = None
+    models: Path | None = None
+    arch: str | None = None
+    size: Size | None = None
+    effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE
+    data: Path | None = None
+    device: Literal["auto", "cuda", "cpu", "estimate"] = "auto"
+    margin: float = DEFAULT_MARGIN
+    output: Path = Path("plan.json")
+    checkpointing: bool = True
+    epochs: int = 12
