@@ -1,24 +1,15 @@
-"""Shared fixtures: the real CLI in a subprocess, and a small image folder in the reference layout."""
+"""Shared fixtures of every stage's tests: the real CLI in a subprocess, one torch thread, a small image
+folder in the reference layout. Helpers live in modules beside this file (``run_data``,
+``tune_weights_data``, ``planner_process``), imported by plain name (pytest's ``pythonpath``)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from planner_process import run_planner
 from run_data import make_image_folder
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_planner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real CLI (``python -m planner``) in a subprocess and capture its output."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # the project's packages, and the scripts of tests/ and benchmarks/ that import each other by name
 LOCAL = {"planner", "trainer", "tests"} | {path.stem for folder in ("tests", "benchmarks")
-                                          for path in (REPO / folder).glob("*.py")}
+                                          for path in (REPO / folder).rglob("*.py")}
 
 
 def canonical(name: str) -> str:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.tune_weights_data import informative_and_noise, rewrite, write_run
-
-REPO = Path(__file__).resolve().parents[1]
+from planner_process import run_planner
+from tune_weights_data import informative_and_noise, rewrite, write_run
 
 
 def planner(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "planner", *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return run_planner(*args, timeout=120)
 
 
 def reordered(run: Path) -> None:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from tune_weights_data import complementary, informative_and_noise, softmax, write_run
 
 from planner.base.errors import UserError
 from planner.ensemble import methods
@@ -14,7 +15,6 @@ from planner.ensemble.objectives import error_rate, log_loss, true_class_probs
 from planner.ensemble.options import TuneOptions
 from planner.ensemble.study import run_study
 from planner.ensemble.tune import tune_weights
-from tests.tune_weights_data import complementary, informative_and_noise, softmax, write_run
 
 
 def fitted(probs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:

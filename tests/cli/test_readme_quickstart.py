@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pandas as pd
-from conftest import REPO, run_planner
+from planner_process import REPO, run_planner
 
 REDUCED_DEMO_FLAGS = ("--limit", "300", "--epochs", "1", "--trials", "30")
 

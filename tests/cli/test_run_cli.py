@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planner_process import REPO
 from run_data import make_image_folder, small_plan
 
-REPO = Path(__file__).resolve().parents[1]
 FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"
 TRAIN_OPTIONS = ["--no-pretrained", "--epochs", "1", "--device", "cpu"]
 

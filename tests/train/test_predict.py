@@ -10,28 +10,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from planner_process import run_planner
 from run_data import small_plan
 
 from trainer.predictions import log_loss
 
-REPO = Path(__file__).resolve().parents[1]
 ENTRIES = ("convnext_atto-crop40-32", "resnet18-crop40-32")
 TOLERANCE = 1e-5
 
 
 def planner(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return run_planner(*args)
 
 
 @dataclass(frozen=True)

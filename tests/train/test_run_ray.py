@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from planner_process import REPO
 from run_data import plan_entry, small_plan, write_plan
 
 from planner.base.errors import UserError
@@ -26,7 +27,6 @@ from trainer.progress import Reporter  # noqa: E402
 from trainer.ray_backend import CRASH_MARKER, RayBackend  # noqa: E402
 from trainer.run import RunResult, run_plan  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")
 GIB = 2**30

@@ -4,23 +4,18 @@ these needs Ray installed (a stand-in package that fails to import plays a machi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from planner_process import run_planner
 from run_data import small_plan
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_OPTIONS = ["--no-pretrained", "--epochs", "1", "--device", "cpu"]
 
 
 def planner(*args: str | Path, pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "200",
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_planner(*args, pythonpath=pythonpath, env={"COLUMNS": "200"})
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

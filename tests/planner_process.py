@@ -1,0 +1,23 @@
+"""The real CLI in a subprocess, as users run it, and where the repository is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_planner(*args: str | Path, cwd: Path | None = None, timeout: float = 900, env: dict[str, str] | None = None,
+                pythonpath: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (``python -m planner``) in a subprocess and capture its output.
+
+    One torch thread (two spinning OpenMP threads on a shared 2-core machine made a 4-second test
+    take 100); ``pythonpath`` goes before this checkout (e.g. a folder with a fake ``ray``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "160",
+           "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
