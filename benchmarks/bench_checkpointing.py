@@ -48,7 +48,7 @@ def plan_rows(entries, budget_text: str) -> list[dict]:
     from planner.probe.probe import probe_plan
 
     budget = parse_budget(budget_text)
-    meter = EstimateMeter(budget_bytes=budget)
+    meter = EstimateMeter()
     started = time.perf_counter()
     plan = probe_plan(entries, meter, budget_bytes=budget)
     meter.close()
@@ -72,7 +72,7 @@ def step_times(reps: int) -> list[dict]:
     from planner.probe.meters.cpu import CpuMeter
 
     torch.set_num_threads(1)
-    meter = CpuMeter(budget_bytes=2**34)
+    meter = CpuMeter()
     seconds: dict[tuple[str, bool], list[float]] = {}
     peaks: dict[tuple[str, bool], int] = {}
     for _ in range(reps):

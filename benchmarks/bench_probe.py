@@ -21,17 +21,17 @@ from planner.base.budget import format_bytes, parse_budget
 from planner.base.entries import reference_entries
 from planner.probe.meters import get_meter
 from planner.probe.options import DEFAULT_MARGIN
-from planner.probe.probe import probe_plan
+from planner.probe.probe import measure_point, probe_plan
 from planner.probe.search import candidate_micro_batches
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def walk_from_top(meter, entry, candidates, limit):
+def walk_from_top(meter, entry, candidates, budget, limit):
     """The hand loop: largest micro-batch first, halving the micro-batch until one fits."""
     trials = []
     for b in reversed(candidates):
-        point = meter.measure(entry, b)
+        point = measure_point(meter, entry, b, budget)
         trials.append(point)
         if not point.oom and point.peak_bytes <= limit:
             return b, trials
@@ -42,7 +42,7 @@ def run_budget(device: str, budget_text: str, effective_bs: int) -> dict:
     budget = parse_budget(budget_text)
     limit = budget * (1 - DEFAULT_MARGIN)
     entries = reference_entries()
-    meter = get_meter(device, budget_bytes=budget)
+    meter = get_meter(device)
     started = time.perf_counter()
     plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs)
     planner_seconds = time.perf_counter() - started
@@ -51,7 +51,7 @@ def run_budget(device: str, budget_text: str, effective_bs: int) -> dict:
     walk = {}
     for entry in sorted(entries, key=lambda e: e.arch):
         candidates = candidate_micro_batches(effective_bs, meter.has_batchnorm(entry))
-        chosen, trials = walk_from_top(meter, entry, candidates, limit)
+        chosen, trials = walk_from_top(meter, entry, candidates, budget, limit)
         walk[entry.name] = (chosen, trials)
     walk_seconds = time.perf_counter() - started
     meter.close()

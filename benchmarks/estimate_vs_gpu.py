@@ -31,7 +31,7 @@ def plan_rows(path: Path) -> list[dict]:
     from planner.probe.meters import get_meter
 
     plan = load_plan(path)
-    meter = get_meter("estimate", budget_bytes=plan.budget_bytes)
+    meter = get_meter("estimate")
     rows = []
     for entry in plan.entries:
         spec = EntrySpec(name=entry.name, arch=entry.arch, item=entry.item, size=entry.size)

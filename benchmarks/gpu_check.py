@@ -81,12 +81,14 @@ def train_steps(entry, micro_batch: int, budget: int, effective_bs: int, n_steps
             "step_seconds_median": median, "batches": len(batch_seconds)}
 
 
-def doubling_then_bisection(meter, entry, candidates, limit) -> dict:
+def doubling_then_bisection(meter, entry, candidates, budget, limit) -> dict:
     """Lightning's finder on divisors: double from the smallest until failure, then bisect."""
+    from planner.probe.probe import measure_point
+
     started, trials = time.perf_counter(), []
 
     def fits(b):
-        point = meter.measure(entry, b)
+        point = measure_point(meter, entry, b, budget)
         trials.append(point)
         return not point.oom and point.peak_bytes <= limit
 
@@ -149,7 +151,7 @@ def main() -> int:
         (args.out / "gpu_check.json").write_text(json.dumps(record, indent=2) + "\n")
 
     # (a) the cuda meter's plan
-    meter = CudaMeter(budget_bytes=budget)
+    meter = CudaMeter()
     started = time.perf_counter()
     plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=args.effective_bs)
     record["probe_seconds"] = round(time.perf_counter() - started, 1)
@@ -164,7 +166,7 @@ def main() -> int:
         if args.doubling:
             candidates = candidate_micro_batches(args.effective_bs, meter.has_batchnorm(entry))
             try:
-                row["doubling"] = doubling_then_bisection(meter, entry, candidates, limit)
+                row["doubling"] = doubling_then_bisection(meter, entry, candidates, budget, limit)
             except Exception:
                 row["doubling_error"] = traceback.format_exc(limit=3)
         record["entries"].append(row)
@@ -173,7 +175,7 @@ def main() -> int:
     print("(d) doubling-then-bisection done", flush=True)
 
     # (b) real training steps at the chosen and the next larger micro-batch; (c) the estimate meter
-    estimate = EstimateMeter(budget_bytes=budget) if args.estimate else None
+    estimate = EstimateMeter() if args.estimate else None
     for entry, planned, row in zip(entries, plan.entries, record["entries"], strict=True):
         candidates = candidate_micro_batches(args.effective_bs, True)
         larger = [b for b in candidates if b > planned.micro_batch][:1]

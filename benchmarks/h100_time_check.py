@@ -59,7 +59,7 @@ def product_check(gpu_name: str = "H100") -> list[dict]:
     from planner.probe.meters import get_meter
 
     plan = json.loads((TRUTH / "plan_cuda_16G.json").read_text())
-    meter = get_meter("estimate", budget_bytes=plan["budget_bytes"], gpu=get_gpu(gpu_name))
+    meter = get_meter("estimate", gpu=get_gpu(gpu_name))
     results = []
     for entry in plan["entries"]:
         spec = EntrySpec(name=entry["name"], arch=entry["arch"], item=ItemTransform(**entry["item"]),

@@ -3,7 +3,9 @@
 A meter is made when an entry's try starts (before its learner exists), wraps ``fine_tune`` with
 :meth:`RunMeter.measuring`, hears phase and batch boundaries from the ``MemoryPhases`` callback
 (``trainer.callbacks``) and finally gives a :class:`~planner.base.runfile.MemoryRecord`. Meters are
-registered by device name; :func:`make_meter` looks them up.
+registered by device name in ``RUN_METERS`` (the base's ``Registry``, as the probe's meters are);
+:func:`make_meter` looks them up. (The probe's meters, which measure a few steps at one micro-batch,
+are ``planner.probe.meters.ProbeMeter``.)
 
 - ``cuda``: reserved peak + this process's non-torch device bytes (``planner.base.cuda_device``), what
   decides OOM on a whole card, as the probe's cuda meter measures it. Costs nothing per step.
@@ -27,6 +29,7 @@ from itertools import chain
 import torch
 
 from planner.base import cuda_device as gpu
+from planner.base.registry import Registry
 from planner.base.runfile import MemoryRecord
 from planner.base.tracker import StorageTracker
 
@@ -57,7 +60,11 @@ class RunMeter(ABC):
         """The measured peaks, once training is over."""
 
 
-class CudaMeter(RunMeter):
+RUN_METERS: Registry[type[RunMeter]] = Registry("run meter")
+
+
+@RUN_METERS.register("cuda")
+class CudaRunMeter(RunMeter):
     """Reserved peak + non-torch bytes, with peaks per phase (peak statistics reset at each)."""
 
     def __init__(self, accum: int, limit_bytes: int | None = None) -> None:
@@ -90,7 +97,8 @@ class CudaMeter(RunMeter):
                             start_bytes=self.start_bytes)
 
 
-class CpuMeter(RunMeter):
+@RUN_METERS.register("cpu")
+class CpuRunMeter(RunMeter):
     """A ``StorageTracker`` switched on for the first batches of each phase (see the module doc)."""
 
     def __init__(self, accum: int, limit_bytes: int | None = None) -> None:
@@ -146,9 +154,6 @@ class CpuMeter(RunMeter):
         )
 
 
-METERS: dict[str, type[RunMeter]] = {"cuda": CudaMeter, "cpu": CpuMeter}
-
-
 def make_meter(device: str, accum: int, limit_bytes: int | None = None) -> RunMeter:
     """The meter of ``device``, made before the try's learner is built.
 
@@ -160,7 +165,7 @@ def make_meter(device: str, accum: int, limit_bytes: int | None = None) -> RunMe
     Returns:
         A new meter; it has already noted the bytes held before the try (``start_bytes``).
     """
-    return METERS[device](accum, limit_bytes)
+    return RUN_METERS.get(device)(accum, limit_bytes)
 
 
 def live_tensor_bytes() -> int:

@@ -103,10 +103,8 @@ def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data
     from planner.probe.meters import get_meter
 
     timed = card is not None and timing is not None
-    meter = get_meter(device, budget_bytes=budgets[0], data=probe_data,
-                      **({"gpu": card} if timed and device == "estimate" else {}))
-    timer = get_meter("estimate", budget_bytes=budgets[0], data=probe_data, gpu=card) \
-        if timed and device != "estimate" else None
+    meter = get_meter(device, data=probe_data, **({"gpu": card} if timed and device == "estimate" else {}))
+    timer = get_meter("estimate", data=probe_data, gpu=card) if timed and device != "estimate" else None
     try:
         return probe_plan(entries, meter, budget_bytes=budgets[0], effective_batch_size=options.effective_batch_size,
                           margin=options.margin, reporter=reporter, more_budgets=budgets[1:],

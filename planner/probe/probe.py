@@ -22,7 +22,7 @@ from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEn
 from planner.base.recipe import CheckpointingUnsupported
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.probe.epochtime import entry_time, measured_step_times
-from planner.probe.meters.base import Meter
+from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.meters.fastai_steps import model_has_batchnorm
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
@@ -53,7 +53,7 @@ class SilentReporter:
 
 def probe_plan(
     entries: Sequence[EntrySpec],
-    meter: Meter,
+    meter: ProbeMeter,
     *,
     budget_bytes: int,
     effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE,
@@ -62,7 +62,7 @@ def probe_plan(
     more_budgets: Sequence[int] = (),
     checkpointing: bool = True,
     timing: TimeBasis | None = None,
-    timer: Meter | None = None,
+    timer: ProbeMeter | None = None,
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
@@ -101,12 +101,11 @@ def probe_plan(
         entry_started = time.perf_counter()
         candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
         probes = _Probes(meter, reporter)
-        meter.budget_bytes = budget_bytes  # a meter that emulates the card (cuda) caps itself at it
-        result = _search(probes, entry, candidates, limit, curves)
+        result = _search(probes, entry, candidates, budget_bytes, limit, curves)
         floor = normalisation_floor(_body_has_batchnorm(meter, entry), effective_batch_size)
         searched = {False: result}
         if checkpointing and not plain_is_enough(_option(result, False), floor):
-            checkpointed = _search_checkpointed(probes, entry, candidates, limit, curves)
+            checkpointed = _search_checkpointed(probes, entry, candidates, budget_bytes, limit, curves)
             if checkpointed is not None:
                 searched[True] = checkpointed
         choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
@@ -121,11 +120,9 @@ def probe_plan(
                 if budget == budget_bytes:
                     pairs.append(_budget_pair(budget, result, effective_batch_size))
                     continue
-                meter.budget_bytes = budget
-                more = search_micro_batch(probes.measurer(entry), candidates, budget * (1 - margin),
+                more = search_micro_batch(probes.measurer(entry, budget), candidates, budget * (1 - margin),
                                           prior=result.curve)
                 pairs.append(_budget_pair(budget, more, effective_batch_size))
-            meter.budget_bytes = budget_bytes
             planned = planned.model_copy(update={
                 "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]],
                 "probe_seconds": round(time.perf_counter() - entry_started, 2)})
@@ -142,18 +139,21 @@ def probe_plan(
 class _Probes:
     """One entry's probes: each (checkpointing, micro-batch) measured once, reported, kept in order."""
 
-    def __init__(self, meter: Meter, reporter: ProbeReporter):
+    def __init__(self, meter: ProbeMeter, reporter: ProbeReporter):
         self.meter = meter
         self.reporter = reporter
         self.fitted: dict[tuple[bool, int], ProbePoint] = {}  # no OOM: reused by larger budgets
         self.fresh: list[ProbePoint] = []
 
-    def measurer(self, entry: EntrySpec) -> Callable[[int], ProbePoint]:
+    def measurer(self, entry: EntrySpec, cap_bytes: int) -> Callable[[int], ProbePoint]:
+        """The search's measure function for ``entry`` on a card of ``cap_bytes``; a micro-batch that
+        does not fit comes back as ``ProbePoint(oom=True)``."""
+
         def measure(b: int) -> ProbePoint:
             key = (entry.grad_checkpointing, b)
             if key in self.fitted:
                 return self.fitted[key]
-            point = _measure_or_explain(self.meter, entry, b)
+            point = measure_point(self.meter, entry, b, cap_bytes)
             if entry.grad_checkpointing:
                 point = point.model_copy(update={"grad_checkpointing": True})
             self.reporter.probe_done(entry, point)
@@ -165,11 +165,11 @@ class _Probes:
         return measure
 
 
-def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit: float,
+def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget_bytes: int, limit: float,
             curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult:
     """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
     key = (entry.arch, entry.size, entry.grad_checkpointing)
-    result = search_micro_batch(probes.measurer(entry), candidates, limit, prior=curves.get(key))
+    result = search_micro_batch(probes.measurer(entry, budget_bytes), candidates, limit, prior=curves.get(key))
     if not result.fits and result.peak_bytes is None:
         result = _measure_uncapped(probes.meter, entry, result)
     if result.curve is not None:
@@ -177,16 +177,16 @@ def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit:
     return result
 
 
-def _search_checkpointed(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit: float,
-                         curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult | None:
+def _search_checkpointed(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget_bytes: int,
+                         limit: float, curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult | None:
     """The same search with activation checkpointing; None when the model cannot checkpoint."""
     try:
-        return _search(probes, replace(entry, grad_checkpointing=True), candidates, limit, curves)
+        return _search(probes, replace(entry, grad_checkpointing=True), candidates, budget_bytes, limit, curves)
     except CheckpointingUnsupported:
         return None
 
 
-def _body_has_batchnorm(meter: Meter, entry: EntrySpec) -> bool:
+def _body_has_batchnorm(meter: ProbeMeter, entry: EntrySpec) -> bool:
     """Whether the architecture's body (not fastai's head) has BatchNorm."""
     return model_has_batchnorm(entry.arch, meter.n_classes, body_only=True)
 
@@ -204,7 +204,7 @@ def _chosen_point(result: SearchResult) -> ProbePoint | None:
     return next(p for p in result.points if p.micro_batch == result.micro_batch and not p.oom)
 
 
-def _with_times(planned: PlanEntry, timing: TimeBasis, meter: Meter, timer: Meter | None,
+def _with_times(planned: PlanEntry, timing: TimeBasis, meter: ProbeMeter, timer: ProbeMeter | None,
                 entry: EntrySpec) -> PlanEntry:
     """The entry with its predicted and (cuda meter) measured time at the chosen micro-batch."""
     chosen = next((p for p in planned.probes if p.micro_batch == planned.micro_batch and not p.oom
@@ -225,10 +225,17 @@ def _with_times(planned: PlanEntry, timing: TimeBasis, meter: Meter, timer: Mete
     return planned.model_copy(update=update)
 
 
-def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
-    """Measure; a model that cannot train at this size at all is the user's to fix, in one line."""
+def measure_point(meter: ProbeMeter, entry: EntrySpec, micro_batch: int, cap_bytes: int | None) -> ProbePoint:
+    """One probe as the search records it: a step that does not fit under ``cap_bytes`` is a point with
+    ``oom=True``; a model that cannot train at this size at all is the user's to fix, in one line.
+
+    Raises:
+        UserError: the step failed for another reason than memory (e.g. an input size the model refuses).
+    """
     try:
-        return meter.measure(entry, micro_batch, capped=capped)
+        return meter.measure(entry, micro_batch, cap_bytes)
+    except DoesNotFit as miss:
+        return ProbePoint(micro_batch=micro_batch, peak_bytes=None, oom=True, seconds=miss.seconds)
     except (RuntimeError, AssertionError, ValueError) as error:
         if isinstance(error, (torch.OutOfMemoryError, CheckpointingUnsupported)):
             raise
@@ -237,9 +244,10 @@ def _measure_or_explain(meter: Meter, entry: EntrySpec, micro_batch: int, capped
                         "(check the architecture's input size)") from error
 
 
-def _measure_uncapped(meter: Meter, entry: EntrySpec, result: SearchResult) -> SearchResult:
-    """The smallest micro-batch ran out of memory under the budget: measure the peak it needs."""
-    point = _measure_or_explain(meter, entry, result.micro_batch, capped=False)
+def _measure_uncapped(meter: ProbeMeter, entry: EntrySpec, result: SearchResult) -> SearchResult:
+    """The smallest micro-batch ran out of memory under the budget: measure the peak it needs (None
+    when it runs out of memory even uncapped, on a card smaller than it needs)."""
+    point = measure_point(meter, entry, result.micro_batch, None)
     return SearchResult(micro_batch=result.micro_batch, fits=False, peak_bytes=point.peak_bytes,
                         curve=result.curve, points=(*result.points, point))
 

@@ -79,7 +79,7 @@ def test_checkpointing_is_switched_in_the_timm_body_and_refused_where_timm_has_n
 
 @pytest.mark.slow
 def test_batchnorm_model_prefers_checkpointing_at_a_larger_micro_batch():
-    meter = CpuMeter(budget_bytes=2**34)
+    meter = CpuMeter()
     plain_8 = measure(meter, "resnet10t", 160, 8, False)
     checkpointed_8 = measure(meter, "resnet10t", 160, 8, True)
     assert checkpointed_8 < plain_8
@@ -97,7 +97,7 @@ def test_batchnorm_model_prefers_checkpointing_at_a_larger_micro_batch():
 
 @pytest.mark.slow
 def test_only_checkpointing_fits_then_run_trains_it_under_the_budget(planner_cli, tmp_path, image_folder):
-    meter = CpuMeter(budget_bytes=2**34)
+    meter = CpuMeter()
     plain_2 = measure(meter, "convnext_atto", 128, 2, False)
     checkpointed_2 = measure(meter, "convnext_atto", 128, 2, True)
     meter.close()

@@ -6,7 +6,7 @@ import pytest
 
 from planner.base.entries import single_entry
 from planner.base.plan import ItemTransform
-from planner.probe.meters import get_meter, meter_names
+from planner.probe.meters import PROBE_METERS, DoesNotFit, get_meter
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.probe import probe_plan
 from planner.probe.search import candidate_micro_batches
@@ -23,12 +23,12 @@ def resnet18_64():
 
 
 def test_registry_holds_the_three_meters():
-    assert meter_names() == ["cpu", "cuda", "estimate"]
+    assert PROBE_METERS.names() == ["cpu", "cuda", "estimate"]
 
 
 def test_cpu_meter_choice_fits_the_budget_and_the_next_divisor_does_not(resnet18_64):
     budget = 300 * MIB
-    meter = get_meter("cpu", budget_bytes=budget)
+    meter = get_meter("cpu")
     plan = probe_plan([resnet18_64], meter, budget_bytes=budget, effective_batch_size=64, margin=0.0)
     (entry,) = plan.entries
     assert entry.fits and entry.accum * entry.micro_batch == 64
@@ -45,8 +45,8 @@ def test_cpu_meter_choice_fits_the_budget_and_the_next_divisor_does_not(resnet18
 
 
 def test_estimate_agrees_with_cpu_on_the_same_tiny_model(resnet18_64):
-    cpu = get_meter("cpu", budget_bytes=2**30)
-    estimate = get_meter("estimate", budget_bytes=2**30, precision="fp32", device=DeviceModel.raw())
+    cpu = get_meter("cpu")
+    estimate = get_meter("estimate", precision="fp32", device=DeviceModel.raw())
     convnext = single_entry("convnext_atto", 64)[0]
     for entry in (resnet18_64, convnext):
         for micro_batch in (4, 32):
@@ -56,8 +56,8 @@ def test_estimate_agrees_with_cpu_on_the_same_tiny_model(resnet18_64):
 
 
 def test_estimate_in_fp16_adds_the_device_model(resnet18_64):
-    raw = get_meter("estimate", budget_bytes=2**30, precision="fp16", device=DeviceModel.raw())
-    card = get_meter("estimate", budget_bytes=2**30)
+    raw = get_meter("estimate", precision="fp16", device=DeviceModel.raw())
+    card = get_meter("estimate")
     raw_peak = raw.measure(resnet18_64, 16).peak_bytes
     # the allocator's segments hold at least the live bytes; the overhead comes on top
     assert card.measure(resnet18_64, 16).peak_bytes >= raw_peak + DeviceModel().overhead_bytes
@@ -65,10 +65,10 @@ def test_estimate_in_fp16_adds_the_device_model(resnet18_64):
 
 def test_cpu_meter_out_of_memory_is_released_and_searched_around(resnet18_64):
     limit = 260 * MIB  # the tracker raises torch.OutOfMemoryError above this, as a full card would
-    meter = get_meter("cpu", budget_bytes=2**30, limit_bytes=limit)
-    point = meter.measure(resnet18_64, 64)
-    assert point.oom and point.peak_bytes is None
-    plan = probe_plan([resnet18_64], meter, budget_bytes=2**30, effective_batch_size=64, margin=0.0)
+    meter = get_meter("cpu", emulate_cap=True)
+    with pytest.raises(DoesNotFit):
+        meter.measure(resnet18_64, 64, cap_bytes=limit)
+    plan = probe_plan([resnet18_64], meter, budget_bytes=limit, effective_batch_size=64, margin=0.0)
     meter.close()
     (entry,) = plan.entries
     assert entry.fits and entry.micro_batch == 32
@@ -79,9 +79,9 @@ def test_estimate_meter_times_the_same_fake_step_on_a_named_card():
     from planner.base.gpus import get_gpu
 
     entry = single_entry("resnet18", 224)[0]  # large enough for the T4's GPU, not its host, to set the pace
-    untimed = get_meter("estimate", budget_bytes=2**30).measure(entry, 32)
-    t4 = get_meter("estimate", budget_bytes=2**30, gpu=get_gpu("T4")).measure(entry, 32)
-    h100 = get_meter("estimate", budget_bytes=2**30, gpu=get_gpu("H100")).measure(entry, 32)
+    untimed = get_meter("estimate").measure(entry, 32)
+    t4 = get_meter("estimate", gpu=get_gpu("T4")).measure(entry, 32)
+    h100 = get_meter("estimate", gpu=get_gpu("H100")).measure(entry, 32)
     assert untimed.predicted_times is None
     assert t4.peak_bytes == untimed.peak_bytes  # the counter rides along without changing the memory
     assert t4.predicted_times.gpu == "T4" and h100.predicted_times.gpu == "H100"
@@ -92,7 +92,7 @@ def test_estimate_meter_times_the_same_fake_step_on_a_named_card():
 
 
 def test_estimate_remembers_a_probe_of_the_same_architecture_size_and_micro_batch(resnet18_64):
-    meter = get_meter("estimate", budget_bytes=2**30)
+    meter = get_meter("estimate")
     first = meter.measure(resnet18_64, 8)
     squished = single_entry("resnet18", 64, ItemTransform(resize=96, method="squish"))[0]
     again = meter.measure(squished, 8)  # the fake step does not see the item transform
@@ -101,7 +101,7 @@ def test_estimate_remembers_a_probe_of_the_same_architecture_size_and_micro_batc
 
 
 def test_estimate_with_gradient_checkpointing_needs_less():
-    meter = get_meter("estimate", budget_bytes=2**34, device=DeviceModel(overhead_bytes=0))
+    meter = get_meter("estimate", device=DeviceModel(overhead_bytes=0))
     plain = single_entry("convnext_atto", 128)[0]
     checkpointed = dataclasses.replace(plain, grad_checkpointing=True)
     plain_peak = meter.measure(plain, 16).forward_backward_bytes

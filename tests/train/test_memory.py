@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.memory import CpuMeter, live_tensor_bytes, make_meter
+from trainer.memory import CpuRunMeter, live_tensor_bytes, make_meter
 
 
 def train_steps(model: torch.nn.Module, meter, batches: int, batch: int = 8) -> None:
@@ -40,7 +40,7 @@ def test_the_cpu_meter_counts_weights_grads_and_adam_state() -> None:
 
 
 def test_the_cpu_meter_raises_out_of_memory_above_its_limit() -> None:
-    meter = CpuMeter(accum=1, limit_bytes=100_000)
+    meter = CpuRunMeter(accum=1, limit_bytes=100_000)
     with pytest.raises(torch.OutOfMemoryError, match="exceeds the limit"):
         train_steps(model(), meter, batches=2)
 

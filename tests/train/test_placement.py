@@ -13,7 +13,7 @@ from run_data import plan_entry, write_plan
 from planner.base.entries import single_entry
 from planner.base.errors import UserError
 from planner.base.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
-from planner.probe.meters.base import Meter
+from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.probe import probe_plan
 from trainer.options import RayOptions
 from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
@@ -90,23 +90,23 @@ def test_plans_without_per_budget_pairs_still_load_and_bad_pairs_are_named(tmp_p
         load_plan(path)
 
 
-class CurveMeter(Meter):
-    """Peaks of a known affine curve, out of memory above the budget it is capped at (like the cuda
-    meter); counts every measurement."""
+class CurveMeter(ProbeMeter):
+    """Peaks of a known affine curve, out of memory above the cap it is given (like the cuda meter);
+    counts every measurement."""
 
-    def __init__(self, budget_bytes: int, fixed: int, per_sample: int) -> None:
-        super().__init__(budget_bytes)
+    def __init__(self, fixed: int, per_sample: int) -> None:
+        super().__init__()
         self.fixed, self.per_sample = fixed, per_sample
         self.calls: list[tuple[int, int]] = []
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="cuda", precision="fp16", torch="t", timm="t", fastai="f")
 
-    def measure(self, entry, micro_batch: int, capped: bool = True) -> ProbePoint:
-        self.calls.append((self.budget_bytes, micro_batch))
+    def measure(self, entry, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
+        self.calls.append((cap_bytes, micro_batch))
         peak = self.fixed + self.per_sample * micro_batch
-        if capped and peak > self.budget_bytes:
-            return ProbePoint(micro_batch=micro_batch, peak_bytes=None, oom=True, seconds=0.0)
+        if cap_bytes is not None and peak > cap_bytes:
+            raise DoesNotFit(micro_batch, 0.0)
         return ProbePoint(micro_batch=micro_batch, peak_bytes=peak, forward_backward_bytes=peak, step_bytes=0,
                           seconds=0.0)
 
@@ -115,7 +115,7 @@ class CurveMeter(Meter):
 
 
 def test_probe_plans_a_pair_per_budget_reusing_the_entrys_probes() -> None:
-    meter = CurveMeter(16 * GIB, fixed=4 * GIB, per_sample=GIB // 2)  # peak(b) = 4 + b/2 GiB
+    meter = CurveMeter(fixed=4 * GIB, per_sample=GIB // 2)  # peak(b) = 4 + b/2 GiB
     plan = probe_plan(single_entry("resnet18", 224), meter, budget_bytes=16 * GIB, effective_batch_size=64,
                       margin=0.05, more_budgets=[80 * GIB, 24 * GIB])
     (entry,) = plan.entries
@@ -125,7 +125,6 @@ def test_probe_plans_a_pair_per_budget_reusing_the_entrys_probes() -> None:
     # Two opening probes and a confirmation for 16 GiB; each larger budget starts from that curve and
     # confirms one new micro-batch under its own cap: no micro-batch is measured twice.
     assert meter.calls == [(16 * GIB, 2), (16 * GIB, 8), (16 * GIB, 16), (24 * GIB, 32), (80 * GIB, 64)]
-    assert meter.budget_bytes == 16 * GIB  # the meter's cap is back at the plan's budget
     assert [point.micro_batch for point in entry.probes] == [2, 8, 16, 32, 64]
 
 

@@ -5,6 +5,6 @@ imported only when a meter measures.
 """
 
 from planner.probe.meters import cpu, cuda, estimate  # noqa: F401  (registration side effect)
-from planner.probe.meters.base import Meter, get_meter, meter_names, register_meter
+from planner.probe.meters.base import PROBE_METERS, DoesNotFit, ProbeMeter, get_meter
 
-__all__ = ["Meter", "get_meter", "meter_names", "register_meter"]
+__all__ = ["PROBE_METERS", "DoesNotFit", "ProbeMeter", "get_meter"]

@@ -1,36 +1,51 @@
 """The meter interface: what the search asks of every way of measuring a training step's memory.
 
-A meter is chosen by name (`cuda`, `cpu`, `estimate`) from a registry; the search never asks which
-one it holds. Every peak a meter returns is in the units the budget is compared with: for `cuda`
-the whole card (reserved peak + what torch does not see), for `cpu` live tensor bytes, for
-`estimate` fake-tensor bytes plus a model of what a CUDA device adds.
+A meter is chosen by name (`cuda`, `cpu`, `estimate`) from a registry (``PROBE_METERS``); the search
+never asks which one it holds, and passes the card size to each measurement (``cap_bytes``). Every
+peak a meter returns is in the units the budget is compared with: for `cuda` the whole card
+(reserved peak + what torch does not see), for `cpu` live tensor bytes, for `estimate` fake-tensor
+bytes plus a model of what a CUDA device adds.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import ClassVar
 
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
+from planner.base.registry import Registry
 
 PHASE_FORWARD_BACKWARD = "forward_backward"
 PHASE_STEP = "step"
 
 
-class Meter(ABC):
+class DoesNotFit(Exception):
+    """A step at this micro-batch ran out of memory under the cap; the meter has released it cleanly.
+
+    Attributes:
+        micro_batch: the micro-batch that did not fit.
+        seconds: how long the try took (the probe reports it).
+    """
+
+    def __init__(self, micro_batch: int, seconds: float) -> None:
+        super().__init__(f"micro-batch {micro_batch} does not fit")
+        self.micro_batch = micro_batch
+        self.seconds = seconds
+
+
+class ProbeMeter(ABC):
     """Measures the peak memory of real (or fake) training steps at one micro-batch.
 
+    (The trainer's meters, which watch a whole training, are ``trainer.memory.RunMeter``.)
+
     Args (of every meter's constructor):
-        budget_bytes: the card size the plan is for; a meter that can emulate it (cuda) caps itself.
         n_classes: the number of classes, which sizes the head.
     """
 
     name: ClassVar[str]
 
-    def __init__(self, budget_bytes: int, n_classes: int = 10):
-        self.budget_bytes = budget_bytes
+    def __init__(self, n_classes: int = 10):
         self.n_classes = n_classes
 
     @abstractmethod
@@ -38,14 +53,28 @@ class Meter(ABC):
         """Describe the device and precision; called once, for the plan's header."""
 
     @abstractmethod
-    def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+    def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         """Run at least two optimizer steps of ``entry`` at ``micro_batch`` and report the peaks.
 
         Called by the search once per probe, entries of one architecture one after the other, so
-        a meter may keep the model of the last architecture. Running out of memory is not an error:
-        it is released cleanly and returned as ``ProbePoint(oom=True)``. ``capped=False`` is asked
-        once for an entry whose smallest micro-batch ran out of memory, to learn the peak it needs:
-        a meter that emulates a smaller card then lifts its cap.
+        a meter may keep the model of the last architecture.
+
+        Args:
+            entry: the architecture, size and checkpointing to measure.
+            micro_batch: the batch of one forward/backward pass.
+            cap_bytes: the card the step must fit. A meter that emulates a card of this size (cuda:
+                its allocator capped at the card minus the context; cpu made with
+                ``emulate_cap=True``: its tracker) fails above it; the estimate meter predicts and
+                ignores it. None: measure what the step needs, however much (asked once for an entry
+                whose smallest micro-batch did not fit).
+
+        Returns:
+            The peaks, in the units the budget is compared with.
+
+        Raises:
+            DoesNotFit: the step ran out of memory under ``cap_bytes``; the meter has released the
+                step's memory, so the next call starts clean.
+            CheckpointingUnsupported: ``entry.grad_checkpointing`` for a model timm cannot checkpoint.
         """
 
     @abstractmethod
@@ -56,28 +85,13 @@ class Meter(ABC):
         """Release models and memory; called once when probing ends."""
 
 
-_METERS: dict[str, type[Meter]] = {}
+PROBE_METERS: Registry[type[ProbeMeter]] = Registry("probe meter")
 
 
-def register_meter(name: str) -> Callable[[type[Meter]], type[Meter]]:
-    """Class decorator: make a meter available to :func:`get_meter` under ``name``."""
-
-    def register(cls: type[Meter]) -> type[Meter]:
-        cls.name = name
-        _METERS[name] = cls
-        return cls
-
-    return register
-
-
-def meter_names() -> list[str]:
-    return sorted(_METERS)
-
-
-def get_meter(name: str, **options) -> Meter:
+def get_meter(name: str, **options) -> ProbeMeter:
     """Build the meter registered as ``name`` with the given constructor options.
 
     Raises:
         KeyError: no meter has that name.
     """
-    return _METERS[name](**options)
+    return PROBE_METERS.get(name)(**options)

@@ -15,7 +15,7 @@ import torch
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
 from planner.base.tracker import StorageTracker
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, register_meter
+from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, PROBE_METERS, DoesNotFit, ProbeMeter
 from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
 from planner.probe.probe_data import ProbeData
 
@@ -30,22 +30,21 @@ def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "timm": timm.__version__, "fastai": fastai.__version__}
 
 
-@register_meter("cpu")
-class CpuMeter(Meter):
+@PROBE_METERS.register("cpu")
+class CpuMeter(ProbeMeter):
     """Real steps on the CPU; see the module docstring.
 
     Args:
-        budget_bytes: the budget (not enforced unless ``limit_bytes`` is given).
         n_classes: head size when ``data`` is None.
         data: where batches come from (generated images by default).
-        limit_bytes: make the tracker raise out-of-memory above this many live bytes.
+        emulate_cap: run out of memory above the cap a measurement is given, as a card of that size
+            would (the tracker raises); by default the cap is ignored and every step completes.
     """
 
-    def __init__(self, budget_bytes: int, n_classes: int = 10, data: ProbeData | None = None,
-                 limit_bytes: int | None = None):
+    def __init__(self, n_classes: int = 10, data: ProbeData | None = None, emulate_cap: bool = False):
         self.data = data or ProbeData()
-        super().__init__(budget_bytes, self.data.n_classes if data else n_classes)
-        self.limit_bytes = limit_bytes
+        super().__init__(self.data.n_classes if data else n_classes)
+        self.emulate_cap = emulate_cap
         self.learners = LearnerCache(fp16=False)
 
     def measured_on(self) -> MeasuredOn:
@@ -55,11 +54,11 @@ class CpuMeter(Meter):
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         return model_has_batchnorm(entry.arch, self.n_classes)
 
-    def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+    def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         started = time.perf_counter()
         dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cpu", CPU_PROBE_BATCHES)
         learn = self.learners.learner_for(entry, dls, micro_batch)
-        tracker = StorageTracker(limit_bytes=self.limit_bytes if capped else None)
+        tracker = StorageTracker(limit_bytes=cap_bytes if self.emulate_cap else None)
         tracker.track([*learn.model.parameters(), *learn.model.buffers()])
         steps = ProbeSteps(tracker.set_phase)
         oom = False
@@ -70,8 +69,7 @@ class CpuMeter(Meter):
             oom = True
         self.learners.release_state()  # outside the except block: its traceback holds tensors
         if oom:
-            return ProbePoint(micro_batch=micro_batch, peak_bytes=None, oom=True,
-                              seconds=time.perf_counter() - started)
+            raise DoesNotFit(micro_batch, time.perf_counter() - started)
         return ProbePoint(
             micro_batch=micro_batch,
             peak_bytes=tracker.peak_bytes,

@@ -19,7 +19,7 @@ import torch
 from planner.base import cuda_device as gpu
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, register_meter
+from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, PROBE_METERS, DoesNotFit, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
 from planner.probe.probe_data import ProbeData
@@ -46,17 +46,17 @@ class CudaPhasePeaks:
         torch.cuda.reset_peak_memory_stats()
 
 
-@register_meter("cuda")
-class CudaMeter(Meter):
+@PROBE_METERS.register("cuda")
+class CudaMeter(ProbeMeter):
     """Real steps on the GPU; see the module docstring."""
 
-    def __init__(self, budget_bytes: int, n_classes: int = 10, data: ProbeData | None = None):
+    def __init__(self, n_classes: int = 10, data: ProbeData | None = None):
         if not torch.cuda.is_available():
             raise RuntimeError("the cuda meter needs a CUDA GPU; use --device estimate")
         from planner.base.recipe import prepare_device
 
         self.data = data or ProbeData()
-        super().__init__(budget_bytes, self.data.n_classes if data else n_classes)
+        super().__init__(self.data.n_classes if data else n_classes)
         torch.cuda.init()
         prepare_device("cuda")
         torch.empty(1, device="cuda")  # create the context so that it can be measured
@@ -71,13 +71,13 @@ class CudaMeter(Meter):
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         return model_has_batchnorm(entry.arch, self.n_classes)
 
-    def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+    def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         started = time.perf_counter()
         dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cuda", CUDA_PROBE_BATCHES)
         learn = self.learners.learner_for(entry, dls, micro_batch)
         gpu.release_cached()
-        if capped:
-            gpu.cap_to_budget(self.budget_bytes)
+        if cap_bytes is not None:
+            gpu.cap_to_budget(cap_bytes)
         peaks = CudaPhasePeaks()
         steps = ProbeSteps(peaks.enter)
         oom = False
@@ -91,8 +91,7 @@ class CudaMeter(Meter):
         gpu.uncap()
         gpu.release_cached()
         if oom:
-            return ProbePoint(micro_batch=micro_batch, peak_bytes=None, oom=True,
-                              seconds=time.perf_counter() - started)
+            raise DoesNotFit(micro_batch, time.perf_counter() - started)
         peak = peaks.reserved_peak + non_torch
         overhead = peak - max(peaks.allocated.values())  # allocator slack + context, shared by phases
         return ProbePoint(

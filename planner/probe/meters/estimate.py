@@ -34,7 +34,7 @@ import torch
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
 from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, Meter, register_meter
+from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, PROBE_METERS, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
 from planner.probe.meters.device_model import DeviceModel
@@ -75,12 +75,11 @@ def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "
                       grads_set_to_none=False, scale_loss=fp16, arch=arch or GpuArch())
 
 
-@register_meter("estimate")
-class EstimateMeter(Meter):
+@PROBE_METERS.register("estimate")
+class EstimateMeter(ProbeMeter):
     """Fake training steps plus a device model; see the module docstring.
 
     Args:
-        budget_bytes: the budget (recorded only).
         n_classes: head size when ``data`` is None.
         data: only its class count is used (shapes come from the entry).
         precision: "fp16" estimates the CUDA run; "fp32" estimates an fp32 run (the cpu meter's).
@@ -90,11 +89,11 @@ class EstimateMeter(Meter):
         time_constants: the step-time model's constants.
     """
 
-    def __init__(self, budget_bytes: int, n_classes: int = 10, data: ProbeData | None = None,
+    def __init__(self, n_classes: int = 10, data: ProbeData | None = None,
                  precision: Literal["fp16", "fp32"] = "fp16", device: DeviceModel | None = None,
                  arch: GpuArch | None = None, gpu: GpuSpec | None = None,
                  time_constants: TimeConstants = DEFAULT_CONSTANTS):
-        super().__init__(budget_bytes, data.n_classes if data else n_classes)
+        super().__init__(data.n_classes if data else n_classes)
         self.precision = precision
         self.device = device or DeviceModel()
         self.arch = arch or GpuArch()
@@ -113,7 +112,7 @@ class EstimateMeter(Meter):
 
         return any(isinstance(module, _BatchNorm) for module in self._fake_step(entry).model.modules())
 
-    def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
+    def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         from planner.base.recipe import set_grad_checkpointing
 
         key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
