@@ -19,7 +19,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from planner.base.atomic import check_writable
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
@@ -455,7 +454,7 @@ MaxRetriesOption = Annotated[int, typer.Option(
     "--max-retries", min=0, help="ray: retries of an entry whose worker or node died.")]
 
 
-def _run_and_show(plan: Path, data: Path, out: Path, options, backend=None):
+def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, backend=None):
     """Train with live progress (on ``backend``: the local one by default), then show the summary
     table; returns the run's result."""
     from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
@@ -503,14 +502,6 @@ def run(
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
 
     Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
-    from planner.base.locations import data_for_run, default_run_dir
-    from planner.base.plan import load_plan
-
-    data = data_for_run(data, load_plan(plan).data)
-    if out is None:
-        out = default_run_dir(plan)
-        console.print(f"run folder: {out}")
-    check_writable(out, "--out", folder=True)
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         include_misfits=include_misfits, save_models=save_models,

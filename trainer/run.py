@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner.base.atomic import check_writable
 from planner.base.budget import format_bytes
 from planner.base.errors import UserError
+from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
 from planner.base.plan import Plan, PlanEntry, load_plan
 from planner.base.runfile import (
@@ -69,8 +71,8 @@ class RunResult:
 
 def run_plan(
     plan_path: str | Path,
-    data_dir: str | Path,
-    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
     options: RunOptions = RunOptions(),
     reporter: Reporter = Reporter(),
     backend: Backend | None = None,
@@ -79,8 +81,10 @@ def run_plan(
 
     Args:
         plan_path: plan.json written by `planner probe`.
-        data_dir: the data folder (``train_images/<label>/*``, ``test_images/*``).
-        run_dir: the run folder (created if missing): split.json, run.json, run.log, preds/*.npz.
+        data_dir: the data folder (``train_images/<label>/*``, ``test_images/*``); None: the folder the
+            plan was probed with, else ``.`` when it holds ``train_images/``.
+        run_dir: the run folder (created if missing): split.json, run.json, run.log, preds/*.npz;
+            None: ``runs/<plan name>`` beside the plan, so that the same command resumes it.
         options: see :class:`RunOptions`.
         reporter: receives progress events (the CLI passes a rich one); run.log gets them too.
         backend: where the tries train: :class:`~trainer.backend.LocalBackend` (default: one after
@@ -98,6 +102,9 @@ def run_plan(
     backend = backend or LocalBackend()
     plan = load_plan(plan_path)
     check_entry_names(plan)
+    data_dir = data_for_run(Path(data_dir) if data_dir is not None else None, plan.data)
+    run_dir = check_writable(run_dir if run_dir is not None else default_run_dir(Path(plan_path)), "--out",
+                             folder=True)
     device = backend.device(options.device, options.cpu_memory_limit)
     with one_writer(run_dir):
         run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,

@@ -33,7 +33,7 @@ def test_probe_run_and_tune_weights_with_nothing_but_the_plan(planner_cli, tmp_p
     train = ("run", "plan.json", "--no-pretrained", "--epochs", "1", "--device", "cpu")
     ran = planner_cli(*train, cwd=here)
     assert ran.returncode == 0, ran.stderr
-    assert "run folder: runs/plan" in ran.stdout
+    assert f"run {(here / 'runs' / 'plan').resolve()}: 2 entries" in ran.stdout
     run = json.loads((here / "runs" / "plan" / "run.json").read_text())
     assert {record["status"] for record in run["entries"].values()} == {"finished"}
     again = planner_cli(*train, cwd=here)  # the same command resumes the same folder
