@@ -68,7 +68,8 @@ class MemoryRecord(Record):
 
 
 class EpochRecord(Record):
-    """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones."""
+    """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones; ``threads``: the CPU
+    threads it trained with (``planner.threads``; None on a GPU)."""
 
     epoch: int = Field(ge=0)
     phase: Literal["frozen", "unfrozen"]
@@ -76,6 +77,7 @@ class EpochRecord(Record):
     valid_loss: float | None
     error_rate: float | None
     seconds: float = Field(ge=0)
+    threads: int | None = Field(default=None, gt=0)
 
 
 class Metrics(Record):

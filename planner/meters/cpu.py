@@ -18,6 +18,7 @@ from planner.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batc
 from planner.meters.tracker import StorageTracker
 from planner.plan import MeasuredOn, ProbePoint
 from planner.probe_data import ProbeData
+from planner.threads import use_cpu_threads
 
 CPU_PROBE_BATCHES = 3
 
@@ -47,6 +48,7 @@ class CpuMeter(Meter):
         super().__init__(budget_bytes, self.data.n_classes if data else n_classes)
         self.limit_bytes = limit_bytes
         self.learners = LearnerCache(fp16=False)
+        use_cpu_threads()  # the cores other processes leave free: a busy neighbour costs its share only
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="cpu", precision="fp32", synthetic_data=self.data.synthetic,
