@@ -461,6 +461,8 @@ def _tune_and_show(options):
         result = tune_weights(options, progress)
 
     console.print(scores_table(result))
+    if result.storage_note:
+        console.print(result.storage_note, soft_wrap=True)
     console.print(
         f"study {result.study.study_name!r} in {result.study.storage_shown}: {result.study.completed} trials "
         f"({result.study.ran} run now), best log loss {result.study.best_value:.4f}"
@@ -645,6 +647,7 @@ def predict_command(
     from trainer.predict import PredictOptions, predict, write_predictions_csv
 
     options = PredictOptions(tta=tta, device=device, batch_size=batch_size)
+    check_writable(output, "-o", folder=False)
     weights = load_weights(run_dir)
     with _trial_progress() as progress:
         result = predict(run_dir, images, weights, options, progress)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from planner.atomic import atomic_write_text
 from planner.errors import UserError
-from trainer.data import IMAGE_EXTENSIONS
+from planner.images import images_in
 from trainer.runfile import load_run
 
 Progress = Callable[[str, int, int], None]
@@ -207,7 +207,7 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
     for item in images:
         path = Path(item).expanduser()
         if path.is_dir():
-            files.extend(sorted((p for p in path.iterdir() if _is_image(p)), key=lambda p: p.name))
+            files.extend(images_in(path))
         elif path.is_file():
             files.append(path)
         else:
@@ -216,10 +216,6 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise UserError(f"no image file in {', '.join(map(str, images))}")
     return files
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _unreadable(path: Path) -> str | None:

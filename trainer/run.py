@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from planner.atomic import remove_stale_temporaries
 from planner.budget import format_bytes
 from planner.errors import UserError, first_line
 from planner.lock import held_exclusively
@@ -25,7 +26,7 @@ from planner.plan import Plan, PlanEntry, load_plan
 from trainer.data import DataLayout, scan_data
 from trainer.fit import RunInputs, TrainJob, TrainOutcome, train_entry
 from trainer.memory import release_memory
-from trainer.predictions import predictions_path, save_predictions
+from trainer.predictions import PREDS_FOLDER, predictions_path, save_predictions
 from trainer.progress import LogFile, Reporter, Reporters
 from trainer.recipe import prepare_device
 from trainer.runfile import (
@@ -44,7 +45,7 @@ from trainer.runfile import (
     now,
     save_run,
 )
-from trainer.saved_model import save_model
+from trainer.saved_model import MODELS_FOLDER, save_model
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
@@ -393,6 +394,8 @@ def start_run_folder(
     layout = scan_data(data_dir)
     run_dir = Path(run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / PREDS_FOLDER, run_dir / MODELS_FOLDER):  # a killed writer's half files
+        remove_stale_temporaries(folder)
     split = shared_split(run_dir, layout, options.valid_pct, options.seed)
     book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))

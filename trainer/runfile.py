@@ -8,16 +8,15 @@ prediction file.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from planner.atomic import atomic_write_json
-from planner.errors import UserError
-from planner.plan import ItemTransform, Record, Size, describe_validation_error
+from planner.jsonfile import load_record
+from planner.plan import ItemTransform, Record, Size
 
 RUN_VERSION = 1
 RUN_FILE = "run.json"
@@ -213,22 +212,13 @@ def load_run(run_dir: Path) -> RunFile | None:
     """Read ``RUN_DIR/run.json``, or None when the folder has none yet.
 
     Raises:
-        UserError: the file is not JSON, is of another version, or a field is wrong (named).
+        UserError: the file is unreadable, not JSON, of another version, or a field is wrong (named).
     """
     path = run_dir / RUN_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}): use another --out folder") from None
-    if isinstance(data, dict) and data.get("version") != RUN_VERSION:
-        found = data.get("version")
-        raise UserError(f"{path} has version {found!r}, this planner reads version {RUN_VERSION}")
-    try:
-        return RunFile.model_validate(data)
-    except ValidationError as error:
-        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+    return load_record(path, RunFile, what="run record", version=RUN_VERSION,
+                       fix="use another --out folder (or remove the damaged run.json to start this one afresh)")
 
 
 class RunBook:
