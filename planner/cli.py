@@ -384,6 +384,8 @@ def _tune_and_show(options):
         result = tune_weights(options, progress)
 
     console.print(scores_table(result))
+    if result.storage_note:
+        console.print(result.storage_note, soft_wrap=True)
     console.print(
         f"study {result.study.study_name!r} in {result.study.storage_shown}: {result.study.completed} trials "
         f"({result.study.ran} run now), best log loss {result.study.best_value:.4f}"
@@ -540,10 +542,12 @@ def predict_command(
 
     Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read
     (listed on stderr, the others are in the CSV); 2 a user mistake."""
+    from planner.base.atomic import check_writable
     from planner.ensemble.record import load_weights
     from trainer.predict import predict, write_predictions_csv
 
     options = PredictOptions(tta=tta, device=device, batch_size=batch_size)
+    check_writable(output, "-o", folder=False)
     weights = load_weights(run_dir)
     with _trial_progress() as progress:
         result = predict(run_dir, images, weights, options, progress)

@@ -89,6 +89,10 @@ def describe_entry_error(error: BaseException) -> str:
     from PIL import UnidentifiedImageError
 
     text = f"{type(error).__name__}: {first_line(error)}"
+    lines = str(error).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Exception occured in"):  # fastai's wrapper: the cause is below
+        where = lines[0].removeprefix("Exception occured in ").rstrip(":")
+        text = f"{type(error).__name__}: {lines[1].strip()} ({where})"
     if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
         hint = "an image could not be read: remove or replace it"
     elif "Unknown model" in text or "Invalid pretrained tag" in text:

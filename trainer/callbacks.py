@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
 
 from planner.base.runfile import EpochRecord
+from planner.base.threads import use_cpu_threads
 from trainer.memory import RunMeter
 from trainer.progress import Reporter
 
@@ -43,20 +45,32 @@ class MemoryPhases(Callback):
         self.meter.batch_ended()
 
 
+class CpuThreads(Callback):
+    """Before each epoch (added on the CPU only), train with the cores other processes leave free
+    (``planner.base.threads``): a busy neighbour then slows training by its share, not tenfold."""
+
+    def before_epoch(self) -> None:
+        use_cpu_threads()
+
+
 class ReportEpochs(Callback):
-    """Records every epoch (losses, error rate, seconds) and passes it to the reporter."""
+    """Records every epoch (losses, error rate, seconds; torch's threads when ``cpu``) and passes it to
+    the reporter."""
 
     order = Recorder.order + 1  # after the Recorder has stored the epoch's values
 
-    def __init__(self, reporter: Reporter, name: str, total_epochs: int) -> None:
+    def __init__(self, reporter: Reporter, name: str, total_epochs: int, cpu: bool = False) -> None:
         self.reporter = reporter
+        self.cpu = cpu
         self.entry_name = name
         self.total_epochs = total_epochs
         self.records: list[EpochRecord] = []
         self.started = 0.0
+        self.threads: int | None = None
 
     def before_epoch(self) -> None:
         self.started = time.perf_counter()
+        self.threads = torch.get_num_threads() if self.cpu else None
 
     def after_epoch(self) -> None:
         names = self.learn.recorder.metric_names[1:]
@@ -68,6 +82,7 @@ class ReportEpochs(Callback):
             valid_loss=_number(values.get("valid_loss")),
             error_rate=_number(values.get("error_rate")),
             seconds=time.perf_counter() - self.started,
+            threads=self.threads,
         )
         self.records.append(record)
         self.reporter.epoch_done(self.entry_name, record, self.total_epochs)

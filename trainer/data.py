@@ -3,22 +3,21 @@
 Layout: ``train_images/<label>/*`` (one folder per class), ``test_images/*`` (optional) and an
 optional ``sample_submission.csv``. Items are named by their path relative to the data folder with
 forward slashes (``train_images/3/img_12.png``); test items by their file name (``img_7.png``), as
-``sample_submission.csv`` names them. Image files are recognised by extension, as fastai's
-``get_image_files`` does; every one is opened and checked with PIL's ``verify()`` so that a corrupt
-file is reported by name before hours of training, not in the middle of them.
+``sample_submission.csv`` names them. Image files are recognised by extension (``planner.base.images``,
+the rule the probe and predict use too); every one is opened and checked with PIL's ``verify()`` so
+that a corrupt file is reported by name before hours of training, not in the middle of them.
 """
 
 from __future__ import annotations
 
-import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from planner.base.errors import UserError
+from planner.base.images import class_folders, images_in
 
-IMAGE_EXTENSIONS = frozenset(ext for ext, kind in mimetypes.types_map.items() if kind.startswith("image/"))
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
 
 
@@ -48,10 +47,6 @@ def label_of(name: str) -> str:
     return name.split("/")[-2]
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _verify(path: Path, root: Path) -> None:
     try:
         with Image.open(path) as image:
@@ -76,25 +71,27 @@ def scan_data(data_dir: str | Path) -> DataLayout:
             (the message names the file).
     """
     root = Path(data_dir).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"data folder {root} is a file, not a folder: give the folder that holds train_images/")
     if not root.is_dir():
         raise UserError(f"data folder {root} not found ({LAYOUT_HINT})")
     train_dir = root / "train_images"
     if not train_dir.is_dir():
         raise UserError(f"data folder {root} has no train_images folder ({LAYOUT_HINT})")
-    loose = sorted(p.name for p in train_dir.iterdir() if _is_image(p))
+    loose = [p.name for p in images_in(train_dir)]
     if loose:
         raise UserError(f"train_images/{loose[0]} is not inside a class folder ({LAYOUT_HINT})")
-    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = class_folders(train_dir)
     if len(class_dirs) < 2:
         raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two")
     train: list[str] = []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.iterdir() if _is_image(p))
+        files = images_in(class_dir)
         if not files:
             raise UserError(f"class folder train_images/{class_dir.name} holds no image")
         train.extend(p.relative_to(root).as_posix() for p in files)
     test_dir = root / "test_images"
-    test = sorted(p.name for p in test_dir.iterdir() if _is_image(p)) if test_dir.is_dir() else []
+    test = [p.name for p in images_in(test_dir)] if test_dir.is_dir() else []
     for name in train:
         _verify(root / name, root)
     for name in test:

@@ -54,7 +54,7 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     from fastai.torch_core import set_seed
     from fastcore.basics import noop
 
-    from trainer.callbacks import MemoryPhases, ReportEpochs
+    from trainer.callbacks import CpuThreads, MemoryPhases, ReportEpochs
 
     entry, inputs = job.entry, job.inputs
     settings, layout, split = inputs.settings, inputs.layout, inputs.split
@@ -72,9 +72,11 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
                           grad_checkpointing=entry.grad_checkpointing)
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
-    epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1)
+    cpu = inputs.device == "cpu"
+    epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1, cpu=cpu)
+    threads = [CpuThreads()] if cpu else []
     with meter.measuring(learn.model):
-        learn.fine_tune(settings.epochs, settings.lr, cbs=[MemoryPhases(meter), epochs, *cbs])
+        learn.fine_tune(settings.epochs, settings.lr, cbs=[*threads, MemoryPhases(meter), epochs, *cbs])
 
     saved = capture_model(learn, job) if inputs.save_models else None
     valid_probs, valid_plain, valid_targets = seeded_tta(learn, None, settings.tta_n, settings.tta_beta, inputs.seed)

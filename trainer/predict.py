@@ -21,8 +21,8 @@ from PIL import Image
 
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
+from planner.base.images import images_in
 from planner.base.runfile import load_run
-from trainer.data import IMAGE_EXTENSIONS
 from trainer.options import PredictOptions
 
 Progress = Callable[[str, int, int], None]
@@ -188,7 +188,7 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
     for item in images:
         path = Path(item).expanduser()
         if path.is_dir():
-            files.extend(sorted((p for p in path.iterdir() if _is_image(p)), key=lambda p: p.name))
+            files.extend(images_in(path))
         elif path.is_file():
             files.append(path)
         else:
@@ -197,10 +197,6 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise UserError(f"no image file in {', '.join(map(str, images))}")
     return files
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _unreadable(path: Path) -> str | None:

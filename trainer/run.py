@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.base.atomic import check_writable
+from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.budget import format_bytes
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
@@ -41,8 +41,9 @@ from trainer.backend import Backend, LocalBackend
 from trainer.data import DataLayout, scan_data
 from trainer.job import RunInputs, TrainJob
 from trainer.options import RunOptions
-from trainer.predictions import predictions_path
+from trainer.predictions import PREDS_FOLDER, predictions_path
 from trainer.progress import LogFile, Reporter, Reporters
+from trainer.saved_model import MODELS_FOLDER
 from trainer.split import Split, shared_split
 
 LOG_FILE = "run.log"
@@ -333,6 +334,8 @@ def start_run_folder(
     layout = scan_data(data_dir)
     run_dir = Path(run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / PREDS_FOLDER, run_dir / MODELS_FOLDER):  # a killed writer's half files
+        remove_stale_temporaries(folder)
     split = shared_split(run_dir, layout, options.valid_pct, options.seed)
     book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))

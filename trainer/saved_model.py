@@ -11,16 +11,16 @@ weights), after checking the weights file against the size and SHA-256 that run.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from planner.base.atomic import atomic_write, atomic_write_json
 from planner.base.errors import UserError
-from planner.base.plan import ItemTransform, Record, Size, describe_validation_error
+from planner.base.jsonfile import load_record
+from planner.base.plan import ItemTransform, Record, Size
 from planner.base.recipe import AUG_MIN_SCALE
 from planner.base.runfile import SavedModelRecord, load_run
 
@@ -194,20 +194,10 @@ def load_recipe(path: Path) -> ModelRecipe:
     """Read and validate a recipe file.
 
     Raises:
-        UserError: missing, not JSON, another version, or a bad field (named).
+        UserError: missing, unreadable, not JSON, another version, or a bad field (named).
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing: retrain the entry") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error})") from None
-    if isinstance(data, dict) and data.get("version") != RECIPE_VERSION:
-        raise UserError(f"{path} has version {data.get('version')!r}, this planner reads version {RECIPE_VERSION}")
-    try:
-        return ModelRecipe.model_validate(data)
-    except ValidationError as error:
-        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+    return load_record(path, ModelRecipe, what="model recipe", version=RECIPE_VERSION,
+                       fix="retrain the entry (remove it from run.json's finished entries, or use a new run folder)")
 
 
 def build_from_recipe(recipe: ModelRecipe, state_dict: dict[str, Any], device: str = "cpu",

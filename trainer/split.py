@@ -8,17 +8,17 @@ that asks for another split into the same folder is refused rather than silently
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
-from planner.base.plan import Record, describe_validation_error
+from planner.base.jsonfile import load_record
+from planner.base.plan import Record
 from trainer.data import DataLayout, label_of
 
 SPLIT_VERSION = 1
@@ -71,15 +71,10 @@ def load_split(path: Path) -> Split:
     """Read and validate a split file.
 
     Raises:
-        UserError: the file is not JSON, is of another version, or a field is wrong.
+        UserError: the file is unreadable, not JSON, of another version, or a field is wrong.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Split.model_validate(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}): use another --out folder") from None
-    except ValidationError as error:
-        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+    return load_record(path, Split, what="held-out split", version=SPLIT_VERSION,
+                       fix="use another --out folder (or remove the damaged split.json and every preds/*.npz)")
 
 
 def shared_split(run_dir: Path, layout: DataLayout, valid_pct: float, seed: int) -> Split:

@@ -1,12 +1,17 @@
 """Atomic file writes: write a temporary file beside the target, fsync, then rename over it.
 
 A reader (or a resumed run) therefore sees either the old file or the whole new one, never half.
+A writer killed mid-write (kill -9, a power cut) leaves its temporary file behind; the name says
+which host and process wrote it (``.NAME.tmp-HOST-PID-XXXX.tmp``), so :func:`remove_stale_temporaries`
+can remove those of processes that no longer run without touching a live writer's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +30,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-",
+                               suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
         with os.fdopen(fd, "wb") as f:
@@ -37,6 +43,38 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+TEMP_TAG = ".tmp-"
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+\.tmp$")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of writers on this host that no longer run; returns those removed.
+
+    Only files named by :func:`atomic_write` are considered, and only those of this host: a writer on
+    another machine sharing the folder cannot be checked from here.
+    """
+    if not folder.is_dir():
+        return []
+    removed = []
+    host = socket.gethostname()
+    for path in folder.iterdir():
+        match = _TEMP_NAME.match(path.name)
+        if match and match["host"] == host and not _running(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -26,7 +26,8 @@ def parse_budget(text: str) -> int:
         The size in bytes (rounded down to a whole byte).
 
     Raises:
-        UserError: the text is not a size, or is zero or negative.
+        UserError: the text is not a size, is zero or negative, or is a bare number under 1 MiB (a
+            unit left out: ``16`` would be 16 bytes).
     """
     match = _PATTERN.match(str(text))
     if not match:
@@ -38,6 +39,9 @@ def parse_budget(text: str) -> int:
     size = math.floor(number * _UNITS[unit])
     if size <= 0:
         raise UserError(f"the memory size {text!r} must be larger than zero, for example 16G")
+    if not unit and not re.search(r"[bB]", str(text)) and size < _UNITS["M"]:
+        raise UserError(f"the memory size {text!r} has no unit, so it means {size} bytes: write the unit, "
+                        f"for example {match.group(1)}G for {match.group(1)} GiB")
     return size
 
 

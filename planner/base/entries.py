@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from planner.base.errors import UserError
+from planner.base.jsonfile import read_text
 from planner.base.plan import ItemTransform, Size
 
 if sys.version_info >= (3, 11):
@@ -125,13 +126,10 @@ def load_models_file(path: str | Path) -> list[EntrySpec]:
     """Read a TOML or JSON models file: a list ``model`` of {arch, item, sizes}.
 
     Raises:
-        UserError: missing file, unreadable syntax, or a bad field (named in the message).
+        UserError: missing, a folder, empty, not UTF-8, unreadable syntax, or a bad field (named).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"models file {path} not found") from None
+    text = read_text(path, "models file", "give a TOML or JSON file with [[model]] tables (README: planner probe)")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:

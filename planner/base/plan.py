@@ -6,14 +6,13 @@ line naming the field (``entries.2.accum: ...``). Writing is atomic.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.base.atomic import atomic_write_json
-from planner.base.errors import UserError
+from planner.base.jsonfile import load_record
 
 PLAN_VERSION = 1
 Size = tuple[int, int]
@@ -244,40 +243,18 @@ class Plan(Record):
         return self.model_copy(update={"entries": entries})
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """The first problem of a pydantic error as ``field.path: message``."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}"
-
-
 def save_plan(plan: Plan, path: str | Path) -> Path:
     """Write the plan atomically as indented JSON."""
     return atomic_write_json(path, plan.to_dict())
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Read and validate a plan file.
+    """Read and validate a plan file (``planner.base.jsonfile.load_record``).
 
     Raises:
-        UserError: the file is missing, is not JSON, is of another version, or a field is wrong;
-            the message names the field.
+        UserError: the file is missing, a folder, empty, not UTF-8, not JSON, of another version, or a
+            field is wrong; the message names the file, the field and the fix.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"plan file {path} not found: make one with `planner probe -o {path}`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(
-            f"plan file {path} is not valid JSON ({error}); make it again with planner probe"
-        ) from None
-    if isinstance(data, dict) and data.get("version") != PLAN_VERSION:
-        raise UserError(
-            f"plan file {path} has version {data.get('version')!r}, this planner reads version "
-            f"{PLAN_VERSION}: make the plan again with planner probe"
-        )
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as error:
-        raise UserError(f"plan file {path} is invalid: {describe_validation_error(error)}") from None
+    return load_record(path, Plan, what="plan file", version=PLAN_VERSION,
+                       fix=f"make the plan (again) with `planner probe -o {path}`")

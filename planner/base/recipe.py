@@ -158,11 +158,16 @@ def synthetic_dataloaders(
 
 
 def prepare_device(device: str) -> None:
-    """fastai's CUDA set-up (``cudnn.benchmark = True``), done identically by probe and run.
+    """fastai's CUDA set-up (``cudnn.benchmark = True``), done identically by probe and run; on the
+    CPU, the threads other processes leave free (``planner.base.threads``; training re-checks each epoch).
 
     fastai 2.8 no longer calls ``setup_cuda`` on import, so both stages call it explicitly:
     cuDNN's first-iteration autotuning then shows up in the probe's peak as it will in training.
     """
+    if device == "cpu":
+        from planner.base.threads import use_cpu_threads
+
+        use_cpu_threads()
     if device == "cuda":
         from fastai.torch_core import setup_cuda
 

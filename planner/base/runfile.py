@@ -8,16 +8,15 @@ prediction file.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from planner.base.atomic import atomic_write_json
-from planner.base.errors import UserError
-from planner.base.plan import ItemTransform, Record, Size, describe_validation_error
+from planner.base.jsonfile import load_record
+from planner.base.plan import ItemTransform, Record, Size
 
 RUN_VERSION = 1
 RUN_FILE = "run.json"
@@ -68,7 +67,8 @@ class MemoryRecord(Record):
 
 
 class EpochRecord(Record):
-    """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones."""
+    """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones; ``threads``: the CPU
+    threads it trained with (``planner.base.threads``; None on a GPU)."""
 
     epoch: int = Field(ge=0)
     phase: Literal["frozen", "unfrozen"]
@@ -76,6 +76,7 @@ class EpochRecord(Record):
     valid_loss: float | None
     error_rate: float | None
     seconds: float = Field(ge=0)
+    threads: int | None = Field(default=None, gt=0)
 
 
 class Metrics(Record):
@@ -211,22 +212,13 @@ def load_run(run_dir: Path) -> RunFile | None:
     """Read ``RUN_DIR/run.json``, or None when the folder has none yet.
 
     Raises:
-        UserError: the file is not JSON, is of another version, or a field is wrong (named).
+        UserError: the file is unreadable, not JSON, of another version, or a field is wrong (named).
     """
     path = run_dir / RUN_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}): use another --out folder") from None
-    if isinstance(data, dict) and data.get("version") != RUN_VERSION:
-        found = data.get("version")
-        raise UserError(f"{path} has version {found!r}, this planner reads version {RUN_VERSION}")
-    try:
-        return RunFile.model_validate(data)
-    except ValidationError as error:
-        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+    return load_record(path, RunFile, what="run record", version=RUN_VERSION,
+                       fix="use another --out folder (or remove the damaged run.json to start this one afresh)")
 
 
 class RunBook:

@@ -1,21 +1,28 @@
 """weights.json: the chosen weights, why, every method's scores and where the study lives.
 
 Records are frozen pydantic models like ``plan.json``'s, written atomically, version 1.
+
+weights.json is the index of tune-weights' output set. Each file is written atomically, but the set
+is three files: ``submission.csv`` and ``weights.png`` are written first, weights.json last, naming
+both with their size and SHA-256. An interruption between them leaves new files beside an old index,
+and a reader that trusts only what the index names with matching checksums (:func:`load_weights`)
+never takes the two for one set; the next tune-weights replaces all three.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
-from planner.base.plan import Record, describe_validation_error
+from planner.base.jsonfile import load_record
+from planner.base.plan import Record
 
 if TYPE_CHECKING:
     from planner.ensemble.crossfit import Score
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
     from planner.ensemble.results import TuneResult
 
 WEIGHTS_VERSION = 1
+WEIGHTS_FILE = "weights.json"
 
 
 class ScoreRecord(Record):
@@ -63,8 +71,15 @@ class StudyRecord(Record):
     best_log_loss: float
 
 
+class OutputFile(Record):
+    """A file of the output set, as the index names it (relative to the run folder)."""
+
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class WeightsFile(Record):
-    """The whole weights.json."""
+    """The whole weights.json; ``files``: the rest of the set (empty in files written before it)."""
 
     version: Literal[1] = WEIGHTS_VERSION
     created: str
@@ -80,10 +95,12 @@ class WeightsFile(Record):
     study: StudyRecord
     submission: str
     seconds: float = Field(ge=0)
+    files: dict[str, OutputFile] = Field(default_factory=dict)
 
 
 def save_weights(result: TuneResult, options: TuneOptions, rule: str) -> Path:
-    """Write ``result.weights_path`` atomically.
+    """Write ``result.weights_path`` atomically, last of the set: it names the submission and the PNG
+    with their checksums.
 
     Args:
         result: what tune-weights found.
@@ -129,6 +146,7 @@ def save_weights(result: TuneResult, options: TuneOptions, rule: str) -> Path:
         ),
         submission=result.submission_path.name,
         seconds=result.seconds,
+        files={path.name: _output_file(path) for path in (result.submission_path, result.png_path)},
     )
     return atomic_write_json(result.weights_path, record.to_dict())
 
@@ -137,21 +155,35 @@ def load_weights(run_dir: Path) -> dict[str, float] | None:
     """The chosen weights of ``RUN_DIR/weights.json`` by entry name, or None when the run has none.
 
     Raises:
-        UserError: the file is not JSON, of another version, or a field is wrong (named).
+        UserError: the file is unreadable, not JSON, of another version, or a field is wrong (named).
     """
-    path = Path(run_dir) / "weights.json"
+    path = Path(run_dir) / WEIGHTS_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}): rerun planner tune-weights") from None
-    if isinstance(data, dict) and data.get("version") != WEIGHTS_VERSION:
-        raise UserError(f"{path} has version {data.get('version')!r}, this planner reads version {WEIGHTS_VERSION}")
-    try:
-        return dict(WeightsFile.model_validate(data).weights)
-    except ValidationError as error:
-        raise UserError(f"{path} is invalid: {describe_validation_error(error)}") from None
+    record = load_record(path, WeightsFile, what="weights file", version=WEIGHTS_VERSION,
+                         fix=f"rerun planner tune-weights {run_dir}")
+    check_output_set(Path(run_dir), record)
+    return dict(record.weights)
+
+
+def check_output_set(run_dir: Path, record: WeightsFile) -> None:
+    """Refuse a set whose files are not those its index names (an interrupted or mixed tune-weights).
+
+    Raises:
+        UserError: a file the index names is missing or has another size or checksum.
+    """
+    for name, expected in record.files.items():
+        path = run_dir / name
+        found = _output_file(path) if path.is_file() else None
+        if found != expected:
+            problem = "is missing" if found is None else "is not the one weights.json names (another checksum)"
+            raise UserError(f"{path} {problem}: the output set of tune-weights is incomplete or mixed (an "
+                            f"interrupted run, or an edited file); rerun planner tune-weights {run_dir}")
+
+
+def _output_file(path: Path) -> OutputFile:
+    data = path.read_bytes()
+    return OutputFile(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 def _named(names: tuple[str, ...], weights: np.ndarray) -> dict[str, float]:

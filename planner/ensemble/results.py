@@ -45,6 +45,7 @@ class TuneResult:
     submission_path: Path
     png_path: Path
     seconds: float
+    storage_note: str | None = None
 
     @property
     def weights(self) -> np.ndarray:

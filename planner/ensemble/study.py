@@ -14,22 +14,25 @@ optimum after 1,000 TPE trials, within the seed-to-seed spread (benchmarks/RESUL
 Resume. ``trials`` is the number of *completed* trials the study should hold: a study that already
 has 20 and is asked for 30 runs 10 more; one that has 30 runs none. A stored study remembers which
 predictions it was fit on (a hash of the entry names, held-out names and each model's probability of
-the true class: all the objective sees) and is refused if they changed.
+the true class: all the objective sees) and is refused if they changed. The sampler is made afresh
+before every trial, seeded with ``seed + completed trials``, the two enqueued trials are enqueued
+once whatever happened before, and trials a killed process left running are marked failed: so a study
+killed at any point (kill -9 included) and resumed ends with the same trials, values and best
+weights as one never interrupted (tests/test_faults.py).
 
 Several processes. SQLite takes one writer at a time (Optuna advises against it for parallel
 optimisation: concurrent writers wait on each other and fail with "database is locked"), so a study in
 a SQLite file is run by one process at a time: ``run_study`` holds an exclusive lock on ``FILE.lock``
 while it runs and refuses a second process in one line. Several processes or machines share a study
 through a server database (PostgreSQL, MySQL): each runs ``tune-weights`` with the same ``--storage``
-and ``--study``, and ``trials`` is then the study's total (Optuna's ``MaxTrialsCallback`` stops every
-process once the study holds that many completed trials). File locks over a network filesystem are not
-reliable, so a SQLite file shared by several machines is not always caught: use a server for them.
+and ``--study``, and ``trials`` is then the study's total (every process stops once the study holds
+that many completed trials; their running trials are theirs, never marked failed). SQLite on a
+network file system (where neither its locks nor these work) is never used: ``planner.ensemble.storage``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +46,7 @@ from planner.base.compat import gp_sampler
 from planner.base.errors import UserError, first_line
 from planner.base.lock import held_exclusively
 from planner.ensemble.objectives import log_loss, row_log_losses
+from planner.ensemble.storage import sqlite_file
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
@@ -111,8 +115,8 @@ def run_study(
     """Run (or resume) a study minimising the held-out log loss of the weighted average.
 
     The plain average and the best single model are enqueued first, so the study is never worse
-    than either. The sampler is seeded with ``seed + completed trials``, so a resumed study does
-    not replay the random draws it started with.
+    than either. Before each trial the sampler is seeded with ``seed + completed trials``, so a
+    resumed study draws what an unbroken one would have (module docstring, "Resume").
 
     Args:
         p_true: (models, rows) probabilities of the true class.
@@ -160,35 +164,45 @@ def _run(
     if fit_on is not None and stored is None:
         study.set_user_attr("fingerprint", fit_on)
         study.set_user_attr("entries", list(names))
-    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    study.sampler = SAMPLERS[sampler](seed + done)
-    todo = max(0, trials - done)
-    if not study.trials:
-        study.enqueue_trial(dict.fromkeys(names, UNIT))
+    shared = storage is not None and sqlite_file(storage) is None  # a server others may write to as well
+    if not shared:
+        _fail_stale_trials(study)
+    with _quiet():
         best = names[int(np.argmin(row_log_losses(p_true)))]
-        study.enqueue_trial({name: UNIT if name == best else 1.0 for name in names})
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {name: trial.suggest_float(name, 0.0, 1.0) for name in names}
-        return log_loss(weights_from_params(params, names), p_true)
-
-    ran = itertools.count(1)
-    callbacks = [] if on_trial is None else [lambda _study, _trial: on_trial(next(ran), todo)]
-    if storage is not None and _sqlite_file(storage) is None:  # a server others may write to as well
-        callbacks.append(optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,)))
-    if todo:
-        with _quiet():
-            study.optimize(objective, n_trials=todo, callbacks=callbacks)
+        for params in (dict.fromkeys(names, UNIT), {name: UNIT if name == best else 1.0 for name in names}):
+            study.enqueue_trial(params, skip_if_exists=True)  # idempotent: a resumed study gets each once
+        start = done = _completed(study)
+        todo, ran = max(0, trials - done), 0
+        while done < trials:
+            study.sampler = SAMPLERS[sampler](seed + done)  # per trial: a resumed study draws as an unbroken one
+            trial = study.ask()
+            params = {name: trial.suggest_float(name, 0.0, 1.0) for name in names}
+            study.tell(trial, log_loss(weights_from_params(params, names), p_true))
+            ran += 1
+            if on_trial is not None:
+                on_trial(ran, todo)
+            done = _completed(study) if shared else done + 1
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return StudyResult(
         weights=weights_from_params(study.best_params, names),
         best_value=study.best_value,
         completed=len(finished),
-        ran=len(finished) - done,
+        ran=len(finished) - start,
         history=tuple(float(trial.value) for trial in finished),
         study_name=study_name,
         storage=storage,
     )
+
+
+def _completed(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Mark trials left running by a killed process as failed (only with no other writer: a SQLite file
+    under its lock, or memory), so that a resumed study continues exactly as an unbroken one."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _open(storage: str | None, study_name: str) -> optuna.Study:
@@ -215,20 +229,6 @@ def _open(storage: str | None, study_name: str) -> optuna.Study:
         raise UserError(f"cannot open Optuna storage {storage!r}: {first_line(error)}") from None
 
 
-def _sqlite_file(storage: str) -> Path | None:
-    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(storage)
-    except ArgumentError:
-        return None  # _open reports the bad URL
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
-
-
 @contextmanager
 def single_writer(storage: str | None) -> Iterator[None]:
     """Hold an exclusive lock on ``FILE.lock`` beside a SQLite study file while the block runs.
@@ -236,7 +236,7 @@ def single_writer(storage: str | None) -> Iterator[None]:
     Raises:
         UserError: another process holds it (another tune-weights is writing the same file).
     """
-    path = None if storage is None else _sqlite_file(storage)
+    path = None if storage is None else sqlite_file(storage)
     if path is None:
         yield
         return

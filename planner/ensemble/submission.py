@@ -13,6 +13,7 @@ from pathlib import Path
 
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
+from planner.base.jsonfile import read_text
 
 SAMPLE = "sample_submission.csv"
 DEFAULT_HEADER = ("image_id", "label")
@@ -41,13 +42,18 @@ def load_sample(data_dir: Path | None, test_names: tuple[str, ...]) -> Sample:
         The submission's header, rows and label column.
 
     Raises:
-        UserError: the sample has fewer than two columns, or lists files that have no prediction.
+        UserError: the sample is a folder, unreadable, not UTF-8 text, not CSV, has fewer than two
+            columns, or lists files that have no prediction.
     """
     sample = data_dir / SAMPLE if data_dir is not None else None
-    if sample is None or not sample.is_file():
+    if sample is None or not sample.exists():
         return Sample(DEFAULT_HEADER, tuple((name, "") for name in test_names), 1)
-    with sample.open(newline="", encoding="utf-8") as f:
-        header, *rows = list(csv.reader(f)) or [[]]
+    text = read_text(sample, "sample submission", "give the competition's sample_submission.csv (UTF-8 CSV with a "
+                     "header such as image_id,label)")
+    try:
+        header, *rows = list(csv.reader(io.StringIO(text, newline=""))) or [[]]
+    except csv.Error as error:
+        raise UserError(f"sample submission {sample} is not CSV ({error}): give the competition's file") from None
     if len(header) < 2:
         raise UserError(f"{sample} needs a header with an id column and a label column, got {header}")
     rows = [row + [""] * (len(header) - len(row)) for row in rows if row]

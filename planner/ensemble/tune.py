@@ -9,22 +9,24 @@ weights and the report says the gain is within noise, unless ``force_weights`` i
 
 from __future__ import annotations
 
-import json
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.errors import UserError
+from planner.base.jsonfile import read_json_object
 from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
 from planner.ensemble.options import TuneOptions
 from planner.ensemble.preds import Predictions, load_predictions
-from planner.ensemble.record import save_weights
+from planner.ensemble.record import WEIGHTS_FILE, save_weights
 from planner.ensemble.report import write_png
 from planner.ensemble.results import MethodResult, Progress, TuneResult
+from planner.ensemble.storage import study_storage
 from planner.ensemble.study import SAMPLERS, fingerprint, run_study
 from planner.ensemble.submission import load_sample, write_submission
 
@@ -59,8 +61,10 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         raise UserError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if options.trials < 1:
         raise UserError(f"--trials must be at least 1, got {options.trials}")
+    storage = study_storage(run_dir, options.storage)
     preds = load_predictions(run_dir)
     sample = load_sample(_data_dir(options), preds.test_names)
+    check_writable(run_dir, "run folder", folder=True)  # weights.json, submission.csv, weights.png go there
     hand = methods.hand(preds.names, options.hand_weights)
     splits = fold_indices(preds.valid_targets, options.folds, options.seed)
     p_true = true_class_probs(preds.valid_probs, preds.valid_targets)
@@ -71,7 +75,7 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         trials=options.trials,
         sampler=options.sampler,
         seed=options.seed,
-        storage=options.storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}",
+        storage=storage.url,
         study_name=options.study,
         fit_on=fingerprint(preds.names, preds.valid_names, p_true),
         on_trial=partial(notify, "study"),
@@ -84,6 +88,7 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
     )
 
     chosen, reason = choose(results, options.force_weights)
+    remove_stale_temporaries(run_dir)  # half-written outputs of a killed tune-weights
     weights = next(result.weights for result in results if result.name == chosen)
     labels = [preds.vocab[i] for i in mix(weights, preds.test_probs).argmax(axis=1)]
     result = TuneResult(
@@ -94,10 +99,11 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         chosen=chosen,
         reason=reason,
         study=study,
-        weights_path=run_dir / "weights.json",
+        weights_path=run_dir / WEIGHTS_FILE,
         submission_path=write_submission(run_dir / "submission.csv", sample, preds.test_names, labels),
         png_path=write_png(run_dir / "weights.png", preds.names, results, study),
         seconds=time.perf_counter() - start,
+        storage_note=storage.note,
     )
     save_weights(result, options, RULE)
     return result
@@ -179,13 +185,10 @@ def _data_dir(options: TuneOptions) -> Path | None:
         data = options.data
     else:
         run_json = options.run_dir / "run.json"
-        if not run_json.is_file():
+        if not run_json.exists():
             return None
-        try:
-            recorded = json.loads(run_json.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserError(f"{run_json} is not valid JSON ({error})") from None
-        if not isinstance(recorded, dict) or not isinstance(recorded.get("data"), str | None):
+        recorded = read_json_object(run_json, "run record", "pass --data DIR (the folder with sample_submission.csv)")
+        if not isinstance(recorded.get("data"), str | None):
             raise UserError(f'{run_json} must be a JSON object whose "data" field is a folder name')
         if recorded.get("data") is None:
             return None

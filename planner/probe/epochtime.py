@@ -56,9 +56,9 @@ def default_sizes(valid_pct: float = DEFAULT_VALID_PCT) -> DataSizes:
 
 def folder_sizes(n_labelled: int, test_folder: Path, valid_pct: float = DEFAULT_VALID_PCT) -> DataSizes:
     """Sizes of a data folder: its labelled images and the images in ``test_images/``."""
-    from planner.probe.probe_data import image_files
+    from planner.base.images import images_in
 
-    n_test = len(image_files(test_folder)) if test_folder.is_dir() else 0
+    n_test = len(images_in(test_folder)) if test_folder.is_dir() else 0
     return split_sizes(n_labelled, n_test, valid_pct, str(test_folder.parent))
 
 

@@ -12,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from planner.base.errors import UserError
+from planner.base.images import class_folders, images_in
 from planner.base.plan import ItemTransform, Size
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SYNTHETIC_CLASSES = 10
-
-
-def image_files(folder: Path) -> list[Path]:
-    """All image files below ``folder``, sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 @dataclass(frozen=True)
@@ -74,12 +69,14 @@ def probe_data_from_folder(folder: str | Path | None) -> ProbeData:
     if folder is None:
         return ProbeData()
     root = Path(folder)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"data folder {root} is a file, not a folder: give the folder that holds train_images/")
     train = root / "train_images"
     if not train.is_dir():
         raise UserError(
             f"data folder {root} has no train_images/ folder: expected train_images/<label>/*.jpg"
         )
-    files = image_files(train)
+    files = [path for folder in class_folders(train) for path in images_in(folder)]
     if not files:
         raise UserError(f"data folder {train} holds no images: expected train_images/<label>/*.jpg")
     labels = tuple(sorted({path.parent.name for path in files}))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from planner.base.errors import UserError
-from planner.ensemble.study import _sqlite_file, run_study
+from planner.ensemble.storage import sqlite_file
+from planner.ensemble.study import run_study
 
 
 def test_a_second_writer_of_a_sqlite_study_is_refused(tmp_path) -> None:
@@ -25,7 +26,7 @@ def test_a_second_writer_of_a_sqlite_study_is_refused(tmp_path) -> None:
 
 
 def test_only_sqlite_files_are_locked() -> None:
-    assert str(_sqlite_file("sqlite:////runs/a/optuna.db")) == "/runs/a/optuna.db"
-    assert str(_sqlite_file("sqlite:///optuna.db")) == "optuna.db"
+    assert str(sqlite_file("sqlite:////runs/a/optuna.db")) == "/runs/a/optuna.db"
+    assert str(sqlite_file("sqlite:///optuna.db")) == "optuna.db"
     for url in ("sqlite://", "sqlite:///:memory:", "postgresql://user:pw@db/optuna", "mysql+pymysql://u@h/d"):
-        assert _sqlite_file(url) is None
+        assert sqlite_file(url) is None

@@ -14,8 +14,15 @@ import torch
 
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
+from planner.base.threads import use_cpu_threads
 from planner.base.tracker import StorageTracker
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, PROBE_METERS, DoesNotFit, ProbeMeter
+from planner.probe.meters.base import (
+    PHASE_FORWARD_BACKWARD,
+    PHASE_STEP,
+    PROBE_METERS,
+    DoesNotFit,
+    ProbeMeter,
+)
 from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
 from planner.probe.probe_data import ProbeData
 
@@ -46,6 +53,7 @@ class CpuMeter(ProbeMeter):
         super().__init__(self.data.n_classes if data else n_classes)
         self.emulate_cap = emulate_cap
         self.learners = LearnerCache(fp16=False)
+        use_cpu_threads()  # the cores other processes leave free: a busy neighbour costs its share only
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="cpu", precision="fp32", synthetic_data=self.data.synthetic,
