@@ -17,11 +17,11 @@ import torch
 
 from planner.base.errors import first_line
 from planner.base.plan import PlanEntry
+from planner.base.predfile import predictions_path, save_predictions
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, OomMiss, SavedModelRecord, WorkerRecord, now
 from trainer.fit import TrainOutcome, train_entry
 from trainer.job import TrainJob
 from trainer.memory import release_memory
-from trainer.predictions import predictions_path, save_predictions
 from trainer.progress import Reporter
 from trainer.saved_model import save_model
 

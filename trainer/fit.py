@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from planner.base.predfile import Predictions
 from planner.base.recipe import build_learner, make_dataloaders
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics
 from trainer.data import label_of
 from trainer.job import TrainJob
 from trainer.memory import make_meter
-from trainer.predictions import Predictions, error_rate, log_loss
+from trainer.predictions import error_rate, log_loss
 from trainer.progress import Reporter
 from trainer.saved_model import SavedModel, capture_model
 from trainer.tta import seeded_tta

@@ -1,64 +1,10 @@
-"""Prediction files ``RUN_DIR/preds/<entry>.npz`` and the held-out scores computed from them.
-
-Plain numpy arrays only (they load with ``allow_pickle=False``), written atomically so that a file
-that exists is whole:
-
-- ``valid_probs``: float32 (held-out rows × classes), TTA probabilities (rows sum to 1);
-- ``valid_names``: str, held-out items relative to the data folder, in ``split.json`` order;
-- ``valid_targets``: int64, index of each held-out item's class in ``vocab``;
-- ``test_probs``: float32 (test rows × classes), TTA probabilities;
-- ``test_names``: str, test file names (``img_7.png``), sorted;
-- ``vocab``: str, the class names, sorted; the same for every entry of a run.
-"""
+"""Held-out scores of one entry's predictions (the file format is ``planner.base.predfile``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from planner.base.atomic import atomic_write
-
-PREDS_FOLDER = "preds"
 LOG_LOSS_EPS = 1e-15
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """One entry's predictions, as saved."""
-
-    valid_probs: np.ndarray
-    valid_names: np.ndarray
-    valid_targets: np.ndarray
-    test_probs: np.ndarray
-    test_names: np.ndarray
-    vocab: np.ndarray
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays by file key, with the saved dtypes."""
-        return {
-            "valid_probs": np.asarray(self.valid_probs, dtype=np.float32),
-            "valid_names": np.asarray(self.valid_names, dtype=str),
-            "valid_targets": np.asarray(self.valid_targets, dtype=np.int64),
-            "test_probs": np.asarray(self.test_probs, dtype=np.float32),
-            "test_names": np.asarray(self.test_names, dtype=str),
-            "vocab": np.asarray(self.vocab, dtype=str),
-        }
-
-
-def predictions_path(run_dir: Path, name: str) -> Path:
-    """Where an entry's prediction file lives."""
-    return run_dir / PREDS_FOLDER / f"{name}.npz"
-
-
-def save_predictions(path: Path, predictions: Predictions) -> Path:
-    """Write the arrays to ``path`` atomically (temp file + rename).
-
-    Returns:
-        The final path.
-    """
-    return atomic_write(path, lambda f: np.savez(f, **predictions.arrays()))
 
 
 def error_rate(probs: np.ndarray, targets: np.ndarray) -> float:

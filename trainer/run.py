@@ -20,6 +20,7 @@ from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
 from planner.base.plan import Plan, PlanEntry, load_plan
+from planner.base.predfile import PREDS_FOLDER, predictions_path
 from planner.base.runfile import (
     EntryRecord,
     EpochRecord,
@@ -41,7 +42,6 @@ from trainer.backend import Backend, LocalBackend
 from trainer.data import DataLayout, scan_data
 from trainer.job import RunInputs, TrainJob
 from trainer.options import RunOptions
-from trainer.predictions import PREDS_FOLDER, predictions_path
 from trainer.progress import LogFile, Reporter, Reporters
 from trainer.saved_model import MODELS_FOLDER
 from trainer.split import Split, shared_split

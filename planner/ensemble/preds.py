@@ -9,15 +9,14 @@ are matched by file name (the same files in another order are aligned).
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from planner.base.errors import UserError
+from planner.base.predfile import PREDS_FOLDER, read_prediction_arrays
 
-ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
 ROW_SUM_TOLERANCE = 1e-3
 
 
@@ -53,7 +52,7 @@ def load_predictions(run_dir: Path) -> Predictions:
             not summing to 1), or two files differ in held-out names, order, targets, vocab or test
             names.
     """
-    folder = run_dir / "preds"
+    folder = run_dir / PREDS_FOLDER
     if not folder.is_dir():
         raise UserError(f"{folder} not found: run `planner run` first, or pass the run folder it wrote")
     paths = sorted(folder.glob("*.npz"))
@@ -80,14 +79,7 @@ def load_predictions(run_dir: Path) -> Predictions:
 
 def _read(path: Path) -> dict[str, np.ndarray]:
     """One file's arrays, each checked on its own."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [name for name in ARRAYS if name not in npz.files]
-            if missing:
-                raise UserError(f"{path} misses array(s) {', '.join(missing)}")
-            arrays = {name: npz[name] for name in ARRAYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"cannot read {path} as a numpy .npz without pickles: {error}") from None
+    arrays = read_prediction_arrays(path)
     _check_file(arrays, path)
     return arrays
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.errors import UserError
-from planner.base.jsonfile import read_json_object
+from planner.base.runfile import load_run
 from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
@@ -180,19 +180,14 @@ def _score(
 
 
 def _data_dir(options: TuneOptions) -> Path | None:
-    """--data, else the "data" field of RUN_DIR/run.json, else None (no sample submission)."""
+    """--data, else the data folder RUN_DIR/run.json names, else None (no sample submission)."""
     if options.data is not None:
         data = options.data
     else:
-        run_json = options.run_dir / "run.json"
-        if not run_json.exists():
+        run = load_run(options.run_dir, fix="pass --data DIR (the folder with sample_submission.csv)")
+        if run is None:
             return None
-        recorded = read_json_object(run_json, "run record", "pass --data DIR (the folder with sample_submission.csv)")
-        if not isinstance(recorded.get("data"), str | None):
-            raise UserError(f'{run_json} must be a JSON object whose "data" field is a folder name')
-        if recorded.get("data") is None:
-            return None
-        data = Path(recorded["data"])
+        data = Path(run.data)
     if not data.is_dir():
         raise UserError(
             f"data folder {data} not found; pass --data DIR (the folder with sample_submission.csv)"

@@ -10,6 +10,7 @@ import pytest
 from tune_weights_data import complementary, informative_and_noise, softmax, write_run
 
 from planner.base.errors import UserError
+from planner.base.runfile import RunFile, RunSettings, now, save_run
 from planner.ensemble import methods
 from planner.ensemble.objectives import error_rate, log_loss, true_class_probs
 from planner.ensemble.options import TuneOptions
@@ -105,7 +106,9 @@ def test_submission_rows_are_matched_by_name_not_position(tmp_path) -> None:
     data.mkdir()
     listed = "".join(f"t{k}.png,x\n" for k in range(12))
     (data / "sample_submission.csv").write_text("image_id,label\n" + listed)
-    (tmp_path / "run" / "run.json").write_text(json.dumps({"data": str(data), "peaks": {"a": 1}}))
+    save_run(RunFile(data=str(data), plan=str(tmp_path / "plan.json"), effective_batch_size=8, budget_bytes=2**30,
+                     settings=RunSettings(epochs=1, lr=0.01, pretrained=False), created=now(), updated=now()),
+             tmp_path / "run")  # the run folder's record names the data folder
     tune_weights(TuneOptions(run_dir=tmp_path / "run", trials=5, folds=2))
     with (tmp_path / "run" / "submission.csv").open() as f:
         rows = list(csv.reader(f))
