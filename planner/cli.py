@@ -338,12 +338,6 @@ def tune_weights_command(
     ] = TuneOptions.force_weights,
 ) -> None:
     """Thin command over ``planner.ensemble.tune.tune_weights``; its help is TUNE_WEIGHTS_HELP."""
-    from planner.base.locations import latest_run_dir
-
-    if run_dir is None:
-        run_dir = latest_run_dir()
-        console.print(f"run folder: {run_dir} (the most recently updated)")
-
     options = TuneOptions(
         run_dir=run_dir,
         data=data,
@@ -356,7 +350,9 @@ def tune_weights_command(
         folds=folds,
         force_weights=force_weights,
     )
-    _tune_and_show(options)
+    result = _tune_and_show(options)
+    if run_dir is None:
+        console.print(f"run folder: {result.run_dir} (the most recently updated)")
 
 
 @contextmanager

@@ -13,9 +13,10 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class TuneOptions:
-    """What ``planner tune-weights`` was asked for (see the command's --help)."""
+    """What ``planner tune-weights`` was asked for (see the command's --help); ``run_dir`` None: the most
+    recently updated run folder here or in ``runs/``."""
 
-    run_dir: Path
+    run_dir: Path | None = None
     data: Path | None = None
     trials: int = 500
     sampler: str = "tpe"

@@ -34,6 +34,7 @@ class MethodResult:
 class TuneResult:
     """Everything the command reports: every method, the choice and why, the study, the files."""
 
+    run_dir: Path
     names: tuple[str, ...]
     rows: int
     folds: int

@@ -10,6 +10,7 @@ weights and the report says the gain is within noise, unless ``force_weights`` i
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.errors import UserError
+from planner.base.locations import latest_run_dir
 from planner.base.runfile import load_run
 from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
@@ -55,6 +57,8 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         UserError: bad predictions, options, run.json, data folder, sample submission or storage.
     """
     start = time.perf_counter()
+    if options.run_dir is None:
+        options = replace(options, run_dir=latest_run_dir())
     run_dir, notify = options.run_dir, progress or (lambda *_: None)
     # Everything the user can get wrong is checked before the first trial.
     if options.sampler not in SAMPLERS:
@@ -92,6 +96,7 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
     weights = next(result.weights for result in results if result.name == chosen)
     labels = [preds.vocab[i] for i in mix(weights, preds.test_probs).argmax(axis=1)]
     result = TuneResult(
+        run_dir=run_dir,
         names=preds.names,
         rows=len(preds.valid_names),
         folds=options.folds,
