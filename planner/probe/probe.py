@@ -91,7 +91,6 @@ def probe_plan(
     """
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
-    limit = budget_bytes * (1 - margin)
     curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
     done: dict[str, PlanEntry] = {}
     order = sorted(range(len(entries)), key=lambda i: (entries[i].arch, i))  # same arch together
@@ -99,33 +98,19 @@ def probe_plan(
         entry = entries[index]
         reporter.entry_started(entry, position, len(entries))
         entry_started = time.perf_counter()
-        candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
         probes = _Probes(meter, reporter)
-        result = _search(probes, entry, candidates, budget_bytes, limit, curves)
-        floor = normalisation_floor(_body_has_batchnorm(meter, entry), effective_batch_size)
-        searched = {False: result}
-        if checkpointing and not plain_is_enough(_option(result, False), floor):
-            checkpointed = _search_checkpointed(probes, entry, candidates, budget_bytes, limit, curves)
-            if checkpointed is not None:
-                searched[True] = checkpointed
-        choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
-        planned = _plan_entry(entry, searched, choice, budget_bytes, effective_batch_size, probes,
-                              time.perf_counter() - entry_started)
+        candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
+        planned, result = _plan_one(probes, entry, candidates, budget_bytes, effective_batch_size, margin,
+                                    checkpointing, curves)
         if timing is not None:
             planned = _with_times(planned, timing, meter, timer, entry)
         if more_budgets:
             first_search = len(probes.fresh)
-            pairs = []
-            for budget in sorted({budget_bytes, *more_budgets}):
-                if budget == budget_bytes:
-                    pairs.append(_budget_pair(budget, result, effective_batch_size))
-                    continue
-                more = search_micro_batch(probes.measurer(entry, budget), candidates, budget * (1 - margin),
-                                          prior=result.curve)
-                pairs.append(_budget_pair(budget, more, effective_batch_size))
+            pairs = _pairs_per_budget(probes, entry, candidates, result, sorted({budget_bytes, *more_budgets}),
+                                      budget_bytes, effective_batch_size, margin)
             planned = planned.model_copy(update={
-                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]],
-                "probe_seconds": round(time.perf_counter() - entry_started, 2)})
+                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]]})
+        planned = planned.model_copy(update={"probe_seconds": round(time.perf_counter() - entry_started, 2)})
         reporter.entry_done(planned)
         done[entry.name] = planned
     return Plan(
@@ -134,6 +119,40 @@ def probe_plan(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 2), timing=timing,
     )
+
+
+def _plan_one(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget_bytes: int,
+              effective_batch_size: int, margin: float, checkpointing: bool,
+              curves: dict[tuple[str, Size, bool], MemoryCurve]) -> tuple[PlanEntry, SearchResult]:
+    """One entry's plan: search without checkpointing, with it too when that is not enough, and choose
+    by the rule (``planner.probe.configuration``); also returns the plain search (larger budgets start
+    from its curve)."""
+    limit = budget_bytes * (1 - margin)
+    result = _search(probes, entry, candidates, budget_bytes, limit, curves)
+    floor = normalisation_floor(_body_has_batchnorm(probes.meter, entry), effective_batch_size)
+    searched = {False: result}
+    if checkpointing and not plain_is_enough(_option(result, False), floor):
+        checkpointed = _search_checkpointed(probes, entry, candidates, budget_bytes, limit, curves)
+        if checkpointed is not None:
+            searched[True] = checkpointed
+    choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
+    return _plan_entry(entry, searched, choice, budget_bytes, effective_batch_size, probes), result
+
+
+def _pairs_per_budget(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], result: SearchResult,
+                      budgets: Sequence[int], budget_bytes: int, effective_batch_size: int,
+                      margin: float) -> list[BudgetPair]:
+    """A (micro-batch, accum) pair per card size; each search starts from the plan's curve and reuses
+    the probes that fitted (a peak that fitted a smaller cap is the same under a larger one)."""
+    pairs = []
+    for budget in budgets:
+        if budget != budget_bytes:
+            result_here = search_micro_batch(probes.measurer(entry, budget), candidates, budget * (1 - margin),
+                                             prior=result.curve)
+        else:
+            result_here = result
+        pairs.append(_budget_pair(budget, result_here, effective_batch_size))
+    return pairs
 
 
 class _Probes:
@@ -259,8 +278,9 @@ def _budget_pair(budget_bytes: int, result: SearchResult, effective_batch_size: 
 
 
 def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Choice, budget_bytes: int,
-                effective_batch_size: int, probes: _Probes, seconds: float) -> PlanEntry:
-    """The plan's entry: the chosen configuration, or for a misfit the one needing the least memory."""
+                effective_batch_size: int, probes: _Probes) -> PlanEntry:
+    """The plan's entry: the chosen configuration, or for a misfit the one needing the least memory
+    (its ``probe_seconds`` are the caller's to fill in, once every probe of the entry is done)."""
     if choice.option is not None:
         checkpointed = choice.option.grad_checkpointing
     else:  # nothing fits: record the configuration that needs the smallest card
@@ -281,6 +301,6 @@ def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Ch
         predicted_peak_bytes=peak, fits=result.fits,
         headroom_bytes=None if peak is None else budget_bytes - peak,
         curve=result.curve, probes=list(probes.fresh), ooms=sum(p.oom for p in probes.fresh),
-        step_seconds=chosen.step_seconds if chosen else None, probe_seconds=round(seconds, 2),
+        step_seconds=chosen.step_seconds if chosen else None, probe_seconds=0.0,
         grad_checkpointing=checkpointed, choice=choice.reason, alternatives=alternatives,
     )
