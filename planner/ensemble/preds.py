@@ -9,6 +9,7 @@ are matched by file name (the same files in another order are aligned).
 
 from __future__ import annotations
 
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import UserError
+from planner.jsonfile import describe_bytes, read_bytes
 
 ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
 ROW_SUM_TOLERANCE = 1e-3
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,19 @@ def load_predictions(run_dir: Path) -> Predictions:
 
 def _read(path: Path) -> dict[str, np.ndarray]:
     """One file's arrays, each checked on its own."""
+    fix = "delete it and rerun planner run to predict that entry again"
+    data = read_bytes(path, "prediction file", fix)
+    if not data.startswith(ZIP_MAGIC):
+        kind = describe_bytes(data) or "not a zip archive"
+        raise UserError(f"prediction file {path} is {kind}, not a numpy .npz: {fix}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [name for name in ARRAYS if name not in npz.files]
             if missing:
                 raise UserError(f"{path} misses array(s) {', '.join(missing)}")
             arrays = {name: npz[name] for name in ARRAYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"cannot read {path} as a numpy .npz without pickles: {error}") from None
+        raise UserError(f"cannot read {path} as a numpy .npz without pickles ({error}): {fix}") from None
     _check_file(arrays, path)
     return arrays
 
