@@ -3,7 +3,8 @@
 Each case builds its input in a fresh folder, runs the real CLI (``python -m planner``) from a source
 tree, and records the exit code, the last line of stderr, whether a traceback was printed, and which
 files the command left that were not there before ("written"). Trees are named commits, exported with
-``git archive`` (e.g. ``filed=0ad9856``: when issue 13 was filed) and the working tree (``now``).
+``git archive`` (e.g. ``filed=0ad9856``: when issue 13 was filed), and ``now``: the working tree unless
+named too (``now=HEAD``).
 
 Usage::
 
@@ -411,7 +412,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="inputs_tried_") as tmp:
         root = Path(tmp)
         trees = {name: export(sha, root / "trees" / name) for name, sha in (c.split("=", 1) for c in args.commit)}
-        trees["now"] = REPO
+        trees.setdefault("now", REPO)
         data = make_image_folder(root / "data")
         probs, targets = informative_and_noise(rows=120, classes=3)
         preds = write_run(root / "preds", ["a", "b"], probs, targets)
