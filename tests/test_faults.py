@@ -111,3 +111,11 @@ def test_tune_weights_killed_anywhere_resumes_to_the_same_weights(
     assert code == 0, err
     assert weights_outcome(run_dir) == reference  # the resumed study ends as the unbroken one did
     assert [path.name for path in run_dir.iterdir() if is_temporary(path)] == []
+
+
+def test_cpu_epochs_record_the_threads_they_trained_with(reference_run: tuple[Path, Path, float]) -> None:
+    import json
+
+    record = json.loads((reference_run[1] / "run.json").read_text())
+    threads = [epoch["threads"] for entry in record["entries"].values() for epoch in entry["epochs"]]
+    assert threads == [1, 1, 1, 1]  # OMP_NUM_THREADS=1 (planner.threads: an explicit setting wins)
