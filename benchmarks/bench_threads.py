@@ -13,7 +13,8 @@ is shared, so each run records the 1-minute load average before it and what ``pl
 measured as busy elsewhere just before the demo started; the summary gives medians over repetitions.
 Usage::
 
-    python benchmarks/bench_threads.py [--reps 3] [--out benchmarks/results/threads_demo.json]
+    python benchmarks/bench_threads.py [--reps 3] [--limit N] [--epochs 3] [--trials 200]
+                                       [--out benchmarks/results/threads_demo.json]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ ARMS = ("before", "after")
 CONDITIONS = ("idle", "busy")
 
 
-def demo_once(arm: str, condition: str, folder: Path) -> dict:
+def demo_once(arm: str, condition: str, folder: Path, demo_args: list[str]) -> dict:
     """One `planner demo` run; returns its wall time, the per-entry epoch seconds and threads."""
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     env.update(PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore", COLUMNS="160")
@@ -52,7 +53,7 @@ def demo_once(arm: str, condition: str, folder: Path) -> dict:
         load = os.getloadavg()[0]
         elsewhere = busy_elsewhere(usable_cores(), seconds=0.5)
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "planner", "demo", "--out", str(folder)], env=env,
+        done = subprocess.run([sys.executable, "-m", "planner", "demo", "--out", str(folder), *demo_args], env=env,
                               capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - started
     finally:
@@ -88,8 +89,14 @@ def summarise(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None, help="digits used (demo --limit); default all 1,797")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "threads_demo.json")
     args = parser.parse_args()
+    demo_args = ["--epochs", str(args.epochs), "--trials", str(args.trials)]
+    if args.limit:
+        demo_args += ["--limit", str(args.limit)]
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_threads_") as tmp:
         for rep in range(args.reps):
@@ -97,7 +104,7 @@ def main() -> None:
             if rep % 2:
                 order.reverse()
             for index, (arm, condition) in enumerate(order):
-                run = demo_once(arm, condition, Path(tmp) / f"r{rep}_{index}")
+                run = demo_once(arm, condition, Path(tmp) / f"r{rep}_{index}", demo_args)
                 run["rep"] = rep
                 runs.append(run)
                 print(json.dumps({key: run[key] for key in ("rep", "arm", "condition", "wall_seconds",
@@ -107,7 +114,7 @@ def main() -> None:
         "machine": {"description": "2-core CPU-only dev machine, no GPU, shared with other agents' jobs",
                     "cpus": os.cpu_count(), "usable_cores": len(usable_cores()), "platform": platform.platform(),
                     "python": platform.python_version()},
-        "command": "python -m planner demo (1,797 digits, 3 epochs, 200 trials)",
+        "command": " ".join(["python -m planner demo", *demo_args]),
         "summary": summarise(runs),
         "runs": runs,
     }

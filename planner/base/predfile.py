@@ -13,6 +13,7 @@ that exists is whole:
 
 from __future__ import annotations
 
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ import numpy as np
 
 from planner.base.atomic import atomic_write
 from planner.base.errors import UserError
+from planner.base.jsonfile import describe_bytes, read_bytes
 
 PREDS_FOLDER = "preds"
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive
 PREDICTION_ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
 
 
@@ -67,13 +70,19 @@ def read_prediction_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of one prediction file, as saved (their types and values are the reader's to check).
 
     Raises:
-        UserError: the file cannot be read as an .npz without pickles, or misses an array.
+        UserError: the file is missing, is not an .npz (named: a PNG, text...), cannot be read
+            without pickles, or misses an array.
     """
+    fix = "delete it and rerun planner run to predict that entry again"
+    data = read_bytes(path, "prediction file", fix)
+    if not data.startswith(ZIP_MAGIC):
+        kind = describe_bytes(data) or "not a zip archive"
+        raise UserError(f"prediction file {path} is {kind}, not a numpy .npz: {fix}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [name for name in PREDICTION_ARRAYS if name not in npz.files]
             if missing:
                 raise UserError(f"{path} misses array(s) {', '.join(missing)}")
             return {name: npz[name] for name in PREDICTION_ARRAYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"cannot read {path} as a numpy .npz without pickles: {error}") from None
+        raise UserError(f"cannot read {path} as a numpy .npz without pickles ({error}): {fix}") from None

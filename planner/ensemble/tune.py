@@ -194,7 +194,6 @@ def _data_dir(options: TuneOptions) -> Path | None:
             return None
         data = Path(run.data)
     if not data.is_dir():
-        raise UserError(
-            f"data folder {data} not found; pass --data DIR (the folder with sample_submission.csv)"
-        )
+        problem = "is a file, not a folder" if data.exists() else "not found"
+        raise UserError(f"data folder {data} {problem}; pass --data DIR (the folder with sample_submission.csv)")
     return data
