@@ -70,7 +70,9 @@ class LocalBackend(Backend):
         self.queue: deque[tuple[PlanEntry, int]] = deque()
 
     def device(self, requested: str, cpu_memory_limit: int | None) -> str:
-        return resolve_device(requested, cpu_memory_limit)
+        import torch
+
+        return resolve_device(requested, torch.cuda.is_available(), cpu_memory_limit)
 
     @contextmanager
     def opened(self, plan: Plan, entries: Sequence[PlanEntry], inputs: RunInputs, run_dir: Path,
@@ -100,14 +102,17 @@ class LocalBackend(Backend):
         return run_try(job, self.run_dir, self.reporter, self.cbs)
 
 
-def resolve_device(requested: str, cpu_memory_limit: int | None = None) -> str:
-    """``auto`` means cuda when this process sees a GPU, else cpu; a memory limit applies to the CPU only."""
-    import torch
+def resolve_device(requested: str, cuda_available: bool, cpu_memory_limit: int | None = None,
+                   where: str = "here") -> str:
+    """The device a try trains on, as both backends decide it: ``auto`` means cuda when one is available
+    (to this process, or to a Ray task that got a GPU), else cpu; a memory limit applies to the CPU only.
 
-    available = torch.cuda.is_available()
-    if requested == "cuda" and not available:
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
-    device = "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
+    Raises:
+        UserError: ``cuda`` asked where none is available, or a CPU memory limit with a GPU.
+    """
+    if requested == "cuda" and not cuda_available:
+        raise UserError(f"--device cuda: no CUDA device is available {where}; use --device cpu or auto")
+    device = "cuda" if requested == "cuda" or (requested == "auto" and cuda_available) else "cpu"
     if cpu_memory_limit is not None and device != "cpu":
         raise UserError("a CPU memory limit applies to CPU training only (--device cpu)")
     return device

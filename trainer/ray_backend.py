@@ -42,7 +42,7 @@ from planner.base.errors import UserError, first_line
 from planner.base.plan import Plan, PlanEntry
 from planner.base.runfile import WorkerRecord, now
 from trainer.attempt import EntryError, TryResult, describe_entry_error, run_try
-from trainer.backend import Backend, TryStarted
+from trainer.backend import Backend, TryStarted, resolve_device
 from trainer.job import RunInputs, TrainJob
 from trainer.options import RayOptions
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
@@ -165,7 +165,12 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TryResult:
     import fastai.vision.all  # noqa: F401  (timed: every fresh worker pays it before its first epoch)
 
     import_seconds = time.perf_counter() - clock
-    device = _task_device(shared.inputs.device, spec.gpu_share)
+    import torch
+
+    # A task without GPUs trains on the CPU: Ray leaves CUDA_VISIBLE_DEVICES alone then, so the node's
+    # cards would be visible but not reserved.
+    device = resolve_device(shared.inputs.device, spec.gpu_share > 0 and torch.cuda.is_available(),
+                            where=f"to the worker on {socket.gethostname()}")
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
     job = TrainJob(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))
@@ -179,18 +184,6 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TryResult:
         memory_bytes=usable_bytes, started_unix=started, ended_unix=time.time(), import_seconds=import_seconds,
     )
     return replace(result, started=_iso(started), worker=worker)
-
-
-def _task_device(requested: str, gpu_share: float) -> str:
-    """``auto``: cuda when the task got a GPU (Ray sets CUDA_VISIBLE_DEVICES to it) and sees it. A task
-    without GPUs trains on the CPU: Ray leaves CUDA_VISIBLE_DEVICES alone then, so the node's cards
-    would be visible but not reserved."""
-    import torch
-
-    available = gpu_share > 0 and torch.cuda.is_available()
-    if requested == "cuda" and not available:
-        raise UserError(f"--device cuda: the worker on {socket.gethostname()} sees no CUDA device")
-    return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
 
 
 def _claim_gpu(share: float) -> tuple[int, int]:

@@ -7,7 +7,6 @@ import json
 import random
 
 import pytest
-import torch
 from run_data import plan_entry, write_plan
 
 from planner.base.entries import single_entry
@@ -15,9 +14,9 @@ from planner.base.errors import UserError
 from planner.base.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.probe import probe_plan
+from trainer.backend import resolve_device
 from trainer.options import RayOptions
 from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
-from trainer.ray_backend import _task_device
 
 GIB = 2**30
 MIB = 2**20
@@ -139,10 +138,11 @@ def test_ray_options_refuse_what_ray_cannot_schedule() -> None:
         RayOptions(max_retries=-1)
 
 
-def test_a_task_without_a_gpu_trains_on_the_cpu_even_where_cards_are_visible() -> None:
-    assert _task_device("auto", 0) == "cpu"  # Ray leaves CUDA_VISIBLE_DEVICES alone for 0-GPU tasks
-    assert _task_device("cpu", 1) == "cpu"
-    assert _task_device("auto", 1) == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="sees no CUDA device"):
-            _task_device("cuda", 1)
+def test_both_backends_resolve_the_device_by_one_rule() -> None:
+    assert resolve_device("auto", cuda_available=False) == "cpu"  # e.g. a Ray task that got no GPU
+    assert resolve_device("auto", cuda_available=True) == "cuda"
+    assert resolve_device("cpu", cuda_available=True) == "cpu"
+    with pytest.raises(UserError, match="no CUDA device is available to the worker on w1"):
+        resolve_device("cuda", cuda_available=False, where="to the worker on w1")
+    with pytest.raises(UserError, match="CPU training only"):
+        resolve_device("auto", cuda_available=True, cpu_memory_limit=2**20)
