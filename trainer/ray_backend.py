@@ -79,9 +79,14 @@ class TaskSpec:
 
 
 class RayBackend(Backend):
-    """Tries as Ray tasks: submitted at once, read back as they finish (see the module docstring)."""
+    """Tries as Ray tasks: submitted at once, read back as they finish (see the module docstring).
+
+    Raises:
+        UserError: Ray is not installed (when the backend is made, so before anything is written).
+    """
 
     def __init__(self, options: RayOptions = RayOptions()) -> None:
+        self.ray = _import_ray()
         self.options = options
         self.pending_refs: dict[Any, tuple[PlanEntry, int | None]] = {}
 
@@ -96,7 +101,7 @@ class RayBackend(Backend):
     @contextmanager
     def opened(self, plan: Plan, entries: Sequence[PlanEntry], inputs: RunInputs, run_dir: Path,
                reporter: Reporter, started: TryStarted) -> Iterator[None]:
-        ray = self.ray = _import_ray()
+        ray = self.ray
         if not sys.stdout.isatty():  # Ray's prefixes of forwarded worker lines: no colour codes in a log
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         self.inputs = inputs
