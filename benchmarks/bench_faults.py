@@ -6,9 +6,10 @@ uninterrupted run's duration; then every file left is checked whole (tests/fault
 same command reruns to the end and its results are compared with the uninterrupted run's: prediction
 arrays and model tensors bitwise (one torch thread), tune-weights' chosen method, every method's
 weights, the study's trial count and best value, and submission.csv. A kill survived = nothing
-unreadable after it, and the rerun equal to the uninterrupted run. With ``--ray`` the `planner run`
-kills use ``--backend ray`` (a local Ray instance; Ray's worker processes are killed with the
-driver's process group).
+unreadable after it, and the rerun equal to the uninterrupted run. ``--ray-kills N`` adds N kills of
+``planner run --backend ray --gpus-per-entry 0`` (the driver starts a local Ray instance; killed with
+-9, it leaves Ray's dashboard and runtime-env agents behind, which exit by themselves within about
+two minutes: seen on the dev machine).
 
 Usage::
 
