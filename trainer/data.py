@@ -7,8 +7,8 @@ forward slashes (``train_images/3/img_12.png``); test items by their file name (
 the rule the probe and predict use too); every one is decoded once before training, so that a corrupt
 file is reported by name before hours of training, not in the middle of them. PIL's ``verify()``
 alone misses a truncated JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``:
-the whole compressed stream is read, the inverse transform mostly skipped), about 1.7 ms for a
-640 × 480 image, on a thread per core (PIL releases the GIL while decoding).
+the whole compressed stream is read, the inverse transform mostly skipped), on a thread per core
+(PIL releases the GIL while decoding): benchmarks/RESULTS.md, "image check", for what it costs.
 """
 
 from __future__ import annotations
