@@ -13,7 +13,6 @@ the whole compressed stream is read, the inverse transform mostly skipped), on a
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 
 from planner.errors import UserError
 from planner.images import class_folders, images_in
+from planner.threads import usable_cores
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
 
@@ -69,8 +69,7 @@ def check_images(paths: list[Path], root: Path) -> None:
     Raises:
         UserError: an image cannot be decoded; the first in ``paths`` order is named.
     """
-    workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, len(usable_cores()))) as pool:
         for path, problem in zip(paths, pool.map(_decode, paths), strict=True):
             if problem is not None:
                 name = path.relative_to(root).as_posix()
