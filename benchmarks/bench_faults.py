@@ -2,13 +2,15 @@
 
 Per kill: a fresh folder; the command killed ``delay`` seconds after it started working (run.json
 written, for `planner run`; the process started, for tune-weights), ``delay`` drawn uniformly over an
-uninterrupted run's duration; then every file left is checked whole (tests/fault_runs.py); then the
-same command reruns to the end and its results are compared with the uninterrupted run's: prediction
+uninterrupted run's duration (halved until the kill lands, when the machine runs faster than it did
+then); then every file left is checked whole (tests/fault_runs.py); then the same command reruns to
+the end and its results are compared with the uninterrupted run's: prediction
 arrays and model tensors bitwise (one torch thread), tune-weights' chosen method, every method's
 weights, the study's trial count and best value, and submission.csv. A kill survived = nothing
-unreadable after it, and the rerun equal to the uninterrupted run. With ``--ray`` the `planner run`
-kills use ``--backend ray`` (a local Ray instance; Ray's worker processes are killed with the
-driver's process group).
+unreadable after it, and the rerun equal to the uninterrupted run. ``--ray-kills N`` adds N kills of
+``planner run --backend ray --gpus-per-entry 0`` (the driver starts a local Ray instance; killed with
+-9, it leaves Ray's dashboard and runtime-env agents behind, which exit by themselves within about
+two minutes: seen on the dev machine).
 
 Usage::
 
@@ -76,6 +78,10 @@ def kill_loop(kills: int, seed: int, make_folder, command, started_when, compare
             folder = make_folder(f"k{index}b")
         delay = rng.uniform(0, reference_seconds)
         kill = run_and_kill(command(folder), started_when(folder), delay)
+        while kill.ended_before and delay > 0.1:  # a less loaded machine finished sooner: kill sooner
+            delay /= 2
+            folder = make_folder(f"k{index}_{delay:.2f}")
+            kill = run_and_kill(command(folder), started_when(folder), delay)
         problems = unreadable_files(folder)
         temporaries = sorted(p.name for p in folder.rglob("*") if is_temporary(p))
         code, _out, err = finish(planner(*command(folder)))

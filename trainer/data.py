@@ -7,13 +7,12 @@ forward slashes (``train_images/3/img_12.png``); test items by their file name (
 the rule the probe and predict use too); every one is decoded once before training, so that a corrupt
 file is reported by name before hours of training, not in the middle of them. PIL's ``verify()``
 alone misses a truncated JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``:
-the whole compressed stream is read, the inverse transform mostly skipped), about 1.7 ms for a
-640 × 480 image, on a thread per core (PIL releases the GIL while decoding).
+the whole compressed stream is read, the inverse transform mostly skipped), on a thread per core
+(PIL releases the GIL while decoding): benchmarks/RESULTS.md, "image check", for what it costs.
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 
 from planner.base.errors import UserError
 from planner.base.images import class_folders, images_in
+from planner.base.threads import usable_cores
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
 
@@ -69,8 +69,7 @@ def check_images(paths: list[Path], root: Path) -> None:
     Raises:
         UserError: an image cannot be decoded; the first in ``paths`` order is named.
     """
-    workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, len(usable_cores()))) as pool:
         for path, problem in zip(paths, pool.map(_decode, paths), strict=True):
             if problem is not None:
                 name = path.relative_to(root).as_posix()
