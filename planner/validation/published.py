@@ -31,12 +31,14 @@ Outcome = Literal["exact", "unsafe", "cautious"]
 
 @dataclass(frozen=True)
 class PublishedRun:
-    """One model's row: the largest batch that trained at ``image_size`` on the 24 GiB card."""
+    """One model's row: the largest batch that trained at ``image_size`` on the 24 GiB card, and the
+    training samples per second it reached there."""
 
     model: str
     batch: int
     image_size: int
     param_count_millions: float
+    samples_per_sec: float
 
     @property
     def next_batch(self) -> int | None:
@@ -63,7 +65,8 @@ def load_runs(path: Path = DATA_FILE) -> list[PublishedRun]:
     with open(path, newline="") as handle:
         return [PublishedRun(model=row["model"], batch=int(row["train_batch_size"]),
                              image_size=int(row["train_img_size"]),
-                             param_count_millions=float(row["param_count"]))
+                             param_count_millions=float(row["param_count"]),
+                             samples_per_sec=float(row["train_samples_per_sec"]))
                 for row in csv.DictReader(handle)]
 
 
