@@ -221,6 +221,33 @@ def ablation(paths: Sequence[Path]) -> None:
             print(f"{precision:12s} {device:8s} {describe(constants[device]):34s} {held.row()}")
 
 
+def time_report(records: Sequence[dict], output: Path | None = None) -> dict:
+    """Step-time error on the held-out half from the op costs a saved run recorded (issue 11).
+
+    The five time constants are refitted on the calibration half of these models (and the product's
+    defaults judged beside them); the naive FLOP baseline is fitted the same way.
+    """
+    from published_time import evaluate_published, markdown_table, read_published
+
+    from planner.steptime import DEFAULT_CONSTANTS
+
+    cache = {r["model"]: {"costs": r["op_costs"], "torch_flops": r["torch_flops"]} for r in records if "op_costs" in r}
+    rows = [row for row in read_published() if row.model in cache]
+    result = evaluate_published(rows, cache)
+    defaults = evaluate_published(rows, cache, constants=DEFAULT_CONSTANTS)
+    result["held_out_with_default_constants"] = defaults["held_out"]
+    result["default_constants"] = DEFAULT_CONSTANTS.to_dict()
+    print(f"\ntime: {len(rows)} models with op costs; constants refitted on their calibration half: "
+          f"{result['constants']} (naive FLOP efficiency {result['naive_flop_efficiency']})")
+    print("held-out half:\n" + markdown_table(result["held_out"]))
+    print("held-out half by class:\n" + markdown_table(result["held_out_by_class"]))
+    print("held-out half, the product's default constants:\n" + markdown_table(defaults["held_out"]))
+    print("calibration half:\n" + markdown_table(result["calibration"]))
+    if output is not None:
+        atomic_write_text(output, json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="only these models (default: every bracketed one)")
@@ -232,10 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--every", type=int, default=1, help="every Nth bracketed model only (a sample)")
     parser.add_argument("--resume", type=Path, help="keep the models this saved run measured; measure the rest")
-    parser.add_argument("--report", type=Path, nargs="+", help="print the ablation table from saved runs")
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="print the ablation table from saved runs, and the time table from the first")
+    parser.add_argument("--time-json", type=Path, help="with --report: write the time table here")
     args = parser.parse_args(argv)
     if args.report:
         ablation(args.report)
+        time_report(json.loads(args.report[0].read_text()), args.time_json)
         return 0
     runs = [r for r in load_runs() if r.bracketed][::args.every]
     if args.models:
