@@ -3,7 +3,9 @@
 For every bracketed model (``--models A B`` to restrict) the published recipe is run as one fake
 step at the recorded batch and at the next larger one (``planner.validation.timm_recipe``), the
 device model turns each into bytes on the card, and the largest batch of timm's decay sequence
-predicted to fit 24 GiB is found (more steps only where the bracket is missed). Prints exact /
+predicted to fit the card (23.70 GiB, what torch reports for an RTX 3090) is found (more steps only
+where the bracket is missed). The step at the recorded batch also counts every kernel's FLOPs and
+bytes, so the same pass predicts the samples per second the card reached (issue 11). Prints exact /
 unsafe / cautious rates per half (calibration, held out) and per family, and lists the models
 today's timm cannot build or builds differently (parameter count unlike the CSV's).
 
