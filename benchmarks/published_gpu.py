@@ -3,7 +3,9 @@
 For every bracketed model (``--models A B`` to restrict) the published recipe is run as one fake
 step at the recorded batch and at the next larger one (``planner.probe.validation.timm_recipe``), the
 device model turns each into bytes on the card, and the largest batch of timm's decay sequence
-predicted to fit 24 GiB is found (more steps only where the bracket is missed). Prints exact /
+predicted to fit the card (23.70 GiB, what torch reports for an RTX 3090) is found (more steps only
+where the bracket is missed). The step at the recorded batch also counts every kernel's FLOPs and
+bytes, so the same pass predicts the samples per second the card reached (issue 11). Prints exact /
 unsafe / cautious rates per half (calibration, held out) and per family, and lists the models
 today's timm cannot build or builds differently (parameter count unlike the CSV's).
 
@@ -21,6 +23,7 @@ ablation table (precision × device model, each refitted on its calibration half
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -31,7 +34,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from published_time import counted, predicted_samples_per_sec, step_counters
+
+from planner.base.atomic import atomic_write_text
 from planner.probe.meters.device_model import (
     CALIBRATED_FLAT_FACTOR,
     CALIBRATED_FLAT_OVERHEAD_BYTES,
@@ -62,11 +69,12 @@ DEVICES = {"caching": "active", "reserved": "reserved", "flat": "allocated"}
 (reserved), and a flat factor on the allocated peak (the project's earlier model)."""
 
 
-def measure(run: PublishedRun, batch: int, step) -> dict:
-    """One fake step at ``batch``: the byte counts both device models need."""
+def measure(run: PublishedRun, batch: int, step, counters: Sequence = ()) -> dict:
+    """One fake step at ``batch``: the byte counts both device models need; ``counters``
+    (:func:`published_time.step_counters`) ride along in the same pass."""
     from planner.probe.meters.allocator import steady_state_peaks
 
-    trace = step.run(batch, (run.image_size, run.image_size))
+    trace = step.run(batch, (run.image_size, run.image_size), modes=counters)
     peaks = steady_state_peaks(list(trace.setup), list(trace.step))
     return {"batch": batch, "live": trace.peak_bytes, "allocated": peaks.allocated, "active": peaks.active,
             "reserved": peaks.reserved}
@@ -116,14 +124,20 @@ def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, ex
     if not params_match(run.param_count_millions, built):
         return {**record, "error": "param_count differs from the CSV"}
     try:
-        points = {b: measure(run, b, step) for b in (run.batch, run.next_batch)}
+        counters = step_counters()  # the published batch's step also gives the time (issue 11)
+        points = {run.batch: measure(run, run.batch, step, counters)}
+        points[run.next_batch] = measure(run, run.next_batch, step)
         predicted = walk(run, points, step, constants) if extra else None
     except Exception as error:
         return {**record, "error": f"step: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     at, above = points[run.batch], points[run.next_batch]
+    costs = counted(*counters)
     return {**record, "points": [points[b] for b in sorted(points)], "predicted_batch": predicted,
             "peak_at_published_bytes": card_need(at, "caching", constants),
             "peak_at_next_bytes": card_need(above, "caching", constants),
+            "published_samples_per_sec": run.samples_per_sec,
+            "predicted_samples_per_sec": round(predicted_samples_per_sec(costs["costs"], run.batch), 2),
+            "op_costs": costs["costs"], "torch_flops": costs["torch_flops"],
             "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -209,6 +223,33 @@ def ablation(paths: Sequence[Path]) -> None:
             print(f"{precision:12s} {device:8s} {describe(constants[device]):34s} {held.row()}")
 
 
+def time_report(records: Sequence[dict], output: Path | None = None) -> dict:
+    """Step-time error on the held-out half from the op costs a saved run recorded (issue 11).
+
+    The five time constants are refitted on the calibration half of these models (and the product's
+    defaults judged beside them); the naive FLOP baseline is fitted the same way.
+    """
+    from published_time import evaluate_published, markdown_table, read_published
+
+    from planner.probe.steptime import DEFAULT_CONSTANTS
+
+    cache = {r["model"]: {"costs": r["op_costs"], "torch_flops": r["torch_flops"]} for r in records if "op_costs" in r}
+    rows = [row for row in read_published() if row.model in cache]
+    result = evaluate_published(rows, cache)
+    defaults = evaluate_published(rows, cache, constants=DEFAULT_CONSTANTS)
+    result["held_out_with_default_constants"] = defaults["held_out"]
+    result["default_constants"] = DEFAULT_CONSTANTS.to_dict()
+    print(f"\ntime: {len(rows)} models with op costs; constants refitted on their calibration half: "
+          f"{result['constants']} (naive FLOP efficiency {result['naive_flop_efficiency']})")
+    print("held-out half:\n" + markdown_table(result["held_out"]))
+    print("held-out half by class:\n" + markdown_table(result["held_out_by_class"]))
+    print("held-out half, the product's default constants:\n" + markdown_table(defaults["held_out"]))
+    print("calibration half:\n" + markdown_table(result["calibration"]))
+    if output is not None:
+        atomic_write_text(output, json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="only these models (default: every bracketed one)")
@@ -220,10 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--every", type=int, default=1, help="every Nth bracketed model only (a sample)")
     parser.add_argument("--resume", type=Path, help="keep the models this saved run measured; measure the rest")
-    parser.add_argument("--report", type=Path, nargs="+", help="print the ablation table from saved runs")
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="print the ablation table from saved runs, and the time table from the first")
+    parser.add_argument("--time-json", type=Path, help="with --report: write the time table here")
     args = parser.parse_args(argv)
     if args.report:
         ablation(args.report)
+        time_report(json.loads(args.report[0].read_text()), args.time_json)
         return 0
     runs = [r for r in load_runs() if r.bracketed][::args.every]
     if args.models:
@@ -241,15 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resume:
         names = {run.model for run in runs}
         records = [r for r in json.loads(args.resume.read_text()) if "points" in r and r["model"] in names]
-    done = {r["model"] for r in records}
-    work = [(run, args.precision, args.fused_attention, constants, not args.fit) for run in runs
-            if run.model not in done]
+    done, resumed = {r["model"] for r in records}, len(records)
+    work = [(run, args.precision, args.fused_attention, constants, not args.fit)
+            for run in sorted(runs, key=lambda run: hashlib.sha256(run.model.encode()).hexdigest())
+            if run.model not in done]  # in hash order: a run stopped early has measured a fair sample
 
     def keep(record: dict) -> None:
-        records.append(_progress(record, len(records), len(work)))
-        if args.json and len(records) % 20 == 0:  # a run stopped early keeps what it measured
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(records, indent=1))
+        record["precision"], record["fused_attention"] = args.precision, args.fused_attention
+        records.append(_progress(record, len(records) - resumed, len(work)))
+        if args.json and len(records) % 10 == 0:  # a run stopped early keeps what it measured (--resume)
+            atomic_write_text(args.json, json.dumps(records, indent=1))
 
     if args.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=20) as pool:
@@ -264,20 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fitted on the calibration half: {constants}")
         by_name = {run.model: run for run in runs}
         records = [_rewalk(r, by_name[r["model"]], args, constants) if "points" in r else r for r in records]
-    for record in records:
-        record["precision"] = args.precision
-        record["fused_attention"] = args.fused_attention
     order = {run.model: i for i, run in enumerate(runs)}
     records.sort(key=lambda r: order[r["model"]])
     seconds = time.perf_counter() - started
     report(records, constants, seconds)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
+        atomic_write_text(args.json, json.dumps(records, indent=1))
         summary = {"constants": constants, "seconds": round(seconds, 1), "jobs": args.jobs, "cpus": os.cpu_count(),
                    "precision": args.precision, "fused_attention": args.fused_attention,
                    "decay_sequence": list(DECAY_SEQUENCE)}
-        args.json.with_name(args.json.stem + "_summary.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_text(args.json.with_name(args.json.stem + "_summary.json"), json.dumps(summary, indent=1))
     return 0
 
 

@@ -115,9 +115,7 @@ def count_published_step(row: PublishedRow) -> dict:
     import timm
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
 
-    OpCounter = _op_counter_class()
     started = time.perf_counter()
     with torch.device("meta"):
         model = timm.create_model(row.model, pretrained=False, num_classes=1000)
@@ -126,7 +124,7 @@ def count_published_step(row: PublishedRow) -> dict:
     if abs(params / 1e6 / row.param_count_m - 1) > PARAM_TOLERANCE:
         record["skip"] = f"today's timm builds {params / 1e6:.2f} M parameters, the file says {row.param_count_m} M"
         return record
-    counter, flops = OpCounter(), FlopCounterMode(display=False)
+    counter, flops = step_counters()
     with FakeTensorMode(allow_non_fake_inputs=True):
         model.to_empty(device="cpu")
         model.train()
@@ -138,10 +136,28 @@ def count_published_step(row: PublishedRow) -> dict:
                 loss = torch.nn.functional.cross_entropy(model(images), targets)
             loss.backward()
             optimizer.step()
-    record["costs"] = StepCosts.from_counter(counter).to_list()
-    record["torch_flops"] = flops.get_total_flops()
+    record.update(counted(counter, flops))
     record["seconds"] = round(time.perf_counter() - started, 2)
     return record
+
+
+def step_counters() -> tuple:
+    """An ``OpCounter`` and torch's ``FlopCounterMode`` (not displaying) for one pass over a step:
+    the step-time model's op costs and the naive baseline's FLOPs. Enter both while the step runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return _op_counter_class()(), FlopCounterMode(display=False)
+
+
+def counted(counter, flops) -> dict:
+    """What :func:`step_counters` saw, as a cache record's ``costs`` and ``torch_flops``."""
+    return {"costs": StepCosts.from_counter(counter).to_list(), "torch_flops": flops.get_total_flops()}
+
+
+def predicted_samples_per_sec(costs: Sequence[Sequence[float]], batch: int, gpu_name: str = PUBLISHED_GPU,
+                              constants: TimeConstants = DEFAULT_CONSTANTS) -> float:
+    """Samples per second of a step of ``batch`` samples whose kernels are ``costs`` (as :func:`counted`)."""
+    return batch / step_seconds(StepCosts.from_list(costs), get_gpu(gpu_name), constants)
 
 
 def _op_counter_class() -> type:

@@ -1,5 +1,6 @@
 """The published RTX 3090 runs as ground truth: file, brackets, halves, scores and the constants' fit."""
 
+from planner.base.gpus import get_gpu
 from planner.probe.validation.calibrate import BracketPeaks, fit_overhead, outcomes
 from planner.probe.validation.published import (
     CARD_BYTES,
@@ -61,13 +62,19 @@ def test_families_and_parameter_counts():
 
 
 def test_the_fit_finds_the_one_overhead_every_bracket_agrees_with():
-    # three models whose variable bytes say the card holds between 22.5 and 23 GiB for the step
+    card = 24 * GIB
+    # three models whose variable bytes say a 24 GiB card holds between 22.5 and 23 GiB for the step
     brackets = [BracketPeaks(int(20 * GIB), int(23.2 * GIB)), BracketPeaks(int(22.5 * GIB), int(30 * GIB)),
                 BracketPeaks(int(10 * GIB), int(23 * GIB))]
-    fit = fit_overhead(brackets)
-    assert outcomes(brackets, fit.overhead_bytes) == ["exact"] * 3
+    fit = fit_overhead(brackets, card_bytes=card)
+    assert outcomes(brackets, fit.overhead_bytes, card_bytes=card) == ["exact"] * 3
     assert 1.0 * GIB <= fit.overhead_bytes < 1.5 * GIB
-    assert CARD_BYTES == 24 * GIB
     # too large an overhead makes the published batch fail (cautious); none makes the next fit (unsafe)
-    assert outcomes(brackets, 0) == ["unsafe", "exact", "unsafe"]
-    assert outcomes(brackets, int(2 * GIB)) == ["exact", "cautious", "exact"]
+    assert outcomes(brackets, 0, card_bytes=card) == ["unsafe", "exact", "unsafe"]
+    assert outcomes(brackets, int(2 * GIB), card_bytes=card) == ["exact", "cautious", "exact"]
+
+
+def test_the_card_is_what_torch_reports_for_an_rtx_3090():
+    # out-of-memory messages on an RTX 3090 say "23.70 GiB total capacity"; the GPU table's budget agrees
+    assert get_gpu("RTX 3090").budget_bytes == CARD_BYTES
+    assert round(CARD_BYTES / GIB, 2) == 23.70

@@ -1,7 +1,7 @@
 """timm's published RTX 3090 training benchmark as ground truth: rows, brackets, halves and scores.
 
 Pure data handling, no model in sight. A row whose recorded batch is below 512 is a *bracket*: the
-recorded batch trained on the 24 GiB card and the next larger value of timm's decay sequence did
+recorded batch trained on the 24 GB card and the next larger value of timm's decay sequence did
 not. Models are split into a calibration half and a held-out half by a stable hash of the name, so
 constants are fitted on one half and judged on the other, and the split never changes between
 runs or machines.
@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from planner.base.gpus import get_gpu
+
 GIB = 2**30
-CARD_BYTES = 24 * GIB  # RTX 3090
+CARD_BYTES = get_gpu("RTX 3090").budget_bytes
+"""What torch reports as the RTX 3090's total (23.70 GiB; its out-of-memory messages say "23.70 GiB total
+capacity"): the budget a plan for that card gets, so the fitted overhead means what the product's does."""
 DECAY_SEQUENCE = (512, 384, 256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1)
 """timm 0.6.6 ``decay_batch_step`` from 512: the batches the benchmark tried, largest first."""
 
@@ -31,12 +35,14 @@ Outcome = Literal["exact", "unsafe", "cautious"]
 
 @dataclass(frozen=True)
 class PublishedRun:
-    """One model's row: the largest batch that trained at ``image_size`` on the 24 GiB card."""
+    """One model's row: the largest batch that trained at ``image_size`` on the 24 GB card, and the
+    training samples per second it reached there."""
 
     model: str
     batch: int
     image_size: int
     param_count_millions: float
+    samples_per_sec: float
 
     @property
     def next_batch(self) -> int | None:
@@ -63,7 +69,8 @@ def load_runs(path: Path = DATA_FILE) -> list[PublishedRun]:
     with open(path, newline="") as handle:
         return [PublishedRun(model=row["model"], batch=int(row["train_batch_size"]),
                              image_size=int(row["train_img_size"]),
-                             param_count_millions=float(row["param_count"]))
+                             param_count_millions=float(row["param_count"]),
+                             samples_per_sec=float(row["train_samples_per_sec"]))
                 for row in csv.DictReader(handle)]
 
 
