@@ -45,9 +45,12 @@ RANK = {"base": 0, "probe": 1, "train": 1, "ensemble": 1, "top": 2}
 
 
 def imports_of(module: str, path: Path, known: set[str]) -> Iterator[tuple[str, list[str]]]:
-    """(imported project module, names taken from it) for every import statement in the file."""
+    """(imported project module, names taken from it) for every import statement in the file, and
+    for every ``alias._name`` read from a project module imported as ``alias``."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases: dict[str, str] = {}  # local name -> project module it is bound to
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] in PACKAGES:
@@ -61,7 +64,12 @@ def imports_of(module: str, path: Path, known: set[str]) -> Iterator[tuple[str, 
                 continue
             for alias in node.names:  # `from planner.base import atomic` imports a module
                 sub = f"{base}.{alias.name}"
+                if sub in known:
+                    aliases[alias.asname or alias.name] = sub
                 yield (sub, []) if sub in known else (base, [alias.name])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            yield aliases[node.value.id], [node.attr]
 
 
 def graph() -> dict[str, dict[str, list[str]]]:
@@ -119,7 +127,7 @@ def circles(edges) -> list[list[str]]:
 
 
 def private_names(edges) -> list[str]:
-    """``from other_module import _name``: a private name used outside its module."""
+    """``from other_module import _name`` or ``other_module._name``: a private name used outside its module."""
     return [f"{module} takes {name} from {target}" for module, targets in edges.items()
             for target, names in targets.items() for name in names
             if name.startswith("_") and not name.startswith("__")]
@@ -151,6 +159,13 @@ def test_the_checks_catch_a_breach():
     assert upward_imports(edges) == ["planner.base.plan (base) imports trainer.run (train)"]
     assert circles(edges) == [["planner.base.plan", "trainer.run"]]
     assert private_names(edges) == ["trainer.run takes _load from planner.base.plan"]
+
+
+def test_imports_are_read_also_inside_functions_and_through_module_aliases(tmp_path: Path) -> None:
+    source = tmp_path / "run.py"
+    source.write_text("def f():\n    from planner.base import cuda_device as gpu\n    return gpu._hidden(0)\n")
+    found = list(imports_of("trainer.run", source, {"planner.base.cuda_device"}))
+    assert ("planner.base.cuda_device", []) in found and ("planner.base.cuda_device", ["_hidden"]) in found
 
 
 if __name__ == "__main__":

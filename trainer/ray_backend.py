@@ -208,7 +208,7 @@ def _claim_gpu(share: float) -> tuple[int, int]:
         return card, card
     torch.zeros(1, device="cuda")  # create the context, so that NVML lists this process
     share_bytes = int(share * card)
-    process = gpu._nvml_process_bytes(0)
+    process = gpu.nvml_process_bytes(0)
     context = process - torch.cuda.memory_reserved(0) if process is not None else FALLBACK_CONTEXT_BYTES
     torch.cuda.set_per_process_memory_fraction(share_cap_fraction(share_bytes, context, card), 0)
     return card, share_bytes

@@ -16,7 +16,7 @@ FALLBACK_CONTEXT_BYTES = 640 * 2**20
 """A CUDA context's size when NVML cannot tell (300-650 MB seen on current cards; the high end)."""
 
 
-def _nvml_process_bytes(device_index: int) -> int | None:
+def nvml_process_bytes(device_index: int) -> int | None:
     """Bytes NVML says this process uses on the device, or None when NVML cannot tell."""
     try:
         import pynvml
@@ -41,7 +41,7 @@ def non_torch_bytes(device_index: int = 0) -> int:
     which over-counts when other processes share the card (a safe error for a budget).
     """
     reserved = torch.cuda.memory_reserved(device_index)
-    process = _nvml_process_bytes(device_index)
+    process = nvml_process_bytes(device_index)
     if process is None:
         free, total = torch.cuda.mem_get_info(device_index)
         process = total - free
