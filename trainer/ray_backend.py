@@ -39,6 +39,7 @@ from typing import Any
 
 from planner.errors import UserError, first_line
 from planner.plan import Plan, PlanEntry, load_plan
+from trainer.data import scan_data
 from trainer.fit import RunInputs, TrainJob
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
@@ -192,9 +193,9 @@ def run_plan_ray(
     if options.device == "cuda" and ray_options.gpus_per_entry == 0:
         raise UserError("--gpus-per-entry 0 trains on CPU workers: use --device cpu or auto, or give each "
                         "entry a GPU")
+    layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind
     with one_writer(run_dir):
-        run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
-                                                                  reporter)
+        run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
             # a skipped entry's record names the device its task would have asked for
             wanted = "cpu" if options.device == "cpu" or ray_options.gpus_per_entry == 0 else "cuda"
