@@ -12,6 +12,10 @@ import pytest
 from run_data import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
+# One CPU thread for the whole suite and the CLIs it starts, unless the caller chose: planner picks
+# threads by load (planner/threads.py), and tests that compare a run's predictions bitwise across
+# processes need the same count in each; one thread also keeps a shared 2-core machine usable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def run_planner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
