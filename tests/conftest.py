@@ -4,12 +4,18 @@ folder in the reference layout. Helpers live in modules beside this file (``run_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from planner_process import run_planner
 from run_data import make_image_folder
+
+# One CPU thread for the whole suite and the CLIs it starts, unless the caller chose: planner picks
+# threads by load (planner/base/threads.py), and tests that compare a run's predictions bitwise across
+# processes need the same count in each; one thread also keeps a shared 2-core machine usable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="module")

@@ -107,9 +107,9 @@ def run_plan(
     run_dir = check_writable(run_dir if run_dir is not None else default_run_dir(Path(plan_path)), "--out",
                              folder=True)
     device = backend.device(options.device, options.cpu_memory_limit)
+    layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind
     with one_writer(run_dir):
-        run_dir, layout, split, book, reporter = start_run_folder(plan_path, plan, data_dir, run_dir, options,
-                                                                  reporter)
+        run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
             todo = entries_to_train(plan, book, reporter, device, options.include_misfits)
             if todo:
@@ -317,21 +317,20 @@ def check_entry_names(plan: Plan) -> None:
 
 
 def start_run_folder(
-    plan_path: str | Path, plan: Plan, data_dir: str | Path, run_dir: str | Path, options: RunOptions,
+    plan_path: str | Path, plan: Plan, layout: DataLayout, run_dir: str | Path, options: RunOptions,
     reporter: Reporter,
-) -> tuple[Path, DataLayout, Split, RunBook, Reporter]:
-    """Check the data, open (or create) the run folder with its one split and record, and announce the run.
+) -> tuple[Path, Split, RunBook, Reporter]:
+    """Open (or create) the run folder with its one split and record, and announce the run; the data
+    was checked before (``scan_data``), so a bad data folder leaves nothing behind.
 
-    Shared by both backends, so a folder started by one can be resumed by the other.
+    The same for both backends, so a folder started by one can be resumed by the other.
 
     Returns:
-        The absolute run folder, the data layout, the split, the run book, and the reporter that
-        also writes ``run.log``.
+        The absolute run folder, the split, the run book, and the reporter that also writes ``run.log``.
 
     Raises:
-        UserError: bad data, or a run folder made with another split, data folder or settings.
+        UserError: a run folder made with another split, data folder or settings.
     """
-    layout = scan_data(data_dir)
     run_dir = Path(run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     for folder in (run_dir, run_dir / PREDS_FOLDER, run_dir / MODELS_FOLDER):  # a killed writer's half files
@@ -340,7 +339,7 @@ def start_run_folder(
     book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
     reporter.run_started(run_dir, [entry.name for entry in plan.entries])
-    return run_dir, layout, split, book, reporter
+    return run_dir, split, book, reporter
 
 
 def _open_run(

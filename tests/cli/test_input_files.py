@@ -209,6 +209,9 @@ def test_bad_inputs_through_the_cli_exit_2_with_one_line_and_write_nothing(plann
     shutil.copy(data / "sample_submission.csv", tmp_path / "sample.csv")
     (data / "sample_submission.csv").write_bytes(PNG)
     (tmp_path / "out").mkdir()
+    plan = small_plan(tmp_path / "good_plan.json")
+    broken = make_image_folder(tmp_path / "broken", per_class=2, test=1)
+    (broken / "train_images" / "c1" / "img_2.png").write_bytes(PNG)
     before = sorted(tmp_path.rglob("*"))
     commands = {
         "is a PNG image, not text": ("run", tmp_path / "plan.json", "--data", data, "--out", tmp_path / "r"),
@@ -216,6 +219,7 @@ def test_bad_inputs_through_the_cli_exit_2_with_one_line_and_write_nothing(plann
         "has no unit": ("probe", "--gpu-mem", "16", "-o", tmp_path / "p.json"),
         "sample_submission.csv is a PNG image": ("tune-weights", run, "--data", data, "--trials", "5"),
         "is a folder: give a file name": ("probe", "--gpu-mem", "1G", "-o", tmp_path / "out"),
+        "cannot read image train_images/c1/img_2.png": ("run", plan, "--data", broken, "--out", tmp_path / "r2"),
     }
     for expected, args in commands.items():
         done = planner_cli(*args)
