@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+
+from planner.base.compat import torch_dispatch_mode, tree_leaves
 
 
 def no_rounding(nbytes: int) -> int:
@@ -35,7 +35,7 @@ Event = tuple[int, int | str, int]
 """``(ALLOC, key, nbytes)``, ``(FREE, key, 0)`` or ``(PHASE, name, 0)``; keys are never reused."""
 
 
-class StorageTracker(TorchDispatchMode):
+class StorageTracker(torch_dispatch_mode()):
     """Count live storage bytes while active; see the module docstring.
 
     Args:
@@ -92,7 +92,7 @@ class StorageTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for value in tree_flatten(out)[0]:
+        for value in tree_leaves(out):
             if isinstance(value, torch.Tensor):
                 self._see(value)
         self._update_peak()

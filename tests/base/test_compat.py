@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 
 import optuna
@@ -136,14 +135,13 @@ def test_torch_dispatch_mode_sees_every_op() -> None:
     assert any("mul" in op for op in count.ops)
 
 
-def test_tree_leaves_falls_back_to_a_plain_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tree_leaves_agrees_with_torchs_pytree() -> None:
+    from torch.utils._pytree import tree_flatten
+
     tree = (torch.ones(1), [torch.zeros(2), {"a": 3, "b": (None,)}], "x")
-    with_torch = compat.tree_leaves(tree)
-    monkeypatch.setitem(sys.modules, "torch.utils._pytree", None)  # import now raises ImportError
-    without = compat.tree_leaves(tree)
-    tensors = [[leaf for leaf in leaves if isinstance(leaf, torch.Tensor)] for leaves in (with_torch, without)]
-    assert len(tensors[0]) == 2 and all(a is b for a, b in zip(*tensors, strict=True))
-    assert [leaf for leaf in without if not isinstance(leaf, torch.Tensor)] == [3, None, "x"]
+    ours, torchs = compat.tree_leaves(tree), tree_flatten(tree)[0]
+    assert len(ours) == len(torchs) == 5 and all(a is b for a, b in zip(ours, torchs, strict=True))
+    assert compat.tree_leaves(torch.ones(1))[0].shape == (1,)
 
 
 def test_end_cleanup_drops_the_last_batch_with_or_without_fastais_private_method() -> None:

@@ -9,7 +9,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from planner.base.tracker import StorageTracker
-from planner.probe.meters.cuda_autocast import autocast_ops, cuda_autocast, cuda_policy
+from planner.probe.meters.cuda_autocast import autocast_ops, cuda_autocast, cuda_policy, installed_policy
 
 HEADER = Path(torch.__file__).parent / "include" / "ATen" / "autocast_mode.h"
 MACROS = {"AT_FORALL_LOWER_PRECISION_FP": "lower_precision_fp", "AT_FORALL_FP32": "fp32",
@@ -21,15 +21,24 @@ def header_policy() -> dict[str, str]:
     text = HEADER.read_text()
     table = {}
     for macro, policy in MACROS.items():
-        start = text.index(f"#define {macro}(_)")
-        body = text[start:text.index("\n\n", start)]
-        for name, overload in re.findall(r"_\((\w+)(?:,\s*(\w+))?\)", body.split("\n", 1)[1]):
+        lines = iter(text[text.index(f"#define {macro}(_)"):].splitlines())
+        next(lines)  # the #define line; the macro's body runs to its first line without a continuation
+        body = []
+        for line in lines:
+            body.append(line)
+            if not line.rstrip().endswith("\\"):
+                break
+        for name, overload in re.findall(r"_\((\w+)(?:,\s*(\w+))?\)", "\n".join(body)):
             table[f"{name}.{overload}" if overload else name] = policy
     return table
 
 
 def test_the_policy_covers_exactly_the_ops_torch_registers_for_cuda_autocast():
-    assert set(cuda_policy()) == set(autocast_ops("AutocastCUDA"))
+    # the installed torch's own registrations decide: its op list differs between releases (torch 2.6
+    # lists named-dimension overloads that 2.14 dropped, 2.14 lists rms_norm), and CI runs both ends
+    registered = autocast_ops("AutocastCUDA")
+    assert len(registered) > 100
+    assert set(installed_policy()) == registered
 
 
 @pytest.mark.skipif(not HEADER.exists(), reason="this torch ships no ATen headers")

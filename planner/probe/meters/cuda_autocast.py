@@ -24,8 +24,11 @@ The policies, as torch's ``aten/src/ATen/autocast_mode.{h,cpp}`` define them:
 - ``promote``: every eligible argument cast to the widest floating type among them.
 - ``binary_cross_entropy`` is refused, as CUDA autocast refuses it.
 
-How the rules were checked: the op sets below are compared, op for op, with the ops that the
-installed torch registers a kernel for at the ``AutocastCUDA`` key (``tests/test_cuda_autocast.py``;
+The op lists differ between torch releases: the tables below are their union over the releases
+planner is tested with (torch 2.6, the floor, to 2.14), and :func:`installed_policy` keeps the ops
+the installed torch registers for CUDA autocast. How the rules were checked: for the installed
+torch, that selection is compared, op for op, with the ops it registers a kernel for at the
+``AutocastCUDA`` key (``tests/test_cuda_autocast.py``, run by CI on both ends of the range;
 torch's dispatcher is the ground truth for membership), and each policy with the lists in the
 installed ``torch/include/ATen/autocast_mode.h`` when that header ships (it does in the PyPI
 wheels). Outputs and saved tensors then follow from torch's own autograd formulas, the same code on
@@ -65,14 +68,19 @@ FP32 = (
     "upsample_nearest1d", "_upsample_nearest_exact1d", "upsample_nearest2d", "_upsample_nearest_exact2d",
     "upsample_nearest3d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
     "_upsample_bilinear2d_aa", "upsample_trilinear3d", "upsample_bicubic2d", "_upsample_bicubic2d_aa",
-    # registered in autocast_mode.cpp outside the header's macros; fp32 assumed (a matrix square root)
+    # registered in autocast_mode.cpp outside the header's macros; fp32 assumed (a matrix square root).
+    # Neither it nor rms_norm is listed by torch 2.6.
     "linalg_matrix_sqrth",
 )
 FP32_SET_OPT_DTYPE = (
     "prod", "prod.dim_int", "softmax.int", "log_softmax.int", "cumprod", "cumsum", "linalg_vector_norm",
     "linalg_matrix_norm", "linalg_matrix_norm.str_ord", "sum", "sum.dim_IntList",
+    # named-dimension overloads: listed by torch 2.6 (the floor), no longer by 2.14
+    "prod.dim_Dimname", "softmax.Dimname", "log_softmax.Dimname", "cumprod.dimname", "cumsum.dimname",
+    "sum.dim_DimnameList",
 )
-FP32_APPEND_DTYPE = {"norm.Scalar": "ScalarOpt_dtype", "norm.ScalarOpt_dim": "ScalarOpt_dim_dtype"}
+FP32_APPEND_DTYPE = {"norm.Scalar": "ScalarOpt_dtype", "norm.ScalarOpt_dim": "ScalarOpt_dim_dtype",
+                     "norm.names_ScalarOpt_dim": "names_ScalarOpt_dim_dtype"}  # the last: torch 2.6 only
 PROMOTE = ("addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "grid_sampler", "index_put",
            "tensordot", "scatter_add")
 BANNED = ("binary_cross_entropy",)
@@ -82,7 +90,8 @@ _AUTOCAST_CPU = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
 
 
 def cuda_policy() -> dict[str, str]:
-    """Op (``name.overload``; the default overload by its bare name) -> CUDA autocast policy."""
+    """Op (``name.overload``; the default overload by its bare name) -> CUDA autocast policy, for every
+    torch release in the tested range (an op a release does not list is left out by :func:`installed_policy`)."""
     table = {op: "lower_precision_fp" for op in LOWER_PRECISION_FP}
     table.update({op: "fp32" for op in FP32})
     table.update({op: "fp32_set_opt_dtype" for op in FP32_SET_OPT_DTYPE})
@@ -103,8 +112,9 @@ def autocast_ops(dispatch_key: str) -> frozenset[str]:
 
 
 def installed_policy() -> dict[str, str]:
-    """:func:`cuda_policy` for the ops the installed torch's CUDA autocast covers (all, for the torch
-    this table was read from; an older torch may lack some ops or cover fewer)."""
+    """:func:`cuda_policy` for the ops the installed torch's CUDA autocast covers (each release of the
+    tested range lists some ops the others do not; a torch built without those registrations: every
+    op of the table that it has)."""
     cuda_ops = autocast_ops("AutocastCUDA")
     return {name: policy for name, policy in cuda_policy().items()
             if (name in cuda_ops if cuda_ops else _exists(name))}

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from planner.base.compat import fake_tensor_mode
 from planner.base.tracker import ALLOC, Event, StorageTracker
 from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.meters.cuda_autocast import CudaAutocast
@@ -175,12 +175,10 @@ class FakeStep:
     """A model and optimizer as fake tensors, stepped on demand; see the module docstring."""
 
     def __init__(self, recipe: StepRecipe):
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
         self.recipe = recipe
         with torch.device("meta"):
             model = recipe.build_model()
-        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        self.fake_mode = fake_tensor_mode(allow_non_fake_inputs=True)
         with self.fake_mode:
             materialise(model)
         model.train()
@@ -213,7 +211,7 @@ class FakeStep:
             tensors += self._scaler.tensors()
         return tensors
 
-    def run(self, batch_size: int, image_size: tuple[int, int], modes: Sequence[TorchDispatchMode] = (),
+    def run(self, batch_size: int, image_size: tuple[int, int], modes: Sequence[contextlib.AbstractContextManager] = (),
             on_phase: Callable[[str], None] | None = None) -> StepTrace:
         """One tracked training step at ``batch_size`` on images of ``image_size``; see the module docstring."""
         with self.fake_mode:

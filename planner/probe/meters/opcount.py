@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+
+from planner.base.compat import torch_dispatch_mode, tree_leaves
 
 aten = torch.ops.aten
 
@@ -88,8 +88,8 @@ def op_cost(func: Any, args: tuple, kwargs: dict, out: Any) -> OpCost | None:
     name = func._overloadpacket.__name__
     if name in _FREE_OPS or func.is_view or func.namespace == "prim":
         return None
-    inputs = [value for value in tree_flatten((args, kwargs))[0] if isinstance(value, torch.Tensor)]
-    outputs = [value for value in tree_flatten(out)[0] if isinstance(value, torch.Tensor)]
+    inputs = [value for value in tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)]
+    outputs = [value for value in tree_leaves(out) if isinstance(value, torch.Tensor)]
     moved = float(sum(map(tensor_bytes, inputs)) + sum(map(tensor_bytes, outputs)))
     elements = float(max((value.numel() for value in outputs), default=0))
     if name in _MATMUL_OPS:
@@ -116,7 +116,7 @@ def _conv_cost(flops: float, channels_per_group: int, moved: float) -> OpCost:
     return OpCost(0.0, flops, moved)
 
 
-class OpCounter(TorchDispatchMode):
+class OpCounter(torch_dispatch_mode()):
     """Count the cost of every kernel while active; see the module docstring.
 
     Attributes:
