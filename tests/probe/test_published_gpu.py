@@ -1,11 +1,7 @@
 """benchmarks/published_gpu.py: one fake step of the published recipe gives both memory and time (issue 11)."""
 
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from published_gpu import DEVICES, evaluate, measure
 from published_time import predicted_samples_per_sec
 

@@ -1,10 +1,7 @@
 """The published runs' calibration / held-out split: stable, about half and half, shared by name only."""
 
 import hashlib
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from published_split import half, is_calibration
 from published_time import architecture_class, family, read_published
 
