@@ -385,7 +385,8 @@ def try_case(case: Case, tree: Path, folder: Path, fx: Fixtures) -> dict:
         note = f"tune-weights exit {first.returncode}"
     else:
         done = cli(tree, args, env, cwd=cwd)
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    lines = [line.strip(" │╭╰╮╯─") for line in done.stderr.strip().splitlines()]  # typer draws boxes
+    lines = [line for line in lines if any(char.isalnum() for char in line)]
     out_lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     written = sorted(listing(folder) - before)
     return {"exit": done.returncode, "stderr_last": lines[-1][:400] if lines else "",
