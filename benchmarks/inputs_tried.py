@@ -18,6 +18,7 @@ import argparse
 import codecs
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -385,13 +386,50 @@ def try_case(case: Case, tree: Path, folder: Path, fx: Fixtures) -> dict:
         note = f"tune-weights exit {first.returncode}"
     else:
         done = cli(tree, args, env, cwd=cwd)
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    lines = [line.strip(" │╭╰╮╯─") for line in done.stderr.strip().splitlines()]  # typer draws boxes
+    lines = [line for line in lines if any(char.isalnum() for char in line)]
     out_lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     written = sorted(listing(folder) - before)
     return {"exit": done.returncode, "stderr_last": lines[-1][:400] if lines else "",
             "stdout_last": out_lines[-1][:300] if out_lines else "", "traceback": "Traceback" in done.stderr,
             "stderr_lines": len(lines), "written": written[:12], "note": note,
             "failed_entries": [line[:300] for line in out_lines if line.startswith(("failed ", "skip "))][:4]}
+
+
+def cell(outcome: dict, detail: bool) -> str:
+    """One table cell: how the command ended, and (``detail``) its last line with paths shortened."""
+    if "skipped" in outcome or "setup_error" in outcome:
+        return outcome.get("skipped") or outcome["setup_error"]
+    code = outcome["exit"]
+    if outcome["traceback"]:
+        text = f"traceback ({outcome['stderr_lines']} lines), exit {code}"
+    elif outcome["stderr_last"].startswith("error: "):
+        text = f"one line, exit {code}"
+    elif outcome["stderr_last"] and code == 2:
+        text = f"usage error, exit {code}"
+    else:
+        text = f"exit {code}"
+    message = outcome["stderr_last"] or (outcome["failed_entries"] or [""])[0]
+    if outcome["traceback"]:
+        message = outcome["stderr_last"]
+    if detail and message:
+        text += f": “{re.sub(r'/tmp/inputs_tried_[^/]+/cases/[^/]+/[^/ ]+/', '', message)[:170]}”"
+    written = [name for name in outcome["written"] if not name.endswith(("run.log", ".png", ".safetensors"))]
+    if written:
+        text += f"; wrote {', '.join(written[:4])}{' …' if len(written) > 4 else ''}"
+    if outcome.get("note"):
+        text += f" ({outcome['note'].strip('; ')})"
+    return text.replace("|", "\\|")
+
+
+def table(results: dict, trees: list[str]) -> str:
+    """The results as a markdown table, one row per case."""
+    rows = ["| line | tried | " + " | ".join(trees) + " |", "| --- | --- | " + " | ".join("---" for _ in trees) + " |"]
+    for outcome in results.values():
+        cells = [cell(outcome["trees"][tree], detail=tree == trees[-1] or outcome["trees"][tree].get("traceback"))
+                 if tree in outcome["trees"] else "-" for tree in trees]
+        rows.append(f"| {outcome['line']} | {outcome['tried']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def export(commit: str, into: Path) -> Path:
@@ -406,7 +444,11 @@ def main() -> None:
     parser.add_argument("--commit", action="append", default=[], metavar="NAME=SHA")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inputs_tried.json")
+    parser.add_argument("--table", nargs="+", metavar="TREE", help="print --out's results as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text()), args.table))
+        return
     chosen = [case for case in cases() if args.only is None or case.id in args.only]
     results: dict[str, dict] = json.loads(args.out.read_text()) if args.out.exists() and args.only else {}
     with tempfile.TemporaryDirectory(prefix="inputs_tried_") as tmp:

@@ -55,7 +55,7 @@ def test_other_version_and_non_json_are_refused(tmp_path):
     with pytest.raises(UserError, match="version 2"):
         load_plan(tmp_path / "v2.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="is not JSON"):
         load_plan(tmp_path / "bad.json")
     with pytest.raises(UserError, match="not found"):
         load_plan(tmp_path / "missing.json")
