@@ -1,10 +1,12 @@
-"""`planner run`: train every entry of a plan, resumably, and keep the evidence.
+"""`planner run`: train every entry of a plan, resumably, and keep the evidence; the one run driver
+of both backends.
 
-Read top to bottom: check the plan, the device and the data; read or draw the run folder's one
-held-out split; read or start ``run.json``; then for each entry either skip it (finished earlier) or
-train it, retrying with the next larger accumulation when it runs out of memory. Every file is
-written atomically, so Ctrl-C leaves finished entries untouched and the next run redoes only the
-unfinished one.
+Read top to bottom: check the plan, the device and the data; take the run folder's lock; read or
+draw its one held-out split; read or start ``run.json``; skip the entries finished earlier (and
+those the plan says do not fit); submit the others to the backend (``trainer.backend``: here, or as
+Ray tasks) and record each try's result as it comes, resubmitting an entry with the next larger
+accumulation when it ran out of memory. Every file is written atomically, so Ctrl-C leaves finished
+entries untouched and the next run redoes only the unfinished ones.
 """
 
 from __future__ import annotations
