@@ -26,7 +26,7 @@ capacity"): the budget a plan for that card gets, so the fitted overhead means w
 DECAY_SEQUENCE = (512, 384, 256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1)
 """timm 0.6.6 ``decay_batch_step`` from 512: the batches the benchmark tried, largest first."""
 
-DATA_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / \
+DATA_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / \
     "timm_benchmark_train_amp_nchw_pt112_cu113_rtx3090.csv"
 
 Half = Literal["calibration", "held_out"]
