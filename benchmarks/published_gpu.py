@@ -55,7 +55,6 @@ from planner.probe.validation.published import (
     half_of,
     larger_batch,
     load_runs,
-    outcome,
     params_match,
     predicted_batch,
     rates_by,
@@ -185,22 +184,28 @@ def report(records: Sequence[dict], constants: dict, seconds: float | None = Non
     for device in DEVICES:
         for half, rates in rates_table(measured, constants, device).items():
             print(f"  {device:8s} {half:12s} {rates.row()}")
-    with_predicted = [r for r in measured if r.get("predicted_batch") is not None or "predicted_batch" in r]
+    fitted = constants["caching"]
     for half in ("calibration", "held_out"):
-        chosen = [r for r in with_predicted if r["half"] == half]
-        results = [outcome(r["published_batch"], r["predicted_batch"]) for r in chosen]
+        chosen = [r for r in measured if r["half"] == half]
+        results = outcomes(brackets(chosen, "caching"), fitted["overhead"], fitted["factor"])
         print(f"\nper family, {half} (caching allocator model):")
         for family, rates in rates_by([r["family"] for r in chosen], results).items():
             print(f"  {family:16s} {rates.row()}")
         misses = [(r, res) for r, res in zip(chosen, results, strict=True) if res != "exact"]
         for record, result in misses:
+            at, above = (card_need(_point(record, key), "caching", constants) / GIB
+                         for key in ("published_batch", "next_batch"))
             print(f"  miss {result:8s} {record['model']}: published {record['published_batch']}, predicted "
-                  f"{record['predicted_batch']} ({record['peak_at_published_bytes'] / GIB:.2f} / "
-                  f"{record['peak_at_next_bytes'] / GIB:.2f} GiB)")
+                  f"{record.get('predicted_batch')} ({at:.2f} / {above:.2f} GiB)")
     if failed:
         print("\nleft out:")
         for record in failed:
             print(f"  {record['model']}: {record['error']}")
+
+
+def _point(record: dict, key: str) -> dict:
+    """The measured point at the record's ``published_batch`` or ``next_batch``."""
+    return next(point for point in record["points"] if point["batch"] == record[key])
 
 
 def describe(fitted: dict) -> str:
@@ -258,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fused-attention", action="store_true",
                         help="today's timm default (fused attention) instead of the 2022 recipe's explicit one")
     parser.add_argument("--fit", action="store_true", help="refit the device model on the calibration half")
+    parser.add_argument("--brackets-only", action="store_true",
+                        help="measure the two bracket batches only (the rates need nothing else; no predicted batch)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--every", type=int, default=1, help="every Nth bracketed model only (a sample)")
     parser.add_argument("--resume", type=Path, help="keep the models this saved run measured; measure the rest")
@@ -286,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = {run.model for run in runs}
         records = [r for r in json.loads(args.resume.read_text()) if "points" in r and r["model"] in names]
     done, resumed = {r["model"] for r in records}, len(records)
-    work = [(run, args.precision, args.fused_attention, constants, not args.fit)
+    work = [(run, args.precision, args.fused_attention, constants, not (args.fit or args.brackets_only))
             for run in sorted(runs, key=lambda run: hashlib.sha256(run.model.encode()).hexdigest())
             if run.model not in done]  # in hash order: a run stopped early has measured a fair sample
 
@@ -308,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         constants = fitted_constants([r for r in records if "points" in r])
         print(f"fitted on the calibration half: {constants}")
         by_name = {run.model: run for run in runs}
-        records = [_rewalk(r, by_name[r["model"]], args, constants) if "points" in r else r for r in records]
+        if not args.brackets_only:
+            records = [_rewalk(r, by_name[r["model"]], args, constants) if "points" in r else r for r in records]
     order = {run.model: i for i, run in enumerate(runs)}
     records.sort(key=lambda r: order[r["model"]])
     seconds = time.perf_counter() - started
