@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_planner(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real CLI (``python -m planner``) in a subprocess and capture its output."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160"}
+    """Run the real CLI (``python -m planner``) in a subprocess and capture its output, with Python's
+    default warning filters (as a user has them: a PYTHONWARNINGS set for the test run is dropped)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}, "PYTHONPATH": str(REPO), "COLUMNS": "160"}
     return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
