@@ -13,11 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_planner(*args: str | Path, cwd: Path | None = None, timeout: float = 900, env: dict[str, str] | None = None,
                 pythonpath: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI (``python -m planner``) in a subprocess and capture its output.
+    """Run the real CLI (``python -m planner``) in a subprocess and capture its output, with Python's
+    default warning filters (as a user has them: a PYTHONWARNINGS set for the test run is dropped).
 
     One torch thread (two spinning OpenMP threads on a shared 2-core machine made a 4-second test
     take 100); ``pythonpath`` goes before this checkout (e.g. a folder with a fake ``ray``)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "160",
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "160",
            "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)

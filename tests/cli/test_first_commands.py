@@ -27,12 +27,14 @@ def test_probe_run_and_tune_weights_with_nothing_but_the_plan(planner_cli, tmp_p
     probed = planner_cli("probe", "--gpu-mem", "2G", "--models", models, "--device", "cpu", "--effective-bs", "8",
                          cwd=here)
     assert probed.returncode == 0, probed.stderr
+    assert probed.stderr == ""  # no library warnings: each command's stderr stays empty
     plan = json.loads((here / "plan.json").read_text())
     assert plan["data"] == str(here.resolve())  # ./train_images was found and recorded
 
     train = ("run", "plan.json", "--no-pretrained", "--epochs", "1", "--device", "cpu")
     ran = planner_cli(*train, cwd=here)
     assert ran.returncode == 0, ran.stderr
+    assert ran.stderr == ""
     assert f"run {(here / 'runs' / 'plan').resolve()}: 2 entries" in ran.stdout
     run = json.loads((here / "runs" / "plan" / "run.json").read_text())
     assert {record["status"] for record in run["entries"].values()} == {"finished"}
@@ -41,6 +43,7 @@ def test_probe_run_and_tune_weights_with_nothing_but_the_plan(planner_cli, tmp_p
 
     tuned = planner_cli("tune-weights", "--trials", "5", "--folds", "2", cwd=here)
     assert tuned.returncode == 0, tuned.stderr
+    assert tuned.stderr == ""
     assert "run folder: runs/plan (the most recently updated)" in tuned.stdout
     assert (here / "runs" / "plan" / "submission.csv").exists()
 

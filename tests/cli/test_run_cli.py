@@ -24,10 +24,16 @@ FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"
 TRAIN_OPTIONS = ["--no-pretrained", "--epochs", "1", "--device", "cpu"]
 
 
+def default_sigint() -> None:
+    """Ctrl-C's default in the child: a shell without job control starts background jobs (e.g. a
+    suite run with ``&``) with SIGINT ignored, which Python and so planner would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def planner(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})},
     )
 

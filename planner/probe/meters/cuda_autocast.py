@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -250,18 +251,25 @@ class CudaAutocast:
     def __enter__(self) -> CudaAutocast:
         library = torch.library.Library("aten", "IMPL")
         try:
-            policies = installed_policy()
-            for name in sorted(autocast_ops("AutocastCPU") - set(policies) - set(self.kernels)):
-                library.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
-            for name, policy in policies.items():
-                library.impl(name, _kernel(name, policy, self.cache, self.kernels), "AutocastCPU")
-            for name in set(self.kernels) - set(policies):
-                library.impl(name, _kernel(name, "as_is", self.cache, self.kernels), "AutocastCPU")
+            with warnings.catch_warnings():
+                # torch 2.6 warns (once) that a kernel at AutocastCPU is overridden: that is the point here
+                warnings.filterwarnings("ignore", "Warning only once for all operators", UserWarning,
+                                        r"torch\.library")
+                self._register(library)
         except BaseException:
             library._destroy()
             raise
         self._library = library
         return self
+
+    def _register(self, library: torch.library.Library) -> None:
+        policies = installed_policy()
+        for name in sorted(autocast_ops("AutocastCPU") - set(policies) - set(self.kernels)):
+            library.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
+        for name, policy in policies.items():
+            library.impl(name, _kernel(name, policy, self.cache, self.kernels), "AutocastCPU")
+        for name in set(self.kernels) - set(policies):
+            library.impl(name, _kernel(name, "as_is", self.cache, self.kernels), "AutocastCPU")
 
     def __exit__(self, *exc_info: object) -> None:
         self.cache.clear()
