@@ -18,7 +18,8 @@ def run_planner(*args: str | Path, cwd: Path | None = None, timeout: float = 900
 
     One torch thread (two spinning OpenMP threads on a shared 2-core machine made a 4-second test
     take 100); ``pythonpath`` goes before this checkout (e.g. a folder with a fake ``ray``)."""
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "160",
+    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONWARNINGS"}
+    env = {**inherited, "PYTHONPATH": os.pathsep.join(map(str, (*pythonpath, REPO))), "COLUMNS": "160",
            "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "planner", *map(str, args)], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
