@@ -21,7 +21,6 @@ from planner.entries import EntrySpec
 from planner.epochtime import entry_time, measured_step_times
 from planner.errors import UserError, first_line
 from planner.meters.base import Meter
-from planner.meters.fastai_steps import model_has_batchnorm
 from planner.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
 from planner.search import SearchResult, candidate_micro_batches, search_micro_batch
 from trainer.recipe import CheckpointingUnsupported
@@ -105,7 +104,7 @@ def probe_plan(
         probes = _Probes(meter, reporter)
         meter.budget_bytes = budget_bytes  # a meter that emulates the card (cuda) caps itself at it
         result = _search(probes, entry, candidates, limit, curves)
-        floor = normalisation_floor(_body_has_batchnorm(meter, entry), effective_batch_size)
+        floor = normalisation_floor(meter.body_has_batchnorm(entry), effective_batch_size)
         searched = {False: result}
         if checkpointing and not plain_is_enough(_option(result, False), floor):
             checkpointed = _search_checkpointed(probes, entry, candidates, limit, curves)
@@ -186,11 +185,6 @@ def _search_checkpointed(probes: _Probes, entry: EntrySpec, candidates: Sequence
         return _search(probes, replace(entry, grad_checkpointing=True), candidates, limit, curves)
     except CheckpointingUnsupported:
         return None
-
-
-def _body_has_batchnorm(meter: Meter, entry: EntrySpec) -> bool:
-    """Whether the architecture's body (not fastai's head) has BatchNorm."""
-    return model_has_batchnorm(entry.arch, meter.n_classes, body_only=True)
 
 
 def _option(result: SearchResult, grad_checkpointing: bool) -> Option:

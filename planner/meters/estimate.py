@@ -38,6 +38,7 @@ from planner.meters.cpu import library_versions
 from planner.meters.cuda_kernels import GpuArch
 from planner.meters.device_model import DeviceModel
 from planner.meters.fake_step import FakeStep, StepRecipe, precision_policy
+from planner.meters.fastai_steps import has_batchnorm_layers
 from planner.meters.opcount import OpCounter
 from planner.plan import MeasuredOn, ProbePoint, Size, StepTimes
 from planner.probe_data import ProbeData
@@ -109,9 +110,10 @@ class EstimateMeter(Meter):
                           **library_versions())
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
-        from torch.nn.modules.batchnorm import _BatchNorm
+        return has_batchnorm_layers(self._fake_step(entry).model)
 
-        return any(isinstance(module, _BatchNorm) for module in self._fake_step(entry).model.modules())
+    def body_has_batchnorm(self, entry: EntrySpec) -> bool:
+        return has_batchnorm_layers(self._fake_step(entry).model[0])
 
     def measure(self, entry: EntrySpec, micro_batch: int, capped: bool = True) -> ProbePoint:
         from trainer.recipe import set_grad_checkpointing
