@@ -7,13 +7,29 @@ divisor down until one fits). Reported per budget: trials, trials that exceed th
 one an out-of-memory crash on a real card), samples pushed through training steps (a proxy for
 GPU time, which grows with the micro-batch; fake steps take about the same time at any size), and
 wall time. Run: ``python benchmarks/bench_probe.py [--device estimate] [--budgets 8G 12G 16G 24G]``.
+
+``--default-plan --before REV`` instead times the default plan as a user runs it, ``planner probe
+--gpu-mem 16G`` (estimate meter, six reference entries, no GPU), for this checkout and for git
+revision ``REV`` side by side: the CLI in a fresh process per run, the two alternating (each repeat
+starts with the other one), wall and CPU seconds (the process's user + system time, which a busy
+machine inflates less than wall time), the load average around each run. It also checks that the two
+plans predict the same bytes: every entry's predicted peak, micro-batch and accumulation, and every
+probe's peaks. Written to ``results/probe_default_plan.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +41,7 @@ from planner.probe.probe import measure_point, probe_plan
 from planner.probe.search import candidate_micro_batches
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def walk_from_top(meter, entry, candidates, budget, limit):
@@ -74,12 +91,87 @@ def run_budget(device: str, budget_text: str, effective_bs: int) -> dict:
             "walk_seconds": walk_seconds, "entries": rows}
 
 
+def checkout(revision: str, into: Path) -> Path:
+    """The files of git ``revision`` of this repository, extracted into ``into``."""
+    archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=REPO, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def default_plan_run(tree: Path, out: Path) -> dict:
+    """``planner probe --gpu-mem 16G`` from ``tree`` in a fresh process: seconds, load and the plan."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = str(tree)
+    load_before = os.getloadavg()[0]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "planner", "probe", "--gpu-mem", "16G", "-o", str(out)], cwd=out.parent,
+                   env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
+    plan = json.loads(out.read_text())
+    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "plan_seconds": plan["seconds"],
+            "load_before": load_before, "load_after": os.getloadavg()[0], "bytes": predicted_bytes(plan)}
+
+
+def predicted_bytes(plan: dict) -> dict:
+    """Every byte count the plan predicts, per entry: its choice and each probe's peaks."""
+    return {entry["name"]: {
+        "predicted_peak_bytes": entry["predicted_peak_bytes"], "micro_batch": entry["micro_batch"],
+        "accum": entry["accum"],
+        "probes": [[p["micro_batch"], p["peak_bytes"], p.get("forward_backward_bytes"), p.get("step_bytes")]
+                   for p in entry["probes"]],
+    } for entry in plan["entries"]}
+
+
+def bench_default_plan(before: str, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = {f"before ({before})": checkout(before, Path(scratch) / "before"), "after (this checkout)": REPO}
+        runs: dict[str, list[dict]] = {name: [] for name in trees}
+        for repeat in range(repeats):
+            order = list(trees) if repeat % 2 == 0 else list(reversed(trees))
+            for name in order:
+                out = Path(scratch) / f"plan_{len(runs[name])}_{name.split()[0]}.json"
+                runs[name].append(default_plan_run(trees[name], out))
+                print(f"{name}: {runs[name][-1]['wall_seconds']} s wall, {runs[name][-1]['cpu_seconds']} s CPU, "
+                      f"load {runs[name][-1]['load_before']:.1f}", flush=True)
+    names = list(trees)
+    reference = runs[names[0]][0]["bytes"]
+    same = all(run["bytes"] == reference for name in names for run in runs[name])
+    summary = {name: {key: statistics.median(run[key] for run in runs[name])
+                      for key in ("wall_seconds", "cpu_seconds", "plan_seconds")} for name in names}
+    record = {"machine": f"{platform.node()}, 2-core CPU-only dev machine, no GPU, shared",
+              "command": "planner probe --gpu-mem 16G", "repeats": repeats, "median": summary,
+              "ratio_after_before": {key: round(summary[names[1]][key] / summary[names[0]][key], 3)
+                                     for key in summary[names[0]]},
+              "same_bytes_in_every_plan": same, "bytes": reference,
+              "runs": {name: [{k: v for k, v in run.items() if k != "bytes"} for run in runs[name]]
+                       for name in names}}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "probe_default_plan.json").write_text(json.dumps(record, indent=2) + "\n")
+    print("| version | wall s (median) | CPU s (median) | probing s, the plan's own (median) | load average |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name in names:
+        loads = [run["load_before"] for run in runs[name]]
+        print(f"| {name} | {summary[name]['wall_seconds']:.1f} | {summary[name]['cpu_seconds']:.1f} | "
+              f"{summary[name]['plan_seconds']:.1f} | {min(loads):.1f}-{max(loads):.1f} |")
+    print(f"after / before: {record['ratio_after_before']}; every plan predicts the same bytes: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="estimate")
     parser.add_argument("--budgets", nargs="+", default=["8G", "12G", "16G", "24G"])
     parser.add_argument("--effective-bs", type=int, default=64)
+    parser.add_argument("--default-plan", action="store_true", help="time `planner probe --gpu-mem 16G` instead")
+    parser.add_argument("--before", default="HEAD", help="with --default-plan: the git revision to compare with")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.default_plan:
+        bench_default_plan(args.before, args.repeats)
+        return
     results = [run_budget(args.device, budget, args.effective_bs) for budget in args.budgets]
     record = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
                          "2-core CPU-only dev machine, no GPU", "results": results}

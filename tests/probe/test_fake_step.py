@@ -112,3 +112,26 @@ def test_which_attention_todays_timm_runs():
     assert path("vit_tiny_patch16_224", fused=False) == "explicit"  # the 2022 recipe
     assert path("swin_tiny_patch4_window7_224") == "explicit"  # Swin's fused path is experimental in timm
     assert path("resnet18") == "none"
+
+
+@pytest.mark.parametrize("recipe", ["fastai Adam, fp16 with a GradScaler", "timm benchmark, SGD Nesterov"])
+def test_a_replayed_optimizer_step_counts_what_a_real_one_does(recipe):
+    """The optimizer's temporaries, recorded from its first step (which also creates its state), replayed
+    into a later step: the same allocations and frees in the same order, the same peaks, as running it."""
+    from planner.base.entries import single_entry
+    from planner.probe.meters.estimate import fastai_recipe
+    from planner.probe.meters.fake_step import FakeStep
+
+    if recipe.startswith("fastai"):
+        step = FakeStep(fastai_recipe(single_entry("resnet10t", 32)[0], 10, "fp16"))
+    else:
+        step = benchmark_step("resnet10t")
+    replayed = step.run(4, (32, 32))
+    real = step.run(4, (32, 32), modes=[OpCounter()])  # a rider makes the optimizer run for real
+    def sizes(events):
+        return [(kind, nbytes) for kind, _key, nbytes in events]
+
+    assert sizes(replayed.step) == sizes(real.step)
+    assert (replayed.peak_bytes, replayed.phase_peaks) == (real.peak_bytes, real.phase_peaks)
+    assert DeviceModel().peaks(replayed) == DeviceModel().peaks(real)
+    assert len([event for event in real.step if event[0] == ALLOC]) > 100

@@ -34,11 +34,17 @@ import torch
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
 from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, PROBE_METERS, ProbeMeter
+from planner.probe.meters.base import (
+    PHASE_FORWARD_BACKWARD,
+    PHASE_STEP,
+    PROBE_METERS,
+    ProbeMeter,
+)
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
+from planner.probe.meters.fastai_steps import has_batchnorm_layers
 from planner.probe.meters.opcount import OpCounter
 from planner.probe.probe_data import ProbeData
 from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
@@ -108,9 +114,10 @@ class EstimateMeter(ProbeMeter):
                           **library_versions())
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
-        from torch.nn.modules.batchnorm import _BatchNorm
+        return has_batchnorm_layers(self._fake_step(entry).model)
 
-        return any(isinstance(module, _BatchNorm) for module in self._fake_step(entry).model.modules())
+    def body_has_batchnorm(self, entry: EntrySpec) -> bool:
+        return has_batchnorm_layers(self._fake_step(entry).model[0])
 
     def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         from planner.base.recipe import set_grad_checkpointing

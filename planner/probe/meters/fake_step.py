@@ -14,18 +14,20 @@ Interface, in the order things happen:
 1. ``FakeStep(recipe)`` builds the model once (``recipe.build_model`` under ``torch.device("meta")``)
    and materialises it; :meth:`FakeStep.model` gives it to the caller (e.g. to inspect modules).
 2. The first :meth:`FakeStep.run` creates the optimizer (``recipe.make_optimizer``), gradients
-   and the optimizer's state, by one untracked optimizer step over zero gradients, so every run
-   measures the steady state (the state that step 2 onwards of a real training carries) with one
-   step instead of two.
+   and the optimizer's state, by one optimizer step over zero gradients, so every run measures the
+   steady state (the state that step 2 onwards of a real training carries) with one step instead
+   of two. That first optimizer step is recorded: what it allocates and frees again (its
+   temporaries) is what every later optimizer step allocates and frees.
 3. Each :meth:`FakeStep.run(batch_size, image_size, modes=...)` runs one tracked step: the batch is made
    (``recipe.make_batch``), the forward pass and loss run under the precision policy, then the
    backward pass (inside the autocast region when ``recipe.backward_in_autocast``), the optimizer
    step and ``zero_grad`` (``recipe.grads_set_to_none`` says whether gradients are freed). Extra
    ``TorchDispatchMode`` objects in ``modes`` (e.g. a FLOP or byte counter) are entered inside fake
    mode with the tracker, so they see every op of the same pass; ``on_phase(name)`` is called when
-   the step enters ``forward_backward`` and ``step``. The optimizer's own ops run in the first run
-   and whenever ``modes`` are given; otherwise the record of its first run is replayed (its
-   temporaries do not depend on the batch).
+   the step enters ``forward_backward`` and ``step``. The optimizer's own ops run whenever
+   ``modes`` are given; otherwise the record of its temporaries is replayed (they are shaped like
+   the parameters and do not depend on the batch; ``tests/test_fake_step.py`` checks that a replay
+   and a real step give the same peaks, for fastai's Adam and torch's SGD).
 
 It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
 buffers, gradients, optimizer state) and of the step itself, and the tracker's live-byte peaks.
@@ -41,7 +43,7 @@ from typing import Any, Literal
 import torch
 
 from planner.base.compat import fake_tensor_mode
-from planner.base.tracker import ALLOC, Event, StorageTracker
+from planner.base.tracker import ALLOC, FREE, Event, StorageTracker
 from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.meters.cuda_autocast import CudaAutocast
 from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
@@ -171,6 +173,26 @@ class GradScalerState:
         return self.scale.double().reciprocal().float()
 
 
+def temporaries(events: Sequence[Event]) -> tuple[tuple[Event, ...], int]:
+    """The events of the storages that ``events`` allocate and free again, in order, and the most
+    bytes those held at once (as a tracker counts them: after each allocation)."""
+    freed = {key for kind, key, _ in events if kind == FREE}
+    sizes: dict[int | str, int] = {}
+    own: list[Event] = []
+    live = peak = 0
+    for event in events:
+        kind, key, nbytes = event
+        if kind == ALLOC and key in freed:
+            sizes[key] = nbytes
+            live += nbytes
+            peak = max(peak, live)
+            own.append(event)
+        elif kind == FREE and key in sizes:
+            live -= sizes.pop(key)
+            own.append(event)
+    return tuple(own), peak
+
+
 class FakeStep:
     """A model and optimizer as fake tensors, stepped on demand; see the module docstring."""
 
@@ -192,12 +214,18 @@ class FakeStep:
         return self._model
 
     def _prepare_state(self) -> None:
-        """Optimizer, gradients and optimizer state as a step after the first one finds them."""
+        """Optimizer, gradients and optimizer state as a step after the first one finds them; the
+        first optimizer step's temporaries recorded for :meth:`_optimizer_step` to replay."""
         self._optimizer = self.recipe.make_optimizer(self._model)
         for parameter in self._model.parameters():
             if parameter.requires_grad:
                 parameter.grad = torch.zeros_like(parameter)
-        self._optimizer.step()
+        tracker = StorageTracker(record=True)
+        tracker.track(self._persistent())
+        tracker.events = []
+        with tracker:
+            self._optimizer.step()
+        self._optimizer_record = temporaries(tracker.events)
         if self.recipe.grads_set_to_none:
             self._model.zero_grad(set_to_none=True)
         if self.recipe.scale_loss:
@@ -240,11 +268,11 @@ class FakeStep:
                              peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks))
 
     def _optimizer_step(self, tracker: StorageTracker, replay: bool) -> None:
-        """``optimizer.step()``, or the record of its first run replayed (``replay``).
+        """``optimizer.step()``, or the record of its temporaries replayed (``replay``).
 
-        The step's temporaries are shaped like the parameters, never like the batch, so after the
-        first run its allocations and frees are replayed into the tracker instead of running the
-        optimizer again (fastai's Adam is a Python loop over parameters: about a third of a step).
+        The step's temporaries are shaped like the parameters, never like the batch, so their
+        allocations and frees are replayed into the tracker instead of running the optimizer again
+        (fastai's Adam is a Python loop over parameters: about a third of a step).
         """
         if replay and self._optimizer_record is not None:
             events, extra_peak = self._optimizer_record

@@ -23,6 +23,14 @@ from planner.base.entries import EntrySpec
 from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 
+def has_batchnorm_layers(module: Any) -> bool:
+    """Whether ``module`` or any module inside it is a BatchNorm layer (1d, 2d, 3d or synchronised)."""
+    import torch
+
+    batchnorm = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    return any(isinstance(inner, batchnorm) for inner in module.modules())
+
+
 @functools.cache
 def model_has_batchnorm(arch: str, n_classes: int, body_only: bool = False) -> bool:
     """Whether fastai's model for ``arch`` has BatchNorm layers (fastai's head always does);
@@ -32,9 +40,7 @@ def model_has_batchnorm(arch: str, n_classes: int, body_only: bool = False) -> b
 
     with torch.device("meta"):
         model, _ = create_timm_model(arch, n_classes, pretrained=False)
-    batchnorm = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
-    modules = model[0].modules() if body_only else model.modules()
-    return any(isinstance(module, batchnorm) for module in modules)
+    return has_batchnorm_layers(model[0] if body_only else model)
 
 
 class LearnerCache:
