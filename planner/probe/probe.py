@@ -16,7 +16,6 @@ from typing import Protocol
 
 import torch
 
-<<<<<<< HEAD:planner/probe/probe.py
 from planner.base.entries import EntrySpec
 from planner.base.errors import UserError, first_line
 from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
@@ -24,22 +23,8 @@ from planner.base.recipe import CheckpointingUnsupported
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.probe.epochtime import entry_time, measured_step_times
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
-from planner.probe.meters.fastai_steps import model_has_batchnorm
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
-=======
-from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
-from planner.base.entries import EntrySpec
-from planner.probe.epochtime import entry_time, measured_step_times
-from planner.base.errors import UserError, first_line
-from planner.probe.meters.base import Meter
-from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
-from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
-from planner.base.recipe import CheckpointingUnsupported
-
-DEFAULT_MARGIN = 0.05
-DEFAULT_EFFECTIVE_BATCH_SIZE = 64
->>>>>>> i15:planner/probe/probe.py
 
 
 class ProbeReporter(Protocol):
@@ -113,23 +98,9 @@ def probe_plan(
         reporter.entry_started(entry, position, len(entries))
         entry_started = time.perf_counter()
         probes = _Probes(meter, reporter)
-<<<<<<< HEAD:planner/probe/probe.py
         candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
         planned, result = _plan_one(probes, entry, candidates, budget_bytes, effective_batch_size, margin,
                                     checkpointing, curves)
-=======
-        meter.budget_bytes = budget_bytes  # a meter that emulates the card (cuda) caps itself at it
-        result = _search(probes, entry, candidates, limit, curves)
-        floor = normalisation_floor(meter.body_has_batchnorm(entry), effective_batch_size)
-        searched = {False: result}
-        if checkpointing and not plain_is_enough(_option(result, False), floor):
-            checkpointed = _search_checkpointed(probes, entry, candidates, limit, curves)
-            if checkpointed is not None:
-                searched[True] = checkpointed
-        choice = choose([_option(r, ckpt) for ckpt, r in searched.items()], floor)
-        planned = _plan_entry(entry, searched, choice, budget_bytes, effective_batch_size, probes,
-                              time.perf_counter() - entry_started)
->>>>>>> i15:planner/probe/probe.py
         if timing is not None:
             planned = _with_times(planned, timing, meter, timer, entry)
         if more_budgets:
@@ -157,7 +128,7 @@ def _plan_one(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budg
     from its curve)."""
     limit = budget_bytes * (1 - margin)
     result = _search(probes, entry, candidates, budget_bytes, limit, curves)
-    floor = normalisation_floor(_body_has_batchnorm(probes.meter, entry), effective_batch_size)
+    floor = normalisation_floor(probes.meter.body_has_batchnorm(entry), effective_batch_size)
     searched = {False: result}
     if checkpointing and not plain_is_enough(_option(result, False), floor):
         checkpointed = _search_checkpointed(probes, entry, candidates, budget_bytes, limit, curves)
@@ -233,14 +204,6 @@ def _search_checkpointed(probes: _Probes, entry: EntrySpec, candidates: Sequence
         return None
 
 
-<<<<<<< HEAD:planner/probe/probe.py
-def _body_has_batchnorm(meter: ProbeMeter, entry: EntrySpec) -> bool:
-    """Whether the architecture's body (not fastai's head) has BatchNorm."""
-    return model_has_batchnorm(entry.arch, meter.n_classes, body_only=True)
-
-
-=======
->>>>>>> i15:planner/probe/probe.py
 def _option(result: SearchResult, grad_checkpointing: bool) -> Option:
     chosen = _chosen_point(result)
     seconds = chosen.step_seconds / chosen.micro_batch if chosen and chosen.step_seconds else None

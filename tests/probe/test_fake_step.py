@@ -6,10 +6,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from planner.base.tracker import ALLOC, StorageTracker
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.meters.cuda_autocast import cuda_autocast
 from planner.probe.meters.cuda_kernels import cuda_kernels, sdpa_backend
 from planner.probe.meters.device_model import DeviceModel
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.validation.timm_recipe import benchmark_step, parameter_count
 
 

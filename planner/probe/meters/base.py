@@ -16,9 +16,6 @@ from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
 from planner.base.registry import Registry
 
-PHASE_FORWARD_BACKWARD = "forward_backward"
-PHASE_STEP = "step"
-
 
 class DoesNotFit(Exception):
     """A step at this micro-batch ran out of memory under the cap; the meter has released it cleanly.
@@ -80,6 +77,15 @@ class ProbeMeter(ABC):
     @abstractmethod
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         """True when the model trains BatchNorm layers (then micro-batch 1 is never a candidate)."""
+
+    def body_has_batchnorm(self, entry: EntrySpec) -> bool:
+        """True when the timm body (not fastai's head, which always has one) has BatchNorm layers:
+        it sets the smallest micro-batch worth training without checkpointing. By default the
+        architecture is built on the ``meta`` device to look; a meter that holds the model answers
+        from it."""
+        from planner.probe.meters.fastai_steps import model_has_batchnorm
+
+        return model_has_batchnorm(entry.arch, self.n_classes, body_only=True)
 
     def close(self) -> None:  # noqa: B027 - optional hook with nothing to do by default
         """Release models and memory; called once when probing ends."""

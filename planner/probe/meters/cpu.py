@@ -16,14 +16,9 @@ from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
 from planner.base.threads import use_cpu_threads
 from planner.base.tracker import StorageTracker
-from planner.probe.meters.base import (
-    PHASE_FORWARD_BACKWARD,
-    PHASE_STEP,
-    PROBE_METERS,
-    DoesNotFit,
-    ProbeMeter,
-)
+from planner.probe.meters.base import PROBE_METERS, DoesNotFit, ProbeMeter
 from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.probe_data import ProbeData
 
 CPU_PROBE_BATCHES = 3

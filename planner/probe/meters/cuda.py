@@ -19,9 +19,10 @@ import torch
 from planner.base import cuda_device as gpu
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP, PROBE_METERS, DoesNotFit, ProbeMeter
+from planner.probe.meters.base import PROBE_METERS, DoesNotFit, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.probe_data import ProbeData
 
 CUDA_PROBE_BATCHES = 10  # the GradScaler may skip the first steps while it calibrates its scale

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from planner.probe.meters.allocator import steady_state_peaks
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.meters.fake_step import StepTrace
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 MIB = 2**20
 Allocator = Literal["caching", "reserved", "flat"]

@@ -44,9 +44,9 @@ import torch
 
 from planner.base.compat import fake_tensor_mode
 from planner.base.tracker import ALLOC, FREE, Event, StorageTracker
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.meters.cuda_autocast import CudaAutocast
 from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")

@@ -20,7 +20,7 @@ from typing import Any
 
 from planner.base.compat import end_cleanup
 from planner.base.entries import EntrySpec
-from planner.probe.meters.base import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 
 def has_batchnorm_layers(module: Any) -> bool:
