@@ -34,18 +34,14 @@ import torch
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
 from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
-from planner.probe.meters.base import (
-    PHASE_FORWARD_BACKWARD,
-    PHASE_STEP,
-    PROBE_METERS,
-    ProbeMeter,
-)
+from planner.probe.meters.base import PROBE_METERS, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
 from planner.probe.meters.fastai_steps import has_batchnorm_layers
 from planner.probe.meters.opcount import OpCounter
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.probe_data import ProbeData
 from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
 
