@@ -124,7 +124,7 @@ def probe_plan(
                     continue
                 meter.budget_bytes = budget
                 more = search_micro_batch(probes.measurer(entry), candidates, budget * (1 - margin),
-                                          prior=result.curve)
+                                          prior=result.curve, from_the_top=not meter.cost_grows_with_batch)
                 pairs.append(_budget_pair(budget, more, effective_batch_size))
             meter.budget_bytes = budget_bytes
             planned = planned.model_copy(update={
@@ -170,7 +170,8 @@ def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], limit:
             curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult:
     """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
     key = (entry.arch, entry.size, entry.grad_checkpointing)
-    result = search_micro_batch(probes.measurer(entry), candidates, limit, prior=curves.get(key))
+    result = search_micro_batch(probes.measurer(entry), candidates, limit, prior=curves.get(key),
+                                from_the_top=not probes.meter.cost_grows_with_batch)
     if not result.fits and result.peak_bytes is None:
         result = _measure_uncapped(probes.meter, entry, result)
     if result.curve is not None:
