@@ -14,7 +14,8 @@ revision ``REV`` side by side: the CLI in a fresh process per run, the two alter
 starts with the other one), wall and CPU seconds (the process's user + system time, which a busy
 machine inflates less than wall time), the load average around each run. It also checks that the two
 plans predict the same bytes: every entry's predicted peak, micro-batch and accumulation, and the
-peaks of every micro-batch that both probed. Written to ``results/probe_default_plan.json``.
+peaks of every micro-batch that both probed. Written to ``results/probe_default_plan.json`` (``--output``
+``PATH`` elsewhere).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def same_bytes(plans: list[dict]) -> tuple[bool, bool]:
     return same_choice, same_probes
 
 
-def bench_default_plan(before: str, repeats: int) -> None:
+def bench_default_plan(before: str, repeats: int, output: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trees = {f"before ({before})": checkout(before, Path(scratch) / "before"), "after (this checkout)": REPO}
         runs: dict[str, list[dict]] = {name: [] for name in trees}
@@ -162,7 +163,7 @@ def bench_default_plan(before: str, repeats: int) -> None:
               "runs": {name: [{k: v for k, v in run.items() if k != "bytes"} for run in runs[name]]
                        for name in names}}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "probe_default_plan.json").write_text(json.dumps(record, indent=2) + "\n")
+    output.write_text(json.dumps(record, indent=2) + "\n")
     print("| version | wall s (median) | CPU s (median) | probing s, the plan's own (median) | load average |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name in names:
@@ -181,9 +182,11 @@ def main() -> None:
     parser.add_argument("--default-plan", action="store_true", help="time `planner probe --gpu-mem 16G` instead")
     parser.add_argument("--before", default="HEAD", help="with --default-plan: the git revision to compare with")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS / "probe_default_plan.json",
+                        help="with --default-plan: where the record goes")
     args = parser.parse_args()
     if args.default_plan:
-        bench_default_plan(args.before, args.repeats)
+        bench_default_plan(args.before, args.repeats, args.output)
         return
     results = [run_budget(args.device, budget, args.effective_bs) for budget in args.budgets]
     record = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
