@@ -13,8 +13,9 @@ wall time. Run: ``python benchmarks/bench_probe.py [--device estimate] [--budget
 revision ``REV`` side by side: the CLI in a fresh process per run, the two alternating (each repeat
 starts with the other one), wall and CPU seconds (the process's user + system time, which a busy
 machine inflates less than wall time), the load average around each run. It also checks that the two
-plans predict the same bytes: every entry's predicted peak, micro-batch and accumulation, and every
-probe's peaks. Written to ``results/probe_default_plan.json``.
+plans predict the same bytes: every entry's predicted peak, micro-batch and accumulation, and the
+peaks of every micro-batch that both probed. Written to ``results/probe_default_plan.json`` (``--output``
+``PATH`` elsewhere).
 """
 
 from __future__ import annotations
@@ -117,16 +118,28 @@ def default_plan_run(tree: Path, out: Path) -> dict:
 
 
 def predicted_bytes(plan: dict) -> dict:
-    """Every byte count the plan predicts, per entry: its choice and each probe's peaks."""
+    """Every byte count the plan predicts, per entry: its choice and each probe's peaks by micro-batch."""
     return {entry["name"]: {
         "predicted_peak_bytes": entry["predicted_peak_bytes"], "micro_batch": entry["micro_batch"],
         "accum": entry["accum"],
-        "probes": [[p["micro_batch"], p["peak_bytes"], p.get("forward_backward_bytes"), p.get("step_bytes")]
-                   for p in entry["probes"]],
+        "probes": {str(p["micro_batch"]): [p["peak_bytes"], p.get("forward_backward_bytes"), p.get("step_bytes")]
+                   for p in entry["probes"]},
     } for entry in plan["entries"]}
 
 
-def bench_default_plan(before: str, repeats: int) -> None:
+def same_bytes(plans: list[dict]) -> tuple[bool, bool]:
+    """Whether every plan chose the same (micro-batch, accumulation, predicted peak) for every entry, and
+    whether the probes that several plans made at the same micro-batch measured the same bytes."""
+    choice = ("predicted_peak_bytes", "micro_batch", "accum")
+    same_choice = all({k: e[k] for k in choice} == {k: plans[0][name][k] for k in choice}
+                      for plan in plans for name, e in plan.items())
+    probes: dict[tuple[str, str], list] = {}
+    same_probes = all(probes.setdefault((name, b), peaks) == peaks
+                      for plan in plans for name, e in plan.items() for b, peaks in e["probes"].items())
+    return same_choice, same_probes
+
+
+def bench_default_plan(before: str, repeats: int, output: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trees = {f"before ({before})": checkout(before, Path(scratch) / "before"), "after (this checkout)": REPO}
         runs: dict[str, list[dict]] = {name: [] for name in trees}
@@ -138,26 +151,28 @@ def bench_default_plan(before: str, repeats: int) -> None:
                 print(f"{name}: {runs[name][-1]['wall_seconds']} s wall, {runs[name][-1]['cpu_seconds']} s CPU, "
                       f"load {runs[name][-1]['load_before']:.1f}", flush=True)
     names = list(trees)
-    reference = runs[names[0]][0]["bytes"]
-    same = all(run["bytes"] == reference for name in names for run in runs[name])
+    same_choice, same_probes = same_bytes([run["bytes"] for name in names for run in runs[name]])
     summary = {name: {key: statistics.median(run[key] for run in runs[name])
                       for key in ("wall_seconds", "cpu_seconds", "plan_seconds")} for name in names}
     record = {"machine": f"{platform.node()}, 2-core CPU-only dev machine, no GPU, shared",
               "command": "planner probe --gpu-mem 16G", "repeats": repeats, "median": summary,
               "ratio_after_before": {key: round(summary[names[1]][key] / summary[names[0]][key], 3)
                                      for key in summary[names[0]]},
-              "same_bytes_in_every_plan": same, "bytes": reference,
+              "same_choice_and_predicted_peak_in_every_plan": same_choice,
+              "same_bytes_for_every_micro_batch_probed_twice": same_probes,
+              "bytes": {name: runs[name][0]["bytes"] for name in names},
               "runs": {name: [{k: v for k, v in run.items() if k != "bytes"} for run in runs[name]]
                        for name in names}}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "probe_default_plan.json").write_text(json.dumps(record, indent=2) + "\n")
+    output.write_text(json.dumps(record, indent=2) + "\n")
     print("| version | wall s (median) | CPU s (median) | probing s, the plan's own (median) | load average |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name in names:
         loads = [run["load_before"] for run in runs[name]]
         print(f"| {name} | {summary[name]['wall_seconds']:.1f} | {summary[name]['cpu_seconds']:.1f} | "
               f"{summary[name]['plan_seconds']:.1f} | {min(loads):.1f}-{max(loads):.1f} |")
-    print(f"after / before: {record['ratio_after_before']}; every plan predicts the same bytes: {same}")
+    print(f"after / before: {record['ratio_after_before']}; every plan makes the same choices with the same "
+          f"predicted peaks: {same_choice}; probes at the same micro-batch measured the same bytes: {same_probes}")
 
 
 def main() -> None:
@@ -168,9 +183,11 @@ def main() -> None:
     parser.add_argument("--default-plan", action="store_true", help="time `planner probe --gpu-mem 16G` instead")
     parser.add_argument("--before", default="HEAD", help="with --default-plan: the git revision to compare with")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS / "probe_default_plan.json",
+                        help="with --default-plan: where the record goes")
     args = parser.parse_args()
     if args.default_plan:
-        bench_default_plan(args.before, args.repeats)
+        bench_default_plan(args.before, args.repeats, args.output)
         return
     results = [run_budget(args.device, budget, args.effective_bs) for budget in args.budgets]
     record = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "

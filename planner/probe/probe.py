@@ -147,7 +147,8 @@ def _pairs_per_budget(probes: _Probes, entry: EntrySpec, candidates: Sequence[in
     for budget in budgets:
         if budget != budget_bytes:
             result_here = search_micro_batch(probes.measurer(entry, budget), candidates, budget * (1 - margin),
-                                             prior=result.curve)
+                                             prior=result.curve,
+                                             from_the_top=not probes.meter.cost_grows_with_batch)
         else:
             result_here = result
         pairs.append(_budget_pair(budget, result_here, effective_batch_size))
@@ -187,7 +188,8 @@ def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget
             curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult:
     """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
     key = (entry.arch, entry.size, entry.grad_checkpointing)
-    result = search_micro_batch(probes.measurer(entry, budget_bytes), candidates, limit, prior=curves.get(key))
+    result = search_micro_batch(probes.measurer(entry, budget_bytes), candidates, limit, prior=curves.get(key),
+                                from_the_top=not probes.meter.cost_grows_with_batch)
     if not result.fits and result.peak_bytes is None:
         result = _measure_uncapped(probes.meter, entry, result)
     if result.curve is not None:

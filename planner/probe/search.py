@@ -8,7 +8,10 @@ fit the memory curve
     peak(b) = max(step phase line, forward/backward line)
 
 (memory is close to affine in b, but at small b the optimizer step, with weights, gradients,
-optimizer state and its temporaries, can set a flat peak). The largest candidate predicted to fit
+optimizer state and its temporaries, can set a flat peak). Where a probe costs the same at any
+micro-batch and cannot crash (fake steps: the estimate meter), the two opening probes are the two
+largest candidates instead: the largest is the answer when it fits (one probe), and otherwise the
+pair lies nearest the edge of the larger answers. The largest candidate predicted to fit
 ``budget × (1 − margin)`` is then confirmed with real steps, and the next larger candidate is
 probed too when its prediction is within ``edge`` of the limit. Refits use the two largest
 measured points, the ones nearest the edge, because the affine model holds only locally.
@@ -146,8 +149,11 @@ def _next_probe(candidates: Sequence[int], evidence: _Evidence, edge: float) -> 
     return larger[0] if near_edge else None
 
 
-def _opening_probes(candidates: Sequence[int]) -> list[int]:
-    """Two cheap probes: the smallest candidate and the largest one up to four times it."""
+def _opening_probes(candidates: Sequence[int], from_the_top: bool) -> list[int]:
+    """Two cheap probes: the smallest candidate and the largest one up to four times it; or, where
+    every probe costs the same (``from_the_top``), the largest candidate and the next one down."""
+    if from_the_top:
+        return list(reversed(candidates[-2:]))
     smallest = candidates[0]
     second = max((b for b in candidates if smallest < b <= 4 * smallest), default=None)
     if second is None and len(candidates) > 1:
@@ -163,6 +169,7 @@ def search_micro_batch(
     prior: MemoryCurve | None = None,
     edge: float = 0.10,
     max_probes: int = MAX_PROBES,
+    from_the_top: bool = False,
 ) -> SearchResult:
     """Find the largest candidate micro-batch whose measured peak stays under ``limit_bytes``.
 
@@ -175,17 +182,19 @@ def search_micro_batch(
         edge: probe the next larger candidate when its prediction is within this fraction of the
             limit, since the curve is only nearly affine.
         max_probes: a bound on probes, for pathological curves.
+        from_the_top: probes cost the same at any micro-batch and cannot run out of memory (fake
+            steps): open with the two largest candidates (the largest alone when it fits).
 
     Returns:
         The result; ``fits`` is False when even the smallest candidate does not fit, and then
         ``micro_batch`` is the smallest candidate and ``peak_bytes`` its measured peak (None if OOM).
     """
     evidence = _Evidence(limit_bytes, prior)
-    opening = [] if prior is not None else _opening_probes(candidates)
+    opening = [] if prior is not None else _opening_probes(candidates, from_the_top)
     for b in opening:
         evidence.add(measure(b))
-        if not evidence.known_fit():
-            break  # the smallest candidate already fails: nothing larger can fit
+        if evidence.known_fit() if from_the_top else not evidence.known_fit():
+            break  # the largest candidate fits: the answer; or the smallest fails: nothing larger can
     while len(evidence.points) < max_probes:
         b = _next_probe(candidates, evidence, edge)
         if b is None:

@@ -47,6 +47,19 @@ def test_fake_tensor_mode_with_an_option_torch_lacks_is_one_clear_error() -> Non
         compat.fake_tensor_mode(no_such_option=True)
 
 
+def test_fake_empty_like_is_empty_like_inside_the_mode() -> None:
+    """The fast path against what it replaces (and what it falls back to): ``empty_like`` in the mode."""
+    mode = compat.fake_tensor_mode(allow_non_fake_inputs=True)
+    for meta in (torch.empty(3, 4, device="meta"), torch.empty(4, 6, dtype=torch.float16, device="meta")[:, ::2]):
+        ours = compat.fake_empty_like(mode, meta)
+        with mode:
+            theirs = torch.empty_like(meta, device="cpu")
+        assert type(ours).__name__ == "FakeTensor" and ours.fake_mode is mode and ours.device.type == "cpu"
+        assert (ours.shape, ours.stride(), ours.dtype) == (theirs.shape, theirs.stride(), theirs.dtype)
+        assert ours.untyped_storage().nbytes() == theirs.untyped_storage().nbytes()
+        assert compat.fake_empty_like(mode, meta).untyped_storage() is not ours.untyped_storage()
+
+
 def tiny_swin_body():
     from fastai.vision.learner import TimmBody
 

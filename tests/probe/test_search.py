@@ -108,3 +108,33 @@ def test_fit_curve_uses_the_points_nearest_the_edge():
     assert curve == MemoryCurve(fixed_bytes=40.0, per_sample_bytes=15.0, step_bytes=10.0,
                                 step_per_sample_bytes=0.0)
     assert curve.predict(32) == 520
+
+
+def test_probes_that_cost_the_same_at_any_size_open_from_the_top():
+    candidates = candidate_micro_batches(64, True)
+    # the reference set on a 16 GB card has this shape: 32 fits, 64 does not; the two openers settle it
+    measure, calls = curve_meter(fixed=2000 * MIB, per_sample=300 * MIB)
+    result = search_micro_batch(measure, candidates, limit_bytes=12000 * MIB, from_the_top=True)
+    assert (result.micro_batch, calls) == (32, [64, 32])
+    # the largest fits: one probe
+    measure, calls = curve_meter(fixed=2000 * MIB, per_sample=100 * MIB)
+    assert search_micro_batch(measure, candidates, limit_bytes=12000 * MIB, from_the_top=True).micro_batch == 64
+    assert calls == [64]
+    # nothing fits: the smallest candidate is measured before giving up
+    measure, calls = curve_meter(fixed=6000 * MIB, per_sample=300 * MIB)
+    result = search_micro_batch(measure, candidates, limit_bytes=5000 * MIB, from_the_top=True)
+    assert not result.fits and result.micro_batch == 2 and calls[-1] == 2
+
+
+@pytest.mark.parametrize("limit_mib", [3000, 4400, 5000, 8000, 11000, 12000, 20000, 30000])
+@pytest.mark.parametrize("curvature", [0.0, 2.0])
+def test_opening_from_the_top_finds_what_opening_from_the_bottom_finds(limit_mib, curvature):
+    candidates = candidate_micro_batches(64, True)
+    answers = []
+    for from_the_top in (False, True):
+        measure, calls = curve_meter(fixed=2000 * MIB, per_sample=150 * MIB, step=2500 * MIB,
+                                     curvature=curvature * MIB)
+        result = search_micro_batch(measure, candidates, limit_bytes=limit_mib * MIB, from_the_top=from_the_top)
+        answers.append((result.micro_batch, result.fits, result.peak_bytes))
+        assert len(calls) <= 4
+    assert answers[0] == answers[1]

@@ -41,6 +41,9 @@ class ProbeMeter(ABC):
     """
 
     name: ClassVar[str]
+    cost_grows_with_batch: ClassVar[bool] = True
+    """Whether a probe at a larger micro-batch costs more (GPU time, a risk of running out of memory);
+    when not (fake steps), the search opens with the largest candidates."""
 
     def __init__(self, n_classes: int = 10):
         self.n_classes = n_classes

@@ -81,6 +81,9 @@ def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "
 class EstimateMeter(ProbeMeter):
     """Fake training steps plus a device model; see the module docstring.
 
+    A fake step costs the same at any micro-batch and never runs out of memory, so the search opens
+    with the largest candidates (``cost_grows_with_batch`` False).
+
     Args:
         n_classes: head size when ``data`` is None.
         data: only its class count is used (shapes come from the entry).
@@ -90,6 +93,8 @@ class EstimateMeter(ProbeMeter):
         gpu: the card to time the step for (no times without one).
         time_constants: the step-time model's constants.
     """
+
+    cost_grows_with_batch = False
 
     def __init__(self, n_classes: int = 10, data: ProbeData | None = None,
                  precision: Literal["fp16", "fp32"] = "fp16", device: DeviceModel | None = None,

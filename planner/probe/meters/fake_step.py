@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import torch
 
-from planner.base.compat import fake_tensor_mode
+from planner.base.compat import fake_empty_like, fake_tensor_mode
 from planner.base.tracker import ALLOC, FREE, Event, StorageTracker
 from planner.probe.meters.cuda_autocast import CudaAutocast
 from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
@@ -125,8 +125,9 @@ def _state_tensors(optimizer: Any) -> Iterator[torch.Tensor]:
                 yield value
 
 
-def materialise(model: torch.nn.Module) -> None:
-    """Replace every ``meta`` parameter and buffer by an empty CPU tensor (fake, inside fake mode).
+def materialise(model: torch.nn.Module, fake_mode: Any) -> None:
+    """Replace every ``meta`` parameter and buffer by an empty fake CPU tensor of ``fake_mode``
+    (called outside the mode).
 
     ``Module.to_empty`` does this too, but swaps tensors in place and fails where a model keeps
     other references to a parameter (e.g. CoaT's shared convolutions); shared tensors stay shared.
@@ -135,7 +136,7 @@ def materialise(model: torch.nn.Module) -> None:
 
     def empty(tensor: torch.Tensor) -> torch.Tensor:
         if id(tensor) not in made:
-            new = torch.empty_like(tensor, device="cpu")
+            new = fake_empty_like(fake_mode, tensor)
             if isinstance(tensor, torch.nn.Parameter):
                 new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
             made[id(tensor)] = new
@@ -201,8 +202,7 @@ class FakeStep:
         with torch.device("meta"):
             model = recipe.build_model()
         self.fake_mode = fake_tensor_mode(allow_non_fake_inputs=True)
-        with self.fake_mode:
-            materialise(model)
+        materialise(model, self.fake_mode)
         model.train()
         self._model = model
         self._optimizer: Any = None
