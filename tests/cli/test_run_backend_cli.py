@@ -1,5 +1,5 @@
-"""`planner run --backend`/`planner probe --gpu-mem ...` options through the real command line; none of
-these needs Ray installed (a stand-in package that fails to import plays a machine without it)."""
+"""`planner run --backend`/`planner probe --gpu-mem ...` options through the real command line; all but
+the last Ray test run without Ray (a stand-in package that fails to import plays a machine without it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from planner_process import run_planner
-from run_data import small_plan
+from run_data import plan_entry, small_plan, write_plan
 
 TRAIN_OPTIONS = ["--no-pretrained", "--epochs", "1", "--device", "cpu"]
 
@@ -50,6 +50,19 @@ def test_ray_options_are_checked_before_anything_runs(options: list[str], expect
     result = planner("run", plan, "--data", image_folder, "--out", tmp_path / "run", *TRAIN_OPTIONS, *options)
     assert expected in one_line_error(result)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ray_on_a_machine_without_gpus_trains_on_cpu_workers_with_a_clean_stderr(image_folder: Path,
+                                                                                 tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("test_resnet")])
+    result = planner("run", plan, "--data", image_folder, "--out", tmp_path / "run", "--no-pretrained", "--epochs",
+                     "1", "--backend", "ray")  # --device auto, as the local backend: the CPU here
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nothing from Ray a user cannot act on (e.g. its token-authentication note)
+    (record,) = json.loads((tmp_path / "run" / "run.json").read_text())["entries"].values()
+    assert record["status"] == "finished" and record["device"] == "cpu"
 
 
 def test_probe_with_several_budgets_plans_a_pair_for_each(tmp_path: Path) -> None:
