@@ -148,7 +148,7 @@ def _pairs_per_budget(probes: _Probes, entry: EntrySpec, candidates: Sequence[in
         if budget != budget_bytes:
             result_here = search_micro_batch(probes.measurer(entry, budget), candidates, budget * (1 - margin),
                                              prior=result.curve,
-                                             from_the_top=not probes.meter.cost_grows_with_batch)
+                                             from_the_top=probes.from_the_top)
         else:
             result_here = result
         pairs.append(_budget_pair(budget, result_here, effective_batch_size))
@@ -163,6 +163,11 @@ class _Probes:
         self.reporter = reporter
         self.fitted: dict[tuple[bool, int], ProbePoint] = {}  # no OOM: reused by larger budgets
         self.fresh: list[ProbePoint] = []
+
+    @property
+    def from_the_top(self) -> bool:
+        """Whether searches open with the largest candidates: probes cost the same at any micro-batch."""
+        return not self.meter.cost_grows_with_batch
 
     def measurer(self, entry: EntrySpec, cap_bytes: int) -> Callable[[int], ProbePoint]:
         """The search's measure function for ``entry`` on a card of ``cap_bytes``; a micro-batch that
@@ -189,7 +194,7 @@ def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget
     """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
     key = (entry.arch, entry.size, entry.grad_checkpointing)
     result = search_micro_batch(probes.measurer(entry, budget_bytes), candidates, limit, prior=curves.get(key),
-                                from_the_top=not probes.meter.cost_grows_with_batch)
+                                from_the_top=probes.from_the_top)
     if not result.fits and result.peak_bytes is None:
         result = _measure_uncapped(probes.meter, entry, result)
     if result.curve is not None:
