@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from planner.base.compat import quiet_ray_notes
 from planner.base.errors import UserError, first_line
 from planner.base.plan import Plan, PlanEntry
 from planner.base.runfile import WorkerRecord, now
@@ -237,8 +238,8 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
         yield
         return
     try:
-        with _without_token_auth_note():
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        quiet_ray_notes()
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(f"cannot reach {where}: {_named_first_line(error)}") from None
@@ -246,32 +247,6 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-TOKEN_AUTH_NOTE = "Token authentication is enabled for this Ray cluster"
-
-
-class _DropTokenAuthNote(logging.Filter):
-    """Recent Ray (2.60 here) turns token authentication on for a local instance it starts and warns that
-    it did (with how to opt out): a secure default with nothing for a planner user to do, so not shown.
-    Its other warnings, e.g. that authentication is *off* on a cluster joined, pass."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(TOKEN_AUTH_NOTE)
-
-
-@contextmanager
-def _without_token_auth_note() -> Iterator[None]:
-    """Ray's own handlers (on the ``ray`` logger) skip the note while ``ray.init`` runs."""
-    handlers = logging.getLogger("ray").handlers
-    note_filter = _DropTokenAuthNote()
-    for handler in handlers:
-        handler.addFilter(note_filter)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(note_filter)
 
 
 def _gpu_shares(ray: Any, plan: Plan, entries: Sequence[PlanEntry], options: RayOptions,

@@ -212,12 +212,28 @@ class _DropRecords(logging.Filter):
 # sampler works the same without it (only the acquisition optimisation runs sequentially).
 _OPTUNA_NOTES = {"optuna._gp.batched_lbfgsb": ("'greenlet' package is unavailable",)}
 
+# Recent Ray (2.60 here) turns token authentication on for a local instance it starts and warns that it
+# did: a secure default with nothing for a planner user to do. Its other warnings (e.g. that
+# authentication is *off* on a cluster joined) pass.
+_RAY_NOTES = {"ray._private.authentication.authentication_token_setup":
+              ("Token authentication is enabled for this Ray cluster",)}
+
+
+def _drop_notes(notes: dict[str, tuple[str, ...]]) -> None:
+    for name, fragments in notes.items():
+        logging.getLogger(name).addFilter(_DropRecords(*fragments))
+
 
 @functools.cache
 def quiet_optuna_notes() -> None:
     """Drop Optuna's log notes about missing optional packages (a user cannot act on them in a run)."""
-    for name, fragments in _OPTUNA_NOTES.items():
-        logging.getLogger(name).addFilter(_DropRecords(*fragments))
+    _drop_notes(_OPTUNA_NOTES)
+
+
+@functools.cache
+def quiet_ray_notes() -> None:
+    """Drop Ray's note that a local instance it starts uses token authentication."""
+    _drop_notes(_RAY_NOTES)
 
 
 def gp_sampler(seed: int) -> Any:
