@@ -261,6 +261,10 @@ def probe(
         "BatchNorm in the body, at least 8 with it); otherwise the configuration predicted to train "
         "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = (
         ProbeOptions.checkpointing),
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, show_default="one per core other processes leave free",
+        help="Processes that probe architectures side by side with --device estimate (its probes need no "
+        "device; the plan is the same with any number). --jobs 1 probes in this process.")] = ProbeOptions.jobs,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
@@ -270,6 +274,7 @@ def probe(
         budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpu=gpu, models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
+        jobs=jobs,
     )
     plan = _probe_and_show(options)
     if plot:

@@ -96,13 +96,33 @@ def choose_threads(measure: bool = True) -> ThreadChoice:
         return ThreadChoice(threads=int(explicit), cores=cores, busy_elsewhere=None, source="OMP_NUM_THREADS")
     if not measure:
         return ThreadChoice(threads=cores, cores=cores, busy_elsewhere=None, source="all cores")
-    busy, source = busy_elsewhere(usable_cores()), "/proc/stat"
-    if busy is None and hasattr(os, "getloadavg"):
-        busy, source = max(0.0, os.getloadavg()[0] - 1.0), "load average"  # minus this process
+    busy, source = _busy_now()
     if busy is None:
         return ThreadChoice(threads=cores, cores=cores, busy_elsewhere=None, source="all cores")
-    threads = max(1, min(cores, math.floor(cores - busy + 0.5)))
-    return ThreadChoice(threads=threads, cores=cores, busy_elsewhere=round(busy, 2), source=source)
+    return ThreadChoice(threads=_free(cores, busy), cores=cores, busy_elsewhere=round(busy, 2), source=source)
+
+
+def free_cores() -> int:
+    """The usable cores other processes leave free now (at least one; the module docstring's rule),
+    whatever ``OMP_NUM_THREADS`` says: for work spread over processes of one thread each."""
+    cores = len(usable_cores())
+    busy, _ = _busy_now()
+    return cores if busy is None else _free(cores, busy)
+
+
+def _busy_now() -> tuple[float | None, str]:
+    """Cores busy elsewhere, and where that was read: ``/proc/stat``, else the load average."""
+    busy = busy_elsewhere(usable_cores())
+    if busy is not None:
+        return busy, "/proc/stat"
+    if hasattr(os, "getloadavg"):
+        return max(0.0, os.getloadavg()[0] - 1.0), "load average"  # minus this process
+    return None, "all cores"
+
+
+def _free(cores: int, busy: float) -> int:
+    """A core counts as free when at least half of it is."""
+    return max(1, min(cores, math.floor(cores - busy + 0.5)))
 
 
 def use_cpu_threads() -> ThreadChoice:

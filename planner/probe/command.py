@@ -108,7 +108,8 @@ def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data
     try:
         return probe_plan(entries, meter, budget_bytes=budgets[0], effective_batch_size=options.effective_batch_size,
                           margin=options.margin, reporter=reporter, more_budgets=budgets[1:],
-                          timing=timing, timer=timer, checkpointing=options.checkpointing)
+                          timing=timing, timer=timer, checkpointing=options.checkpointing,
+                          jobs=options.jobs)
     finally:
         meter.close()
         if timer is not None:

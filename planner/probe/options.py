@@ -36,6 +36,8 @@ class ProbeOptions:
         output: where the plan is written.
         checkpointing: weigh timm's activation checkpointing (``planner.probe.configuration``).
         epochs: the ``fine_tune`` epochs the predicted times are for.
+        jobs: processes that probe architectures side by side where probes need no device (the
+            estimate meter); None: one per core other processes leave free.
     """
 
     budgets: tuple[int, ...] = ()
@@ -50,3 +52,4 @@ class ProbeOptions:
     output: Path = Path("plan.json")
     checkpointing: bool = True
     epochs: int = 12
+    jobs: int | None = None

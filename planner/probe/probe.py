@@ -4,13 +4,18 @@ Main path: resolve entries (done by the caller, so bad names fail before any pro
 entry ask the meter whether BatchNorm trains, search the candidates, and record the result.
 Entries of one architecture are probed one after another so the meter keeps its model, and an
 entry with the same architecture and size as an earlier one starts from that entry's curve.
+
+Architectures are independent of each other: where the meter's probes need no device (the estimate
+meter), each architecture's entries go to a worker process, one per free core
+(``planner.probe.workers``), and are reported as each finishes. The plan is the same as one process
+gives (``tests/probe/test_probe_workers.py``); only the seconds differ.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -20,15 +25,18 @@ from planner.base.entries import EntrySpec
 from planner.base.errors import UserError, first_line
 from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
 from planner.base.recipe import CheckpointingUnsupported
+from planner.base.threads import free_cores
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.probe.epochtime import entry_time, measured_step_times
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
+from planner.probe.workers import results_as_done
 
 
 class ProbeReporter(Protocol):
-    """Receives progress; the CLI renders it. Every method is called from the probing thread."""
+    """Receives progress; the CLI renders it. Every method is called in the thread that called
+    :func:`probe_plan`; entries probed in worker processes are reported as each architecture finishes."""
 
     def entry_started(self, entry: EntrySpec, index: int, total: int) -> None: ...
 
@@ -62,6 +70,7 @@ def probe_plan(
     checkpointing: bool = True,
     timing: TimeBasis | None = None,
     timer: ProbeMeter | None = None,
+    jobs: int | None = None,
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
@@ -84,40 +93,150 @@ def probe_plan(
             meter, its measured time (from the timed probe steps).
         timer: a meter that times steps (the estimate meter given a card), asked once per entry at
             the chosen micro-batch when ``meter``'s probes carry no predicted times (the cuda meter).
+        jobs: worker processes for a meter whose probes need no device (``ProbeMeter.probes_apart``),
+            at most one per architecture; None: one per core that other processes leave free; 1: all
+            in this process. Other meters always probe in this process.
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
     """
-    reporter = reporter or SilentReporter()
     started = time.perf_counter()
-    curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
-    done: dict[str, PlanEntry] = {}
-    order = sorted(range(len(entries)), key=lambda i: (entries[i].arch, i))  # same arch together
-    for position, index in enumerate(order):
-        entry = entries[index]
-        reporter.entry_started(entry, position, len(entries))
-        entry_started = time.perf_counter()
-        probes = _Probes(meter, reporter)
-        candidates = candidate_micro_batches(effective_batch_size, meter.has_batchnorm(entry))
-        planned, result = _plan_one(probes, entry, candidates, budget_bytes, effective_batch_size, margin,
-                                    checkpointing, curves)
-        if timing is not None:
-            planned = _with_times(planned, timing, meter, timer, entry)
-        if more_budgets:
-            first_search = len(probes.fresh)
-            pairs = _pairs_per_budget(probes, entry, candidates, result, sorted({budget_bytes, *more_budgets}),
-                                      budget_bytes, effective_batch_size, margin)
-            planned = planned.model_copy(update={
-                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]]})
-        planned = planned.model_copy(update={"probe_seconds": round(time.perf_counter() - entry_started, 2)})
-        reporter.entry_done(planned)
-        done[entry.name] = planned
+    progress = _Numbered(reporter or SilentReporter(), len(entries))
+    settings = _Settings(budget_bytes=budget_bytes, effective_batch_size=effective_batch_size, margin=margin,
+                         more_budgets=tuple(more_budgets), checkpointing=checkpointing, timing=timing)
+    groups = _architecture_groups(entries)
+    processes = _processes(meter, len(groups), jobs)
+    planned: list[PlanEntry] = []
+    if processes == 1:
+        for group in groups:
+            planned += _probe_group(group, meter, settings, timer, progress)
+    else:
+        tasks = [(group, meter, settings, timer) for group in groups]
+        for entries_done, events in results_as_done(_probe_group_apart, tasks, processes):
+            for method, *arguments in events:
+                getattr(progress, method)(*arguments)
+            planned += entries_done
+    done = {entry.name: entry for entry in planned}
     return Plan(
         budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
         measured_on=meter.measured_on(), entries=[done[entry.name] for entry in entries],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 2), timing=timing,
     )
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every entry is probed for (plain data: it travels to worker processes)."""
+
+    budget_bytes: int
+    effective_batch_size: int
+    margin: float
+    more_budgets: tuple[int, ...]
+    checkpointing: bool
+    timing: TimeBasis | None
+
+
+class _GroupReporter(Protocol):
+    """Progress of one group of entries, before the entries are numbered."""
+
+    def entry_started(self, entry: EntrySpec) -> None: ...
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None: ...
+
+    def entry_done(self, entry: PlanEntry) -> None: ...
+
+
+class _Numbered:
+    """Numbers entries as they start (1/6, 2/6, ...), in whichever process they are probed."""
+
+    def __init__(self, reporter: ProbeReporter, total: int):
+        self.reporter = reporter
+        self.total = total
+        self.started = 0
+
+    def entry_started(self, entry: EntrySpec) -> None:
+        self.reporter.entry_started(entry, self.started, self.total)
+        self.started += 1
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
+        self.reporter.probe_done(entry, point)
+
+    def entry_done(self, entry: PlanEntry) -> None:
+        self.reporter.entry_done(entry)
+
+
+class _Recorder:
+    """A worker's progress, kept as ``(method, *arguments)`` for the parent to report."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def entry_started(self, entry: EntrySpec) -> None:
+        self.events.append(("entry_started", entry))
+
+    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
+        self.events.append(("probe_done", entry, point))
+
+    def entry_done(self, entry: PlanEntry) -> None:
+        self.events.append(("entry_done", entry))
+
+
+def _architecture_groups(entries: Sequence[EntrySpec]) -> list[list[EntrySpec]]:
+    """The entries by architecture (sorted by name), each group in the order given."""
+    groups: dict[str, list[EntrySpec]] = {}
+    for entry in entries:
+        groups.setdefault(entry.arch, []).append(entry)
+    return [groups[arch] for arch in sorted(groups)]
+
+
+def _processes(meter: ProbeMeter, groups: int, jobs: int | None) -> int:
+    """Worker processes for ``groups`` architectures: 1 (this process) unless the meter's probes
+    need no device; otherwise ``jobs``, else the free cores, at most one per group."""
+    if not meter.probes_apart or groups < 2 or jobs == 1:
+        return 1
+    return max(1, min(groups, jobs if jobs is not None else free_cores()))
+
+
+def _probe_group_apart(task: tuple[list[EntrySpec], ProbeMeter, _Settings, ProbeMeter | None],
+                       ) -> tuple[list[PlanEntry], list[tuple]]:
+    """:func:`_probe_group` in a worker process, on its copy of the meter; returns its progress too."""
+    group, meter, settings, timer = task
+    recorder = _Recorder()
+    try:
+        return _probe_group(group, meter, settings, timer, recorder), recorder.events
+    finally:
+        meter.close()
+        if timer is not None:
+            timer.close()
+
+
+def _probe_group(group: Sequence[EntrySpec], meter: ProbeMeter, settings: _Settings, timer: ProbeMeter | None,
+                 reporter: _GroupReporter) -> list[PlanEntry]:
+    """Plan the entries of one architecture, one after another (the meter keeps the model, and an
+    entry with the size of an earlier one starts from its curve)."""
+    curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
+    planned_entries = []
+    for entry in group:
+        reporter.entry_started(entry)
+        entry_started = time.perf_counter()
+        probes = _Probes(meter, reporter)
+        candidates = candidate_micro_batches(settings.effective_batch_size, meter.has_batchnorm(entry))
+        planned, result = _plan_one(probes, entry, candidates, settings.budget_bytes, settings.effective_batch_size,
+                                    settings.margin, settings.checkpointing, curves)
+        if settings.timing is not None:
+            planned = _with_times(planned, settings.timing, meter, timer, entry)
+        if settings.more_budgets:
+            first_search = len(probes.fresh)
+            budgets = sorted({settings.budget_bytes, *settings.more_budgets})
+            pairs = _pairs_per_budget(probes, entry, candidates, result, budgets, settings.budget_bytes,
+                                      settings.effective_batch_size, settings.margin)
+            planned = planned.model_copy(update={
+                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]]})
+        planned = planned.model_copy(update={"probe_seconds": round(time.perf_counter() - entry_started, 2)})
+        reporter.entry_done(planned)
+        planned_entries.append(planned)
+    return planned_entries
 
 
 def _plan_one(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget_bytes: int,
@@ -158,7 +277,7 @@ def _pairs_per_budget(probes: _Probes, entry: EntrySpec, candidates: Sequence[in
 class _Probes:
     """One entry's probes: each (checkpointing, micro-batch) measured once, reported, kept in order."""
 
-    def __init__(self, meter: ProbeMeter, reporter: ProbeReporter):
+    def __init__(self, meter: ProbeMeter, reporter: _GroupReporter):
         self.meter = meter
         self.reporter = reporter
         self.fitted: dict[tuple[bool, int], ProbePoint] = {}  # no OOM: reused by larger budgets

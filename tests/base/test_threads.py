@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from planner.base.threads import PROC_STAT, busy_jiffies, choose_threads, usable_cores
+from planner.base.threads import PROC_STAT, busy_jiffies, choose_threads, free_cores, usable_cores
 
 STAT = """cpu  100 0 50 800 50 0 0 0 0 0
 cpu0 60 0 30 400 10 0 0 0 0 0
@@ -42,3 +42,17 @@ def test_a_busy_neighbour_takes_its_core_away(monkeypatch) -> None:
         spinner.wait()
     assert choice.source == "/proc/stat" and choice.busy_elsewhere >= 0.5
     assert 1 <= choice.threads <= len(usable_cores()) - 1
+
+
+def test_free_cores_leave_out_a_busy_neighbour_whatever_omp_num_threads_says(monkeypatch) -> None:
+    if not PROC_STAT.exists() or len(usable_cores()) < 2:
+        pytest.skip("needs /proc/stat and at least two cores")
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        free = free_cores()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 1 <= free <= len(usable_cores()) - 1

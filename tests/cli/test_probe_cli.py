@@ -96,3 +96,18 @@ def test_probe_with_a_data_folder_uses_its_images(planner_cli, tmp_path):
     plan = json.loads(out.read_text())
     assert plan["measured_on"]["synthetic_data"] is False
     assert plan["entries"][0]["micro_batch"] == 8
+
+
+@pytest.mark.slow
+def test_probe_in_worker_processes_is_as_quiet_and_complete_as_in_one(planner_cli, tmp_path):
+    models = tmp_path / "models.toml"
+    models.write_text('[[model]]\narch = "resnet18"\nsizes = [64]\n\n[[model]]\narch = "convnext_atto"\nsizes = [64]\n')
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu-mem", "3G", "--models", models, "--device", "estimate", "--effective-bs", "16",
+                         "--jobs", "2", "-o", out)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(out.read_text())
+    assert [entry["arch"] for entry in plan["entries"]] == ["resnet18", "convnext_atto"]
+    assert all(entry["fits"] for entry in plan["entries"])
+    assert sorted(line.split()[0] for line in result.stdout.splitlines() if "/2 " in line) == ["1/2", "2/2"]
+    assert result.stderr == ""  # the workers get the CLI's warning filters (fastai's torch.jit note)

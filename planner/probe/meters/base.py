@@ -44,6 +44,9 @@ class ProbeMeter(ABC):
     cost_grows_with_batch: ClassVar[bool] = True
     """Whether a probe at a larger micro-batch costs more (GPU time, a risk of running out of memory);
     when not (fake steps), the search opens with the largest candidates."""
+    probes_apart: ClassVar[bool] = False
+    """Whether architectures can be probed in separate worker processes, each on a pickled copy of the
+    unused meter: the probes need no device and share nothing between architectures (fake steps)."""
 
     def __init__(self, n_classes: int = 10):
         self.n_classes = n_classes

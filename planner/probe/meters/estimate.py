@@ -82,7 +82,8 @@ class EstimateMeter(ProbeMeter):
     """Fake training steps plus a device model; see the module docstring.
 
     A fake step costs the same at any micro-batch and never runs out of memory, so the search opens
-    with the largest candidates (``cost_grows_with_batch`` False).
+    with the largest candidates (``cost_grows_with_batch`` False); it needs no device, so
+    architectures are probed in worker processes side by side (``probes_apart``).
 
     Args:
         n_classes: head size when ``data`` is None.
@@ -95,6 +96,7 @@ class EstimateMeter(ProbeMeter):
     """
 
     cost_grows_with_batch = False
+    probes_apart = True
 
     def __init__(self, n_classes: int = 10, data: ProbeData | None = None,
                  precision: Literal["fp16", "fp32"] = "fp16", device: DeviceModel | None = None,
@@ -109,6 +111,11 @@ class EstimateMeter(ProbeMeter):
         self._step: FakeStep | None = None
         self._arch_name: str | None = None
         self._points: dict[tuple[str, Size, bool, int], ProbePoint] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for a worker process, without the model of the last architecture (fake tensors do not
+        pickle, and the worker builds its own)."""
+        return {**self.__dict__, "_step": None, "_arch_name": None}
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="estimate", precision=self.precision, context_bytes=self.device.overhead_bytes,
