@@ -120,7 +120,8 @@ class _ProbeProgress:
 
         result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
         checkpointed = " with checkpointing" if point.grad_checkpointing else ""
-        console.print(f"  micro-batch {point.micro_batch:>4}{checkpointed}: {result} ({point.seconds:.1f} s)")
+        took = "reused" if point.reused else f"{point.seconds:.1f} s"
+        console.print(f"  micro-batch {point.micro_batch:>4}{checkpointed}: {result} ({took})")
 
     def entry_done(self, entry) -> None:
         self.progress.advance(self.task)

@@ -18,6 +18,13 @@ from run_data import make_image_folder
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True)
+def own_cache_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty cache folder per test (and the CLIs it starts): no test answers from another's stored
+    estimates (planner/probe/meters/estimate_store.py) or finds another's studies."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Train on one thread: on a 2-core machine shared with other jobs, two OpenMP threads spinning at

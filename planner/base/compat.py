@@ -45,7 +45,8 @@ def tested_range(package: str) -> str:
     return f"{package} {low} to {high}"
 
 
-def _installed(package: str) -> str:
+def installed_version(package: str) -> str:
+    """``package``'s installed version from its metadata (without importing it)."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -56,7 +57,7 @@ def unsupported(package: str, what: str, error: BaseException | str) -> CompatEr
     """The error for a missing API: what is missing, the installed version and the tested range."""
     low, high = TESTED[package]
     return CompatError(
-        f"{what} is not available with {package} {_installed(package)} ({error}); planner is tested with "
+        f"{what} is not available with {package} {installed_version(package)} ({error}); planner is tested with "
         f"{tested_range(package)}: pip install '{package}>={low},<={high}'"
     )
 

@@ -9,11 +9,19 @@ plan (or ``.``) and a run folder named after the plan, so the same command resum
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from planner.base.errors import UserError
 
 RUNS_FOLDER = "runs"
+
+
+def cache_folder(name: str) -> Path:
+    """planner's folder ``name`` in this machine's cache: ``$XDG_CACHE_HOME/planner/NAME`` (default
+    ``~/.cache/planner/NAME``), on a local disk (it may not exist yet)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "planner" / name
 
 
 def data_folder_here(folder: Path = Path(".")) -> Path | None:

@@ -73,6 +73,9 @@ class ProbePoint(Record):
     step_seconds: float | None = None
     grad_checkpointing: bool = False
     predicted_times: StepTimes | None = None
+    reused: bool = False
+    """The answer of an earlier identical probe (the estimate meter: this run's, or its store's from
+    an earlier run), not a new step; ``seconds`` is then 0."""
 
 
 class MemoryCurve(Record):

@@ -16,12 +16,12 @@ folder on a shared one, often NFS. So:
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from planner.base.errors import UserError
 from planner.base.filesystems import PROC_MOUNTS, network_mount
+from planner.base.locations import cache_folder
 
 STUDY_FILE = "optuna.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -68,8 +68,7 @@ def check_sqlite_file(path: Path, storage: str) -> None:
 
 def local_studies() -> Path:
     """This machine's folder for studies of run folders on network file systems."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "planner" / "studies"
+    return cache_folder("studies")
 
 
 def study_storage(run_dir: Path, storage: str | None, mounts_file: Path = PROC_MOUNTS) -> StudyStorage:

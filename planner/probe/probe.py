@@ -7,8 +7,10 @@ entry with the same architecture and size as an earlier one starts from that ent
 
 Architectures are independent of each other: where the meter's probes need no device (the estimate
 meter), each architecture's entries go to a worker process, one per free core
-(``planner.probe.workers``), and are reported as each finishes. The plan is the same as one process
-gives (``tests/probe/test_probe_workers.py``); only the seconds differ.
+(``planner.probe.workers``), and are reported as each finishes; an architecture whose first probe
+(the largest micro-batch) the meter remembers from an earlier run stays in this process, as starting
+a worker would cost more. The plan is the same as one process gives
+(``tests/probe/test_probe_workers.py``); only the seconds differ.
 """
 
 from __future__ import annotations
@@ -105,13 +107,14 @@ def probe_plan(
     settings = _Settings(budget_bytes=budget_bytes, effective_batch_size=effective_batch_size, margin=margin,
                          more_budgets=tuple(more_budgets), checkpointing=checkpointing, timing=timing)
     groups = _architecture_groups(entries)
-    processes = _processes(meter, len(groups), jobs)
+    fresh = [group for group in groups if not meter.remembers(group[0], effective_batch_size)]
+    processes = _processes(meter, len(fresh), jobs)
+    apart = fresh if processes > 1 else []
     planned: list[PlanEntry] = []
-    if processes == 1:
-        for group in groups:
-            planned += _probe_group(group, meter, settings, timer, progress)
-    else:
-        tasks = [(group, meter, settings, timer) for group in groups]
+    for group in (group for group in groups if group not in apart):
+        planned += _probe_group(group, meter, settings, timer, progress)
+    if apart:
+        tasks = [(group, meter, settings, timer) for group in apart]
         for entries_done, events in results_as_done(_probe_group_apart, tasks, processes):
             for method, *arguments in events:
                 getattr(progress, method)(*arguments)

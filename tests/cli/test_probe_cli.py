@@ -111,3 +111,17 @@ def test_probe_in_worker_processes_is_as_quiet_and_complete_as_in_one(planner_cl
     assert all(entry["fits"] for entry in plan["entries"])
     assert sorted(line.split()[0] for line in result.stdout.splitlines() if "/2 " in line) == ["1/2", "2/2"]
     assert result.stderr == ""  # the workers get the CLI's warning filters (fastai's torch.jit note)
+
+
+def test_probing_again_answers_from_the_stored_estimates(planner_cli, tmp_path):
+    args = ("probe", "--gpu-mem", "3G", "--arch", "resnet18", "--size", "64", "--device", "estimate",
+            "--effective-bs", "16")
+    first = planner_cli(*args, "-o", tmp_path / "first.json")
+    again = planner_cli(*args, "-o", tmp_path / "again.json")  # the same cache folder (conftest)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert "(reused)" not in first.stdout and "(reused)" in again.stdout
+    (before,), (after,) = (json.loads((tmp_path / name).read_text())["entries"]
+                           for name in ("first.json", "again.json"))
+    assert (after["micro_batch"], after["predicted_peak_bytes"]) == (
+        before["micro_batch"], before["predicted_peak_bytes"])
+    assert all(probe["reused"] for probe in after["probes"]) and again.stderr == ""

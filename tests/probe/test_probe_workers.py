@@ -9,6 +9,7 @@ import pytest
 from planner.base.errors import UserError
 from planner.base.plan import ItemTransform
 from planner.probe.meters import get_meter
+from planner.probe.meters.estimate_store import NO_CACHE_VARIABLE
 from planner.probe.probe import probe_plan
 
 pytestmark = pytest.mark.slow  # two fresh interpreters import torch, timm and fastai (about 10 s each)
@@ -49,7 +50,8 @@ def _entries():
             *single_entry("resnet18", 64, ItemTransform(resize=96, method="squish"))]
 
 
-def test_two_worker_processes_give_the_plan_one_process_gives_and_report_every_entry_once() -> None:
+def test_two_worker_processes_give_the_plan_one_process_gives_and_report_every_entry_once(monkeypatch) -> None:
+    monkeypatch.setenv(NO_CACHE_VARIABLE, "1")  # both plans probe: none answers from the other's store
     entries = _entries()
     options = dict(budget_bytes=2 * GIB, effective_batch_size=256, more_budgets=[3 * GIB])
     alone = probe_plan(entries, get_meter("estimate"), jobs=1, **options)
@@ -58,6 +60,7 @@ def test_two_worker_processes_give_the_plan_one_process_gives_and_report_every_e
 
     assert _without_times(apart.model_dump()) == _without_times(alone.model_dump())
     assert [entry.name for entry in apart.entries] == [entry.name for entry in entries]
+    assert not any(point.reused for entry in apart.entries[:2] for point in entry.probes)
     assert len({entry.micro_batch for entry in apart.entries}) > 1  # the budget splits the choices
     started = [call for call in events.calls if call[0] == "started"]
     assert [call[2:] for call in started] == [(0, 3), (1, 3), (2, 3)]

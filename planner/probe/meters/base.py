@@ -55,6 +55,10 @@ class ProbeMeter(ABC):
     def measured_on(self) -> MeasuredOn:
         """Describe the device and precision; called once, for the plan's header."""
 
+    def remembers(self, entry: EntrySpec, micro_batch: int) -> bool:
+        """Whether :meth:`measure` would answer from an earlier identical probe, without a new step."""
+        return False
+
     @abstractmethod
     def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         """Run at least two optimizer steps of ``entry`` at ``micro_batch`` and report the peaks.

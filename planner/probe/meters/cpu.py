@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from planner.base.compat import installed_version
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
 from planner.base.threads import use_cpu_threads
@@ -25,11 +26,9 @@ CPU_PROBE_BATCHES = 3
 
 
 def library_versions() -> dict[str, str]:
-    """torch, timm and fastai versions, for ``measured_on``."""
-    import fastai
-    import timm
-
-    return {"torch": torch.__version__, "timm": timm.__version__, "fastai": fastai.__version__}
+    """torch, timm and fastai versions, for ``measured_on`` (from their metadata: fastai takes seconds
+    to import, and a plan answered from the estimate store needs it for nothing else)."""
+    return {"torch": torch.__version__, "timm": installed_version("timm"), "fastai": installed_version("fastai")}
 
 
 @PROBE_METERS.register("cpu")

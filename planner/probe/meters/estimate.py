@@ -38,6 +38,7 @@ from planner.probe.meters.base import PROBE_METERS, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
 from planner.probe.meters.device_model import DeviceModel
+from planner.probe.meters.estimate_store import EstimateStore
 from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
 from planner.probe.meters.fastai_steps import has_batchnorm_layers
 from planner.probe.meters.opcount import OpCounter
@@ -46,6 +47,12 @@ from planner.probe.probe_data import ProbeData
 from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
 
 PHASE_EVAL = "eval"
+
+
+def _probe_question(entry: EntrySpec, micro_batch: int) -> dict[str, Any]:
+    """What a probe's answer depends on besides the meter (the item transform does not count)."""
+    return {"arch": entry.arch, "size": list(entry.size), "grad_checkpointing": entry.grad_checkpointing,
+            "micro_batch": micro_batch}
 
 
 def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "fp32"],
@@ -111,6 +118,9 @@ class EstimateMeter(ProbeMeter):
         self._step: FakeStep | None = None
         self._arch_name: str | None = None
         self._points: dict[tuple[str, Size, bool, int], ProbePoint] = {}
+        self._store = EstimateStore({
+            "n_classes": self.n_classes, "precision": precision, "device": self.device, "arch": self.arch,
+            "gpu": gpu, "time_constants": time_constants}) if EstimateStore.enabled() else None
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy for a worker process, without the model of the last architecture (fake tensors do not
@@ -122,17 +132,41 @@ class EstimateMeter(ProbeMeter):
                           **library_versions())
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
-        return has_batchnorm_layers(self._fake_step(entry).model)
+        return self._model_facts(entry)["batchnorm"]
 
     def body_has_batchnorm(self, entry: EntrySpec) -> bool:
-        return has_batchnorm_layers(self._fake_step(entry).model[0])
+        return self._model_facts(entry)["body_batchnorm"]
+
+    def _model_facts(self, entry: EntrySpec) -> dict[str, bool]:
+        """Whether the model, and its body, train BatchNorm: from the store, else from the model."""
+        question = {"arch": entry.arch}
+        facts = self._store.get("model", question) if self._store else None
+        if facts is None:
+            model = self._fake_step(entry).model
+            facts = {"batchnorm": has_batchnorm_layers(model), "body_batchnorm": has_batchnorm_layers(model[0])}
+            if self._store:
+                self._store.put("model", question, facts)
+        return facts
+
+    def remembers(self, entry: EntrySpec, micro_batch: int) -> bool:
+        return self._remembered(entry, micro_batch) is not None
+
+    def _remembered(self, entry: EntrySpec, micro_batch: int) -> ProbePoint | None:
+        """This run's or the store's answer for the probe, marked ``reused``; None if there is none."""
+        key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
+        if key not in self._points and self._store is not None:
+            stored = self._store.get("probe", _probe_question(entry, micro_batch))
+            if stored is not None:
+                self._points[key] = ProbePoint.model_validate(stored)
+        point = self._points.get(key)
+        return point.model_copy(update={"seconds": 0.0, "reused": True}) if point is not None else None
 
     def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         from planner.base.recipe import set_grad_checkpointing
 
-        key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
-        if key in self._points:
-            return self._points[key].model_copy(update={"seconds": 0.0})
+        remembered = self._remembered(entry, micro_batch)
+        if remembered is not None:
+            return remembered
         started = time.perf_counter()
         step = self._fake_step(entry)
         set_grad_checkpointing(step.model, entry.grad_checkpointing)
@@ -147,7 +181,9 @@ class EstimateMeter(ProbeMeter):
         point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
                            seconds=time.perf_counter() - started, predicted_times=times)
-        self._points[key] = point
+        self._points[(entry.arch, entry.size, entry.grad_checkpointing, micro_batch)] = point
+        if self._store is not None:
+            self._store.put("probe", _probe_question(entry, micro_batch), point.to_dict())
         return point
 
     def _times(self, counter: OpCounter) -> StepTimes:
