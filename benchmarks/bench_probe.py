@@ -10,12 +10,13 @@ wall time. Run: ``python benchmarks/bench_probe.py [--device estimate] [--budget
 
 ``--default-plan --before REV`` instead times the default plan as a user runs it, ``planner probe
 --gpu-mem 16G`` (estimate meter, six reference entries, no GPU), for this checkout and for git
-revision ``REV`` side by side: the CLI in a fresh process per run, the two alternating (each repeat
-starts with the other one), wall and CPU seconds (the process's user + system time, which a busy
-machine inflates less than wall time), the load average around each run. It also checks that the two
-plans predict the same bytes: every entry's predicted peak, micro-batch and accumulation, and the
-peaks of every micro-batch that both probed. Written to ``results/probe_default_plan.json`` (``--output``
-``PATH`` elsewhere).
+revision ``REV`` side by side, each with an empty estimate store (a first plan), and this checkout once
+more right after each of its runs, on the estimates that run stored (planning again): the CLI in a
+fresh process per run, the two versions alternating (each repeat starts with the other one), wall and
+CPU seconds (the process's user + system time, which a busy machine inflates less than wall time),
+the load average around each run. It also checks that the plans predict the same bytes: every
+entry's predicted peak, micro-batch and accumulation, and the peaks of every micro-batch that
+several probed. Written to ``results/probe_default_plan.json`` (``--output PATH`` elsewhere).
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ def checkout(revision: str, into: Path) -> Path:
     return into
 
 
-def default_plan_run(tree: Path, out: Path) -> dict:
-    """``planner probe --gpu-mem 16G`` from ``tree`` in a fresh process: seconds, load and the plan."""
+def default_plan_run(tree: Path, out: Path, cache: Path) -> dict:
+    """``planner probe --gpu-mem 16G`` from ``tree`` in a fresh process, with ``cache`` as the user's
+    cache folder (planner's estimate store): seconds, load and the plan."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
     env["PYTHONPATH"] = str(tree)
+    env["XDG_CACHE_HOME"] = str(cache)
     load_before = os.getloadavg()[0]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -142,22 +145,30 @@ def same_bytes(plans: list[dict]) -> tuple[bool, bool]:
 def bench_default_plan(before: str, repeats: int, output: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trees = {f"before ({before})": checkout(before, Path(scratch) / "before"), "after (this checkout)": REPO}
-        runs: dict[str, list[dict]] = {name: [] for name in trees}
+        again = "after, planning again (estimates stored by the run before)"
+        runs: dict[str, list[dict]] = {name: [] for name in [*trees, again]}
+
+        def run(name: str, tree: Path, cache: Path) -> None:
+            out = Path(scratch) / f"plan_{len(runs[name])}_{len(name)}.json"
+            runs[name].append(default_plan_run(tree, out, cache))
+            print(f"{name}: {runs[name][-1]['wall_seconds']} s wall, {runs[name][-1]['cpu_seconds']} s CPU, "
+                  f"load {runs[name][-1]['load_before']:.1f}", flush=True)
+
         for repeat in range(repeats):
             order = list(trees) if repeat % 2 == 0 else list(reversed(trees))
             for name in order:
-                out = Path(scratch) / f"plan_{len(runs[name])}_{name.split()[0]}.json"
-                runs[name].append(default_plan_run(trees[name], out))
-                print(f"{name}: {runs[name][-1]['wall_seconds']} s wall, {runs[name][-1]['cpu_seconds']} s CPU, "
-                      f"load {runs[name][-1]['load_before']:.1f}", flush=True)
-    names = list(trees)
+                cache = Path(tempfile.mkdtemp(dir=scratch))  # an empty estimate store: a first plan
+                run(name, trees[name], cache)
+                if name.startswith("after"):
+                    run(again, trees[name], cache)
+    names = list(runs)
     same_choice, same_probes = same_bytes([run["bytes"] for name in names for run in runs[name]])
     summary = {name: {key: statistics.median(run[key] for run in runs[name])
                       for key in ("wall_seconds", "cpu_seconds", "plan_seconds")} for name in names}
     record = {"machine": f"{platform.node()}, 2-core CPU-only dev machine, no GPU, shared",
               "command": "planner probe --gpu-mem 16G", "repeats": repeats, "median": summary,
-              "ratio_after_before": {key: round(summary[names[1]][key] / summary[names[0]][key], 3)
-                                     for key in summary[names[0]]},
+              "ratio_after_before": {name: {key: round(summary[name][key] / summary[names[0]][key], 3)
+                                            for key in summary[names[0]]} for name in names[1:]},
               "same_choice_and_predicted_peak_in_every_plan": same_choice,
               "same_bytes_for_every_micro_batch_probed_twice": same_probes,
               "bytes": {name: runs[name][0]["bytes"] for name in names},
