@@ -41,8 +41,14 @@ def results_as_done(function: Callable[[Task], Result], tasks: Iterable[Task], p
 
     ``function`` and the tasks must pickle (a module-level function, plain data). An exception in a
     worker is raised here; leaving the iteration early, by that exception or any other, stops the
-    workers.
+    workers. Where worker processes cannot start (a platform without the semaphores multiprocessing
+    needs, e.g. a container without ``/dev/shm``), the tasks run here, one after another.
     """
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes, initializer=_start_worker, initargs=(_portable_filters(),)) as pool:
+    try:
+        pool = context.Pool(processes, initializer=_start_worker, initargs=(_portable_filters(),))
+    except (OSError, ImportError):
+        yield from map(function, tasks)
+        return
+    with pool:
         yield from pool.imap_unordered(function, tasks)

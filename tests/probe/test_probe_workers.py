@@ -79,3 +79,20 @@ def test_an_entry_that_fails_in_a_worker_fails_the_probe_with_its_one_line_reaso
     entries = [*single_entry("resnet18", 64), *single_entry("vit_tiny_patch16_224", 96)]
     with pytest.raises(UserError, match=r"vit_tiny_patch16_224.*micro-batch .* failed: .*input size"):
         probe_plan(entries, get_meter("estimate"), budget_bytes=2 * GIB, effective_batch_size=16, jobs=2)
+
+
+def test_where_worker_processes_cannot_start_the_architectures_are_probed_here(monkeypatch) -> None:
+    import multiprocessing.context
+
+    def no_semaphores(*args, **kwargs):
+        raise OSError(38, "Function not implemented")  # what SemLock raises without /dev/shm
+
+    monkeypatch.setattr(multiprocessing.context.SpawnContext, "Pool", no_semaphores)
+    monkeypatch.setenv(NO_CACHE_VARIABLE, "1")
+    entries = _entries()
+    events = Events()
+    plan = probe_plan(entries, get_meter("estimate"), budget_bytes=2 * GIB, effective_batch_size=256, jobs=2,
+                      reporter=events)
+    alone = probe_plan(entries, get_meter("estimate"), budget_bytes=2 * GIB, effective_batch_size=256, jobs=1)
+    assert _without_times(plan.model_dump()) == _without_times(alone.model_dump())
+    assert [call[2:] for call in events.calls if call[0] == "started"] == [(0, 3), (1, 3), (2, 3)]
