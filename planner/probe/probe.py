@@ -33,7 +33,7 @@ from planner.probe.epochtime import entry_time, measured_step_times
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
-from planner.probe.workers import results_as_done
+from planner.probe.workers import affordable_processes, results_as_done
 
 
 class ProbeReporter(Protocol):
@@ -195,10 +195,11 @@ def _architecture_groups(entries: Sequence[EntrySpec]) -> list[list[EntrySpec]]:
 
 def _processes(meter: ProbeMeter, groups: int, jobs: int | None) -> int:
     """Worker processes for ``groups`` architectures: 1 (this process) unless the meter's probes
-    need no device; otherwise ``jobs``, else the free cores, at most one per group."""
+    need no device; otherwise ``jobs``, else the free cores and as many as the memory available
+    affords, at most one per group."""
     if not meter.probes_apart or groups < 2 or jobs == 1:
         return 1
-    return max(1, min(groups, jobs if jobs is not None else free_cores()))
+    return max(1, min(groups, jobs if jobs is not None else affordable_processes(free_cores())))
 
 
 def _probe_group_apart(task: tuple[list[EntrySpec], ProbeMeter, _Settings, ProbeMeter | None],

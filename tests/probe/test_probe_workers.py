@@ -12,7 +12,7 @@ from planner.probe.meters import get_meter
 from planner.probe.meters.estimate_store import NO_CACHE_VARIABLE
 from planner.probe.probe import probe_plan
 
-pytestmark = pytest.mark.slow  # two fresh interpreters import torch, timm and fastai (about 10 s each)
+pytestmark = pytest.mark.slow  # workers import timm and fastai (seconds each), fake steps of three models
 
 GIB = 2**30
 TIMES = {"seconds", "probe_seconds", "created"}
@@ -81,18 +81,12 @@ def test_an_entry_that_fails_in_a_worker_fails_the_probe_with_its_one_line_reaso
         probe_plan(entries, get_meter("estimate"), budget_bytes=2 * GIB, effective_batch_size=16, jobs=2)
 
 
-def test_where_worker_processes_cannot_start_the_architectures_are_probed_here(monkeypatch) -> None:
-    import multiprocessing.context
+def test_workers_are_as_many_as_the_available_memory_affords(tmp_path) -> None:
+    from planner.probe.workers import WORKER_BYTES, affordable_processes
 
-    def no_semaphores(*args, **kwargs):
-        raise OSError(38, "Function not implemented")  # what SemLock raises without /dev/shm
-
-    monkeypatch.setattr(multiprocessing.context.SpawnContext, "Pool", no_semaphores)
-    monkeypatch.setenv(NO_CACHE_VARIABLE, "1")
-    entries = _entries()
-    events = Events()
-    plan = probe_plan(entries, get_meter("estimate"), budget_bytes=2 * GIB, effective_batch_size=256, jobs=2,
-                      reporter=events)
-    alone = probe_plan(entries, get_meter("estimate"), budget_bytes=2 * GIB, effective_batch_size=256, jobs=1)
-    assert _without_times(plan.model_dump()) == _without_times(alone.model_dump())
-    assert [call[2:] for call in events.calls if call[0] == "started"] == [(0, 3), (1, 3), (2, 3)]
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:  99999999 kB\nMemAvailable:  {3 * WORKER_BYTES // 1024 + 5} kB\n")
+    assert affordable_processes(8, meminfo) == 3 and affordable_processes(2, meminfo) == 2
+    meminfo.write_text("MemAvailable:  1000 kB\n")
+    assert affordable_processes(8, meminfo) == 1
+    assert affordable_processes(8, tmp_path / "missing") == 8  # no /proc: the cores decide
