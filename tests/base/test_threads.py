@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -29,30 +30,27 @@ def test_an_explicit_omp_num_threads_wins(monkeypatch) -> None:
     assert (choice.threads, choice.source) == (3, "OMP_NUM_THREADS")
 
 
-def test_a_busy_neighbour_takes_its_core_away(monkeypatch) -> None:
+@pytest.fixture
+def busy_neighbour() -> Iterator[None]:
+    """Another process spinning on one core (for half a second before the test measures)."""
     if not PROC_STAT.exists() or len(usable_cores()) < 2:
         pytest.skip("needs /proc/stat and at least two cores")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
-        choice = choose_threads()
+        yield
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_a_busy_neighbour_takes_its_core_away(busy_neighbour, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    choice = choose_threads()
     assert choice.source == "/proc/stat" and choice.busy_elsewhere >= 0.5
     assert 1 <= choice.threads <= len(usable_cores()) - 1
 
 
-def test_free_cores_leave_out_a_busy_neighbour_whatever_omp_num_threads_says(monkeypatch) -> None:
-    if not PROC_STAT.exists() or len(usable_cores()) < 2:
-        pytest.skip("needs /proc/stat and at least two cores")
+def test_free_cores_leave_out_a_busy_neighbour_whatever_omp_num_threads_says(busy_neighbour, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "64")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        free = free_cores()
-    finally:
-        spinner.kill()
-        spinner.wait()
-    assert 1 <= free <= len(usable_cores()) - 1
+    assert 1 <= free_cores() <= len(usable_cores()) - 1
