@@ -6,19 +6,21 @@ Entries of one architecture are probed one after another so the meter keeps its 
 entry with the same architecture and size as an earlier one starts from that entry's curve.
 
 Architectures are independent of each other: where the meter's probes need no device (the estimate
-meter), each architecture's entries go to a worker process, one per free core
-(``planner.probe.workers``), and are reported as each finishes; an architecture whose first probe
-(the largest micro-batch) the meter remembers from an earlier run stays in this process, as starting
-a worker would cost more. The plan is the same as one process gives
-(``tests/probe/test_probe_workers.py``); only the seconds differ.
+meter), this process and worker processes, one per free core in all (``planner.probe.workers``),
+share the architectures, each taking the next one when it is ready; a worker's are reported when it
+finishes them. An architecture whose first probe (the largest micro-batch) the meter remembers from
+an earlier run stays in this process, as a worker would cost more. The plan is the same as one
+process gives (``tests/probe/test_probe_workers.py``); only the seconds differ.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -33,7 +35,7 @@ from planner.probe.epochtime import entry_time, measured_step_times
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
-from planner.probe.workers import affordable_processes, results_as_done
+from planner.probe.workers import Claims, Running, affordable_processes
 
 
 class ProbeReporter(Protocol):
@@ -95,9 +97,10 @@ def probe_plan(
             meter, its measured time (from the timed probe steps).
         timer: a meter that times steps (the estimate meter given a card), asked once per entry at
             the chosen micro-batch when ``meter``'s probes carry no predicted times (the cuda meter).
-        jobs: worker processes for a meter whose probes need no device (``ProbeMeter.probes_apart``),
-            at most one per architecture; None: one per core that other processes leave free; 1: all
-            in this process. Other meters always probe in this process.
+        jobs: processes that probe side by side where the meter's probes need no device
+            (``ProbeMeter.probes_apart``): this one and ``jobs - 1`` workers, at most one per
+            architecture; None: one per core that other processes leave free (and per GiB of memory
+            available); 1: this process alone. Other meters always probe in this process.
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
@@ -109,16 +112,12 @@ def probe_plan(
     groups = _architecture_groups(entries)
     fresh = [group for group in groups if not meter.remembers(group[0], effective_batch_size)]
     processes = _processes(meter, len(fresh), jobs)
-    apart = fresh if processes > 1 else []
+    shared = fresh if processes > 1 else []
     planned: list[PlanEntry] = []
-    for group in (group for group in groups if group not in apart):
+    for group in (group for group in groups if group not in shared):
         planned += _probe_group(group, meter, settings, timer, progress)
-    if apart:
-        tasks = [(group, meter, settings, timer) for group in apart]
-        for entries_done, events in results_as_done(_probe_group_apart, tasks, processes):
-            for method, *arguments in events:
-                getattr(progress, method)(*arguments)
-            planned += entries_done
+    if shared:
+        planned += _probe_side_by_side(shared, meter, settings, timer, progress, processes - 1)
     done = {entry.name: entry for entry in planned}
     return Plan(
         budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
@@ -202,10 +201,43 @@ def _processes(meter: ProbeMeter, groups: int, jobs: int | None) -> int:
     return max(1, min(groups, jobs if jobs is not None else affordable_processes(free_cores())))
 
 
-def _probe_group_apart(task: tuple[list[EntrySpec], ProbeMeter, _Settings, ProbeMeter | None],
-                       ) -> tuple[list[PlanEntry], list[tuple]]:
-    """:func:`_probe_group` in a worker process, on its copy of the meter; returns its progress too."""
-    group, meter, settings, timer = task
+def _probe_side_by_side(groups: list[list[EntrySpec]], meter: ProbeMeter, settings: _Settings,
+                        timer: ProbeMeter | None, progress: _Numbered, helpers: int) -> list[PlanEntry]:
+    """Plan ``groups`` in this process and ``helpers`` worker processes at once: each takes the next
+    group when it is ready (this process from the end of the list, the workers from the start), and
+    workers that have taken none when this process runs out are stopped (small models are done before
+    a worker has imported torch)."""
+    planned: list[PlanEntry] = []
+    with tempfile.TemporaryDirectory(prefix="planner-probe-") as folder:
+        claims = Claims(Path(folder))
+        running = Running(_probe_group_if_free, [(claims, index, group, meter, settings, timer)
+                                                 for index, group in enumerate(groups)], helpers)
+        try:
+            mine = 0
+            for index in reversed(range(len(groups))):
+                if claims.take(index):
+                    planned += _probe_group(groups[index], meter, settings, timer, progress)
+                    mine += 1
+            for result in running if mine < len(groups) else ():
+                if result is not None:
+                    entries_done, events = result
+                    for method, *arguments in events:
+                        getattr(progress, method)(*arguments)
+                    planned += entries_done
+        finally:
+            running.stop()
+    return planned
+
+
+def _probe_group_if_free(task: tuple[Claims, int, list[EntrySpec], ProbeMeter, _Settings, ProbeMeter | None],
+                         ) -> tuple[list[PlanEntry], list[tuple]] | None:
+    """In a worker process, ready (timm and fastai imported): :func:`_probe_group` on its copy of the
+    meter if nobody has taken the group yet; returns its progress too, or None."""
+    import fastai.vision.all  # noqa: F401  (the import a first model build would make, before taking a group)
+
+    claims, index, group, meter, settings, timer = task
+    if not claims.take(index):
+        return None
     recorder = _Recorder()
     try:
         return _probe_group(group, meter, settings, timer, recorder), recorder.events

@@ -8,14 +8,16 @@ How: joblib's ``loky`` workers, fresh interpreters on every platform. They inher
 state, autograd engine or live display from this process (a forked worker cannot run a backward
 pass once its parent has run one), and, unlike ``multiprocessing``'s spawned workers, they never run
 the caller's script again, so a script that calls ``probe_plan`` needs no ``__main__`` guard. An
-exception in a task is raised here at once and the other workers are stopped; where worker processes
-cannot start at all, joblib runs the tasks here, one after another. Each task runs with one torch
-thread and this process's warning filters, set before the task imports timm and fastai (a worker is
-as quiet as the CLI that started it).
+exception in a task is raised here at once and the other workers are stopped; where worker
+processes cannot start at all, joblib runs the tasks here, one after another. Each task runs with
+one torch thread and this process's warning filters (a worker is as quiet as the CLI that started
+it). A worker starts in seconds, not at once, so :class:`Claims` lets this process and its workers
+share one list of tasks, each taking the next task only when it is ready for it.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -54,14 +56,37 @@ def _in_worker(function: Callable[[Task], Result], filters: list[tuple], task: T
     return function(task)
 
 
-def results_as_done(function: Callable[[Task], Result], tasks: Iterable[Task], processes: int) -> Iterator[Result]:
-    """``function(task)`` for every task, in ``processes`` worker processes, yielded as each finishes.
+class Claims:
+    """Which shared tasks someone has taken: one file per task in ``folder`` (a local temporary
+    folder), created exclusively, so that no two processes ever take the same task."""
 
-    ``function`` and the tasks must pickle (a module-level function, plain data). An exception in a
-    task is raised here, and leaving the iteration early stops the workers.
-    """
-    from joblib import Parallel, delayed
+    def __init__(self, folder: Path):
+        self.folder = folder
 
-    filters = _portable_filters()
-    parallel = Parallel(n_jobs=processes, backend="loky", return_as="generator_unordered")
-    yield from parallel(delayed(_in_worker)(function, filters, task) for task in tasks)
+    def take(self, index: int) -> bool:
+        """Take task ``index``; False when another process has it."""
+        try:
+            os.close(os.open(self.folder / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
+
+class Running(Iterator[Result]):
+    """Tasks running in worker processes from the moment this is made; iterate for the results as each
+    finishes, or :meth:`stop` the workers (tasks still running are cancelled)."""
+
+    def __init__(self, function: Callable[[Task], Result], tasks: Iterable[Task], processes: int):
+        from joblib import Parallel, delayed
+
+        filters = _portable_filters()
+        parallel = Parallel(n_jobs=processes, backend="loky", return_as="generator_unordered")
+        self._results = parallel(delayed(_in_worker)(function, filters, task) for task in tasks)
+
+    def __next__(self) -> Result:
+        return next(self._results)
+
+    def stop(self) -> None:
+        with warnings.catch_warnings():  # joblib's note that running tasks were cancelled: we asked for it
+            warnings.simplefilter("ignore", UserWarning)
+            self._results.close()

@@ -84,7 +84,7 @@ def test_planning_again_answers_every_probe_from_the_store_in_this_process(entry
     def no_workers(*args, **kwargs):
         raise AssertionError("remembered architectures start no worker process")
 
-    monkeypatch.setattr(probe_module, "results_as_done", no_workers)
+    monkeypatch.setattr(probe_module, "Running", no_workers)
     again = probe_plan(entries, get_meter("estimate"), jobs=2, **options)
     assert all(point.reused for planned in again.entries for point in planned.probes)
     for before, after in zip(first.entries, again.entries, strict=True):
