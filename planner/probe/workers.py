@@ -4,15 +4,15 @@ Why: the estimate meter's probes are Python on one core each (fake tensors, disp
 a plan's architectures are independent of each other, so the free cores of a machine can probe them
 side by side.
 
-How: joblib's ``loky`` workers, fresh interpreters on every platform. They inherit no thread, CUDA
-state, autograd engine or live display from this process (a forked worker cannot run a backward
-pass once its parent has run one), and, unlike ``multiprocessing``'s spawned workers, they never run
-the caller's script again, so a script that calls ``probe_plan`` needs no ``__main__`` guard. An
-exception in a task is raised here at once and the other workers are stopped; where worker
-processes cannot start at all, joblib runs the tasks here, one after another. Each task runs with
-one torch thread and this process's warning filters (a worker is as quiet as the CLI that started
-it). A worker starts in seconds, not at once, so :class:`Claims` lets this process and its workers
-share one list of tasks, each taking the next task only when it is ready for it.
+How: ``loky``'s workers (the process pool of joblib), fresh interpreters on every platform. They
+inherit no thread, CUDA state, autograd engine or live display from this process (a forked worker
+cannot run a backward pass once its parent has run one), and, unlike ``multiprocessing``'s spawned
+workers, they never run the caller's script again, so a script that calls ``probe_plan`` needs no
+``__main__`` guard. An exception in a task is raised here at once and the other workers are
+stopped. Each task runs with one torch thread and this process's warning filters (a worker is as
+quiet as the CLI that started it). A worker starts in seconds, not at once, so :class:`Claims` lets
+this process and its workers share one list of tasks, each taking the next task only when it is
+ready for it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import TypeVar
 
@@ -74,19 +75,18 @@ class Claims:
 
 class Running(Iterator[Result]):
     """Tasks running in worker processes from the moment this is made; iterate for the results as each
-    finishes, or :meth:`stop` the workers (tasks still running are cancelled)."""
+    finishes, or :meth:`stop` the workers (tasks still running are killed)."""
 
     def __init__(self, function: Callable[[Task], Result], tasks: Iterable[Task], processes: int):
-        from joblib import Parallel, delayed
+        from loky import ProcessPoolExecutor
 
+        self._executor = ProcessPoolExecutor(max_workers=processes)
         filters = _portable_filters()
-        parallel = Parallel(n_jobs=processes, backend="loky", return_as="generator_unordered")
-        self._results = parallel(delayed(_in_worker)(function, filters, task) for task in tasks)
+        futures = [self._executor.submit(_in_worker, function, filters, task) for task in tasks]
+        self._done = as_completed(futures)
 
     def __next__(self) -> Result:
-        return next(self._results)
+        return next(self._done).result()
 
     def stop(self) -> None:
-        with warnings.catch_warnings():  # joblib's note that running tasks were cancelled: we asked for it
-            warnings.simplefilter("ignore", UserWarning)
-            self._results.close()
+        self._executor.shutdown(wait=False, kill_workers=True)

@@ -1,4 +1,5 @@
-"""Architectures probed in worker processes: the same plan as one process, every entry reported once."""
+"""Architectures probed side by side, here and in worker processes: the same plan as one process,
+every entry reported once, a worker's error raised here."""
 
 from __future__ import annotations
 
@@ -50,7 +51,19 @@ def _entries():
             *single_entry("resnet18", 64, ItemTransform(resize=96, method="squish"))]
 
 
-def test_two_worker_processes_give_the_plan_one_process_gives_and_report_every_entry_once(monkeypatch) -> None:
+@pytest.fixture
+def this_process_takes_only_the_first_architecture(monkeypatch):
+    """This process probes the first architecture (by name) and leaves the others to the workers: it
+    would take them all, small models being done before a worker has started. Only this process's
+    choice is changed; the workers, fresh interpreters, take groups as planner does."""
+    from planner.probe.workers import Claims
+
+    take = Claims.take
+    monkeypatch.setattr(Claims, "take", lambda self, index: index == 0 and take(self, index))
+
+
+def test_this_process_and_a_worker_give_the_plan_one_process_gives_and_report_every_entry_once(
+        this_process_takes_only_the_first_architecture, monkeypatch) -> None:
     monkeypatch.setenv(NO_CACHE_VARIABLE, "1")  # both plans probe: none answers from the other's store
     entries = _entries()
     options = dict(budget_bytes=2 * GIB, effective_batch_size=256, more_budgets=[3 * GIB])
@@ -73,7 +86,8 @@ def test_two_worker_processes_give_the_plan_one_process_gives_and_report_every_e
         assert events.calls[begin:begin + len(own)] == own
 
 
-def test_an_entry_that_fails_in_a_worker_fails_the_probe_with_its_one_line_reason() -> None:
+def test_an_entry_that_fails_in_a_worker_fails_the_probe_with_its_one_line_reason(
+        this_process_takes_only_the_first_architecture) -> None:
     from planner.base.entries import single_entry
 
     entries = [*single_entry("resnet18", 64), *single_entry("vit_tiny_patch16_224", 96)]
