@@ -193,9 +193,9 @@ def _architecture_groups(entries: Sequence[EntrySpec]) -> list[list[EntrySpec]]:
 
 
 def _processes(meter: ProbeMeter, groups: int, jobs: int | None) -> int:
-    """Worker processes for ``groups`` architectures: 1 (this process) unless the meter's probes
-    need no device; otherwise ``jobs``, else the free cores and as many as the memory available
-    affords, at most one per group."""
+    """Processes (this one and its workers) for ``groups`` architectures: 1 (this process alone)
+    unless the meter's probes need no device; otherwise ``jobs``, else the free cores and as many as
+    the memory available affords, at most one per group."""
     if not meter.probes_apart or groups < 2 or jobs == 1:
         return 1
     return max(1, min(groups, jobs if jobs is not None else affordable_processes(free_cores())))
@@ -206,7 +206,7 @@ def _probe_side_by_side(groups: list[list[EntrySpec]], meter: ProbeMeter, settin
     """Plan ``groups`` in this process and ``helpers`` worker processes at once: each takes the next
     group when it is ready (this process from the end of the list, the workers from the start), and
     workers that have taken none when this process runs out are stopped (small models are done before
-    a worker has imported torch)."""
+    a worker has imported fastai)."""
     planned: list[PlanEntry] = []
     with tempfile.TemporaryDirectory(prefix="planner-probe-") as folder:
         claims = Claims(Path(folder))

@@ -49,6 +49,11 @@ from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, 
 PHASE_EVAL = "eval"
 
 
+def _point_key(entry: EntrySpec, micro_batch: int) -> tuple[str, Size, bool, int]:
+    """A probe's key among this run's answers (the item transform does not count)."""
+    return entry.arch, entry.size, entry.grad_checkpointing, micro_batch
+
+
 def _probe_question(entry: EntrySpec, micro_batch: int) -> dict[str, Any]:
     """What a probe's answer depends on besides the meter (the item transform does not count)."""
     return {"arch": entry.arch, "size": list(entry.size), "grad_checkpointing": entry.grad_checkpointing,
@@ -153,7 +158,7 @@ class EstimateMeter(ProbeMeter):
 
     def _remembered(self, entry: EntrySpec, micro_batch: int) -> ProbePoint | None:
         """This run's or the store's answer for the probe, marked ``reused``; None if there is none."""
-        key = (entry.arch, entry.size, entry.grad_checkpointing, micro_batch)
+        key = _point_key(entry, micro_batch)
         if key not in self._points and self._store is not None:
             stored = self._store.get("probe", _probe_question(entry, micro_batch))
             if stored is not None:
@@ -181,7 +186,7 @@ class EstimateMeter(ProbeMeter):
         point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
                            seconds=time.perf_counter() - started, predicted_times=times)
-        self._points[(entry.arch, entry.size, entry.grad_checkpointing, micro_batch)] = point
+        self._points[_point_key(entry, micro_batch)] = point
         if self._store is not None:
             self._store.put("probe", _probe_question(entry, micro_batch), point.to_dict())
         return point
