@@ -52,16 +52,16 @@ class EstimateStore:
 
     def __init__(self, settings: dict[str, Any], folder: Path | None = None):
         self.folder = folder or cache_folder("estimates")
-        self.settings = {**settings, "planner_code": planner_code_digest(),
-                         **{name: installed_version(name) for name in ("torch", "timm", "fastai")}}
+        everything = {**settings, "planner_code": planner_code_digest(),
+                      **{name: installed_version(name) for name in ("torch", "timm", "fastai")}}
+        self._settings_text = json.dumps(everything, sort_keys=True, default=repr)  # once, not per answer
 
     @staticmethod
     def enabled() -> bool:
         return os.environ.get(NO_CACHE_VARIABLE, "").strip() not in ("1", "true", "yes")
 
     def _path(self, kind: str, question: dict[str, Any]) -> Path:
-        text = json.dumps({"kind": kind, "question": question, "settings": self.settings}, sort_keys=True,
-                          default=repr)
+        text = json.dumps({"kind": kind, "question": question}, sort_keys=True) + self._settings_text
         name = hashlib.sha256(text.encode()).hexdigest()
         return self.folder / name[:2] / f"{name}.json"
 
