@@ -16,12 +16,13 @@ floors); README's install section states the same range and a test keeps the two
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import inspect
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from planner.base.errors import UserError
@@ -123,6 +124,77 @@ def fake_empty_like(fake_mode: Any, tensor: Any) -> Any:
         with fake_mode:
             return torch.empty_like(tensor, device="cpu")
     return make(fake_mode, meta, torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def native_meta_kernels() -> Iterator[None]:
+    """While the block runs, ops on ``meta`` tensors use torch's C++ meta kernels where torch has them.
+
+    Importing ``torch._meta_registrations`` (which ``torch._dynamo``, and so torchvision, do) puts
+    Python meta kernels, written for ``torch.compile``'s symbolic shapes, in front of the C++ ones of
+    about 640 aten ops (``add``, ``mul``, ``div``, ``addmm`` ...): each call on a meta tensor then costs
+    about 400 µs instead of a few. The estimating core runs tens of thousands of such calls per step,
+    so here torch's private library of those registrations is taken down, the Python kernels of ops
+    without a C++ one (about 700) are registered again, and on exit torch's registrations are
+    restored as they were. Process-wide while it runs (not thread-safe), like the CUDA autocast
+    emulation. Where a torch keeps that registry elsewhere, nothing changes (only slower).
+    """
+    import torch
+
+    registry = _python_meta_registry()
+    if registry is None:
+        yield
+        return
+    module, kernels = registry
+    getattr(module, _META_LIBRARY)._destroy()
+    kept = _meta_library({op: kernel for op, kernel in kernels.items()
+                          if not torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta")})
+    try:
+        yield
+    finally:
+        kept._destroy()
+        setattr(module, _META_LIBRARY, _meta_library(kernels))
+
+
+_META_LIBRARY = "_meta_lib_dont_use_me_use_register_meta"
+
+
+def _meta_library(kernels: Mapping[Any, Any]) -> Any:
+    """A new ``aten`` library registering ``kernels`` (op overload -> Python kernel) at the Meta key."""
+    import torch
+
+    library = torch.library.Library("aten", "IMPL", "Meta")
+    for op, kernel in kernels.items():
+        library.impl(op, kernel)
+    return library
+
+
+def _python_meta_registry() -> tuple[Any, dict[Any, Any]] | None:
+    """torch's module of Python meta kernels and what its ``aten`` library registers (op -> kernel),
+    as ``activate_meta`` chose them (torch 2.6 to 2.14); None where torch lacks any part of it."""
+    try:
+        import torch
+        from torch import _meta_registrations as module
+        from torch._decomp import global_decomposition_table
+    except ImportError:
+        return None
+    library = getattr(module, _META_LIBRARY, None)
+    registered = getattr(library, "_op_impls", None)
+    if library is None or getattr(library, "m", None) is None or not registered:
+        return None
+    chosen: dict[str, Any] = {}
+    for table in ("meta", "post_autograd", "pre_autograd"):  # activate_meta's order of precedence
+        for op, kernel in global_decomposition_table.get(table, {}).items():
+            if isinstance(op, torch._ops.OpOverload):
+                chosen.setdefault(op.name(), (op, kernel))
+    kernels = {}
+    for key in registered:
+        namespace, name, key_name = key.split("/")
+        found = chosen.get(f"{namespace}::{name}")
+        if key_name != "Meta" or found is None:
+            return None
+        kernels[found[0]] = found[1]
+    return module, kernels
 
 
 def torch_dispatch_mode() -> type:

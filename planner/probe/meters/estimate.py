@@ -207,7 +207,7 @@ class EstimateMeter(ProbeMeter):
         model = step.model
         model.eval()
         try:
-            with step.fake_mode, counter, torch.no_grad(), \
+            with step.tensor_mode(), counter, torch.no_grad(), \
                     precision_policy(step.recipe.precision, step.recipe.arch) as region, region():
                 model(torch.empty(micro_batch, 3, *entry.size))
         finally:

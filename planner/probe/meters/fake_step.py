@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import torch
 
-from planner.base.compat import fake_empty_like, fake_tensor_mode
+from planner.base.compat import fake_empty_like, fake_tensor_mode, native_meta_kernels
 from planner.base.tracker import ALLOC, FREE, Event, StorageTracker
 from planner.probe.meters.cuda_autocast import CudaAutocast
 from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
@@ -50,6 +50,7 @@ from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")
+Tensors = Literal["meta", "fake"]
 
 
 @contextlib.contextmanager
@@ -195,14 +196,16 @@ def temporaries(events: Sequence[Event]) -> tuple[tuple[Event, ...], int]:
 
 
 class FakeStep:
-    """A model and optimizer as fake tensors, stepped on demand; see the module docstring."""
+    """A model and optimizer as meta (or fake) tensors, stepped on demand; see the module docstring."""
 
-    def __init__(self, recipe: StepRecipe):
+    def __init__(self, recipe: StepRecipe, tensors: Tensors = "meta"):
         self.recipe = recipe
-        with torch.device("meta"):
+        self.tensors = tensors
+        with native_meta_kernels(), torch.device("meta"):
             model = recipe.build_model()
-        self.fake_mode = fake_tensor_mode(allow_non_fake_inputs=True)
-        materialise(model, self.fake_mode)
+        self._fake_mode = fake_tensor_mode(allow_non_fake_inputs=True) if tensors == "fake" else None
+        if self._fake_mode is not None:
+            materialise(model, self._fake_mode)
         model.train()
         self._model = model
         self._optimizer: Any = None
@@ -212,6 +215,19 @@ class FakeStep:
     @property
     def model(self) -> torch.nn.Module:
         return self._model
+
+    @contextlib.contextmanager
+    def tensor_mode(self) -> Iterator[None]:
+        """Where the step's ops run: on meta tensors (new tensors are made on ``meta``, and CPU
+        autocast's dispatch key is included, so the precision policy meets them as it meets CPU
+        tensors), or in the fake tensor mode; either way on torch's C++ meta kernels."""
+        with native_meta_kernels(), contextlib.ExitStack() as stack:
+            if self._fake_mode is not None:
+                stack.enter_context(self._fake_mode)
+            else:
+                stack.enter_context(torch.device("meta"))
+                stack.enter_context(torch._C._IncludeDispatchKeyGuard(torch._C.DispatchKey.AutocastCPU))
+            yield
 
     def _prepare_state(self) -> None:
         """Optimizer, gradients and optimizer state as a step after the first one finds them; the
@@ -242,7 +258,7 @@ class FakeStep:
     def run(self, batch_size: int, image_size: tuple[int, int], modes: Sequence[contextlib.AbstractContextManager] = (),
             on_phase: Callable[[str], None] | None = None) -> StepTrace:
         """One tracked training step at ``batch_size`` on images of ``image_size``; see the module docstring."""
-        with self.fake_mode:
+        with self.tensor_mode():
             if self._optimizer is None:
                 self._prepare_state()
             tracker = StorageTracker(record=True)
