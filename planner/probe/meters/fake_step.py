@@ -46,6 +46,7 @@ from planner.base.compat import fake_empty_like, fake_tensor_mode, native_meta_k
 from planner.base.tracker import ALLOC, FREE, Event, StorageTracker
 from planner.probe.meters.cuda_autocast import CudaAutocast
 from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
+from planner.probe.meters.meta_tensors import meta_tensors_as_cpu
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
 Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
@@ -218,16 +219,14 @@ class FakeStep:
 
     @contextlib.contextmanager
     def tensor_mode(self) -> Iterator[None]:
-        """Where the step's ops run: on meta tensors (new tensors are made on ``meta``, and CPU
-        autocast's dispatch key is included, so the precision policy meets them as it meets CPU
-        tensors), or in the fake tensor mode; either way on torch's C++ meta kernels."""
-        with native_meta_kernels(), contextlib.ExitStack() as stack:
-            if self._fake_mode is not None:
-                stack.enter_context(self._fake_mode)
-            else:
-                stack.enter_context(torch.device("meta"))
-                stack.enter_context(torch._C._IncludeDispatchKeyGuard(torch._C.DispatchKey.AutocastCPU))
-            yield
+        """Where the step's ops run: on meta tensors that the model takes for CPU tensors
+        (:mod:`planner.probe.meters.meta_tensors`), or in the fake tensor mode."""
+        if self._fake_mode is None:
+            with meta_tensors_as_cpu():
+                yield
+        else:
+            with native_meta_kernels(), self._fake_mode:
+                yield
 
     def _prepare_state(self) -> None:
         """Optimizer, gradients and optimizer state as a step after the first one finds them; the
