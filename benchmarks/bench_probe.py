@@ -16,7 +16,8 @@ fresh process per run, the two versions alternating (each repeat starts with the
 CPU seconds (the process's user + system time, which a busy machine inflates less than wall time),
 the load average around each run. It also checks that the plans predict the same bytes: every
 entry's predicted peak, micro-batch and accumulation, and the peaks of every micro-batch that
-several probed. Written to ``results/probe_default_plan.json`` (``--output PATH`` elsewhere).
+several probed. ``--jobs-one`` adds this checkout with ``--jobs 1`` (this process alone) as a third arm.
+Written to ``results/probe_default_plan.json`` (``--output PATH`` elsewhere).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from planner.base.budget import format_bytes, parse_budget
@@ -101,7 +103,7 @@ def checkout(revision: str, into: Path) -> Path:
     return into
 
 
-def default_plan_run(tree: Path, out: Path, cache: Path) -> dict:
+def default_plan_run(tree: Path, out: Path, cache: Path, extra: Sequence[str] = ()) -> dict:
     """``planner probe --gpu-mem 16G`` from ``tree`` in a fresh process, with ``cache`` as the user's
     cache folder (planner's estimate store): seconds, load and the plan."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
@@ -110,8 +112,8 @@ def default_plan_run(tree: Path, out: Path, cache: Path) -> dict:
     load_before = os.getloadavg()[0]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "planner", "probe", "--gpu-mem", "16G", "-o", str(out)], cwd=out.parent,
-                   env=env, capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, "-m", "planner", "probe", "--gpu-mem", "16G", "-o", str(out), *extra],
+                   cwd=out.parent, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
@@ -142,15 +144,18 @@ def same_bytes(plans: list[dict]) -> tuple[bool, bool]:
     return same_choice, same_probes
 
 
-def bench_default_plan(before: str, repeats: int, output: Path) -> None:
+def bench_default_plan(before: str, repeats: int, output: Path, jobs_one: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trees = {f"before ({before})": checkout(before, Path(scratch) / "before"), "after (this checkout)": REPO}
+        if jobs_one:
+            trees["after, --jobs 1"] = REPO
+        extra = {"after, --jobs 1": ["--jobs", "1"]}
         again = "after, planning again (estimates stored by the run before)"
         runs: dict[str, list[dict]] = {name: [] for name in [*trees, again]}
 
         def run(name: str, tree: Path, cache: Path) -> None:
             out = Path(scratch) / f"plan_{len(runs[name])}_{len(name)}.json"
-            runs[name].append(default_plan_run(tree, out, cache))
+            runs[name].append(default_plan_run(tree, out, cache, extra.get(name, ())))
             print(f"{name}: {runs[name][-1]['wall_seconds']} s wall, {runs[name][-1]['cpu_seconds']} s CPU, "
                   f"load {runs[name][-1]['load_before']:.1f}", flush=True)
 
@@ -159,7 +164,7 @@ def bench_default_plan(before: str, repeats: int, output: Path) -> None:
             for name in order:
                 cache = Path(tempfile.mkdtemp(dir=scratch))  # an empty estimate store: a first plan
                 run(name, trees[name], cache)
-                if name.startswith("after"):
+                if name == "after (this checkout)":
                     run(again, trees[name], cache)
     names = list(runs)
     same_choice, same_probes = same_bytes([run["bytes"] for name in names for run in runs[name]])
@@ -194,11 +199,13 @@ def main() -> None:
     parser.add_argument("--default-plan", action="store_true", help="time `planner probe --gpu-mem 16G` instead")
     parser.add_argument("--before", default="HEAD", help="with --default-plan: the git revision to compare with")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs-one", action="store_true",
+                        help="with --default-plan: time this checkout with --jobs 1 (this process alone) too")
     parser.add_argument("--output", type=Path, default=RESULTS / "probe_default_plan.json",
                         help="with --default-plan: where the record goes")
     args = parser.parse_args()
     if args.default_plan:
-        bench_default_plan(args.before, args.repeats, args.output)
+        bench_default_plan(args.before, args.repeats, args.output, args.jobs_one)
         return
     results = [run_budget(args.device, budget, args.effective_bs) for budget in args.budgets]
     record = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "

@@ -12,6 +12,7 @@ today's timm cannot build or builds differently (parameter count unlike the CSV'
     python benchmarks/published_gpu.py --jobs 2 --json benchmarks/results/published_gpu.json
     python benchmarks/published_gpu.py --models resnet50_gn vit_base_patch16_224
     python benchmarks/published_gpu.py --precision cpu_bf16 --json benchmarks/results/published_gpu_cpu_bf16.json
+    python benchmarks/published_gpu.py --tensors fake --models resnet50_gn  # the core's first version
     python benchmarks/published_gpu.py --report benchmarks/results/published_gpu.json \
         benchmarks/results/published_gpu_cpu_bf16.json
 
@@ -44,7 +45,7 @@ from planner.probe.meters.device_model import (
     CALIBRATED_FLAT_OVERHEAD_BYTES,
     CALIBRATED_OVERHEAD_BYTES,
 )
-from planner.probe.meters.fake_step import PRECISIONS
+from planner.probe.meters.fake_step import PRECISIONS, Tensors
 from planner.probe.validation.calibrate import BracketPeaks, fit_overhead, outcomes
 from planner.probe.validation.published import (
     CARD_BYTES,
@@ -63,6 +64,7 @@ from planner.probe.validation.published import (
 
 GIB = 2**30
 FLAT_FACTORS = tuple(round(1.0 + 0.01 * i, 2) for i in range(0, 31))
+TENSORS: tuple[Tensors, ...] = ("meta", "fake")
 DEVICES = {"caching": "active", "reserved": "reserved", "flat": "allocated"}
 """Device models compared: the allocator replay's segments in use (the product's), all its segments
 (reserved), and a flat factor on the allocated peak (the project's earlier model)."""
@@ -102,7 +104,8 @@ def walk(run: PublishedRun, points: dict[int, dict], step, constants: dict) -> i
     return predicted_batch({b: card_need(p, "caching", constants) <= CARD_BYTES for b, p in points.items()})
 
 
-def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, extra: bool) -> dict:
+def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, extra: bool,
+             tensors: str = "meta") -> dict:
     """Everything about one model; never raises (a failure is recorded with its reason)."""
     import torch
 
@@ -114,7 +117,7 @@ def evaluate(run: PublishedRun, precision: str, fused: bool, constants: dict, ex
                     "published_batch": run.batch, "next_batch": run.next_batch, "image_size": run.image_size,
                     "param_count_csv_m": run.param_count_millions}
     try:
-        step = benchmark_step(run.model, precision, fused)
+        step = benchmark_step(run.model, precision, fused, tensors=tensors)
     except Exception as error:  # today's timm cannot build it (renamed, removed, needs weights...)
         return {**record, "error": f"build: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     built = parameter_count(step.model)
@@ -260,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", help="only these models (default: every bracketed one)")
     parser.add_argument("--json", type=Path, help="write one object per model to this file")
     parser.add_argument("--precision", choices=PRECISIONS, default="cuda_fp16")
+    parser.add_argument("--tensors", choices=TENSORS, default="meta",
+                        help="meta tensors (the core's) or torch's fake tensors (its first version)")
     parser.add_argument("--fused-attention", action="store_true",
                         help="today's timm default (fused attention) instead of the 2022 recipe's explicit one")
     parser.add_argument("--fit", action="store_true", help="refit the device model on the calibration half")
@@ -293,12 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = {run.model for run in runs}
         records = [r for r in json.loads(args.resume.read_text()) if "points" in r and r["model"] in names]
     done, resumed = {r["model"] for r in records}, len(records)
-    work = [(run, args.precision, args.fused_attention, constants, not (args.fit or args.brackets_only))
+    work = [(run, args.precision, args.fused_attention, constants, not (args.fit or args.brackets_only), args.tensors)
             for run in sorted(runs, key=lambda run: hashlib.sha256(run.model.encode()).hexdigest())
             if run.model not in done]  # in hash order: a run stopped early has measured a fair sample
 
     def keep(record: dict) -> None:
-        record["precision"], record["fused_attention"] = args.precision, args.fused_attention
+        record["precision"], record["fused_attention"], record["tensors"] = args.precision, args.fused_attention, \
+            args.tensors
         records.append(_progress(record, len(records) - resumed, len(work)))
         if args.json and len(records) % 10 == 0:  # a run stopped early keeps what it measured (--resume)
             atomic_write_text(args.json, json.dumps(records, indent=1))
@@ -324,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps(records, indent=1))
         summary = {"constants": constants, "seconds": round(seconds, 1), "jobs": args.jobs, "cpus": os.cpu_count(),
-                   "precision": args.precision, "fused_attention": args.fused_attention,
+                   "precision": args.precision, "fused_attention": args.fused_attention, "tensors": args.tensors,
                    "decay_sequence": list(DECAY_SEQUENCE)}
         atomic_write_text(args.json.with_name(args.json.stem + "_summary.json"), json.dumps(summary, indent=1))
     return 0
@@ -339,7 +345,8 @@ def _rewalk(record: dict, run: PublishedRun, args: argparse.Namespace, constants
     else:
         from planner.probe.validation.timm_recipe import benchmark_step
 
-        predicted = walk(run, points, benchmark_step(run.model, args.precision, args.fused_attention), constants)
+        step = benchmark_step(run.model, args.precision, args.fused_attention, tensors=args.tensors)
+        predicted = walk(run, points, step, constants)
     return {**record, "points": [points[b] for b in sorted(points)], "predicted_batch": predicted,
             "peak_at_published_bytes": card_need(points[run.batch], "caching", constants),
             "peak_at_next_bytes": card_need(points[run.next_batch], "caching", constants)}

@@ -1,7 +1,8 @@
 """Every use of another package's private or version-dependent API, in one place.
 
 planner leans on a few things that its dependencies do not promise to keep: timm's table of renamed
-models, torch's ``FakeTensorMode`` (a private module), fastai's ``TimmBody`` (patched for NHWC
+models, torch's ``FakeTensorMode`` (a private module) and its library of Python meta kernels
+(set aside while the estimating core runs), fastai's ``TimmBody`` (patched for NHWC
 bodies), Optuna's ``GPSampler`` options and one of Optuna's log lines. Each is reached only through
 a function here, which uses the public API where one exists, falls back where an older or newer
 release offers another way, and otherwise raises ``CompatError`` naming the versions planner was

@@ -1,6 +1,6 @@
 """Tasks spread over worker processes, results as each finishes: for probes that need no device.
 
-Why: the estimate meter's probes are Python on one core each (fake tensors, dispatched op by op) and
+Why: the estimate meter's probes are Python on one core each (meta tensors, dispatched op by op) and
 a plan's architectures are independent of each other, so the free cores of a machine can probe them
 side by side.
 

@@ -169,3 +169,35 @@ def test_end_cleanup_drops_the_last_batch_with_or_without_fastais_private_method
                 setattr(learn, name, value)
         compat.end_cleanup(learn)
         assert (learn.dl, learn.xb, learn.yb, learn.pred, learn.loss) == (None, (None,), (None,), None, None)
+
+
+def _python_meta_kernel(op: str) -> bool:
+    """Whether ``op``'s Meta kernel is one of torch's Python kernels (``torch._meta_registrations``)."""
+    table = torch._C._dispatch_dump(op)
+    return any(line.startswith("Meta:") and ".py:" in line for line in table.splitlines())
+
+
+def test_native_meta_kernels_run_cpp_kernels_inside_and_restore_torchs_on_exit() -> None:
+    import torch._meta_registrations  # what torch._dynamo imports: the Python kernels in front
+
+    assert _python_meta_kernel("aten::add.Tensor")
+    x = torch.empty(8, 3, 5, 5, dtype=torch.float16, device="meta")
+    weight = torch.empty(3, device="meta")
+    outside = torch.native_batch_norm(x, weight, weight, None, None, True, 0.1, 1e-5)
+    with compat.native_meta_kernels():
+        assert not _python_meta_kernel("aten::add.Tensor")  # torch's C++ kernel again
+        inside = torch.native_batch_norm(x, weight, weight, None, None, True, 0.1, 1e-5)
+        added = x + x
+        # an op with no C++ meta kernel keeps its Python one
+        assert _python_meta_kernel("aten::hardtanh")
+        assert torch.nn.functional.hardtanh(x).shape == x.shape
+    real = torch.native_batch_norm(torch.zeros(8, 3, 5, 5, dtype=torch.float16), torch.ones(3), torch.ones(3),
+                                   None, None, True, 0.1, 1e-5)
+    # the C++ kernel's outputs are what the real kernel returns (fp32 saved statistics for fp16 input)
+    assert [(t.shape, t.dtype) for t in inside] == [(t.shape, t.dtype) for t in real]
+    assert [t.shape for t in outside] == [t.shape for t in inside]
+    assert (added.shape, added.dtype) == (x.shape, x.dtype)
+    assert _python_meta_kernel("aten::add.Tensor")  # torch's own registrations are back
+    with compat.native_meta_kernels():  # and can be taken down again
+        assert not _python_meta_kernel("aten::add.Tensor")
+    assert _python_meta_kernel("aten::add.Tensor")

@@ -1,4 +1,4 @@
-"""The estimating core on real timm models (fake tensors): steady state, phases, riders, CUDA kernels."""
+"""The estimating core on real timm models (meta tensors): steady state, phases, riders, CUDA kernels."""
 
 import pytest
 import torch
@@ -135,3 +135,23 @@ def test_a_replayed_optimizer_step_counts_what_a_real_one_does(recipe):
     assert (replayed.peak_bytes, replayed.phase_peaks) == (real.peak_bytes, real.phase_peaks)
     assert DeviceModel().peaks(replayed) == DeviceModel().peaks(real)
     assert len([event for event in real.step if event[0] == ALLOC]) > 100
+
+
+def test_meta_and_fake_tensors_differ_only_in_batch_norms_saved_statistics():
+    """The core's first version (torch's fake tensors) against today's (meta tensors), a convnet in the
+    published recipe (CUDA's fp16 policy, SGD): the same allocations in the same order, except the
+    statistics batch norm saves for an fp16 input, which torch's kernels for fake tensors make fp16
+    and its real kernels (CPU and CUDA alike) fp32, as meta tensors do."""
+    from planner.probe.meters.fake_step import FakeStep
+
+    meta = benchmark_step("resnet10t")
+    fake = FakeStep(meta.recipe, tensors="fake")
+    meta_sizes, fake_sizes = ([nbytes for kind, _key, nbytes in step.run(8, (64, 64)).step if kind == ALLOC]
+                              for step in (meta, fake))
+    assert len(meta_sizes) == len(fake_sizes) > 100
+    differ = [(m, f) for m, f in zip(meta_sizes, fake_sizes, strict=True) if m != f]
+    channels = {m.num_features for m in meta.model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert differ and all(m == 2 * f and m // 4 in channels for m, f in differ)
+    real = torch.native_batch_norm(torch.zeros(2, 3, 4, 4, dtype=torch.float16), torch.ones(3), torch.ones(3),
+                                   None, None, True, 0.1, 1e-5)
+    assert real[1].dtype == torch.float32

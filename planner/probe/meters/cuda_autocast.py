@@ -1,4 +1,4 @@
-"""CUDA's fp16 autocast, applied to fake CPU tensors: CUDA's op lists, not CPU's.
+"""CUDA's fp16 autocast, applied to CPU (or meta, or fake) tensors: CUDA's op lists, not CPU's.
 
 Why: fake CUDA tensors cannot run a backward pass without a GPU, and CPU autocast casts a different
 set of ops (it leaves softmax, layer_norm, group_norm, exp, pow, sum, ... in low precision, where
@@ -8,7 +8,8 @@ difference made a CPU-bf16 estimate say "fits" where the card ran out of memory.
 How: autocast is a dispatch key above autograd, so the casts it inserts are differentiable ops that
 autograd records. :func:`cuda_autocast` registers, for the duration of a ``with`` block, Python
 kernels at the ``AutocastCPU`` key that implement CUDA's policies, and a fall-through for every op
-that only CPU autocast lists; then it enables CPU autocast. Every aten op on a (fake) CPU tensor,
+that only CPU autocast lists; then it enables CPU autocast. Every aten op on a CPU tensor (or a meta
+tensor, whose dispatch the estimating core gives CPU autocast's key: :mod:`planner.probe.meters.meta_tensors`),
 including the ops inside composite ops such as ``cross_entropy_loss``, meets CUDA's policy exactly
 where a CUDA tensor would. The registrations are removed on exit (the dispatcher restores torch's
 own CPU kernels), so they never outlive the block.

@@ -1,8 +1,8 @@
-"""What CUDA kernels keep that CPU kernels do not (and the reverse), emulated on fake CPU tensors.
+"""What CUDA kernels keep that CPU kernels do not (and the reverse), emulated on meta tensors.
 
 Autocast decides dtypes (:mod:`planner.probe.meters.cuda_autocast`); the kernels behind an op decide what
 is allocated and saved for backward. Where a CUDA kernel and the CPU kernel differ in memory, the
-op is replaced here by an emulation that allocates what the CUDA kernel allocates (fake tensors
+op is replaced here by an emulation that allocates what the CUDA kernel allocates (meta tensors
 cost nothing to create) and saves what it saves:
 
 - ``scaled_dot_product_attention``: CUDA picks flash attention, then memory-efficient attention,

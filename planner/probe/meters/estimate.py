@@ -1,13 +1,13 @@
-"""The estimate meter: the trainer's fastai step on fake tensors, as a CUDA card would hold it.
+"""The estimate meter: the trainer's fastai step on meta tensors, as a CUDA card would hold it.
 
 No computation happens and no GPU is needed. The fastai recipe runs through the estimating core
 (:mod:`planner.probe.meters.fake_step`): the trainer's model (built by the same ``build_learner`` on the
-``meta`` device, then materialised as fake tensors), fastai's Adam with its state created up front,
+``meta`` device, and stepped on meta tensors), fastai's Adam with its state created up front,
 the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
 with CUDA's attention and dropout kernels, :mod:`planner.probe.meters.cuda_kernels`; fastai's
 ``to_fp16`` leaves autocast after the loss), the loss scaled by a GradScaler, backward, and the
 optimizer step. The loss is torch's ``cross_entropy``, which fastai's ``CrossEntropyLossFlat``
-calls (its tensor subclass cannot wrap fake tensors). Attention takes the path today's timm takes
+calls (its tensor subclass cannot wrap meta tensors). Attention takes the path today's timm takes
 on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it).
 
 The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
@@ -128,8 +128,8 @@ class EstimateMeter(ProbeMeter):
             "gpu": gpu, "time_constants": time_constants}) if EstimateStore.enabled() else None
 
     def __getstate__(self) -> dict[str, Any]:
-        """A copy for a worker process, without the model of the last architecture (fake tensors do not
-        pickle, and the worker builds its own)."""
+        """A copy for a worker process, without the model of the last architecture (its tensors are not
+        worth pickling, and the worker builds its own)."""
         return {**self.__dict__, "_step": None, "_arch_name": None}
 
     def measured_on(self) -> MeasuredOn:
@@ -214,7 +214,7 @@ class EstimateMeter(ProbeMeter):
             model.train()
 
     def _fake_step(self, entry: EntrySpec) -> FakeStep:
-        """The trainer's step for ``entry.arch`` on fake tensors, built once per architecture."""
+        """The trainer's step for ``entry.arch`` on meta tensors, built once per architecture."""
         if self._arch_name != entry.arch:
             self._step, self._arch_name = None, None
             self._step = FakeStep(fastai_recipe(entry, self.n_classes, self.precision, self.arch))

@@ -1,18 +1,25 @@
-"""The estimating core: one training step on fake tensors, every allocation and free recorded.
+"""The estimating core: one training step that computes nothing, every allocation and free recorded.
 
 One core, many recipes: the fastai recipe (the product, ``planner.probe.meters.estimate``) and the timm
 benchmark recipe (validation against published GPU runs, ``planner.probe.validation.timm_recipe``) both
 describe their step with a :class:`StepRecipe` and run it through :class:`FakeStep`. Nothing is
-computed and no GPU is needed: the model is built on the ``meta`` device (timm calls ``.tolist()``
-while building, which fake mode refuses), materialised as fake CPU tensors, and run forward,
-backward and through its optimizer under ``FakeTensorMode``, while a ``StorageTracker`` records
-the step's allocations and frees. A device model (``planner.probe.meters.device_model``) turns the record
-into what a CUDA card would hold.
+computed and no GPU is needed: the model is built on the ``meta`` device and run forward, backward
+and through its optimizer on meta tensors that the model takes for CPU tensors
+(:mod:`planner.probe.meters.meta_tensors`), while a ``StorageTracker`` records the step's allocations
+and frees. A device model (``planner.probe.meters.device_model``) turns the record into what a CUDA
+card would hold.
+
+Why meta tensors rather than torch's ``FakeTensorMode`` (this core's first version, kept as
+``tensors="fake"`` to compare): a step costs about a fifth (the default plan's four architectures: 46
+s of steps before, 8 s after, on one core of the development machine), and autograd treats meta
+tensors as tensors of a real device, where it treats fake tensors as a tensor subclass (an in-place
+op on a view is rebuilt differently in the backward pass). On the published GPU runs both give the
+same bytes except where that, or a kernel's output dtype, differs (``benchmarks/RESULTS.md``).
 
 Interface, in the order things happen:
 
-1. ``FakeStep(recipe)`` builds the model once (``recipe.build_model`` under ``torch.device("meta")``)
-   and materialises it; :meth:`FakeStep.model` gives it to the caller (e.g. to inspect modules).
+1. ``FakeStep(recipe)`` builds the model once (``recipe.build_model`` under ``torch.device("meta")``);
+   :meth:`FakeStep.model` gives it to the caller (e.g. to inspect modules).
 2. The first :meth:`FakeStep.run` creates the optimizer (``recipe.make_optimizer``), gradients
    and the optimizer's state, by one optimizer step over zero gradients, so every run measures the
    steady state (the state that step 2 onwards of a real training carries) with one step instead
@@ -22,12 +29,13 @@ Interface, in the order things happen:
    (``recipe.make_batch``), the forward pass and loss run under the precision policy, then the
    backward pass (inside the autocast region when ``recipe.backward_in_autocast``), the optimizer
    step and ``zero_grad`` (``recipe.grads_set_to_none`` says whether gradients are freed). Extra
-   ``TorchDispatchMode`` objects in ``modes`` (e.g. a FLOP or byte counter) are entered inside fake
-   mode with the tracker, so they see every op of the same pass; ``on_phase(name)`` is called when
-   the step enters ``forward_backward`` and ``step``. The optimizer's own ops run whenever
-   ``modes`` are given; otherwise the record of its temporaries is replayed (they are shaped like
-   the parameters and do not depend on the batch; ``tests/test_fake_step.py`` checks that a replay
-   and a real step give the same peaks, for fastai's Adam and torch's SGD).
+   ``TorchDispatchMode`` objects in ``modes`` (e.g. a FLOP or byte counter) are entered inside
+   :meth:`FakeStep.tensor_mode` with the tracker, so they see every op of the same pass;
+   ``on_phase(name)`` is called when the step enters ``forward_backward`` and ``step``. The
+   optimizer's own ops run whenever ``modes`` are given; otherwise the record of its temporaries is
+   replayed (they are shaped like the parameters and do not depend on the batch;
+   ``tests/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
+   fastai's Adam and torch's SGD).
 
 It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
 buffers, gradients, optimizer state) and of the step itself, and the tracker's live-byte peaks.
@@ -78,13 +86,14 @@ def precision_policy(precision: Precision,
 
 @dataclass(frozen=True)
 class StepRecipe:
-    """What a training step is, as callables the core runs inside fake mode.
+    """What a training step is, as callables the core runs inside :meth:`FakeStep.tensor_mode`.
 
     Attributes:
         build_model: returns the model; called once under ``torch.device("meta")``.
         make_optimizer: model -> optimizer (anything with ``step()``, ``zero_grad()`` and a
             ``state`` mapping of per-parameter state, e.g. ``torch.optim`` or fastai's).
-        make_batch: (batch size, image size as (rows, cols)) -> (inputs, targets), fake tensors.
+        make_batch: (batch size, image size as (rows, cols)) -> (inputs, targets), made with
+            ``torch.empty`` and the like (so on meta, or fake, tensors).
         loss: (model output, targets) -> scalar loss.
         precision: the autocast policy of the forward pass (see :func:`precision_policy`).
         backward_in_autocast: the backward pass runs inside the autocast region (timm's
@@ -109,7 +118,7 @@ class StepRecipe:
 
 @dataclass(frozen=True)
 class StepTrace:
-    """What one fake step allocated, in order, and the live-byte peaks the tracker saw."""
+    """What one step allocated, in order, and the live-byte peaks the tracker saw."""
 
     batch_size: int
     image_size: tuple[int, int]
@@ -197,7 +206,13 @@ def temporaries(events: Sequence[Event]) -> tuple[tuple[Event, ...], int]:
 
 
 class FakeStep:
-    """A model and optimizer as meta (or fake) tensors, stepped on demand; see the module docstring."""
+    """A model and optimizer as meta (or fake) tensors, stepped on demand; see the module docstring.
+
+    Args:
+        recipe: the step.
+        tensors: ``meta`` (the default), or ``fake``: torch's ``FakeTensorMode``, the slower way this
+            core first ran, for comparison (``benchmarks/published_gpu.py --tensors fake``).
+    """
 
     def __init__(self, recipe: StepRecipe, tensors: Tensors = "meta"):
         self.recipe = recipe

@@ -51,6 +51,8 @@ class _CpuLooks(TorchFunctionMode):
         reported = _REPORTED.get(func, _REPORTED) if args and isinstance(args[0], torch.Tensor) else _REPORTED
         if reported is not _REPORTED:
             return reported
+        if func is torch.device:  # naming a device makes nothing; using it does (mapped below)
+            return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         if "device" in kwargs:
             kwargs = {**kwargs, "device": _on_meta(kwargs["device"])}

@@ -1,7 +1,7 @@
 """An op counter: FLOPs and bytes moved by every kernel of a (fake) training step.
 
 A ``TorchDispatchMode`` that sees each aten op below autograd, so forward, backward and the
-optimizer step are all counted, on fake tensors as on real ones, and it can ride along with the
+optimizer step are all counted, on meta tensors as on real ones, and it can ride along with the
 storage tracker in the same pass (dispatch modes stack). Each op becomes an :class:`OpCost`:
 
 - ``tensor_flops``: matrix-multiply FLOPs that run on tensor cores (mm/addmm/bmm/baddbmm,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
-from planner.probe.meters.fake_step import FakeStep, Precision, StepRecipe
+from planner.probe.meters.fake_step import FakeStep, Precision, StepRecipe, Tensors
 
 N_CLASSES = 1000
 
@@ -79,6 +79,6 @@ def benchmark_recipe(model_name: str, precision: Precision = "cuda_fp16", fused_
 
 
 def benchmark_step(model_name: str, precision: Precision = "cuda_fp16", fused_attention: bool = False,
-                   torch2_loop: bool = False) -> FakeStep:
+                   torch2_loop: bool = False, tensors: Tensors = "meta") -> FakeStep:
     """A :class:`FakeStep` of the published recipe, the model built once."""
-    return FakeStep(benchmark_recipe(model_name, precision, fused_attention, torch2_loop))
+    return FakeStep(benchmark_recipe(model_name, precision, fused_attention, torch2_loop), tensors)
