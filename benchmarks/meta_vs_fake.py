@@ -1,6 +1,6 @@
 """The estimating core on meta tensors against its first version on torch's fake tensors, side by side.
 
-For one architecture of every family of the installed timm (the first name of each, by default) the
+For one architecture of every family of the installed timm (the smallest-named of each, by default) the
 published-GPU recipe (``planner.probe.validation.timm_recipe``: the model's own head, SGD Nesterov,
 CUDA's fp16 autocast policy) is stepped at a small batch on the model's default input size, once on
 meta tensors and once on fake tensors, each in a fresh step of its own: the bytes (the tracker's
@@ -33,15 +33,27 @@ from planner.base.atomic import atomic_write_text
 BATCHES = (8, 16)
 
 
-def family_heads() -> list[str]:
-    """The first model name of every family of the installed timm (family: the name up to its first
-    underscore or digit)."""
+SIZE_WORDS = ("atto", "femto", "pico", "nano", "micro", "tiny", "xxs", "xs", "mini", "small", "s", "b0", "t",
+              "m0", "050", "100", "base", "b", "m")
+"""Words that name a member's size in timm, smallest first: the sample takes each family's smallest."""
+
+
+def size_rank(name: str) -> tuple[int, int, str]:
+    """Where ``name`` sorts within its family: by the first size word it contains, then by length."""
+    words = re.split(r"[_.]", name)[1:]
+    rank = min((SIZE_WORDS.index(word) for word in words if word in SIZE_WORDS), default=len(SIZE_WORDS))
+    return rank, len(name), name
+
+
+def family_samples() -> list[str]:
+    """The smallest-named model of every family of the installed timm (family: the name up to its
+    first underscore or digit), so that both versions step it in seconds."""
     import timm
 
-    heads: dict[str, str] = {}
+    families: dict[str, list[str]] = {}
     for name in timm.list_models():
-        heads.setdefault(re.split(r"[_\d]", name)[0], name)
-    return list(heads.values())
+        families.setdefault(re.split(r"[_\d]", name)[0], []).append(name)
+    return [min(members, key=size_rank) for members in families.values()]
 
 
 def one_version(model: str, tensors: str) -> dict:
@@ -106,11 +118,11 @@ def summary(records: Sequence[dict]) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", help="these models (default: the first of every timm family)")
+    parser.add_argument("--models", nargs="+", help="these models (default: the smallest of every timm family)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--json", type=Path, help="write the records and the summary here")
     args = parser.parse_args(argv)
-    models = args.models or family_heads()
+    models = args.models or family_samples()
     records = []
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=10) as pool:
         for index, record in enumerate(pool.imap(compare, models), 1):
