@@ -16,6 +16,12 @@ from run_data import make_image_folder
 # threads by load (planner/base/threads.py), and tests that compare a run's predictions bitwise across
 # processes need the same count in each; one thread also keeps a shared 2-core machine usable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# matplotlib (which fastai imports) keeps its font cache under XDG_CACHE_HOME, which every test replaces
+# (own_cache_folder below): pin it where it is and build it now, so that no process a test starts
+# (a Ray worker, a CLI) builds it again and says so on stderr.
+os.environ.setdefault("MPLCONFIGDIR", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                          / "matplotlib"))
+import matplotlib.font_manager  # noqa: F401  (after MPLCONFIGDIR: builds the font cache there if absent)
 
 
 @pytest.fixture(autouse=True)
