@@ -138,26 +138,31 @@ def native_meta_kernels() -> Iterator[None]:
     so here torch's private library of those registrations is taken down, the Python kernels of ops
     without a C++ one (about 700) are registered again, and on exit torch's registrations are
     restored as they were. Process-wide while it runs (not thread-safe), like the CUDA autocast
-    emulation. Where a torch keeps that registry elsewhere, nothing changes (only slower).
+    emulation; a block inside another costs nothing (the swap itself takes about 0.1 s, so a caller
+    that runs several steps holds one block around them). Where a torch keeps that registry
+    elsewhere, nothing changes (only slower).
     """
     import torch
 
-    registry = _python_meta_registry()
-    if registry is None:
-        yield
-        return
-    module, kernels = registry
-    getattr(module, _META_LIBRARY)._destroy()
-    kept = _meta_library({op: kernel for op, kernel in kernels.items()
-                          if not torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta")})
+    global _native_depth
+    registry = _python_meta_registry() if _native_depth == 0 else None
+    if registry is not None:
+        module, kernels = registry
+        getattr(module, _META_LIBRARY)._destroy()
+        kept = _meta_library({op: kernel for op, kernel in kernels.items()
+                              if not torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta")})
+    _native_depth += 1
     try:
         yield
     finally:
-        kept._destroy()
-        setattr(module, _META_LIBRARY, _meta_library(kernels))
+        _native_depth -= 1
+        if registry is not None:
+            kept._destroy()
+            setattr(module, _META_LIBRARY, _meta_library(kernels))
 
 
 _META_LIBRARY = "_meta_lib_dont_use_me_use_register_meta"
+_native_depth = 0  # native_meta_kernels blocks open: only the outermost swaps the kernels
 
 
 def _meta_library(kernels: Mapping[Any, Any]) -> Any:

@@ -199,6 +199,8 @@ def test_native_meta_kernels_run_cpp_kernels_inside_and_restore_torchs_on_exit()
     assert [t.shape for t in outside] == [t.shape for t in inside]
     assert (added.shape, added.dtype) == (x.shape, x.dtype)
     assert _python_meta_kernel("aten::add.Tensor")  # torch's own registrations are back
-    with compat.native_meta_kernels():  # and can be taken down again
+    with compat.native_meta_kernels():  # and can be taken down again; a block inside changes nothing
+        with compat.native_meta_kernels():
+            assert not _python_meta_kernel("aten::add.Tensor")
         assert not _python_meta_kernel("aten::add.Tensor")
     assert _python_meta_kernel("aten::add.Tensor")

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from planner.base.compat import native_meta_kernels
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
 from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
@@ -167,12 +168,16 @@ class EstimateMeter(ProbeMeter):
         return point.model_copy(update={"seconds": 0.0, "reused": True}) if point is not None else None
 
     def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
-        from planner.base.recipe import set_grad_checkpointing
-
         remembered = self._remembered(entry, micro_batch)
         if remembered is not None:
             return remembered
         started = time.perf_counter()
+        with native_meta_kernels():  # once for the build, the step and the counted forward pass
+            return self._measure(entry, micro_batch, started)
+
+    def _measure(self, entry: EntrySpec, micro_batch: int, started: float) -> ProbePoint:
+        from planner.base.recipe import set_grad_checkpointing
+
         step = self._fake_step(entry)
         set_grad_checkpointing(step.model, entry.grad_checkpointing)
         counter = OpCounter() if self.gpu is not None else None

@@ -48,12 +48,11 @@ class _CpuLooks(TorchFunctionMode):
     """Reports ``cpu`` as every tensor's device and maps a ``cpu`` device argument to ``meta``."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        reported = _REPORTED.get(func, _REPORTED) if args and isinstance(args[0], torch.Tensor) else _REPORTED
-        if reported is not _REPORTED:
-            return reported
-        if func is torch.device:  # naming a device makes nothing; using it does (mapped below)
-            return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
+        if func in _REPORTED:  # a tensor's device, is_cpu or is_meta
+            return _REPORTED[func]
+        if func is torch.device:  # naming a device makes nothing; using it does (mapped below)
+            return func(*args, **kwargs)
         if "device" in kwargs:
             kwargs = {**kwargs, "device": _on_meta(kwargs["device"])}
         return func(*(_on_meta(arg) for arg in args), **kwargs)
