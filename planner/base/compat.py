@@ -6,10 +6,11 @@ models, torch's ``FakeTensorMode`` (a private module) and its library of Python 
 bodies), Optuna's ``GPSampler`` options and one of Optuna's log lines. Each is reached only through
 a function here, which uses the public API where one exists, falls back where an older or newer
 release offers another way, and otherwise raises ``CompatError`` naming the versions planner was
-tested with and what to install. One module is the exception by design: the CUDA autocast emulation
-(``planner.probe.meters.cuda_autocast``) works inside torch's dispatcher, selects the op lists the
-installed torch registers, and is checked against that torch by its own tests at both ends of the
-tested range.
+tested with and what to install. Two modules are the exception by design, as they work inside
+torch's dispatcher: the CUDA autocast emulation (``planner.probe.meters.cuda_autocast``), which selects
+the op lists the installed torch registers, and the meta tensors the estimating core steps
+(``planner.probe.meters.meta_tensors``: a dispatch key guard and a function mode); both are checked
+against that torch by their own tests at both ends of the tested range.
 
 ``TESTED`` is the range CI runs (``.ci/run``: the newest releases; ``.ci/lowest``: pyproject's
 floors); README's install section states the same range and a test keeps the two in step.
