@@ -216,7 +216,6 @@ class FakeStep:
 
     def __init__(self, recipe: StepRecipe, tensors: Tensors = "meta"):
         self.recipe = recipe
-        self.tensors = tensors
         with native_meta_kernels(), torch.device("meta"):
             model = recipe.build_model()
         self._fake_mode = fake_tensor_mode(allow_non_fake_inputs=True) if tensors == "fake" else None
