@@ -19,7 +19,7 @@ from planner.base.errors import first_line
 from planner.base.plan import PlanEntry
 from planner.base.predfile import predictions_path, save_predictions
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, OomMiss, SavedModelRecord, WorkerRecord, now
-from trainer.fit import TrainOutcome, train_entry
+from trainer.fit import NotTrained, TrainOutcome, train_entry
 from trainer.job import TrainJob
 from trainer.memory import release_memory
 from trainer.progress import Reporter
@@ -80,12 +80,16 @@ def attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutco
         return train_entry(job, reporter, cbs)
     except torch.OutOfMemoryError as error:
         return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=first_line(error, "out of memory"))
+    except NotTrained as error:  # its message holds the fix; the same rerun would end the same way
+        return EntryError(str(error))
     except Exception as error:  # any other failure of this entry: recorded, the next entries still train
         return EntryError(describe_entry_error(error))
 
 
 def describe_entry_error(error: BaseException) -> str:
-    """One line for an entry that failed: what happened and what to do (the rerun retries it)."""
+    """One line for an entry that failed: what happened and a fix that works. "Rerun" is advised only
+    where a rerun can end otherwise: after the named cause is fixed, or for a network that may be back;
+    any other error names run.log, where its traceback is."""
     from PIL import UnidentifiedImageError
 
     text = f"{type(error).__name__}: {first_line(error)}"
@@ -94,12 +98,13 @@ def describe_entry_error(error: BaseException) -> str:
         where = lines[0].removeprefix("Exception occured in ").rstrip(":")
         text = f"{type(error).__name__}: {lines[1].strip()} ({where})"
     if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
-        hint = "an image could not be read: remove or replace it"
+        hint = "an image could not be read: replace or remove it, then rerun with --retrain (the data changed)"
     elif "Unknown model" in text or "Invalid pretrained tag" in text:
-        hint = "the plan names an architecture this timm does not have: fix the entry's arch or probe again"
+        hint = ("the plan names an architecture this timm does not have: fix the entry's arch (or probe again), "
+                "then rerun the same command")
     elif isinstance(error, ConnectionError) or any(word in text for word in ("HTTP", "URL", "connection", "hub")):
-        hint = "pretrained weights could not be downloaded: connect, fill the cache, or use --no-pretrained"
+        hint = ("pretrained weights could not be downloaded: connect (or fill timm's cache) and rerun the same "
+                "command, or train from random weights with --no-pretrained into another --out folder")
     else:
-        hint = "see run.log"
-    return f"{text} ({hint}; rerun the same command to retry this entry)"
-
+        hint = "see run.log for where it happened"
+    return f"{text} ({hint})"

@@ -6,6 +6,7 @@ unfrozen ones); they are removed again before TTA. Importing this module imports
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -54,8 +55,9 @@ class CpuThreads(Callback):
 
 
 class ReportEpochs(Callback):
-    """Records every epoch (losses, error rate, seconds; torch's threads when ``cpu``) and passes it to
-    the reporter."""
+    """Records every epoch (losses, error rate, seconds, optimizer steps; torch's threads when ``cpu``)
+    and passes it to the reporter. A step is counted at ``after_step``, which fastai reaches only when
+    the optimizer stepped (``GradientAccumulation`` cancels the batch before it otherwise)."""
 
     order = Recorder.order + 1  # after the Recorder has stored the epoch's values
 
@@ -67,10 +69,15 @@ class ReportEpochs(Callback):
         self.records: list[EpochRecord] = []
         self.started = 0.0
         self.threads: int | None = None
+        self.steps = 0
 
     def before_epoch(self) -> None:
         self.started = time.perf_counter()
         self.threads = torch.get_num_threads() if self.cpu else None
+        self.steps = 0
+
+    def after_step(self) -> None:
+        self.steps += 1
 
     def after_epoch(self) -> None:
         names = self.learn.recorder.metric_names[1:]
@@ -83,10 +90,15 @@ class ReportEpochs(Callback):
             error_rate=_number(values.get("error_rate")),
             seconds=time.perf_counter() - self.started,
             threads=self.threads,
+            optimizer_steps=self.steps,
         )
         self.records.append(record)
         self.reporter.epoch_done(self.entry_name, record, self.total_epochs)
 
 
 def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
+    """A recorded value as a float; None when fastai has none (e.g. a loss over no batch is NaN)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -25,6 +25,11 @@ from trainer.saved_model import SavedModel, capture_model
 from trainer.tta import seeded_tta
 
 
+class NotTrained(Exception):
+    """A try that ran but left no usable model (a fit without an optimizer step, or training that
+    diverged); the message says why and what to change. A rerun as it is would end the same way."""
+
+
 @dataclass(frozen=True)
 class TrainOutcome:
     """What a successful try produced (``model``: the trained weights and recipe, unless not kept)."""
@@ -78,9 +83,13 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     threads = [CpuThreads()] if cpu else []
     with meter.measuring(learn.model):
         learn.fine_tune(settings.epochs, settings.lr, cbs=[*threads, MemoryPhases(meter), epochs, *cbs])
+    check_every_fit_stepped(epochs.records, n_train=len(items) - len(split.valid), job=job)
 
     saved = capture_model(learn, job) if inputs.save_models else None
     valid_probs, valid_plain, valid_targets = seeded_tta(learn, None, settings.tta_n, settings.tta_beta, inputs.seed)
+    if not np.isfinite(valid_probs).all():
+        raise NotTrained(f"training diverged: the held-out predictions are NaN or infinite (lr {settings.lr:g}); "
+                         "train with a lower --lr into another --out folder")
     targets = np.array([layout.vocab.index(label_of(name)) for name in split.valid], dtype=np.int64)
     if not np.array_equal(valid_targets, targets):
         raise RuntimeError("fastai's held-out order differs from split.json; predictions would be misaligned")
@@ -102,3 +111,22 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     return TrainOutcome(predictions=predictions, metrics=metrics, memory=meter.record(),
                         epochs=epochs.records, model=saved)
 
+
+
+def check_every_fit_stepped(epochs: list[EpochRecord], n_train: int, job: TrainJob) -> None:
+    """Refuse a try in which one of ``fine_tune``'s fits (frozen, unfrozen) updated no weight.
+
+    `planner run` refuses such a split before training (``planner.base.trainsize``); this is the
+    evidence that it held, so that an untrained model never reaches the predictions.
+
+    Raises:
+        NotTrained: a fit made no optimizer step.
+    """
+    for phase in ("frozen", "unfrozen"):
+        steps = sum(epoch.optimizer_steps or 0 for epoch in epochs if epoch.phase == phase)
+        if steps == 0:
+            raise NotTrained(
+                f"the {phase} fit made no optimizer step ({n_train} training images, accum {job.accum} × "
+                f"micro-batch {job.micro_batch} = effective batch {job.inputs.effective_batch_size}): the model "
+                "was not trained; probe again with a smaller --effective-bs, or add training images"
+            )

@@ -20,7 +20,8 @@ class Reporter:
     """Receives a run's events; every method does nothing here. Called in this order: ``run_started``
     once; per entry either ``entry_skipped`` or ``entry_started``, ``epoch_done`` after each epoch,
     ``entry_oom`` after each out-of-memory try (then ``entry_started`` again for the retry), and
-    ``entry_done`` (finished or failed); ``run_finished`` once at the end, also after an interrupt."""
+    ``entry_done`` (finished or failed); ``notice`` at any time; ``run_finished`` once at the end, also
+    after an interrupt."""
 
     def run_started(self, run_dir: Path, names: Sequence[str]) -> None:
         """The run checked its inputs and will go through ``names`` in order."""
@@ -39,6 +40,9 @@ class Reporter:
 
     def entry_done(self, record: EntryRecord) -> None:
         """An entry finished (predictions saved) or failed (out of memory at every accumulation)."""
+
+    def notice(self, text: str) -> None:
+        """Something the person should know that is not an entry's event (e.g. the data changed)."""
 
     def run_finished(self) -> None:
         """The run ended, normally or not."""
@@ -73,6 +77,10 @@ class Reporters(Reporter):
     def entry_done(self, record: EntryRecord) -> None:
         for reporter in self.reporters:
             reporter.entry_done(record)
+
+    def notice(self, text: str) -> None:
+        for reporter in self.reporters:
+            reporter.notice(text)
 
     def run_finished(self) -> None:
         for reporter in self.reporters:
@@ -128,6 +136,9 @@ class LineReporter(Reporter):
 
     def entry_done(self, record: EntryRecord) -> None:
         self.write(describe_done(record))
+
+    def notice(self, text: str) -> None:
+        self.write(text)
 
 
 class LogFile(LineReporter):

@@ -1,16 +1,21 @@
 """`planner run`: train every entry of a plan, resumably, and keep the evidence; the one run driver
 of both backends.
 
-Read top to bottom: check the plan, the device and the data; take the run folder's lock; read or
-draw its one held-out split; read or start ``run.json``; skip the entries finished earlier (and
-those the plan says do not fit); submit the others to the backend (``trainer.backend``: here, or as
-Ray tasks) and record each try's result as it comes, resubmitting an entry with the next larger
-accumulation when it ran out of memory. Every file is written atomically, so Ctrl-C leaves finished
-entries untouched and the next run redoes only the unfinished ones.
+Read top to bottom: check the plan, the device and the data (every fit must get an optimizer
+step); take the run folder's lock; compare the data with what the folder was trained on (changed
+training data: refuse, or start afresh with ``--retrain``); read or draw its one held-out split; read
+or start ``run.json``; predict a changed test set again from the saved models; skip the entries
+finished earlier (and those the plan says do not fit); submit the others to the backend
+(``trainer.backend``: here, or as Ray tasks) and record each try's result as it comes, resubmitting an
+entry with the next larger accumulation when it ran out of memory. Every file is written atomically,
+so Ctrl-C leaves finished entries untouched (the one training is marked ``interrupted``) and the
+next run redoes only the unfinished ones.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +27,13 @@ from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
 from planner.base.plan import Plan, PlanEntry, load_plan
-from planner.base.predfile import PREDS_FOLDER, predictions_path
+from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
+    RUN_FILE,
+    DataRecord,
     EntryRecord,
     EpochRecord,
+    FileSet,
     MemoryRecord,
     Metrics,
     OomMiss,
@@ -39,14 +47,26 @@ from planner.base.runfile import (
     now,
     save_run,
 )
+from planner.base.trainsize import check_steps, training_count
 from trainer.attempt import EntryError, TryDone, TryResult
-from trainer.backend import Backend, LocalBackend
-from trainer.data import DataLayout, scan_data
+from trainer.backend import Backend, LocalBackend, resolve_device
+from trainer.data import DataLayout, label_of, scan_data
+from trainer.fingerprint import (
+    LISTING_FILE,
+    data_record,
+    describe_change,
+    listing,
+    load_listing,
+    save_listing,
+    training_changed,
+)
 from trainer.job import RunInputs, TrainJob
 from trainer.options import RunOptions
 from trainer.progress import LogFile, Reporter, Reporters
-from trainer.saved_model import MODELS_FOLDER
-from trainer.split import Split, shared_split
+from trainer.repredict import repredict_test
+from trainer.rerun import retrain_command
+from trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
+from trainer.split import SPLIT_FILE, Split, shared_split
 
 LOG_FILE = "run.log"
 LOCK_FILE = ".lock"
@@ -110,22 +130,33 @@ def run_plan(
                              folder=True)
     device = backend.device(options.device, options.cpu_memory_limit)
     layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind
+    check_steps(training_count(Counter(map(label_of, layout.train)).values(), options.valid_pct), len(layout.train),
+                plan.effective_batch_size, options.valid_pct,
+                fix="Probe again with --effective-bs {n} or smaller, or hold out less with --valid-pct")
     with one_writer(run_dir):
         run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
-            todo = entries_to_train(plan, book, reporter, device, options.include_misfits)
+            stale = stale_test_predictions(plan, book, layout, options.retrain)
+            repredict_entries(stale, book, layout, options.device, reporter)
+            todo = entries_to_train(plan, book, reporter, device, options.include_misfits, options.retrain)
             if todo:
                 inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                                    settings=options.settings(), device=options.device, seed=options.seed,
                                    cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models)
                 tries = Tries(plan, book, reporter)
-                with backend.opened(plan, todo, inputs, run_dir, reporter, tries.started):
-                    for entry in todo:
-                        backend.submit(entry, None)
-                    while backend.pending:
-                        retry = tries.record(backend.next_result())
-                        if retry is not None:
-                            backend.submit(*retry)
+                for entry in todo:
+                    forget_outputs(run_dir, entry.name)  # an earlier try's files never stand for this one's
+                try:
+                    with backend.opened(plan, todo, inputs, run_dir, reporter, tries.started):
+                        for entry in todo:
+                            backend.submit(entry, None)
+                        while backend.pending:
+                            retry = tries.record(backend.next_result())
+                            if retry is not None:
+                                backend.submit(*retry)
+                except KeyboardInterrupt:
+                    tries.interrupted()
+                    raise
         finally:
             reporter.run_finished()
     names = tuple(entry.name for entry in plan.entries)
@@ -181,7 +212,8 @@ class Tries:
         if isinstance(outcome, TryDone):
             return self._done(finished_record(
                 record, memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
-                predictions=outcome.predictions, seconds=self.seconds[name], model=outcome.model))
+                predictions=outcome.predictions, seconds=self.seconds[name], model=outcome.model,
+                test_files=self.book.run.inputs.test if self.book.run.inputs else None))
         if isinstance(outcome, EntryError):
             return self._done(failed_record(record, record.oom_misses, self.seconds[name], outcome.message))
         misses = [*record.oom_misses, outcome]
@@ -200,15 +232,27 @@ class Tries:
         self.book.put(record)
         self.reporter.entry_done(record)
 
+    def interrupted(self) -> None:
+        """After Ctrl-C: the entries still training are ``interrupted`` in run.json, and the reporter
+        says how to go on."""
+        for name in self.records:
+            record = self.book.run.entries.get(name)
+            if record is not None and record.status == "running":
+                self.book.put(record.model_copy(update={
+                    "status": "interrupted", "finished": now(), "seconds": self.seconds.get(name, 0.0),
+                    "error": "interrupted (Ctrl-C) while training: rerun the same command to train it"}))
+                self.reporter.notice(f"interrupted {name}: rerun the same command to resume (finished entries are "
+                                     "kept, this one trains again)")
+
 
 def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
-                     include_misfits: bool) -> list[PlanEntry]:
+                     include_misfits: bool, retrain: bool = False) -> list[PlanEntry]:
     """The plan's entries that still need training, as both backends pick them: an entry finished
-    by an earlier run is skipped, and so is one the plan says does not fit the card (recorded in
-    run.json as ``skipped``, with why and the card it needs) unless ``include_misfits``."""
+    by an earlier run is skipped (unless ``retrain``), and so is one the plan says does not fit the
+    card (recorded in run.json as ``skipped``, with why and the card it needs) unless ``include_misfits``."""
     todo = []
     for entry in plan.entries:
-        previous = finished_earlier(book, entry.name)
+        previous = None if retrain else finished_earlier(book, entry.name)
         if previous:
             reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
         elif not entry.fits and not include_misfits:
@@ -275,14 +319,15 @@ def planned_time(entry: PlanEntry, device: str) -> TimeRecord:
 
 def finished_record(
     record: EntryRecord, *, memory: MemoryRecord, epochs: list[EpochRecord], metrics: Metrics, predictions: str,
-    seconds: float, model: SavedModelRecord | None = None,
+    seconds: float, model: SavedModelRecord | None = None, test_files: FileSet | None = None,
 ) -> EntryRecord:
-    """The record of an entry whose try succeeded; its predictions are saved at ``predictions`` (relative),
-    its model (unless not kept) as ``model`` says."""
+    """The record of an entry whose try succeeded; its predictions (of the test set ``test_files``) are
+    saved at ``predictions`` (relative), its model (unless not kept) as ``model`` says."""
     timing = measured_time(record.time or TimeRecord(measured_device=record.device), epochs)
     return record.model_copy(update={
         "status": "finished", "memory": memory, "epochs": epochs, "metrics": metrics,
         "predictions": predictions, "model": model, "seconds": seconds, "finished": now(), "time": timing,
+        "error": None, "test_files": test_files,
     })
 
 
@@ -331,28 +376,114 @@ def start_run_folder(
         The absolute run folder, the split, the run book, and the reporter that also writes ``run.log``.
 
     Raises:
-        UserError: a run folder made with another split, data folder or settings.
+        UserError: a run folder made with another split, data folder or settings, or trained on
+            training data that changed since (without ``options.retrain``).
     """
     run_dir = Path(run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     for folder in (run_dir, run_dir / PREDS_FOLDER, run_dir / MODELS_FOLDER):  # a killed writer's half files
         remove_stale_temporaries(folder)
+    files = listing(layout)
+    inputs = data_record(layout, files)
+    previous = load_run(run_dir)
+    if previous is not None and previous.inputs is not None and training_changed(previous.inputs, inputs):
+        change = describe_change(previous.inputs, inputs, load_listing(run_dir), files, "train")
+        if not options.retrain:
+            raise UserError(
+                f"the training data in {layout.root} changed since {run_dir} was trained ({change}): its models "
+                "learned the old data. Train every entry on the data as it is now with --retrain (a new split; "
+                "the folder's predictions and models are replaced), or use another --out folder")
+        start_afresh(run_dir)
+        previous = None
     split = shared_split(run_dir, layout, options.valid_pct, options.seed)
-    book = RunBook(run_dir, _open_run(run_dir, Path(plan_path), plan, layout, options.settings()))
+    run = _open_run(run_dir, Path(plan_path), plan, layout, options.settings(), previous, inputs)
+    save_listing(run_dir, files)
+    book = RunBook(run_dir, run)
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
     reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    if not layout.test:
+        reporter.notice(f"no test images in {layout.root / 'test_images'}: the entries predict the held-out split "
+                        "only; add test images and rerun this command to predict them with the saved models")
     return run_dir, split, book, reporter
 
 
+def start_afresh(run_dir: Path) -> None:
+    """Remove what a run folder learned from its earlier data: its split, record, listing, predictions
+    and models (run.log and other files stay)."""
+    for name in (SPLIT_FILE, RUN_FILE, LISTING_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (PREDS_FOLDER, MODELS_FOLDER):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
+
+
+def forget_outputs(run_dir: Path, name: str) -> None:
+    """Remove an entry's prediction file and saved model before it trains, so that a try that fails
+    never leaves an earlier try's files standing for it."""
+    for path in (predictions_path(run_dir, name), weights_path(run_dir, name), recipe_path(run_dir, name)):
+        path.unlink(missing_ok=True)
+
+
+def stale_test_predictions(plan: Plan, book: RunBook, layout: DataLayout, retrain: bool) -> list[EntryRecord]:
+    """The plan's finished entries whose test predictions are of another test set than the data
+    folder's now (none with ``retrain``: every entry trains again).
+
+    Raises:
+        UserError: such an entry has no saved model to predict with (the message names the command
+            that retrains it).
+    """
+    inputs = book.run.inputs
+    if retrain or inputs is None:
+        return []
+    stale = [record for entry in plan.entries
+             if (record := finished_earlier(book, entry.name)) is not None
+             and not _predicted_on(record, inputs, book.run_dir, layout)]
+    unsaved = [record.name for record in stale if record.model is None]
+    if unsaved:
+        previous = {record.test_files.count for record in stale if record.test_files is not None}
+        was = f"{', '.join(map(str, sorted(previous)))} → " if previous else ""
+        raise UserError(
+            f"test_images changed since {', '.join(unsaved)} predicted it ({was}{inputs.test.count} files), and "
+            f"{'they were' if len(unsaved) > 1 else 'it was'} trained without saving the model (--no-save-models), "
+            f"so nothing can predict the new test set but training again: {retrain_command(book.run, book.run_dir)}")
+    return stale
+
+
+def _predicted_on(record: EntryRecord, inputs: DataRecord, run_dir: Path, layout: DataLayout) -> bool:
+    """Whether the entry's test predictions are of the data folder's test set; a record from before
+    test sets were recorded is judged by the names in its prediction file."""
+    if record.test_files is not None:
+        return record.test_files == inputs.test
+    names = read_prediction_arrays(predictions_path(run_dir, record.name))["test_names"].tolist()
+    return sorted(names) == sorted(layout.test)
+
+
+def repredict_entries(stale: list[EntryRecord], book: RunBook, layout: DataLayout, requested_device: str,
+                      reporter: Reporter) -> None:
+    """Predict the test set again with each stale entry's saved model (no training), and record it."""
+    if not stale:
+        return
+    import torch
+
+    device = resolve_device("cpu" if requested_device == "cpu" else "auto", torch.cuda.is_available())
+    test = book.run.inputs.test if book.run.inputs else None
+    for record in stale:
+        reporter.notice(f"re-predict {record.name}: test_images changed since it was trained; predicting its "
+                        f"{len(layout.test)} test images with its saved model ({device}), no training")
+        repredict_test(book.run_dir, record.name, layout, device)
+        book.put(record.model_copy(update={"test_files": test}))
+    reporter.notice("test predictions are of the new test set: rerun planner tune-weights for a new submission")
+
+
 def _open_run(
-    run_dir: Path, plan_path: Path, plan: Plan, layout: DataLayout, settings: RunSettings
+    run_dir: Path, plan_path: Path, plan: Plan, layout: DataLayout, settings: RunSettings, run: RunFile | None,
+    inputs: DataRecord,
 ) -> RunFile:
-    """The run folder's record: new, or an earlier one checked against this run."""
-    run = load_run(run_dir)
+    """The run folder's record: new, or the earlier one (``run``) checked against this run, with the
+    data as it is now (``inputs``)."""
     if run is None:
         run = RunFile(data=str(layout.root), plan=str(plan_path.resolve()),
                       effective_batch_size=plan.effective_batch_size, budget_bytes=plan.budget_bytes,
-                      settings=settings, created=now(), updated=now())
+                      settings=settings, created=now(), updated=now(), inputs=inputs)
         save_run(run, run_dir)
         return run
     where = f"{run_dir} was started"
@@ -366,6 +497,8 @@ def _open_run(
                         f"{plan.effective_batch_size}: {hint}")
     for entry in plan.entries:
         _check_same_training(run.entries.get(entry.name), entry, run_dir)
+    run = run.model_copy(update={"inputs": inputs, "updated": now()})
+    save_run(run, run_dir)
     return run
 
 

@@ -23,6 +23,7 @@ from planner.base.jsonfile import load_record
 from planner.base.plan import ItemTransform, Record, Size
 from planner.base.recipe import AUG_MIN_SCALE
 from planner.base.runfile import SavedModelRecord, load_run
+from trainer.rerun import retrain_command
 
 if TYPE_CHECKING:
     from trainer.job import TrainJob
@@ -158,12 +159,13 @@ def read_saved_model(run_dir: str | Path, entry: str) -> tuple[ModelRecipe, dict
     record = saved_model_record(run_dir, entry)
     path = run_dir / record.weights
     if not path.is_file():
-        raise UserError(f"{path} is missing: retrain entry {entry} (delete preds/{entry}.npz, rerun planner run)")
+        raise UserError(f"{path} is missing: retrain the folder's entries with {_retrain(run_dir)}")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != record.bytes or digest != record.sha256:
         raise UserError(f"{path} fails its checksum ({len(data)} bytes, sha256 {digest[:12]}…; run.json says "
-                        f"{record.bytes} bytes, {record.sha256[:12]}…): the file is damaged, retrain the entry")
+                        f"{record.bytes} bytes, {record.sha256[:12]}…): the file is damaged; retrain the folder's "
+                        f"entries with {_retrain(run_dir)}")
     recipe = load_recipe(run_dir / record.recipe)
     try:
         return recipe, load(data)
@@ -186,8 +188,14 @@ def saved_model_record(run_dir: Path, entry: str) -> SavedModelRecord:
         raise UserError(f"{run_dir} has no finished entry {entry!r} (finished: {', '.join(finished) or 'none'})")
     if record.model is None:
         raise UserError(f"entry {entry} in {run_dir} has no saved model (trained with --no-save-models or "
-                        "before models were saved): retrain it to predict with it")
+                        f"before models were saved): retrain the folder's entries with {_retrain(run_dir)}")
     return record.model
+
+
+def _retrain(run_dir: Path) -> str:
+    """The command that retrains the folder's entries, saving their models (see ``trainer.rerun``)."""
+    run = load_run(run_dir)
+    return retrain_command(run, run_dir) if run is not None else "planner run PLAN --out RUN_DIR --retrain"
 
 
 def load_recipe(path: Path) -> ModelRecipe:
@@ -197,7 +205,7 @@ def load_recipe(path: Path) -> ModelRecipe:
         UserError: missing, unreadable, not JSON, another version, or a bad field (named).
     """
     return load_record(path, ModelRecipe, what="model recipe", version=RECIPE_VERSION,
-                       fix="retrain the entry (remove it from run.json's finished entries, or use a new run folder)")
+                       fix=f"retrain the folder's entries with {_retrain(path.parent.parent)}")
 
 
 def build_from_recipe(recipe: ModelRecipe, state_dict: dict[str, Any], device: str = "cpu",

@@ -19,6 +19,7 @@ from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
 from planner.base.jsonfile import load_record
 from planner.base.plan import Record
+from planner.base.trainsize import held_out_count
 from trainer.data import DataLayout, label_of
 
 SPLIT_VERSION = 1
@@ -60,7 +61,7 @@ def draw_split(train: Sequence[str], valid_pct: float, seed: int) -> Split:
     valid: list[str] = []
     for label in sorted(by_label):
         names = by_label[label]
-        count = min(max(round(valid_pct * len(names)), 1), len(names) - 1)
+        count = held_out_count(len(names), valid_pct)
         valid.extend(names[i] for i in rng.permutation(len(names))[:count])
     if not valid:
         raise UserError("the held-out split is empty: every class needs at least two images")

@@ -9,6 +9,7 @@ can remove those of processes that no longer run without touching a live writer'
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -89,8 +90,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    """Write ``data`` as indented, strict JSON to ``path`` atomically.
+
+    Python's ``json`` writes NaN and Infinity, which are not JSON: strict readers (``jq``, JavaScript,
+    Go, ``json.loads(..., parse_constant=...)``) refuse the file. A float that is not finite is a value
+    that is missing (a loss fastai could not compute), so it is written as ``null``.
+    """
+    return atomic_write_text(path, json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n")
+
+
+def finite_or_null(data: Any) -> Any:
+    """``data`` with every float that is not finite (NaN, ±inf) replaced by None, at any depth."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_null(value) for value in data]
+    return data
 
 
 def check_writable(path: str | Path, what: str, *, folder: bool) -> Path:

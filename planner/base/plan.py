@@ -16,6 +16,9 @@ from planner.base.jsonfile import load_record
 
 PLAN_VERSION = 1
 Size = tuple[int, int]
+MIN_MICRO_BATCH = 2
+"""fastai's head ends in BatchNorm1d over pooled features, which cannot train on one image: the probe
+never plans a micro-batch of 1, and a plan that says so is refused at load."""
 
 
 class Record(BaseModel):
@@ -173,6 +176,9 @@ class PlanEntry(Record):
     def _consistent(self) -> PlanEntry:
         if min(self.size) <= 0:
             raise ValueError("size sides must be positive")
+        if min([self.micro_batch, *(pair.micro_batch for pair in self.per_budget)]) < MIN_MICRO_BATCH:
+            raise ValueError(f"micro_batch must be at least {MIN_MICRO_BATCH}: fastai's head has BatchNorm, which "
+                             "cannot train on single images")
         if self.fits and self.predicted_peak_bytes is None:
             raise ValueError("an entry that fits needs predicted_peak_bytes")
         return self

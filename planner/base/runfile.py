@@ -68,7 +68,9 @@ class MemoryRecord(Record):
 
 class EpochRecord(Record):
     """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones; ``threads``: the CPU
-    threads it trained with (``planner.base.threads``; None on a GPU)."""
+    threads it trained with (``planner.base.threads``; None on a GPU); ``optimizer_steps``: the weight
+    updates it made (``GradientAccumulation`` steps once per effective batch; None in older files).
+    A loss fastai could not compute (no batch) is None."""
 
     epoch: int = Field(ge=0)
     phase: Literal["frozen", "unfrozen"]
@@ -77,6 +79,26 @@ class EpochRecord(Record):
     error_rate: float | None
     seconds: float = Field(ge=0)
     threads: int | None = Field(default=None, gt=0)
+    optimizer_steps: int | None = Field(default=None, ge=0)
+
+
+class FileSet(Record):
+    """A set of files as a run saw them, cheaply: how many, their bytes, and a SHA-256 over each one's
+    name, size and modification time (``trainer.fingerprint``): a file added, removed, replaced or
+    edited changes it; the images' bytes are not read."""
+
+    count: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DataRecord(Record):
+    """What a run folder trains and predicts on: the classes, the training files (held-out split
+    included, ``split.json`` names it) and the test files."""
+
+    classes: list[str]
+    train: FileSet
+    test: FileSet
 
 
 class Metrics(Record):
@@ -152,16 +174,18 @@ class EntryRecord(Record):
     """One plan entry in a run: its settings as planned and as trained, and the evidence.
 
     ``status`` is ``running`` from the start of training until the prediction file is written, then
-    ``finished``; ``failed`` when it ran out of memory at every accumulation; ``skipped`` when the
-    plan says it does not fit the card (``error`` says why). An entry is done only when it is
-    ``finished`` and its prediction file exists.
+    ``finished``; ``failed`` when it ran out of memory at every accumulation or another error ended it
+    (``error`` says which); ``skipped`` when the plan says it does not fit the card (``error`` says
+    why); ``interrupted`` when the run was stopped (Ctrl-C) while it trained. An entry is done only when
+    it is ``finished`` and its prediction file exists; ``test_files`` is the test set its predictions
+    cover (None in older files).
     """
 
     name: str
     arch: str
     item: ItemTransform
     size: Size
-    status: Literal["running", "finished", "failed", "skipped"]
+    status: Literal["running", "finished", "failed", "skipped", "interrupted"]
     device: Device
     precision: Literal["fp16", "fp32"]
     planned_accum: int = Field(gt=0)
@@ -183,10 +207,12 @@ class EntryRecord(Record):
     error: str | None = None
     worker: WorkerRecord | None = None
     time: TimeRecord | None = None
+    test_files: FileSet | None = None
 
 
 class RunFile(Record):
-    """The whole run folder's record."""
+    """The whole run folder's record; ``inputs``: the data it trains and predicts on (None in older
+    files, recorded at their next run)."""
 
     version: Literal[1] = RUN_VERSION
     data: str
@@ -197,6 +223,7 @@ class RunFile(Record):
     entries: dict[str, EntryRecord] = Field(default_factory=dict)
     created: str
     updated: str
+    inputs: DataRecord | None = None
 
     def with_entry(self, entry: EntryRecord) -> RunFile:
         """A copy with ``entry`` added or replaced, and a new ``updated`` time."""

@@ -7,6 +7,7 @@ the time basis, writing the plan) happens here, top to bottom.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from planner.base.atomic import check_writable
@@ -15,6 +16,7 @@ from planner.base.errors import UserError
 from planner.base.gpus import GpuSpec, find_gpu, get_gpu
 from planner.base.locations import data_folder_here
 from planner.base.plan import Plan, TimeBasis, save_plan
+from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 from planner.probe.options import ProbeOptions
 from planner.probe.probe import ProbeReporter, probe_plan
@@ -35,6 +37,7 @@ def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
     entries = entries if entries is not None else _entries(options)
     data = options.data if options.data is not None else data_folder_here()
     probe_data = probe_data_from_folder(data)
+    check_data_gives_steps(probe_data, options.effective_batch_size)
     device = _device(options.device, torch.cuda.is_available())
     card = get_gpu(options.gpu) if options.gpu is not None else None
     budgets = sorted(set(options.budgets)) or [_default_budget(card)]
@@ -48,6 +51,20 @@ def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
     save_plan(plan, options.output)
     return plan
+
+
+def check_data_gives_steps(probe_data: ProbeData, effective_batch_size: int) -> None:
+    """With a data folder, refuse before probing an effective batch its training split (after the run's
+    default held-out split) cannot fill: no fit of `planner run` would take an optimizer step.
+
+    Raises:
+        UserError: the training split is smaller than the effective batch.
+    """
+    if probe_data.synthetic:
+        return
+    class_sizes = Counter(path.parent.name for path in probe_data.files).values()
+    check_steps(training_count(class_sizes, DEFAULT_VALID_PCT), len(probe_data.files), effective_batch_size,
+                DEFAULT_VALID_PCT, fix="Probe with --effective-bs {n} or smaller")
 
 
 def misfits(plan: Plan) -> list[str]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from planner.base.plan import Size
+from planner.base.errors import UserError
+from planner.base.plan import MIN_MICRO_BATCH, Size
 
 DEFAULT_MARGIN = 0.05
 DEFAULT_EFFECTIVE_BATCH_SIZE = 64
@@ -53,3 +54,8 @@ class ProbeOptions:
     checkpointing: bool = True
     epochs: int = 12
     jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.effective_batch_size < MIN_MICRO_BATCH:
+            raise UserError(f"--effective-bs {self.effective_batch_size} is too small: fastai's head has BatchNorm, "
+                            f"which cannot train on single images; use --effective-bs {MIN_MICRO_BATCH} or more")
