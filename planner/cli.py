@@ -37,6 +37,7 @@ err_console = Console(stderr=True, highlight=False, width=_LOG_WIDTH)
 
 EXIT_USER_ERROR = 2
 EXIT_DOES_NOT_FIT = 3
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by SIGINT
 
 # Option types declared once and reused by the commands.
 DataOption = Annotated[
@@ -502,13 +503,17 @@ def run(
     save_models: Annotated[bool, typer.Option(
         "--save-models/--no-save-models", help="Keep each trained model in RUN_DIR/models (safetensors weights "
         "+ JSON recipe) for `planner predict`.")] = RunOptions.save_models,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="Train every entry again, finished ones too, on the data as it is now. When the "
+        "training images or classes changed since the folder was trained, it starts afresh: a new held-out "
+        "split, and its predictions and models are replaced.")] = RunOptions.retrain,
 ) -> None:
     """Train every plan entry with fastai on one shared held-out split; save TTA predictions.
 
     Exit codes: 0 all trained; 1 an entry failed; 3 entries the plan marks as not fitting were skipped."""
     options = RunOptions(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
-        include_misfits=include_misfits, save_models=save_models,
+        include_misfits=include_misfits, save_models=save_models, retrain=retrain,
     )
     where = None
     if backend == Backend.ray:
@@ -518,7 +523,12 @@ def run(
                                       max_retries=max_retries))
     elif pack or ray_address or gpus_per_entry != 1.0:
         raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
-    result = _run_and_show(plan, data, out, options, where)
+    try:
+        result = _run_and_show(plan, data, out, options, where)
+    except KeyboardInterrupt:
+        err_console.print("interrupted (Ctrl-C): finished entries are kept; rerun the same command to resume",
+                          soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if result.failed:
         raise typer.Exit(1)
     if result.skipped:
@@ -539,18 +549,22 @@ def predict_command(
         "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
         "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
         show_default=False)] = None,
+    uniform: Annotated[bool, typer.Option(
+        "--uniform", help="Average every saved model with equal weights, ignoring weights.json (e.g. one tuned "
+        "before the run's last entries were trained).")] = PredictOptions.uniform,
 ) -> None:
     """Predict images with the run's saved models, combined with weights.json (uniform without one).
 
-    Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be read
-    (listed on stderr, the others are in the CSV); 2 a user mistake."""
+    weights.json must weigh every saved model: after training more entries, rerun tune-weights or pass
+    --uniform. Writes image_id,label per image. Exit codes: 0 all predicted; 1 some images could not be
+    read (listed on stderr, the others are in the CSV); 2 a user mistake."""
     from planner.base.atomic import check_writable
     from planner.ensemble.record import load_weights
     from trainer.predict import predict, write_predictions_csv
 
-    options = PredictOptions(tta=tta, device=device, batch_size=batch_size)
+    options = PredictOptions(tta=tta, device=device, batch_size=batch_size, uniform=uniform)
     check_writable(output, "-o", folder=False)
-    weights = load_weights(run_dir)
+    weights = None if options.uniform else load_weights(run_dir)  # --uniform: not even a damaged one stops it
     with _trial_progress() as progress:
         result = predict(run_dir, images, weights, options, progress)
     path = write_predictions_csv(output, result, probs=probs)

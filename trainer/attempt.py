@@ -97,14 +97,17 @@ def describe_entry_error(error: BaseException) -> str:
     if len(lines) > 1 and lines[0].startswith("Exception occured in"):  # fastai's wrapper: the cause is below
         where = lines[0].removeprefix("Exception occured in ").rstrip(":")
         text = f"{type(error).__name__}: {lines[1].strip()} ({where})"
-    if isinstance(error, UnidentifiedImageError | OSError) and not isinstance(error, ConnectionError):
+    said = f"{type(error).__name__} {text}".lower()
+    network = isinstance(error, ConnectionError) or any(
+        word in said for word in ("http", "url", "connection", "hub", "entrynotfound"))
+    if network:  # before images: huggingface_hub's "not in the local cache" is an OSError too
+        hint = ("pretrained weights could not be downloaded: connect (or fill timm's cache) and rerun the same "
+                "command, or train from random weights with --no-pretrained into another --out folder")
+    elif isinstance(error, UnidentifiedImageError | OSError):
         hint = "an image could not be read: replace or remove it, then rerun with --retrain (the data changed)"
     elif "Unknown model" in text or "Invalid pretrained tag" in text:
         hint = ("the plan names an architecture this timm does not have: fix the entry's arch (or probe again), "
                 "then rerun the same command")
-    elif isinstance(error, ConnectionError) or any(word in text for word in ("HTTP", "URL", "connection", "hub")):
-        hint = ("pretrained weights could not be downloaded: connect (or fill timm's cache) and rerun the same "
-                "command, or train from random weights with --no-pretrained into another --out folder")
     else:
         hint = "see run.log for where it happened"
     return f"{text} ({hint})"

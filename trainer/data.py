@@ -4,8 +4,9 @@ Layout: ``train_images/<label>/*`` (one folder per class), ``test_images/*`` (op
 optional ``sample_submission.csv``. Items are named by their path relative to the data folder with
 forward slashes (``train_images/3/img_12.png``); test items by their file name (``img_7.png``), as
 ``sample_submission.csv`` names them. Image files are recognised by extension (``planner.base.images``,
-the rule the probe and predict use too); every one is decoded once before training, so that a corrupt
-file is reported by name before hours of training, not in the middle of them. PIL's ``verify()``
+the rule the probe and predict use too); every one is decoded once before training, so that corrupt
+files are reported by name before hours of training, not in the middle of them: all of them in one
+line (the first few when many), so that one rerun finds them fixed, and so are broken symbolic links. PIL's ``verify()``
 alone misses a truncated JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``:
 the whole compressed stream is read, the inverse transform mostly skipped), on a thread per core
 (PIL releases the GIL while decoding): benchmarks/RESULTS.md, "image check", for what it costs.
@@ -20,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from planner.base.errors import UserError
-from planner.base.images import class_folders, images_in
+from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link, some_of
 from planner.base.threads import usable_cores
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
@@ -66,14 +67,23 @@ def _decode(path: Path) -> str | None:
 def check_images(paths: list[Path], root: Path) -> None:
     """Decode every image once, on a thread per core.
 
+    Args:
+        paths: the image files.
+        root: the data folder, which the message names the images relative to.
+
     Raises:
-        UserError: an image cannot be decoded; the first in ``paths`` order is named.
+        UserError: images cannot be decoded; one line names how many, which (in ``paths`` order, the
+            first five when more) and why the first fails.
     """
     with ThreadPoolExecutor(max_workers=min(8, len(usable_cores()))) as pool:
-        for path, problem in zip(paths, pool.map(_decode, paths), strict=True):
-            if problem is not None:
-                name = path.relative_to(root).as_posix()
-                raise UserError(f"cannot read image {name} ({problem}): replace or remove it")
+        failed = [(path.relative_to(root).as_posix(), problem)
+                  for path, problem in zip(paths, pool.map(_decode, paths), strict=True) if problem is not None]
+    if len(failed) == 1:
+        raise UserError(f"cannot read image {failed[0][0]} ({failed[0][1]}): replace or remove it")
+    if failed:
+        names = some_of([name for name, _ in failed])
+        raise UserError(f"cannot read {len(failed)} images: {names} (the first: {failed[0][1]}): replace or remove "
+                        "them")
 
 
 def scan_data(data_dir: str | Path) -> DataLayout:
@@ -87,18 +97,21 @@ def scan_data(data_dir: str | Path) -> DataLayout:
 
     Raises:
         UserError: the folder or its ``train_images`` is missing, an image sits outside a class folder,
-            a class folder holds no image, there are fewer than two classes, or an image cannot be read
-            (the message names the file).
+            a class folder holds no image, there are fewer than two classes, images are broken symbolic
+            links or cannot be read (the message names every one, the first few when many).
     """
     root = Path(data_dir).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise UserError(f"data folder {root} is a file, not a folder: give the folder that holds train_images/")
     if not root.is_dir():
         raise UserError(f"data folder {root} not found ({LAYOUT_HINT})")
-    train_dir = root / "train_images"
+    train_dir, test_dir = root / "train_images", root / "test_images"
+    for folder in (train_dir, test_dir):
+        if is_broken_link(folder):
+            raise broken_links_error([folder], root)
     if not train_dir.is_dir():
         raise UserError(f"data folder {root} has no train_images folder ({LAYOUT_HINT})")
-    loose = [p.name for p in images_in(train_dir)]
+    loose = [p.name for p in images_in(train_dir, broken_links=True)]
     if loose:
         raise UserError(f"train_images/{loose[0]} is not inside a class folder ({LAYOUT_HINT})")
     class_dirs = class_folders(train_dir)
@@ -106,13 +119,16 @@ def scan_data(data_dir: str | Path) -> DataLayout:
         raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two")
     train: list[str] = []
     for class_dir in class_dirs:
-        files = images_in(class_dir)
+        files = images_in(class_dir, broken_links=True)
         if not files:
             raise UserError(f"class folder train_images/{class_dir.name} holds no image")
         train.extend(p.relative_to(root).as_posix() for p in files)
-    test_dir = root / "test_images"
-    test = [p.name for p in images_in(test_dir)] if test_dir.is_dir() else []
-    check_images([root / name for name in train] + [test_dir / name for name in test], root)
+    test = [p.name for p in images_in(test_dir, broken_links=True)] if test_dir.is_dir() else []
+    paths = [root / name for name in train] + [test_dir / name for name in test]
+    broken = [path for path in paths if is_broken_link(path)]
+    if broken:
+        raise broken_links_error(broken, root)
+    check_images(paths, root)
     return DataLayout(
         root=root,
         train=tuple(train),

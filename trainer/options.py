@@ -11,6 +11,7 @@ from typing import Literal
 
 from planner.base.errors import UserError
 from planner.base.runfile import RunSettings
+from planner.base.trainsize import DEFAULT_VALID_PCT
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,21 @@ class RunOptions:
             live bytes exceed this, as a card of that size would.
         include_misfits: train entries the plan marks ``fits: false`` too (skipped by default).
         save_models: keep each trained model in ``models/`` (safetensors + JSON recipe) for `planner predict`.
+        retrain: train every entry of the plan again, finished ones too, on the data as it is now; when
+            the training data changed, the folder starts afresh (a new split; its predictions, models
+            and tune-weights outputs are replaced).
     """
 
     epochs: int = 12
     lr: float = 0.01
     pretrained: bool = True
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    valid_pct: float = 0.2
+    valid_pct: float = DEFAULT_VALID_PCT
     seed: int = 42
     cpu_memory_limit: int | None = None
     include_misfits: bool = False
     save_models: bool = True
+    retrain: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -97,11 +102,14 @@ class PredictOptions:
         device: "auto" (cuda when available), "cuda" or "cpu".
         batch_size: images per batch; None: each entry's batch as trained, which reproduces its TTA
             (inference at the training batch needs less memory than training did).
+        uniform: average every finished entry's saved model with equal weights, ignoring weights.json
+            (e.g. one that predates an entry trained after tune-weights).
     """
 
     tta: bool = True
     device: Literal["auto", "cuda", "cpu"] = "auto"
     batch_size: int | None = None
+    uniform: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:

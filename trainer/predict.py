@@ -4,13 +4,17 @@ Each entry's learner is rebuilt from its recipe and checked weights (``trainer.s
 the images with the run's transforms and, by default, the run's seeded TTA at the run's batch size
 (TTA draws its crops per batch, so those make the draws, and so the probabilities, the run's), and is
 released before the next. The probabilities are averaged with the given weights (weights.json's, read
-by the ensemble stage) or uniformly. Unreadable images are listed and left out; the rest are predicted.
+by the ensemble stage) or uniformly. Given weights must weigh every finished entry with a saved model:
+weights.json tuned before an entry was trained would leave its model out unseen, so predict refuses
+it (rerun tune-weights, or average uniformly). Unreadable images, broken links among them, are listed
+and left out; the rest are predicted.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +25,10 @@ from PIL import Image
 
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
-from planner.base.images import images_in
+from planner.base.images import images_in, is_broken_link
 from planner.base.runfile import load_run
 from trainer.options import PredictOptions
+from trainer.rerun import retrain_command
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: batches done of an entry's passes."""
@@ -76,7 +81,8 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
     Args:
         run_dir: the run folder written by `planner run`.
         images: image files and folders (a folder's images, not its subfolders, in name order).
-        weights: weight per entry (weights.json's); None: every entry with a saved model, uniformly.
+        weights: weight per entry (weights.json's), covering every finished entry with a saved model;
+            None, or ``options.uniform``: every such entry, uniformly.
         options: see :class:`PredictOptions`.
         progress: called after each batch.
 
@@ -84,7 +90,8 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
         The combined and per-entry probabilities, and the images left out.
 
     Raises:
-        UserError: not a run folder, no saved model, a damaged model file, a missing path, no readable image.
+        UserError: not a run folder, no saved model, weights that leave out a saved model or weigh an
+            entry without one, a damaged model file, a missing path, no readable image.
     """
     import torch
 
@@ -93,7 +100,8 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
     from trainer.saved_model import build_from_recipe, read_saved_model
 
     run_dir = Path(run_dir).expanduser().resolve()
-    chosen = _entry_weights(run_dir, weights)
+    uniform = weights is None or options.uniform
+    chosen = _entry_weights(run_dir, None if uniform else weights)
     files = list_images(images)
     reasons = {path: _unreadable(path) for path in files}
     readable = [path for path, reason in reasons.items() if reason is None]
@@ -119,7 +127,7 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
     mixed = np.tensordot(np.array(list(chosen.values()), dtype=np.float64), stacked, axes=1)
     return PredictResult(
         names=_names(readable), paths=tuple(readable), vocab=vocab, probs=mixed, entry_probs=entry_probs,
-        weights=dict(chosen), weights_source="uniform" if weights is None else "weights.json",
+        weights=dict(chosen), weights_source="uniform" if uniform else "weights.json",
         unreadable=unreadable, device=device,
     )
 
@@ -161,25 +169,47 @@ def _batch_counter(name: str, total: int, progress: Progress | None) -> Any:
 
 def _entry_weights(run_dir: Path, weights: Mapping[str, float] | None) -> dict[str, float]:
     """The entries to predict with and their weights: the given ones (zero weights left out), else
-    every finished entry with a saved model, uniformly."""
+    every finished entry with a saved model, uniformly.
+
+    Given weights must name every finished entry with a saved model (a zero weight names it too): an
+    entry trained after tune-weights would otherwise be left out of the ensemble without a word.
+
+    Raises:
+        UserError: no run.json; no entry has a saved model; the weights weigh an entry not in run.json or
+            one without a saved model, or leave out an entry with one.
+    """
     run = load_run(run_dir)
     if run is None:
         raise UserError(f"{run_dir} has no run.json: pass a run folder written by `planner run`")
+    saved = [name for name, record in sorted(run.entries.items())
+             if record.status == "finished" and record.model is not None]
+    if not saved:
+        raise UserError(f"{run_dir} has no saved model (trained with --no-save-models): train its entries again, "
+                        f"keeping their models, with {retrain_command(run, run_dir)}")
+    fixes = (f"rerun `planner tune-weights {run_dir}` to weigh every entry, or pass --uniform to average every "
+             "saved model equally")
     if weights is not None:
         chosen = {name: float(weight) for name, weight in weights.items() if weight > 0}
         missing = [name for name in chosen if name not in run.entries]
         if missing:
-            raise UserError(f"weights.json weighs entries not in {run_dir}/run.json: {', '.join(missing)}")
+            raise UserError(f"weights.json weighs entries not in {run_dir}/run.json: {', '.join(missing)}; {fixes}")
+        unsaved = [name for name in chosen if name not in saved]
+        if unsaved:
+            raise UserError(f"weights.json weighs entries with no saved model in {run_dir}: {', '.join(unsaved)} "
+                            "(not finished, or trained with --no-save-models): retrain them with "
+                            f"{retrain_command(run, run_dir)}, or pass --uniform to average the saved models equally")
+        left_out = [name for name in saved if name not in weights]
+        if left_out:
+            raise UserError(f"weights.json leaves out {', '.join(left_out)} (finished in {run_dir} after "
+                            f"tune-weights ran): {fixes}")
         return chosen
-    saved = [name for name, record in sorted(run.entries.items())
-             if record.status == "finished" and record.model is not None]
-    if not saved:
-        raise UserError(f"{run_dir} has no saved model: run `planner run` without --no-save-models")
     return {name: 1 / len(saved) for name in saved}
 
 
 def list_images(images: Sequence[str | Path]) -> list[Path]:
-    """Image files, in the order given; a folder's image files (by extension) sorted by name.
+    """Image files, in the order given; a folder's image files (by extension) sorted by name. Broken
+    symbolic links are kept (as the links, not their missing targets): predict reports them with the
+    unreadable images.
 
     Raises:
         UserError: a path does not exist, or there is no image at all.
@@ -188,12 +218,12 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
     for item in images:
         path = Path(item).expanduser()
         if path.is_dir():
-            files.extend(images_in(path))
-        elif path.is_file():
+            files.extend(images_in(path, broken_links=True))
+        elif path.is_file() or is_broken_link(path):
             files.append(path)
         else:
             raise UserError(f"{path} not found: pass image files or folders of images")
-    files = list(dict.fromkeys(path.resolve() for path in files))
+    files = list(dict.fromkeys(path.absolute() if is_broken_link(path) else path.resolve() for path in files))
     if not files:
         raise UserError(f"no image file in {', '.join(map(str, images))}")
     return files
@@ -201,6 +231,8 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
 
 def _unreadable(path: Path) -> str | None:
     """Why PIL cannot decode the image (as fastai's ``PILImage.create`` will), or None."""
+    if is_broken_link(path):
+        return f"a broken symbolic link: its target {os.readlink(path)} does not exist"
     try:
         with Image.open(path) as image:
             image.convert("RGB")

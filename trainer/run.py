@@ -23,6 +23,7 @@ from pathlib import Path
 
 from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.budget import format_bytes
+from planner.base.compat import timm_renamed_models
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
@@ -136,6 +137,7 @@ def run_plan(
     with one_writer(run_dir):
         run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
+            note_renamed_architectures(plan, reporter)
             stale = stale_test_predictions(plan, book, layout, options.retrain)
             repredict_entries(stale, book, layout, options.device, reporter)
             todo = entries_to_train(plan, book, reporter, device, options.include_misfits, options.retrain)
@@ -405,6 +407,14 @@ def start_run_folder(
         reporter.notice(f"no test images in {layout.root / 'test_images'}: the entries predict the held-out split "
                         "only; add test images and rerun this command to predict them with the saved models")
     return run_dir, split, book, reporter
+
+
+def note_renamed_architectures(plan: Plan, reporter: Reporter) -> None:
+    """One line per entry whose architecture timm has renamed (instead of timm's warning on stderr)."""
+    renamed = timm_renamed_models()
+    for entry in plan.entries:
+        if renamed.get(entry.arch):
+            reporter.notice(f"{entry.name}: timm now calls {entry.arch} {renamed[entry.arch]}; that model is trained")
 
 
 def start_afresh(run_dir: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from planner.base.compat import channels_first_timm_body
+from planner.base.compat import channels_first_timm_body, timm_renamed_models
 from planner.base.plan import ItemTransform, Size
 
 
@@ -97,7 +97,9 @@ def build_learner(
 ) -> Any:
     """The reference's learner: ``vision_learner(dls, arch, metrics=error_rate,
     cbs=GradientAccumulation(effective_batch_size))``, ``.to_fp16()`` when ``fp16``; with
-    ``grad_checkpointing`` the timm body recomputes its activations in the backward pass.
+    ``grad_checkpointing`` the timm body recomputes its activations in the backward pass. A name timm
+    has renamed is built under its current name (the same model and weights; timm would otherwise warn
+    on stderr with its own file path).
 
     Raises:
         CheckpointingUnsupported: ``grad_checkpointing`` for a model that cannot do it.
@@ -105,7 +107,7 @@ def build_learner(
     from fastai.vision.all import GradientAccumulation, error_rate, vision_learner
 
     learn = vision_learner(
-        dls, arch, metrics=error_rate, pretrained=pretrained,
+        dls, timm_renamed_models().get(arch) or arch, metrics=error_rate, pretrained=pretrained,
         cbs=[GradientAccumulation(effective_batch_size), *cbs],
     )
     channels_first_timm_body(learn.model[0])  # Swin's NHWC features (planner.base.compat)

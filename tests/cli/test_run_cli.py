@@ -89,11 +89,13 @@ def runs(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
 
 
 def test_interrupt_keeps_the_finished_entry_and_no_partial_file(runs: Runs) -> None:
-    code, _out, err = runs.interrupted
+    code, out, err = runs.interrupted
     assert code == 130, err
+    assert err.strip() == ("interrupted (Ctrl-C): finished entries are kept; rerun the same command to resume")
+    assert f"interrupted {SECOND}: rerun the same command to resume" in out
     entries = runs.after_interrupt["entries"]
     assert entries[FIRST]["status"] == "finished"
-    assert entries.get(SECOND, {}).get("status") != "finished"
+    assert entries[SECOND]["status"] == "interrupted"  # not "running" for ever
     assert runs.files_after_interrupt == [f"{FIRST}.npz"]  # nothing of the second, not even a temp file
     assert runs.models_after_interrupt == [f"{FIRST}.json", f"{FIRST}.safetensors"]  # the same for models
 

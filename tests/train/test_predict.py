@@ -3,6 +3,8 @@
 The run and tune-weights run once through the real CLI; predict must reproduce the run's test
 probabilities (TTA, to float tolerance) and its submission, the held-out TTA probabilities and plain
 log loss too, leave out a corrupt image with one line, and refuse a weights file with a flipped byte.
+A third entry trained into a copy of the tuned run (timm's tiny ``test_resnet``) must not be left out
+by the old weights.json without a word: predict refuses them unless told ``--uniform``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from planner_process import run_planner
-from run_data import small_plan
+from run_data import plan_entry, small_plan, write_plan
 
 from trainer.predictions import log_loss
 
@@ -46,6 +48,20 @@ def run(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tuned = planner("tune-weights", run_dir, "--trials", "10", "--folds", "2")
     assert tuned.returncode == 0, tuned.stderr
     return Run(run_dir, image_folder)
+
+
+@pytest.fixture(scope="module")
+def grown(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tuned run folder with a third entry trained into it after tune-weights ran."""
+    root = tmp_path_factory.mktemp("grown")
+    run_dir = root / "run"
+    shutil.copytree(run.run_dir, run_dir)
+    plan = write_plan(root / "plan.json", [plan_entry("resnet18"), plan_entry("convnext_atto"),
+                                           plan_entry("test_resnet")])
+    trained = planner("run", plan, "--data", run.data, "--out", run_dir, "--no-pretrained", "--epochs", "1",
+                      "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    return run_dir
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -151,3 +167,69 @@ def test_load_model_gives_a_fastai_learner_that_predicts(run: Run) -> None:
     assert abs(float(probs.sum()) - 1) < 1e-5
     assert sum(p.numel() for p in learn.model.parameters()) == json.loads(
         (run.run_dir / "models" / f"{ENTRIES[1]}.json").read_text())["parameters"]
+
+
+def test_weights_tuned_before_an_entry_was_trained_are_refused_naming_it(grown: Path, run: Run,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    result = planner("predict", grown, run.data / "test_images", "-o", out, "--device", "cpu")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: weights.json leaves out test_resnet-crop40-32 ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"planner tune-weights {grown}" in result.stderr and "--uniform" in result.stderr
+    assert not out.exists()
+
+
+def test_uniform_averages_every_saved_model_ignoring_weights_json(grown: Path, run: Run, tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    result = planner("predict", grown, run.data / "test_images", "--uniform", "--no-tta", "-o", out,
+                     "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    every = sorted((*ENTRIES, "test_resnet-crop40-32"))
+    assert "weights (uniform): " + ", ".join(f"{entry} 0.333" for entry in every) in result.stdout
+    assert [row["image_id"] for row in read_csv(out)] == [f"img_{i}.png" for i in range(6)]
+
+
+def test_uniform_needs_no_weights_json_and_ignores_given_weights(run: Run) -> None:
+    from trainer.options import PredictOptions
+    from trainer.predict import predict
+
+    image = [run.data / "test_images" / "img_0.png"]
+    for weights in (None, {"not-an-entry": 1.0}):
+        result = predict(run.run_dir, image, weights, PredictOptions(device="cpu", tta=False, uniform=True))
+        assert result.weights_source == "uniform" and result.weights == {entry: 0.5 for entry in ENTRIES}
+
+
+def test_weights_on_an_entry_without_a_saved_model_are_refused_before_any_model_loads(run: Run,
+                                                                                      tmp_path: Path) -> None:
+    """As after ``planner run --no-save-models`` for one entry: run.json records no model for it."""
+    from planner.base.errors import UserError
+    from trainer.options import PredictOptions
+    from trainer.predict import predict
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.run_dir, copy, ignore=shutil.ignore_patterns("models"))
+    record = json.loads((copy / "run.json").read_text())
+    record["entries"][ENTRIES[1]]["model"] = None
+    (copy / "run.json").write_text(json.dumps(record))
+    weights = {ENTRIES[0]: 0.5, ENTRIES[1]: 0.5}
+    with pytest.raises(UserError) as caught:
+        predict(copy, [run.data / "test_images"], weights, PredictOptions(device="cpu"))
+    message = str(caught.value)
+    assert message.startswith(f"weights.json weighs entries with no saved model in {copy}: {ENTRIES[1]} (")
+    assert "--uniform" in message and "\n" not in message
+
+
+def test_a_broken_link_is_listed_with_the_unreadable_images_and_a_valid_link_predicted(run: Run,
+                                                                                       tmp_path: Path) -> None:
+    from trainer.options import PredictOptions
+    from trainer.predict import predict
+
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    (folder / "a.png").symlink_to(run.data / "test_images" / "img_0.png")
+    (folder / "b.png").symlink_to(tmp_path / "gone.png")
+    result = predict(run.run_dir, [folder], options=PredictOptions(device="cpu", tta=False))
+    assert result.paths == ((run.data / "test_images" / "img_0.png").resolve(),)
+    assert [miss.path for miss in result.unreadable] == [folder / "b.png"]
+    assert result.unreadable[0].reason == f"a broken symbolic link: its target {tmp_path / 'gone.png'} does not exist"
