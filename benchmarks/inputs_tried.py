@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -206,9 +207,132 @@ def rows_reordered(folder: Path, fx: Fixtures) -> tuple:
     return ("tune-weights", run, "--trials", "20")
 
 
+# Issue 23: results that stay true to their data.
+TWO = ("resnet18", "convnext_atto")
+
+
+def sized_plan(folder: Path, micro_batch: int, accum: int) -> Path:
+    plan = plan_json([{**entry("resnet18"), "micro_batch": micro_batch, "accum": accum}])
+    return write(folder / "plan.json", {**plan, "effective_batch_size": micro_batch * accum})
+
+
+def run_args(plan: Path, data: Path, folder: Path, *extra: str) -> tuple:
+    return ("run", plan, "--data", data, "--out", folder / "run", *TRAIN, *extra)
+
+
+def copied_data(folder: Path, fx: Fixtures) -> Path:
+    return Path(shutil.copytree(fx.data, folder / "data"))
+
+
+def test_images_added(folder: Path, fx: Fixtures) -> tuple:
+    """Trained while test_images/ was empty; the test images arrive; the same run; then tune-weights."""
+    data = copied_data(folder, fx)
+    shutil.move(data / "test_images", folder / "later")
+    (data / "test_images").mkdir()
+    plan = write(folder / "plan.json", plan_json([entry(arch) for arch in TWO]))
+
+    def add_tests(_last: object) -> None:
+        for path in (folder / "later").iterdir():
+            shutil.copy(path, data / "test_images" / path.name)
+
+    return ("__steps__", run_args(plan, data, folder), add_tests, run_args(plan, data, folder),
+            ("tune-weights", folder / "run", "--data", data, "--trials", "20"))
+
+
+def class_added(folder: Path, fx: Fixtures) -> tuple:
+    """A class folder added between two runs of the same command."""
+    data = copied_data(folder, fx)
+    plan = good_plan(folder, fx)
+
+    def add_class(_last: object) -> None:
+        (data / "train_images" / "c9").mkdir()
+        for path in sorted((data / "train_images" / "c0").iterdir())[:3]:
+            shutil.copy(path, data / "train_images" / "c9" / path.name)
+
+    return ("__steps__", run_args(plan, data, folder), add_class, run_args(plan, data, folder))
+
+
+def advice_followed(folder: Path, fx: Fixtures) -> tuple:
+    """--no-save-models, `planner predict`, the command its error advises, `planner predict` again."""
+    plan = good_plan(folder, fx)
+    predict = ("predict", folder / "run", fx.data / "test_images", "-o", folder / "p.csv")
+
+    def advised(last: subprocess.CompletedProcess) -> tuple:
+        said = last.stderr
+        if "planner run " in said and "--retrain" in said:  # the command the error names, as given
+            import shlex
+
+            words = shlex.split(said[said.index("planner run "):].strip().splitlines()[0])
+            return (*words[1:], "--device", "cpu")
+        return run_args(plan, fx.data, folder)  # "run `planner run` without --no-save-models"
+
+    return ("__steps__", run_args(plan, fx.data, folder, "--no-save-models"), predict, advised, predict)
+
+
+def stale_weights(folder: Path, fx: Fixtures) -> tuple:
+    """Tuned with two entries; a third trained into the folder; then `planner predict`."""
+    two = write(folder / "two.json", plan_json([entry(arch) for arch in TWO]))
+    third = {**entry("resnet18"), "name": "resnet18-again"}
+    three = write(folder / "three.json", plan_json([entry(arch) for arch in TWO] + [third]))
+    run = folder / "run"
+    return ("__steps__", run_args(two, fx.data, folder), ("tune-weights", run, "--data", fx.data, "--trials", "20"),
+            run_args(three, fx.data, folder), ("predict", run, fx.data / "test_images", "-o", folder / "p.csv"))
+
+
+def corrupt_tests(folder: Path, fx: Fixtures) -> tuple:
+    data = copied_data(folder, fx)
+    for name in ("img_1.png", "img_3.png", "img_4.png"):
+        write(data / "test_images" / name, b"not an image")
+    return run_args(good_plan(folder, fx), data, folder)
+
+
+def broken_link(folder: Path, fx: Fixtures) -> tuple:
+    data = copied_data(folder, fx)
+    (data / "train_images" / "c1" / "linked.png").symlink_to(folder / "gone.png")
+    return run_args(good_plan(folder, fx), data, folder)
+
+
+def renamed_arch(folder: Path, fx: Fixtures) -> tuple:
+    old = {**entry("convnext_atto"), "arch": "convnext_tiny_in22ft1k", "name": "old-name"}
+    return run_args(write(folder / "plan.json", plan_json([old])), fx.data, folder)
+
+
 def cases() -> list[Case]:
     l1, l8 = "1 inputs", "8 first commands"
+    t1, t2, t3, t4, t5, t6 = ("23.1 every fit trains", "23.2 data changes", "23.3 advice that works",
+                              "23.4 submission shapes", "23.5 weights match the run", "23.6 smaller")
     return [
+        # Issue 23, item by item.
+        Case("split_no_batch", t1, "30 training images, micro-batch 32 × 2 (the loader gives no batch)",
+             lambda f, fx: run_args(sized_plan(f, 32, 2), fx.data, f)),
+        Case("split_no_step", t1, "30 training images, micro-batch 16 × 2 (GradientAccumulation(32) never steps)",
+             lambda f, fx: run_args(sized_plan(f, 16, 2), fx.data, f)),
+        Case("valid_99", t1, "`--valid-pct 0.99` (3 training images, effective batch 8)",
+             lambda f, fx: run_args(good_plan(f, fx), fx.data, f, "--valid-pct", "0.99")),
+        Case("test_added", t2, "trained while test_images/ was empty, test images added, the same `planner run`, "
+             "then `planner tune-weights`", test_images_added),
+        Case("class_added", t2, "a class folder added, then the same `planner run`", class_added),
+        Case("advice_circle", t3, "`--no-save-models`, `planner predict`, the command its error advises, "
+             "`planner predict` again", advice_followed),
+        Case("micro_batch_1", t3, "a plan with micro_batch 1 (the probe never writes it)",
+             lambda f, fx: run_args(write(f / "plan.json", {**plan_json([{**entry("resnet18"), "micro_batch": 1,
+                                                                          "accum": 8}])}), fx.data, f)),
+        Case("ids_no_ext", t4, "sample_submission.csv ids without file extensions",
+             lambda f, fx: sample_case(sample_text(fx).replace(".png", "").encode())(f, fx)),
+        Case("ids_swapped", t4, "sample_submission.csv with the label column first",
+             lambda f, fx: sample_case(("label,image_id\n" + "".join(f"c0,t{i}.png\n" for i in range(10)))
+                                       .encode())(f, fx)),
+        Case("stale_weights", t5, "weights.json tuned on two entries, a third trained into the run, then "
+             "`planner predict`", stale_weights),
+        Case("corrupt_tests", t6, "three corrupt test images", corrupt_tests),
+        Case("broken_link", t6, "a broken symbolic link in train_images/c1", broken_link),
+        Case("renamed_arch", t6, "a plan naming an architecture timm renamed (convnext_tiny_in22ft1k)", renamed_arch),
+        Case("ctrl_c", t6, "Ctrl-C while an entry trains",
+             lambda f, fx: ("__interrupt__", "run", good_plan(f, fx), "--data", fx.data, "--out", f / "run",
+                            "--no-pretrained", "--epochs", "20", "--device", "cpu")),
+        Case("effective_bs_1", t6, "`planner probe --effective-bs 1`",
+             lambda f, fx: ("probe", "--gpu-mem", "1G", "--device", "cpu", "--arch", "resnet18", "--size", "32",
+                            "--effective-bs", "1", "-o", f / "p.json")),
         # The issue's "Why" list, line by line.
         Case("fits_false", "why: fits:false entry", "plan with a `fits: false` entry (null peak) beside one that fits",
              lambda f, fx: ("run", write(f / "plan.json", plan_json([entry("resnet18"),
@@ -343,6 +467,31 @@ def try_case(case: Case, tree: Path, folder: Path, fx: Fixtures) -> dict:
         done = cli(tree, args[1:], env)
         _first_out, first_err = first.communicate(timeout=900)
         note = f"first run exit {first.returncode}; {first_err.strip().splitlines()[-1] if first_err.strip() else ''}"
+    elif args[0] == "__steps__":
+        *steps, final = args[1:]
+        last = None
+        for step in steps:  # commands, or callables that change the inputs (given the last result)
+            command = step(last) if callable(step) else step
+            if command:
+                last = cli(tree, command, env)
+        before = listing(folder)
+        done = cli(tree, final(last) if callable(final) else final, env)
+        note = f"steps before: exit {last.returncode}" if last is not None else None
+    elif args[0] == "__interrupt__":
+        command = args[1:]
+        process = subprocess.Popen([sys.executable, "-m", "planner", *map(str, command)], cwd=tree,
+                                   env={**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1",
+                                        "PYTHONWARNINGS": "ignore", "COLUMNS": "200"},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run_json = Path(command[command.index("--out") + 1]) / "run.json"
+        while '"running"' not in (run_json.read_text() if run_json.exists() else "") and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=900)
+        done = subprocess.CompletedProcess(command, process.returncode, out, err)
+        status = json.loads(run_json.read_text())["entries"] if run_json.exists() else {}
+        note = "run.json: " + ", ".join(f"{name} {entry['status']}" for name, entry in status.items())
     elif args[0] == "__immutable__":
         run = args[1]
         subprocess.run(["chattr", "+i", str(run)], check=True)
@@ -393,7 +542,9 @@ def try_case(case: Case, tree: Path, folder: Path, fx: Fixtures) -> dict:
     return {"exit": done.returncode, "stderr_last": lines[-1][:400] if lines else "",
             "stdout_last": out_lines[-1][:300] if out_lines else "", "traceback": "Traceback" in done.stderr,
             "stderr_lines": len(lines), "written": written[:12], "note": note,
-            "failed_entries": [line[:300] for line in out_lines if line.startswith(("failed ", "skip "))][:4]}
+            "failed_entries": [line[:300] for line in out_lines
+                               if line.startswith(("failed ", "skip ", "re-predict ", "interrupted "))][:4],
+            "warning": next((line[:300] for line in lines if "Warning" in line), None)}
 
 
 def cell(outcome: dict, detail: bool) -> str:
@@ -412,6 +563,8 @@ def cell(outcome: dict, detail: bool) -> str:
     message = outcome["stderr_last"] or (outcome["failed_entries"] or [""])[0]
     if outcome["traceback"]:
         message = outcome["stderr_last"]
+    if outcome.get("warning") and not outcome["traceback"]:
+        text += f", a warning on stderr: “{outcome['warning'][:120]}”"
     if detail and message:
         text += f": “{re.sub(r'/tmp/inputs_tried_[^/]+/cases/[^/]+/[^/ ]+/', '', message)[:170]}”"
     written = [name for name in outcome["written"] if not name.endswith(("run.log", ".png", ".safetensors"))]
