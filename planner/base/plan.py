@@ -79,6 +79,15 @@ class ProbePoint(Record):
     reused: bool = False
     """The answer of an earlier identical probe (the estimate meter: this run's, or its store's from
     an earlier run), not a new step; ``seconds`` is then 0."""
+    phase_peaks: dict[str, int] = Field(default_factory=dict)
+    """The peak of each phase of the run the probe rehearsed (``frozen_train``, ``forward_backward``
+    and ``step`` of unfrozen training, ``valid``, ``tta``), in the meter's units before what the
+    device adds; empty for a meter that steps only (the estimate)."""
+    peak_phase: str | None = None
+    """The phase that set ``peak_bytes``."""
+    epoch_growth_bytes: list[int] = Field(default_factory=list)
+    """What each unfrozen epoch of the rehearsal added to the peak; it stops at the first epoch that
+    adds nothing (under 1 MiB; a larger last value: still growing when the rehearsal's epochs ran out)."""
 
 
 class MemoryCurve(Record):
@@ -147,7 +156,8 @@ class PlanEntry(Record):
     ``accum``/``micro_batch`` are for the plan's ``budget_bytes``; ``per_budget`` (empty unless the
     probe was given several budgets) holds a pair for each budget, the plan's own included.
     ``grad_checkpointing`` trains with timm's activation checkpointing; ``choice`` says why this
-    configuration won and ``alternatives`` lists those weighed (``planner.probe.configuration``).
+    configuration won and ``alternatives`` lists those weighed (``planner.probe.configuration``);
+    ``peak_phase`` is the phase of the run that sets the predicted peak (from the chosen probe).
     """
 
     name: str = Field(min_length=1)
@@ -171,6 +181,7 @@ class PlanEntry(Record):
     alternatives: list[Alternative] = Field(default_factory=list)
     predicted_time: EntryTime | None = None
     measured_time: EntryTime | None = None
+    peak_phase: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PlanEntry:

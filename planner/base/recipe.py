@@ -145,13 +145,15 @@ def synthetic_image(item: ItemTransform, seed: int) -> Image.Image:
 
 
 def synthetic_dataloaders(
-    item: ItemTransform, size: Size, micro_batch: int, *, device: str, n_batches: int, n_classes: int = 10
+    item: ItemTransform, size: Size, micro_batch: int, *, device: str, n_batches: int, n_classes: int = 10,
+    n_valid: int | None = None,
 ) -> Any:
-    """DataLoaders over generated images, enough for ``n_batches`` training batches."""
+    """DataLoaders over generated images: ``n_batches`` training batches and ``n_valid`` held-out
+    images (default: one batch)."""
     n_train = micro_batch * n_batches
     labels = [f"class{i}" for i in range(n_classes)]
     return make_dataloaders(
-        range(n_train + micro_batch),
+        range(n_train + (n_valid or micro_batch)),
         get_x=lambda i: synthetic_image(item, i),
         get_y=lambda i: labels[i % n_classes],
         is_valid=lambda i: i >= n_train,

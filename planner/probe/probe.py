@@ -459,4 +459,5 @@ def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Ch
         curve=result.curve, probes=list(probes.fresh), ooms=sum(p.oom for p in probes.fresh),
         step_seconds=chosen.step_seconds if chosen else None, probe_seconds=0.0,
         grad_checkpointing=checkpointed, choice=choice.reason, alternatives=alternatives,
+        peak_phase=chosen.peak_phase if chosen else None,
     )

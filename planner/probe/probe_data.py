@@ -34,23 +34,24 @@ class ProbeData:
         return len(self.labels)
 
     def dataloaders(self, item: ItemTransform, size: Size, micro_batch: int, device: str,
-                    n_batches: int) -> Any:
-        """fastai DataLoaders with at least ``n_batches`` training batches of ``micro_batch`` images."""
+                    n_batches: int, n_valid: int | None = None) -> Any:
+        """fastai DataLoaders with ``n_batches`` training batches of ``micro_batch`` images and
+        ``n_valid`` held-out images (default: one batch)."""
         from planner.base.recipe import synthetic_dataloaders
 
         if self.synthetic:
             return synthetic_dataloaders(item, size, micro_batch, device=device, n_batches=n_batches,
-                                         n_classes=self.n_classes)
-        return self._folder_dataloaders(item, size, micro_batch, device, n_batches)
+                                         n_classes=self.n_classes, n_valid=n_valid)
+        return self._folder_dataloaders(item, size, micro_batch, device, n_batches, n_valid or micro_batch)
 
     def _folder_dataloaders(self, item: ItemTransform, size: Size, micro_batch: int, device: str,
-                            n_batches: int) -> Any:
+                            n_batches: int, n_valid: int) -> Any:
         from planner.base.recipe import make_dataloaders
 
         n_train = micro_batch * n_batches
         # Repeat the files when the folder has fewer than the probe needs; items are "index|path"
         # strings because fastai's transforms would split tuple items apart.
-        paths = itertools.islice(itertools.cycle(self.files), n_train + micro_batch)
+        paths = itertools.islice(itertools.cycle(self.files), n_train + n_valid)
         items = [f"{index}|{path}" for index, path in enumerate(paths)]
         return make_dataloaders(
             items, get_x=lambda key: Path(key.split("|", 1)[1]),

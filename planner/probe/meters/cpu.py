@@ -1,4 +1,4 @@
-"""The cpu meter: real fastai training steps on the CPU, peak = live tensor bytes (fp32).
+"""The cpu meter: a real fastai run in miniature on the CPU, peak = live tensor bytes (fp32).
 
 fastai's ``to_fp16`` does nothing on the CPU (its autocast is CUDA-only), so these are fp32 steps,
 exactly as `planner run --device cpu` trains. The bytes come from :class:`StorageTracker`; with
@@ -18,11 +18,15 @@ from planner.base.plan import MeasuredOn, ProbePoint
 from planner.base.threads import use_cpu_threads
 from planner.base.tracker import StorageTracker
 from planner.probe.meters.base import PROBE_METERS, DoesNotFit, ProbeMeter
-from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
+from planner.probe.meters.fastai_steps import (
+    LearnerCache,
+    Rehearsal,
+    model_has_batchnorm,
+    rehearsal_sizes,
+    rehearse,
+)
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.probe_data import ProbeData
-
-CPU_PROBE_BATCHES = 3
 
 
 def library_versions() -> dict[str, str]:
@@ -58,27 +62,32 @@ class CpuMeter(ProbeMeter):
 
     def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         started = time.perf_counter()
-        dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cpu", CPU_PROBE_BATCHES)
+        n_batches, n_valid = rehearsal_sizes(micro_batch)
+        dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cpu", n_batches, n_valid)
         learn = self.learners.learner_for(entry, dls, micro_batch)
         tracker = StorageTracker(limit_bytes=cap_bytes if self.emulate_cap else None)
         tracker.track([*learn.model.parameters(), *learn.model.buffers()])
-        steps = ProbeSteps(tracker.set_phase)
+        rehearsal = Rehearsal(tracker.set_phase, lambda: tracker.peak_bytes)
         oom = False
         try:
             with tracker:
-                run_probe_steps(learn, steps)
+                rehearse(learn, rehearsal)
         except torch.OutOfMemoryError:
             oom = True
         self.learners.release_state()  # outside the except block: its traceback holds tensors
         if oom:
             raise DoesNotFit(micro_batch, time.perf_counter() - started)
+        phases = dict(tracker.phase_peaks)
         return ProbePoint(
             micro_batch=micro_batch,
             peak_bytes=tracker.peak_bytes,
-            forward_backward_bytes=tracker.phase_peaks.get(PHASE_FORWARD_BACKWARD, 0),
-            step_bytes=tracker.phase_peaks.get(PHASE_STEP, 0),
+            forward_backward_bytes=phases.get(PHASE_FORWARD_BACKWARD, 0),
+            step_bytes=phases.get(PHASE_STEP, 0),
             seconds=time.perf_counter() - started,
-            step_seconds=steps.median_step_seconds(),
+            step_seconds=rehearsal.median_step_seconds(),
+            phase_peaks=phases,
+            peak_phase=max(phases, key=phases.__getitem__),
+            epoch_growth_bytes=rehearsal.epoch_growth,
         )
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
-"""The cuda meter: real fastai training steps on the GPU, peak = reserved peak + non-torch bytes.
+"""The cuda meter: a real fastai run in miniature on the GPU, peak = reserved peak + non-torch bytes.
 
-The steps are the trainer's (fp16 via ``to_fp16``, GradScaler, batch transforms on the GPU,
-``cudnn.benchmark`` on as ``planner run`` sets it). The budget is a whole card: the allocator is
+The run is the trainer's (``planner.probe.meters.fastai_steps.Rehearsal``: the frozen epoch,
+unfreezing, unfrozen epochs with validation and its partial last batch until the reserved peak stops
+growing, TTA; fp16 via ``to_fp16``, GradScaler, batch transforms on the GPU, ``cudnn.benchmark`` on
+as ``planner run`` sets it). The budget is a whole card: the allocator is
 capped at budget minus this process's non-torch bytes, so a larger card fails where the smaller
 one would (imperfectly: cuDNN may choose other algorithms with more memory free). Each probe
 starts from an emptied cache and fresh peak statistics; after an OOM the learner's state is dropped
@@ -21,30 +23,38 @@ from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
 from planner.probe.meters.base import PROBE_METERS, DoesNotFit, ProbeMeter
 from planner.probe.meters.cpu import library_versions
-from planner.probe.meters.fastai_steps import LearnerCache, ProbeSteps, model_has_batchnorm, run_probe_steps
-from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.fastai_steps import (
+    LearnerCache,
+    Rehearsal,
+    model_has_batchnorm,
+    rehearsal_sizes,
+    rehearse,
+)
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_FROZEN, PHASE_STEP
 from planner.probe.probe_data import ProbeData
-
-CUDA_PROBE_BATCHES = 10  # the GradScaler may skip the first steps while it calibrates its scale
 
 
 class CudaPhasePeaks:
-    """Allocated peak per phase and the overall reserved peak, from torch's allocator statistics."""
+    """Allocated and reserved peaks per phase, from torch's allocator statistics (reset at each
+    phase's start), and the reserved peak so far."""
 
     def __init__(self) -> None:
-        self.phase = PHASE_FORWARD_BACKWARD
+        self.phase = PHASE_FROZEN
         self.allocated: dict[str, int] = {}
-        self.reserved_peak = 0
+        self.reserved: dict[str, int] = {}
 
     def enter(self, phase: str) -> None:
         self.close_phase()
         self.phase = phase
 
     def close_phase(self) -> None:
-        allocated = torch.cuda.max_memory_allocated()
-        self.allocated[self.phase] = max(self.allocated.get(self.phase, 0), allocated)
-        self.reserved_peak = max(self.reserved_peak, torch.cuda.max_memory_reserved())
+        self.allocated[self.phase] = max(self.allocated.get(self.phase, 0), torch.cuda.max_memory_allocated())
+        self.reserved[self.phase] = max(self.reserved.get(self.phase, 0), torch.cuda.max_memory_reserved())
         torch.cuda.reset_peak_memory_stats()
+
+    def reserved_so_far(self) -> int:
+        """The reserved peak of every phase so far, the open one included."""
+        return max([torch.cuda.max_memory_reserved(), *self.reserved.values()])
 
 
 @PROBE_METERS.register("cuda")
@@ -74,16 +84,18 @@ class CudaMeter(ProbeMeter):
 
     def measure(self, entry: EntrySpec, micro_batch: int, cap_bytes: int | None = None) -> ProbePoint:
         started = time.perf_counter()
-        dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cuda", CUDA_PROBE_BATCHES)
+        n_batches, n_valid = rehearsal_sizes(micro_batch)
+        dls = self.data.dataloaders(entry.item, entry.size, micro_batch, "cuda", n_batches, n_valid)
         learn = self.learners.learner_for(entry, dls, micro_batch)
         gpu.release_cached()
         if cap_bytes is not None:
             gpu.cap_to_budget(cap_bytes)
+        torch.cuda.reset_peak_memory_stats()
         peaks = CudaPhasePeaks()
-        steps = ProbeSteps(peaks.enter)
+        rehearsal = Rehearsal(peaks.enter, peaks.reserved_so_far)
         oom = False
         try:
-            run_probe_steps(learn, steps)
+            rehearse(learn, rehearsal)
         except torch.OutOfMemoryError:
             oom = True
         peaks.close_phase()
@@ -93,7 +105,7 @@ class CudaMeter(ProbeMeter):
         gpu.release_cached()
         if oom:
             raise DoesNotFit(micro_batch, time.perf_counter() - started)
-        peak = peaks.reserved_peak + non_torch
+        peak = max(peaks.reserved.values()) + non_torch
         overhead = peak - max(peaks.allocated.values())  # allocator slack + context, shared by phases
         return ProbePoint(
             micro_batch=micro_batch,
@@ -101,7 +113,10 @@ class CudaMeter(ProbeMeter):
             forward_backward_bytes=peaks.allocated.get(PHASE_FORWARD_BACKWARD, 0) + overhead,
             step_bytes=peaks.allocated.get(PHASE_STEP, 0) + overhead,
             seconds=time.perf_counter() - started,
-            step_seconds=steps.median_step_seconds(),
+            step_seconds=rehearsal.median_step_seconds(),
+            phase_peaks=dict(peaks.reserved),
+            peak_phase=max(peaks.reserved, key=peaks.reserved.__getitem__),
+            epoch_growth_bytes=rehearsal.epoch_growth,
         )
 
     def close(self) -> None:

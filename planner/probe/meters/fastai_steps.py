@@ -1,12 +1,12 @@
-"""Real fastai training steps for the cpu and cuda meters: the trainer's learner, stopped early.
+"""Real fastai training for the cpu and cuda meters: the trainer's learner, in a run in miniature.
 
 The learner comes from ``planner.base.recipe.build_learner`` (the same call `planner run` makes) and is
-trained with ``Learner.fit``, so data loading, batch transforms, mixed precision, the GradScaler
-and fastai's optimizer all run as in training. Two differences, neither changing peak memory:
-``GradientAccumulation`` steps after every micro-batch (fastai zeroes gradients in place, so the
-gradient buffers live through every micro-batch either way), and fit stops as soon as one whole
-batch has run with optimizer state present (Adam's state appears at the first real step, which
-the GradScaler may skip while it calibrates).
+trained with ``fine_tune`` on a few batches (:class:`Rehearsal`), so the phases of a run meet the
+allocator in the run's order: the frozen epoch, unfreezing, unfrozen epochs with their validation
+pass and its partial last batch, and TTA; data loading, batch transforms, mixed precision, the
+GradScaler and fastai's optimizer all run as in training. One difference, which does not change peak
+memory: ``GradientAccumulation`` steps after every micro-batch (fastai zeroes gradients in place, so
+the gradient buffers live through every micro-batch either way), so every batch carries a step.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from planner.base.compat import end_cleanup
 from planner.base.entries import EntrySpec
-from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_FROZEN, PHASE_STEP, PHASE_TTA, PHASE_VALID
 
 
 def has_batchnorm_layers(module: Any) -> bool:
@@ -80,51 +80,102 @@ class LearnerCache:
         gc.collect()
 
 
-class ProbeSteps:
-    """A fastai callback factory: marks phases, times batches, stops after a batch with state."""
+TRAIN_BATCHES = 2
+"""Training micro-batches per rehearsed epoch: each steps the optimizer (see the module docstring)."""
+MAX_UNFROZEN_EPOCHS = 4
+"""Unfrozen epochs the rehearsal runs at most while its peak still grows (a real run's cuDNN search on
+new shapes and the allocator's new segments show in the first epochs; the GradScaler may skip the
+first steps, and with them Adam's state, while it calibrates its scale)."""
 
-    def __init__(self, enter_phase: Callable[[str], None], batches_with_state: int = 2):
+
+FLAT_BYTES = 2**20
+"""An epoch that adds less than this to the peak adds nothing: less than the CUDA allocator's smallest
+segment (2 MiB), so no reserved growth; on the CPU, fastai's recorder keeps each batch's loss (4 bytes)."""
+
+
+def rehearsal_sizes(micro_batch: int) -> tuple[int, int]:
+    """Training batches per epoch and held-out images of a rehearsal: one full validation batch and a
+    last partial one of one image, as a real epoch may end (a new shape: cuDNN searches its
+    algorithms again; the smallest partial batch costs least)."""
+    return TRAIN_BATCHES, micro_batch + 1
+
+
+class Rehearsal:
+    """`planner run` in miniature, as fastai callbacks tell its phases (``planner.probe.meters.phases``).
+
+    ``fine_tune`` runs unchanged on a small data set: the frozen epoch, unfreezing, unfrozen epochs
+    (training, then validation with a partial last batch) until an epoch adds nothing to the peak
+    (less than :data:`FLAT_BYTES`; at most :data:`MAX_UNFROZEN_EPOCHS`, and only once the optimizer
+    holds state), then a TTA pass.
+
+    Args:
+        enter_phase: called with each phase's name as it starts.
+        peak_so_far: the meter's peak since the rehearsal started (reserved bytes on CUDA, live
+            tensor bytes on the CPU): the stopping rule compares it before and after each epoch.
+    """
+
+    def __init__(self, enter_phase: Callable[[str], None], peak_so_far: Callable[[], int],
+                 max_unfrozen_epochs: int = MAX_UNFROZEN_EPOCHS):
         self.enter_phase = enter_phase
-        self.batches_with_state = batches_with_state
+        self.peak_so_far = peak_so_far
+        self.max_unfrozen_epochs = max_unfrozen_epochs
         self.batch_seconds: list[float] = []
+        self.epoch_growth: list[int] = []
 
     def callback(self) -> Any:
         from fastai.callback.core import Callback, CancelFitException
 
-        probe = self
+        rehearsal = self
 
-        class _ProbeCallback(Callback):
+        class _RehearsalCallback(Callback):
             order = 99  # after MixedPrecision and GradientAccumulation
 
             def before_fit(self):
-                self.with_state, self.started = 0, 0.0
+                self.unfrozen = not self.learn.opt.frozen_idx
+
+            def before_epoch(self):
+                self.epoch_start = rehearsal.peak_so_far()
+
+            def before_train(self):
+                rehearsal.enter_phase(PHASE_FORWARD_BACKWARD if self.unfrozen else PHASE_FROZEN)
 
             def before_batch(self):
-                probe.enter_phase(PHASE_FORWARD_BACKWARD)
                 self.started = time.perf_counter()
 
             def before_step(self):
-                probe.enter_phase(PHASE_STEP)
+                if self.unfrozen:
+                    rehearsal.enter_phase(PHASE_STEP)
 
             def after_step(self):
-                probe.enter_phase(PHASE_FORWARD_BACKWARD)
+                if self.unfrozen:
+                    rehearsal.enter_phase(PHASE_FORWARD_BACKWARD)
 
             def after_batch(self):
-                probe.batch_seconds.append(time.perf_counter() - self.started)
-                if self.learn.opt.state:
-                    self.with_state += 1
-                if self.with_state >= probe.batches_with_state:
+                if self.training and self.unfrozen:
+                    rehearsal.batch_seconds.append(time.perf_counter() - self.started)
+
+            def before_validate(self):
+                rehearsal.enter_phase(PHASE_VALID)
+
+            def after_epoch(self):
+                if not self.unfrozen:
+                    return
+                rehearsal.epoch_growth.append(rehearsal.peak_so_far() - self.epoch_start)
+                flat = rehearsal.epoch_growth[-1] < FLAT_BYTES and bool(self.learn.opt.state)
+                if flat or len(rehearsal.epoch_growth) >= rehearsal.max_unfrozen_epochs:
                     raise CancelFitException()
 
-        return _ProbeCallback()
+        return _RehearsalCallback()
 
     def median_step_seconds(self) -> float | None:
-        """Median seconds per batch, the first (warm-up, autotuning) batch left out."""
+        """Median seconds per unfrozen training batch, the first (warm-up, autotuning) left out."""
         timed = self.batch_seconds[1:]
         return statistics.median(timed) if timed else None
 
 
-def run_probe_steps(learn: Any, steps: ProbeSteps) -> None:
-    """Train until ``steps`` stops the fit, without progress bars or logging."""
+def rehearse(learn: Any, rehearsal: Rehearsal) -> None:
+    """Run ``fine_tune`` and a TTA pass as the rehearsal directs, without progress bars or logging."""
     with learn.no_bar(), learn.no_logging():
-        learn.fit(1, lr=1e-4, cbs=[steps.callback()])
+        learn.fine_tune(rehearsal.max_unfrozen_epochs, base_lr=1e-4, cbs=[rehearsal.callback()])
+        rehearsal.enter_phase(PHASE_TTA)
+        learn.tta(dl=learn.dls.valid, n=1)
