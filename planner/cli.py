@@ -101,14 +101,16 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 class _ProbeProgress:
-    """Probe progress: one line per probe and entry; a live bar only on a terminal."""
+    """Probe progress: one line per probe and entry; a live bar only on a terminal (``live_bars``)."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from trainer.progress import live_bars
+
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=not console.is_terminal, transient=True,
+            console=console, disable=not live_bars(console), transient=True,
         )
         self.task = self.progress.add_task("probing", total=None)
 
@@ -211,18 +213,50 @@ def _timing_summary(plan) -> str | None:
 
 
 def _probe_and_show(options, entries=None):
-    """Probe with progress, write the plan, show its table and time summary; returns the plan."""
-    from planner.probe.command import make_plan
+    """Probe with progress, write the plan, show its table and time summary (and, for several cards,
+    the comparison); returns the plan."""
+    from planner.probe.command import compare_plans, make_plan
 
     reporter = _ProbeProgress()
+    comparison = None
     with reporter.progress:
-        plan = make_plan(options, reporter, entries)
+        if len(options.gpus) > 1:
+            plan, comparison = compare_plans(options, reporter, entries)
+        else:
+            plan = make_plan(options, reporter, entries)
     console.print(_plan_table(plan))
     summary = _timing_summary(plan)
     if summary:
         console.print(summary, soft_wrap=True)
+    if comparison is not None:
+        from planner.probe.cards import comparison_path
+
+        console.print(_cards_table(comparison))
+        console.print(f"comparison written to {comparison_path(options.output)}")
     console.print(f"plan written to {options.output} ({plan.seconds:.1f} s)")
     return plan
+
+
+def _cards_table(comparison):
+    """One row per entry, one column per card: accum × micro-batch; then each card's time and cost."""
+    from planner.base.budget import format_bytes
+
+    table = Table(title=f"cards compared (plan.json is for {comparison.chosen})")
+    table.add_column("entry")
+    for card in comparison.cards:
+        table.add_column(f"{card.gpu} ({format_bytes(card.budget_bytes)})", justify="right")
+    for index, entry in enumerate(comparison.cards[0].entries):
+        cells = []
+        for card in comparison.cards:
+            mine = card.entries[index]
+            cell = f"{mine.accum} × {mine.micro_batch}" + (" ckpt" if mine.grad_checkpointing else "")
+            cells.append(cell if mine.fits else "no fit")
+        table.add_row(entry.name, *cells)
+    table.add_row("time (fine_tune + TTA)", *(_duration(card.total_seconds) for card in comparison.cards))
+    if any(card.usd_per_hour is not None for card in comparison.cards):
+        table.add_row("cost", *("-" if card.cost_usd is None else f"${card.cost_usd:,.2f}"
+                                for card in comparison.cards))
+    return table
 
 
 @app.command()
@@ -233,10 +267,16 @@ def probe(
         "Repeat it for mixed GPUs (--gpu-mem 16G --gpu-mem 80G): the plan is for the smallest, and each "
         "entry also gets a (micro-batch, accum) pair per size, which `planner run --backend ray` picks "
         "from by the GPU a task gets. Without it: --gpu's memory, else this machine's GPU.")] = None,
-    gpu: Annotated[str | None, typer.Option(
+    gpu: Annotated[list[str] | None, typer.Option(
         "--gpu", help="A card by name (T4, P100, V100-16G, V100-32G, A10G, L4, RTX 3090, RTX 4090, A100-40G, "
         "A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
-        "gives each entry's predicted epoch and run time.")] = None,
+        "gives each entry's predicted epoch and run time. Repeat it to compare cards: a plan for each, "
+        "one table, PLAN.cards.json beside the plan; plan.json is for the first (or --for).")] = None,
+    plan_for: Annotated[str | None, typer.Option(
+        "--for", help="With several --gpu: the card plan.json is for.", show_default="the first --gpu")] = None,
+    price: Annotated[list[str] | None, typer.Option(
+        "--price", metavar="CARD=USD_PER_HOUR", help="With several --gpu: the price of a card per hour, to "
+        "show each plan's cost (repeat it; no prices are built in).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=0,
                                         help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
     plot: Annotated[bool, typer.Option(
@@ -270,14 +310,18 @@ def probe(
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
+    from planner.probe.cards import parse_prices
     from planner.probe.command import misfits
 
     options = ProbeOptions(
-        budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpu=gpu, models=models, arch=arch,
+        budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpus=tuple(gpu or ()), plan_for=plan_for,
+        prices=parse_prices(price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
         jobs=jobs,
     )
+    if (plan_for or price) and len(options.gpus) < 2:
+        raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")
     plan = _probe_and_show(options)
     if plot:
         from planner.probe.plot import plot_plan
@@ -295,7 +339,8 @@ TUNE_WEIGHTS_HELP = (
     "Tune ensemble weights on held-out predictions with Optuna; write weights.json, submission.csv "
     "and weights.png in RUN_DIR. Every method (each model alone, uniform, hand weights, greedy "
     "selection, the SLSQP optimum, Optuna) is scored in-sample and by K-fold cross-fitting; tuned "
-    "weights replace the plain average only if their cross-fitted gain is beyond noise. The submission "
+    "weights replace the plain average only if their cross-fitted gain over it is at least 2 standard "
+    "errors of log loss and 0.3 points of error rate; the report says which condition failed. The submission "
     'follows DATA/sample_submission.csv; DATA defaults to the "data" field of RUN_DIR/run.json.'
 )
 
@@ -340,7 +385,7 @@ def tune_weights_command(
     force_weights: Annotated[
         bool,
         typer.Option(
-            "--force-weights", help="Use the best fitted weights even if their gain is within noise."
+            "--force-weights", help="Use the best fitted weights even if their cross-fitted gain fails the rule above."
         ),
     ] = TuneOptions.force_weights,
 ) -> None:
@@ -364,10 +409,12 @@ def tune_weights_command(
 
 @contextmanager
 def _trial_progress():
-    """Optuna trial bars on a terminal (nothing in a log); yields the core's progress callback."""
+    """Optuna trial bars on a terminal (nothing in a log: ``live_bars``); yields the core's progress callback."""
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+    from trainer.progress import live_bars
+
+    with Progress(console=console, transient=True, disable=not live_bars(console)) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

@@ -33,6 +33,30 @@ def complementary(rows: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return np.stack([model0, model1]), targets
 
 
+def accurate_and_cautious(rows: int = 600, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Four classes where log loss and error rate disagree: the fitted weights win on one, lose on the other.
+
+    Model 0 is right 85 % of the time but gives the true class only 0.05 when wrong; model 1 is right
+    70 % of the time and keeps 0.2 on the true class when wrong. Log loss moves weight to the cautious
+    model 1, which makes many more errors than the plain average, so the fitted methods' error rate is
+    worse than uniform's by far more than noise.
+    """
+    rng = np.random.default_rng(seed)
+    classes = 4
+    targets = rng.integers(0, classes, rows)
+    other = (targets + rng.integers(1, classes, rows)) % classes
+    eye = np.eye(classes)
+
+    def model(accuracy: float, right: float, wrong_true: float, wrong_other: float) -> np.ndarray:
+        is_right = rng.random(rows) < accuracy
+        when_right = right * eye[targets] + (1 - right) / (classes - 1) * (1 - eye[targets])
+        rest = (1 - wrong_true - wrong_other) / (classes - 2)
+        when_wrong = wrong_true * eye[targets] + wrong_other * eye[other] + rest * (1 - eye[targets] - eye[other])
+        return np.where(is_right[:, None], when_right, when_wrong)
+
+    return np.stack([model(0.85, 0.5, 0.05, 0.5), model(0.7, 0.7, 0.2, 0.45)]), targets
+
+
 def write_run(
     run_dir: Path,
     names: list[str],

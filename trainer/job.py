@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.base.plan import PlanEntry
+from planner.base.plan import AllocatorConfig, PlanEntry
 from planner.base.runfile import RunSettings
 from trainer.data import DataLayout
 from trainer.split import Split
@@ -27,6 +27,9 @@ class RunInputs:
         seed: seeds weights initialisation and shuffling.
         cpu_memory_limit: cpu only: the tracker raises ``torch.OutOfMemoryError`` above it.
         save_models: keep each trained model (weights and recipe) for `planner predict`.
+        allocator: the CUDA allocator configuration of the run (None when it trains on the CPU): in
+            force in the driver's process, where the local backend trains; a Ray task applies it in its
+            worker before CUDA starts there (``planner.base.allocator``).
     """
 
     effective_batch_size: int
@@ -37,6 +40,7 @@ class RunInputs:
     seed: int
     cpu_memory_limit: int | None = None
     save_models: bool = True
+    allocator: AllocatorConfig | None = None
 
 
 @dataclass(frozen=True)

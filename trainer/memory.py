@@ -8,7 +8,8 @@ registered by device name in ``RUN_METERS`` (the base's ``Registry``, as the pro
 are ``planner.probe.meters.ProbeMeter``.)
 
 - ``cuda``: reserved peak + this process's non-torch device bytes (``planner.base.cuda_device``), what
-  decides OOM on a whole card, as the probe's cuda meter measures it. Costs nothing per step.
+  decides OOM on a whole card, as the probe's cuda meter measures it, with the allocator configuration
+  in force (``planner.base.allocator``). Costs nothing per step.
 - ``cpu``: a ``StorageTracker`` (the probe's cpu meter) counting model parameters and buffers, then
   every op's outputs. It is a Python dispatch mode and costs a few percent per step on small models,
   so it samples: it counts the first ``2 × accum`` training batches (two optimizer steps, when the
@@ -29,6 +30,8 @@ from itertools import chain
 import torch
 
 from planner.base import cuda_device as gpu
+from planner.base.allocator import allocator_in_force
+from planner.base.compat import leave_autocast
 from planner.base.registry import Registry
 from planner.base.runfile import MemoryRecord
 from planner.base.tracker import StorageTracker
@@ -94,7 +97,7 @@ class CudaRunMeter(RunMeter):
         extra = gpu.non_torch_bytes(torch.cuda.current_device())
         phase_peaks = {phase: peak + extra for phase, peak in self.reserved_peaks.items()}
         return MemoryRecord(meter="cuda", peak_bytes=max(phase_peaks.values()), phase_peaks=phase_peaks,
-                            start_bytes=self.start_bytes)
+                            start_bytes=self.start_bytes, allocator=allocator_in_force())
 
 
 @RUN_METERS.register("cpu")
@@ -185,11 +188,25 @@ def live_tensor_bytes() -> int:
 
 
 def release_memory(device: str) -> None:
-    """Free what a finished or failed try left: collect its learner's reference cycles (model,
-    optimizer, data loaders) and, on CUDA, return cached blocks to the driver.
+    """Free everything a finished or failed try held, so that the next try in this process starts where
+    the first one did (the same live bytes, an allocator holding nothing of the try):
 
-    Call it outside any ``except`` block: a live traceback still holds the try's tensors.
+    - autocast left as outside any region: an out-of-memory error in the forward pass leaves fastai's
+      CUDA autocast entered, and autocast's cache alive for good, with a half-precision copy of every
+      weight and, through its autograd graph, the weight (``planner.base.compat.leave_autocast``);
+    - the learner's reference cycles collected (model, optimizer state, gradients, data loaders,
+      callbacks, the last batch and its autograd graph);
+    - on CUDA, cuBLAS's workspaces freed, every cached block returned to the driver and peak statistics
+      restarted (``planner.base.cuda_device.release_cached``).
+
+    What a later try still inherits is the process's CUDA context and cuDNN's algorithm choices, which
+    hold no allocator memory. Call it outside any ``except`` block: a live traceback still holds the
+    try's tensors.
+
+    Args:
+        device: "cuda" or "cpu", the device the try trained on.
     """
+    leave_autocast()
     if device == "cuda":
         gpu.release_cached()
     else:

@@ -2,8 +2,9 @@
 
 The core calls a :class:`Reporter`; it never prints. :class:`LineReporter` turns every event into one
 plain line (for CI logs and ``RUN_DIR/run.log``); :class:`RichReporter` adds live progress bars
-(entries, and epochs of the current entry) when its console is a terminal, and otherwise prints the
-same plain lines with no carriage-return redraws. The CLI makes the console and passes it in.
+(entries, and epochs of the current entry) when its console is an interactive terminal
+(:func:`live_bars`), and otherwise prints the same plain lines with no carriage-return redraws. The
+CLI makes the console and passes it in.
 """
 
 from __future__ import annotations
@@ -153,9 +154,28 @@ class LogFile(LineReporter):
             log.write(f"{now()} {line}\n")
 
 
+def live_bars(console: Any) -> bool:
+    """Whether live progress bars may be drawn on ``console``: only when its output is a terminal.
+
+    rich's own test, ``console.is_terminal``, is also true for a file or a pipe when FORCE_COLOR or
+    TTY_COMPATIBLE=1 is set (many CI set-ups set FORCE_COLOR for coloured logs). A live display there
+    writes every redraw as new lines: the bars of an entry's epochs fill the log and a finished entry's
+    bar comes again after its "done" line. So the output must be a terminal itself, and an interactive
+    one (rich's ``is_interactive``: not TERM=dumb, not TTY_INTERACTIVE=0).
+
+    Args:
+        console: a ``rich.console.Console``.
+    """
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        return bool(console.is_interactive and isatty is not None and isatty())
+    except ValueError:  # a closed file (e.g. at interpreter exit) is no terminal
+        return False
+
+
 class RichReporter(LineReporter):
     """Plain lines on a rich console, plus live bars (entries; epochs of the current entry) when the
-    console is a terminal. In a CI log (not a terminal) only the lines appear.
+    console is an interactive terminal (:func:`live_bars`). In a CI log only the lines appear.
 
     Args:
         console: a ``rich.console.Console``, made by the CLI.
@@ -170,7 +190,7 @@ class RichReporter(LineReporter):
 
     def run_started(self, run_dir: Path, names: Sequence[str]) -> None:
         super().run_started(run_dir, names)
-        if self.console.is_terminal:
+        if live_bars(self.console):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

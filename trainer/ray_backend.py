@@ -7,16 +7,17 @@ they arrive (a ``ray.wait`` loop). Only the driver writes run.json, so a restart
 finished entries exactly as with the local backend (run.json says ``finished`` and
 ``preds/<entry>.npz`` exists).
 
-Task (a Ray worker, one try of one entry): picks the (micro-batch, accumulation) pair planned for the
-GPU it got (``trainer.placement.pair_for_memory``), caps its process to its share of the card when it
-got a fraction of one, and trains with the local backend's one-try code (``trainer.attempt.run_try``).
-It writes ``preds/<entry>.npz`` atomically and returns the rest of the entry's record. Out of memory is
-caught inside the task and returned; the driver then resubmits the entry at the next larger
-accumulation (same effective batch), because Ray does not change a task's arguments or resources when
-it retries it. A worker or node that dies is Ray's to
-retry (``max_retries``); any other exception fails that entry (``retry_exceptions=False``) and the others
-go on. Each GPU task runs in a fresh worker process (``max_calls=1``, Ray's default for GPU tasks): a
-reused process keeps the CUDA device and context of its first task.
+Task (a Ray worker, one try of one entry): sets the driver's CUDA allocator configuration before CUDA
+starts in its process (``planner.base.allocator``: the same as the probe's and a local run's), picks
+the (micro-batch, accumulation) pair planned for the GPU it got (``trainer.placement.pair_for_memory``),
+caps its process to its share of the card when it got a fraction of one, and trains with the local
+backend's one-try code (``trainer.attempt.run_try``). It writes ``preds/<entry>.npz`` atomically and
+returns the rest of the entry's record. Out of memory is caught inside the task and returned; the
+driver then resubmits the entry at the next larger accumulation (same effective batch), because Ray
+does not change a task's arguments or resources when it retries it. A worker or node that dies is
+Ray's to retry (``max_retries``); any other exception fails that entry (``retry_exceptions=False``)
+and the others go on. Each GPU task runs in a fresh worker process (``max_calls=1``, Ray's default
+for GPU tasks): a reused process keeps the CUDA device and context of its first task.
 
 Where things must be: the run folder and the data folder on a filesystem every worker sees at the same
 path (NFS or a shared volume; on one machine it trivially is), and planner installed on every node.
@@ -38,6 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from planner.base.allocator import use_allocator
 from planner.base.compat import quiet_ray_notes
 from planner.base.errors import UserError, first_line
 from planner.base.plan import Plan, PlanEntry
@@ -177,6 +179,8 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TryResult:
     # cards would be visible but not reserved.
     device = resolve_device(shared.inputs.device, spec.gpu_share > 0 and torch.cuda.is_available(),
                             where=f"to the worker on {socket.gethostname()}")
+    if device == "cuda":
+        use_allocator(shared.inputs.allocator)  # the driver's decision, before _claim_gpu starts CUDA here
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
     job = TrainJob(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))

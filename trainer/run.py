@@ -1,11 +1,13 @@
 """`planner run`: train every entry of a plan, resumably, and keep the evidence; the one run driver
 of both backends.
 
-Read top to bottom: check the plan, the device and the data (every fit must get an optimizer
-step); take the run folder's lock; compare the data with what the folder was trained on (changed
+Read top to bottom: check the plan, the device (on CUDA, set the allocator configuration before
+CUDA starts: ``planner.base.allocator``) and the data (every fit must get an optimizer step); take
+the run folder's lock; compare the data with what the folder was trained on (changed
 training data: refuse, or start afresh with ``--retrain``); read or draw its one held-out split; read
 or start ``run.json``; predict a changed test set again from the saved models; skip the entries
-finished earlier (and those the plan says do not fit); submit the others to the backend
+finished earlier (and those the plan says do not fit); say when the allocator configuration is not
+the plan's; submit the others to the backend
 (``trainer.backend``: here, or as Ray tasks) and record each try's result as it comes, resubmitting an
 entry with the next larger accumulation when it ran out of memory. Every file is written atomically,
 so Ctrl-C leaves finished entries untouched (the one training is marked ``interrupted``) and the
@@ -21,13 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner.base.allocator import ALLOC_CONF, describe_allocator, same_allocator, use_allocator
 from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.budget import format_bytes
 from planner.base.compat import timm_renamed_models
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
-from planner.base.plan import Plan, PlanEntry, load_plan
+from planner.base.plan import AllocatorConfig, Plan, PlanEntry, load_plan
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
     RUN_FILE,
@@ -130,6 +133,7 @@ def run_plan(
     run_dir = check_writable(run_dir if run_dir is not None else default_run_dir(Path(plan_path)), "--out",
                              folder=True)
     device = backend.device(options.device, options.cpu_memory_limit)
+    allocator = use_allocator() if device == "cuda" else None  # before re-predicting or training starts CUDA
     layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind
     check_steps(training_count(Counter(map(label_of, layout.train)).values(), options.valid_pct), len(layout.train),
                 plan.effective_batch_size, options.valid_pct,
@@ -142,9 +146,11 @@ def run_plan(
             repredict_entries(stale, book, layout, options.device, reporter)
             todo = entries_to_train(plan, book, reporter, device, options.include_misfits, options.retrain)
             if todo:
+                note_allocator_change(plan, allocator, reporter)
                 inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                                    settings=options.settings(), device=options.device, seed=options.seed,
-                                   cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models)
+                                   cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models,
+                                   allocator=allocator)
                 tries = Tries(plan, book, reporter)
                 for entry in todo:
                     forget_outputs(run_dir, entry.name)  # an earlier try's files never stand for this one's
@@ -415,6 +421,24 @@ def note_renamed_architectures(plan: Plan, reporter: Reporter) -> None:
     for entry in plan.entries:
         if renamed.get(entry.arch):
             reporter.notice(f"{entry.name}: timm now calls {entry.arch} {renamed[entry.arch]}; that model is trained")
+
+
+def note_allocator_change(plan: Plan, allocator: AllocatorConfig | None, reporter: Reporter) -> None:
+    """One line when this run's CUDA allocator configuration is not the one the plan's peaks are for.
+
+    Said only where both are known and matter: the run trains on CUDA (``allocator`` is its configuration,
+    None on the CPU) and the plan records a configuration, which the cuda meter does (the one it measured
+    with) and the estimate meter does (the one planner chose for a CUDA run); a plan of the cpu meter,
+    whose peaks are live tensor bytes, and plans from before planner recorded it say nothing.
+    """
+    planned = plan.measured_on.allocator
+    if allocator is None or planned is None or same_allocator(planned, allocator):
+        return
+    how = "measured" if plan.measured_on.device == "cuda" else "estimated"
+    fix = f"{ALLOC_CONF}={planned.conf}" if planned.conf else f"{ALLOC_CONF}= (empty: torch's defaults)"
+    reporter.notice(f"allocator: the plan's peaks were {how} with {describe_allocator(planned)}, this run uses "
+                    f"{describe_allocator(allocator)}: reserved memory, and so the peaks, may differ; run with "
+                    f"{fix} or probe again with this run's setting")
 
 
 def start_afresh(run_dir: Path) -> None:

@@ -8,6 +8,8 @@ can remove those of processes that no longer run without touching a live writer'
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -113,14 +115,24 @@ def finite_or_null(data: Any) -> Any:
 def check_writable(path: str | Path, what: str, *, folder: bool) -> Path:
     """Refuse, before any work, an output that could not be written at the end.
 
+    The check writes for real: it creates the missing folders down to the output's folder and a
+    temporary file there (named as :func:`atomic_write` names its own), then removes all it created,
+    so the file system is left as it was (only the nearest existing folder's modification time moves).
+    Asking ``os.access`` is not enough: as root it says yes to any folder (root may override the
+    permission bits), yet the kernel's virtual file systems take no new files (``mkdir /proc/x``
+    fails with "No such file or directory", ``mkdir /sys/x`` with "Operation not permitted").
+
     Args:
         path: the output file (``folder=False``) or folder (``folder=True``).
         what: the option that names it, for the message (e.g. "-o").
         folder: whether ``path`` is a folder.
 
+    Returns:
+        ``path``, as a ``Path``.
+
     Raises:
-        UserError: the path is a folder where a file is expected (or the reverse), or the nearest
-            existing folder above it cannot be written.
+        UserError: the path is a folder where a file is expected (or the reverse), an existing output
+            file is read-only, or its folder cannot be created or written.
     """
     from planner.base.errors import UserError
 
@@ -128,9 +140,63 @@ def check_writable(path: str | Path, what: str, *, folder: bool) -> Path:
     if path.exists() and path.is_dir() != folder:
         kind, expected = ("a file", "a folder") if folder else ("a folder", "a file name")
         raise UserError(f"{what} {path} is {kind}: give {expected}")
-    existing = path if folder and path.exists() else path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"{what} {path} cannot be written (no permission in {existing}): choose another place")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path} cannot be written (the file is read-only): choose another place")
+    name = path.name if not folder else "write-check"
+    problem = _try_to_write(path if folder else path.parent, f".{name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-")
+    if problem is not None:
+        raise UserError(f"{what} {path} cannot be written ({problem}): choose another place")
     return path
+
+
+def _try_to_write(folder: Path, prefix: str) -> str | None:
+    """Create the missing folders down to ``folder`` and a temporary file in it, then remove what was
+    created; returns what failed, in words, or None when all could be written.
+
+    A folder that another process creates meanwhile is used, not removed; one of ours that is no longer
+    empty when it is removed (another process wrote into it) is left.
+    """
+    missing = []
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    created: list[Path] = []
+    try:
+        for new in reversed(missing):
+            try:
+                new.mkdir()
+            except FileExistsError:
+                if new.is_dir():  # another process made it meanwhile: theirs, not removed
+                    continue
+                return f"{new} is {'a broken link' if new.is_symlink() else 'a file'}, not a folder"
+            except OSError as error:
+                return _write_problem(error, new, new.parent)
+            created.append(new)
+        try:
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+        except OSError as error:
+            return _write_problem(error, None, folder)
+        os.close(fd)
+        os.unlink(temporary)
+    finally:
+        for made in reversed(created):
+            with contextlib.suppress(OSError):  # not empty: another process writes there now
+                made.rmdir()
+    return None
+
+
+def _write_problem(error: OSError, new_folder: Path | None, place: Path) -> str:
+    """Why creating ``new_folder`` (or, with None, a file) in ``place`` failed, in words."""
+    if error.errno == errno.ENOTDIR:
+        blocking = new_folder or place
+        while not blocking.exists() and blocking != blocking.parent:
+            blocking = blocking.parent
+        return f"{blocking} is a file, not a folder"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission in {place}"
+    if error.errno == errno.EROFS:
+        return f"{place} is on a read-only file system"
+    if new_folder is not None:
+        return f"cannot create folder {new_folder}: {error.strerror}"
+    return f"cannot create a file in {place}: {error.strerror}"

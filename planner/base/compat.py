@@ -2,15 +2,17 @@
 
 planner leans on a few things that its dependencies do not promise to keep: timm's table of renamed
 models, torch's ``FakeTensorMode`` (a private module) and its library of Python meta kernels
-(set aside while the estimating core runs), fastai's ``TimmBody`` (patched for NHWC
-bodies), Optuna's ``GPSampler`` options and one of Optuna's log lines. Each is reached only through
-a function here, which uses the public API where one exists, falls back where an older or newer
-release offers another way, and otherwise raises ``CompatError`` naming the versions planner was
-tested with and what to install. Two modules are the exception by design, as they work inside
-torch's dispatcher: the CUDA autocast emulation (``planner.probe.meters.cuda_autocast``), which selects
-the op lists the installed torch registers, and the meta tensors the estimating core steps
-(``planner.probe.meters.meta_tensors``: a dispatch key guard and a function mode); both are checked
-against that torch by their own tests at both ends of the tested range.
+(set aside while the estimating core runs), torch's autocast nesting counter and cuBLAS workspaces
+(the cleanup after a failed try), the allocator settings torch parsed (``planner.base.allocator``),
+fastai's ``TimmBody`` (patched for NHWC bodies) and ``Learner._end_cleanup``, Optuna's ``GPSampler``
+options and one of Optuna's log lines. Each is reached only through a function here, which uses the
+public API where one exists, falls back where an older or newer release offers another way, and
+otherwise raises ``CompatError`` naming the versions planner was tested with and what to install.
+Two modules are the exception by design, as they work inside torch's dispatcher: the CUDA autocast
+emulation (``planner.probe.meters.cuda_autocast``), which selects the op lists the installed torch
+registers, and the meta tensors the estimating core steps (``planner.probe.meters.meta_tensors``: a
+dispatch key guard and a function mode); both are checked against that torch by their own tests at
+both ends of the tested range.
 
 ``TESTED`` is the range CI runs (``.ci/run``: the newest releases; ``.ci/lowest``: pyproject's
 floors); README's install section states the same range and a test keeps the two in step.
@@ -230,17 +232,69 @@ def tree_leaves(tree: Any) -> list[Any]:
     return [tree]
 
 
+def leave_autocast() -> None:
+    """Leave every autocast region this thread is still in, clear autocast's cache of cast weights and
+    turn autocast off on the CPU and CUDA: the state outside any region.
+
+    fastai's ``MixedPrecision`` enters CUDA autocast in ``before_batch`` and leaves it in ``after_loss``;
+    an out-of-memory error in between (the forward pass) skips the leaving. Autocast then stays on in
+    this thread, its nesting never returns to zero, and its cache is never cleared again: it holds a
+    half-precision copy of every weight it cast and, through the copy's autograd graph, the weight
+    itself, after the model is gone (1.5 times the weights' bytes per model, measured on the CPU).
+    Call it only where no autocast region is meant to be open (between tries and probes). The nesting
+    counter is reached through ``torch.autocast_increment_nesting``/``autocast_decrement_nesting`` (torch
+    keeps them undocumented; the autocast context manager uses them).
+    """
+    import torch
+
+    depth = torch.autocast_increment_nesting() - 1  # the counter is only readable by changing it
+    torch.autocast_decrement_nesting()
+    for _ in range(depth):
+        torch.autocast_decrement_nesting()
+    for device_type in ("cuda", "cpu"):
+        torch.set_autocast_enabled(device_type, False)
+    torch.clear_autocast_cache()
+
+
+def clear_cublas_workspaces() -> None:
+    """Free the cuBLAS workspaces torch keeps per handle and stream in its caching allocator (private
+    ``torch._C._cuda_clearCublasWorkspaces``; nothing where a torch lacks it). ``empty_cache`` leaves
+    them allocated, so a try that follows one that ran matrix products would start with them counted."""
+    import torch
+
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        torch.cuda.synchronize()
+        clear()
+
+
+def allocator_settings() -> str | None:
+    """The configuration torch's allocator parsed from the environment (private
+    ``torch._C._accelerator_getAllocatorSettings``, torch 2.9 on); None where a torch cannot tell.
+
+    torch parses the environment the first time the allocator configuration is asked for, and never
+    again: call it only once CUDA has started, or it fixes the configuration before planner sets it.
+    """
+    import torch
+
+    settings = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
+    return settings() if settings is not None else None
+
+
 # --- fastai ----------------------------------------------------------------------------------------
 
 
 def end_cleanup(learn: Any) -> None:
-    """Drop a fastai Learner's last batch, predictions and loss: its private ``_end_cleanup()`` where it
-    exists (fastai 2.x), else the same attributes set by hand."""
+    """Drop a fastai Learner's last batch, predictions and losses: its private ``_end_cleanup()`` where it
+    exists (fastai 2.x), else the same attributes set by hand; then ``loss_grad``, which ``_end_cleanup``
+    keeps: the loss with its autograd graph, which after an error in the backward pass still holds the
+    batch's saved activations."""
     cleanup = getattr(learn, "_end_cleanup", None)
     if callable(cleanup):
         cleanup()
-        return
-    learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+    else:
+        learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+    learn.loss_grad = None
 
 
 

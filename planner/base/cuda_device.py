@@ -12,6 +12,8 @@ import os
 
 import torch
 
+from planner.base.compat import clear_cublas_workspaces
+
 FALLBACK_CONTEXT_BYTES = 640 * 2**20
 """A CUDA context's size when NVML cannot tell (300-650 MB seen on current cards; the high end)."""
 
@@ -72,10 +74,12 @@ def uncap(device_index: int = 0) -> None:
 
 
 def release_cached(device_index: int = 0) -> None:
-    """Return cached blocks to the driver and start new peak statistics."""
+    """Collect unreachable objects, free cuBLAS's workspaces, return cached blocks to the driver and
+    start new peak statistics: what the next try or probe starts from is only what is still alive."""
     import gc
 
     gc.collect()
+    clear_cublas_workspaces()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device_index)
 

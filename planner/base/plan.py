@@ -195,8 +195,24 @@ class PlanEntry(Record):
         return self
 
 
+class AllocatorConfig(Record):
+    """The configuration of torch's CUDA caching allocator (``PYTORCH_CUDA_ALLOC_CONF``) that peaks were
+    measured, estimated or trained with; ``planner.base.allocator`` decides, applies and reads it.
+
+    ``conf``: the setting, "" for torch's defaults. ``source``: ``planner`` (planner's default, set by
+    this process or the one that started it), ``user`` (the environment's own setting, which planner
+    leaves alone), ``torch`` (nothing set: CUDA had started in the process before planner could set its
+    default, so torch's defaults were in force).
+    """
+
+    conf: str
+    source: Literal["planner", "user", "torch"]
+
+
 class MeasuredOn(Record):
-    """Where and how the peaks were measured."""
+    """Where and how the peaks were measured. ``allocator``: the CUDA allocator configuration the peaks
+    are for: the one in force when the cuda meter measured, the one planner chose for a CUDA run when
+    the estimate predicted (``planner.base.allocator``); None for the cpu meter and in older plans."""
 
     device: Literal["cuda", "cpu", "estimate"]
     precision: Literal["fp16", "fp32"]
@@ -207,6 +223,7 @@ class MeasuredOn(Record):
     timm: str
     fastai: str
     synthetic_data: bool = True
+    allocator: AllocatorConfig | None = None
 
 
 class TimeBasis(Record):

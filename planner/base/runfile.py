@@ -16,7 +16,7 @@ from pydantic import Field
 
 from planner.base.atomic import atomic_write_json
 from planner.base.jsonfile import load_record
-from planner.base.plan import ItemTransform, Record, Size
+from planner.base.plan import AllocatorConfig, ItemTransform, Record, Size
 
 RUN_VERSION = 1
 RUN_FILE = "run.json"
@@ -55,7 +55,9 @@ class MemoryRecord(Record):
     fit and the first validation batches, where steady-state shapes and the optimizer state appear;
     CPU training is fp32 (fastai's ``to_fp16`` is CUDA-only). ``start_bytes`` is what was already held
     when the entry started (CUDA allocated bytes; on the CPU, bytes of tensors still alive), the
-    evidence that the previous entry released its memory.
+    evidence that the previous entry released its memory. ``allocator`` (``cuda`` only; None on the
+    CPU and in older files): the CUDA allocator configuration in force in the process that trained
+    (``planner.base.allocator``), to compare with the plan's ``measured_on.allocator``.
     """
 
     meter: Device
@@ -64,6 +66,7 @@ class MemoryRecord(Record):
     start_bytes: int = Field(ge=0)
     sampled_batches: int | None = None
     limit_bytes: int | None = None
+    allocator: AllocatorConfig | None = None
 
 
 class EpochRecord(Record):

@@ -4,7 +4,9 @@ Choice rule. The best fitted method (greedy, SLSQP or Optuna, by cross-fitted lo
 plain average only if its cross-fitted gain over uniform is real on both scores: a log-loss gain of
 at least two standard errors (paired per fold) *and* an error-rate gain of at least 0.3 points (at
 ~2,000 held-out images smaller accuracy gains are noise). Otherwise the submission uses uniform
-weights and the report says the gain is within noise, unless ``force_weights`` is set.
+weights, unless ``force_weights`` is set, and the report says which condition failed and how: a gain
+within noise (a positive log-loss gain under two standard errors; an error-rate gain from 0 to 0.3
+points) or a score worse than uniform's (a negative gain).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from planner.base.errors import UserError
 from planner.base.locations import latest_run_dir
 from planner.base.runfile import load_run
 from planner.ensemble import methods
-from planner.ensemble.crossfit import Fit, MethodScores, crossfit, fold_indices
+from planner.ensemble.crossfit import Fit, MethodScores, Score, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
 from planner.ensemble.options import TuneOptions
 from planner.ensemble.preds import Predictions, load_predictions
@@ -117,9 +119,13 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
 def choose(results: tuple[MethodResult, ...], force: bool) -> tuple[str, str]:
     """Apply the choice rule (module docstring) and say why, in one sentence.
 
+    The sentence gives the best fitted method's cross-fitted gains with their standard errors and
+    then the verdict on each condition, so that a user sees which one failed (log loss, error rate
+    or both) and whether it failed by noise or by being worse than uniform.
+
     Args:
         results: every method's scores, including "uniform" and the methods in ``FITTED``.
-        force: take the best fitted method even when its gain is within noise.
+        force: take the best fitted method even when its gain fails the rule.
 
     Returns:
         The chosen method's name and the reason.
@@ -131,12 +137,41 @@ def choose(results: tuple[MethodResult, ...], force: bool) -> tuple[str, str]:
         f"{best.name}'s cross-fitted log-loss gain over uniform is {gain.mean:+.4f} ± {gain.se:.4f} (se) and "
         f"its error-rate gain {100 * error_gain.mean:+.2f} ± {100 * error_gain.se:.2f} points"
     )
-    real = gain.mean > 0 and gain.mean >= MIN_GAIN_SE * gain.se and error_gain.mean >= MIN_ERROR_RATE_GAIN
-    if real:
-        return best.name, f"{measured}: a real gain"
+    log_loss_passes, log_loss_verdict = _log_loss_verdict(gain)
+    error_passes, error_verdict = _error_rate_verdict(error_gain)
+    if log_loss_passes and error_passes:
+        return best.name, f"{measured}: {log_loss_verdict} and {error_verdict}, a real gain"
+    if log_loss_passes or error_passes:
+        verdict = f"{log_loss_verdict} but {error_verdict}"
+    else:
+        verdict = f"{log_loss_verdict} and {error_verdict}"
     if force:
-        return best.name, f"{measured}: within noise, used anyway because weights were forced"
-    return "uniform", f"{measured}: within noise, so the plain average is used (force with --force-weights)"
+        return best.name, f"{measured}: {verdict}; used anyway because weights were forced"
+    return "uniform", f"{measured}: {verdict}, so the plain average is used (force with --force-weights)"
+
+
+def _log_loss_verdict(gain: Score) -> tuple[bool, str]:
+    """Whether the cross-fitted log-loss gain passes (> 0 and >= ``MIN_GAIN_SE`` se), and why in words."""
+    if gain.mean < 0:
+        return False, f"the log loss is worse than uniform's (by {-gain.mean:.4f})"
+    if gain.mean == 0:
+        return False, "there is no log-loss gain"
+    if gain.se == 0:
+        return True, "the log-loss gain passes (the same in every fold)"
+    spread = f"{gain.mean / gain.se:.1f} standard errors"
+    if gain.mean >= MIN_GAIN_SE * gain.se:
+        return True, f"the log-loss gain passes ({spread}, at least {MIN_GAIN_SE:g})"
+    return False, f"the log-loss gain is within noise ({spread}, below {MIN_GAIN_SE:g})"
+
+
+def _error_rate_verdict(gain: Score) -> tuple[bool, str]:
+    """Whether the cross-fitted error-rate gain passes (>= ``MIN_ERROR_RATE_GAIN``), and why in words."""
+    threshold = f"{100 * MIN_ERROR_RATE_GAIN:g} points"
+    if gain.mean >= MIN_ERROR_RATE_GAIN:
+        return True, f"the error-rate gain passes (at least {threshold})"
+    if gain.mean < 0:
+        return False, f"the error rate is worse than uniform's (by {-100 * gain.mean:.2f} points)"
+    return False, f"the error-rate gain is within noise (below {threshold})"
 
 
 def _fits(names: tuple[str, ...], hand: np.ndarray, options: TuneOptions, notify: Progress) -> dict[str, Fit]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from planner.base.allocator import use_allocator
 from planner.base.atomic import check_writable
 from planner.base.entries import EntrySpec, load_models_file, reference_entries, single_entry
 from planner.base.errors import UserError
@@ -17,6 +18,7 @@ from planner.base.gpus import GpuSpec, find_gpu, get_gpu
 from planner.base.locations import data_folder_here
 from planner.base.plan import Plan, TimeBasis, save_plan
 from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
+from planner.probe.cards import CardComparison, check_cards, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 from planner.probe.options import ProbeOptions
 from planner.probe.probe import ProbeReporter, probe_plan
@@ -31,6 +33,26 @@ def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
         UserError: contradictory options, an unreadable models file or data folder, no GPU where one
             is needed, or an output that cannot be written; all before any probing.
     """
+    plan = _plan(options, reporter, entries)
+    save_plan(plan, options.output)
+    return plan
+
+
+def compare_plans(options: ProbeOptions, reporter: ProbeReporter | None = None,
+                  entries: list[EntrySpec] | None = None) -> tuple[Plan, CardComparison]:
+    """Plan for each card of ``options.gpus``; write the chosen card's plan to ``options.output`` and
+    the comparison beside it (``planner.probe.cards``).
+
+    Raises:
+        UserError: as :func:`make_plan`, or cards, ``--for`` and ``--price`` that do not agree.
+    """
+    check_writable(options.output, "-o", folder=False)
+    check_cards(options)
+    return compare_cards(options, lambda one_card: _plan(one_card, reporter, entries))
+
+
+def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[EntrySpec] | None) -> Plan:
+    """The plan of :func:`make_plan`, not yet written."""
     import torch
 
     check_writable(options.output, "-o", folder=False)
@@ -39,7 +61,11 @@ def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
     probe_data = probe_data_from_folder(data)
     check_data_gives_steps(probe_data, options.effective_batch_size)
     device = _device(options.device, torch.cuda.is_available())
-    card = get_gpu(options.gpu) if options.gpu is not None else None
+    if device == "cuda":
+        use_allocator()  # before the card's name and memory below start CUDA in this process
+    if len(options.gpus) > 1:
+        raise UserError("several --gpu: compare them with compare_plans")
+    card = get_gpu(options.gpus[0]) if options.gpus else None
     budgets = sorted(set(options.budgets)) or [_default_budget(card)]
     if card is None and torch.cuda.is_available():
         from planner.base.cuda_device import gpu_name
@@ -49,7 +75,6 @@ def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
     plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
     if data is not None:
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
-    save_plan(plan, options.output)
     return plan
 
 

@@ -6,7 +6,8 @@ that ``planner --help`` stays fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,8 +26,11 @@ class ProbeOptions:
         budgets: card sizes in bytes (``--gpu-mem``); the plan is for the smallest, and each entry
             gets a pair per size when there are several. Empty: ``gpu``'s usable memory, else this
             machine's GPU's total memory.
-        gpu: a card by name (``planner.base.gpus``): the budget when ``budgets`` is empty, and the
-            speed that gives each entry's predicted times.
+        gpus: cards by name (``planner.base.gpus``): a card's usable memory is the budget when
+            ``budgets`` is empty, and its speed gives each entry's predicted times. Several cards: a
+            plan for each, compared (``planner.probe.cards``).
+        plan_for: with several cards, the one plan.json is for (default: the first).
+        prices: US dollars per hour by card name, to price each card's plan in the comparison.
         models: a models file replacing the reference set.
         arch, size: one architecture at one size, instead.
         effective_batch_size: samples per optimizer step.
@@ -42,7 +46,9 @@ class ProbeOptions:
     """
 
     budgets: tuple[int, ...] = ()
-    gpu: str | None = None
+    gpus: tuple[str, ...] = ()
+    plan_for: str | None = None
+    prices: Mapping[str, float] = field(default_factory=dict)
     models: Path | None = None
     arch: str | None = None
     size: Size | None = None

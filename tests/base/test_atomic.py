@@ -62,3 +62,57 @@ def test_check_writable_refuses_a_read_only_place(tmp_path: Path) -> None:
 
 def test_check_writable_accepts_a_new_path_below_a_writable_folder(tmp_path: Path) -> None:
     assert check_writable(tmp_path / "runs" / "x", "--out", folder=True) == tmp_path / "runs" / "x"
+
+
+VIRTUAL = pytest.mark.skipif(not Path("/proc/self").is_dir() or not Path("/sys/kernel").is_dir(),
+                             reason="needs Linux's /proc and /sys")
+
+
+@VIRTUAL
+@pytest.mark.parametrize(("path", "place"), [("/proc/x/plan.json", "/proc"), ("/proc/plan.json", "/proc"),
+                                             ("/sys/foo/plan.json", "/sys")])
+def test_check_writable_refuses_a_virtual_file_system_even_as_root(path: str, place: str) -> None:
+    """os.access says root may write anywhere; /proc and /sys take no new files, which only trying tells."""
+    with pytest.raises(UserError) as refused:
+        check_writable(path, "-o", folder=False)
+    message = str(refused.value)
+    assert message.startswith(f"-o {path} cannot be written (") and message.endswith("): choose another place")
+    assert place in message.removeprefix(f"-o {path}")
+
+
+@VIRTUAL
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's answer to root; others get no permission")
+def test_check_writable_says_what_the_kernel_said() -> None:
+    with pytest.raises(UserError, match=r"\(cannot create folder /proc/x: No such file or directory\)"):
+        check_writable("/proc/x/plan.json", "-o", folder=False)
+    with pytest.raises(UserError, match=r"\(no permission in /sys\)"):
+        check_writable("/sys/foo", "--out", folder=True)
+
+
+def test_check_writable_refuses_a_path_through_a_file_and_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    for path in (tmp_path / "notes.txt" / "plan.json", tmp_path / "notes.txt" / "a" / "b"):
+        with pytest.raises(UserError, match=f"{tmp_path / 'notes.txt'} is a file, not a folder"):
+            check_writable(path, "--out", folder=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=f"{tmp_path / 'gone'} is a broken link, not a folder"):
+        check_writable(tmp_path / "gone" / "plan.json", "-o", folder=False)
+
+
+def test_check_writable_leaves_the_file_system_as_it_was(tmp_path: Path) -> None:
+    """The check creates the missing folders and a temporary file to be sure, then removes them all."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    check_writable(tmp_path / "new" / "deeper" / "plan.json", "-o", folder=False)
+    check_writable(tmp_path / "runs" / "x", "--out", folder=True)
+    check_writable(tmp_path / "run", "run folder", folder=True)
+    check_writable(tmp_path / "run" / "run.json", "-o", folder=False)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["run", "run/run.json"]
+    assert (tmp_path / "run" / "run.json").read_text() == "{}"
+
+
+def test_check_writable_uses_a_folder_that_exists_without_removing_it(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    check_writable(tmp_path / "out" / "a" / "plan.json", "-o", folder=False)
+    assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())

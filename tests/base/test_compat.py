@@ -161,7 +161,7 @@ def test_end_cleanup_drops_the_last_batch_with_or_without_fastais_private_method
     from fastai.learner import Learner
 
     class Stub:
-        dl, xb, yb, pred, loss = "dl", ("x",), ("y",), "pred", "loss"
+        dl, xb, yb, pred, loss, loss_grad = "dl", ("x",), ("y",), "pred", "loss", "loss with its autograd graph"
 
     for learn in (Stub(), Learner.__new__(Learner)):
         for name, value in vars(Stub).items():
@@ -169,6 +169,7 @@ def test_end_cleanup_drops_the_last_batch_with_or_without_fastais_private_method
                 setattr(learn, name, value)
         compat.end_cleanup(learn)
         assert (learn.dl, learn.xb, learn.yb, learn.pred, learn.loss) == (None, (None,), (None,), None, None)
+        assert learn.loss_grad is None  # fastai's _end_cleanup keeps it
 
 
 def _python_meta_kernel(op: str) -> bool:

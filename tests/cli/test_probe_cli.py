@@ -1,6 +1,7 @@
 """`planner probe` through the real command line."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_probe_with_a_data_folder_uses_its_images(planner_cli, tmp_path):
     for label in ("cat", "dog"):
         folder = tmp_path / "data" / "train_images" / label
         folder.mkdir(parents=True)
-        for i in range(3):
+        for i in range(6):  # 10 to train on after the held-out split: enough for an effective batch of 8
             Image.new("RGB", (40, 30), (i * 40, 100, 200)).save(folder / f"{i}.png")
     out = tmp_path / "plan.json"
     result = planner_cli("probe", "--gpu-mem", "1G", "--arch", "resnet18", "--size", "32", "--device", "cpu",
@@ -125,3 +126,16 @@ def test_probing_again_answers_from_the_stored_estimates(planner_cli, tmp_path):
     assert (after["micro_batch"], after["predicted_peak_bytes"]) == (
         before["micro_batch"], before["predicted_peak_bytes"])
     assert all(probe["reused"] for probe in after["probes"]) and again.stderr == ""
+
+
+@pytest.mark.parametrize("output", ["/proc/x/plan.json", "/sys/foo/plan.json"])
+def test_an_output_on_a_virtual_file_system_is_refused_before_probing(planner_cli, output):
+    """As root os.access calls /proc and /sys writable; the probe used to run, then fail in a traceback."""
+    if not Path(output).parents[-2].is_dir():
+        pytest.skip(f"no {Path(output).parents[-2]} here")
+    result = planner_cli("probe", "--arch", "resnet18", "--size", "32", "--gpu-mem", "1G", "--device", "estimate",
+                         "-o", output)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""  # no probe ran
+    assert result.stderr.startswith(f"error: -o {output} cannot be written (") and result.stderr.count("\n") == 1
+    assert result.stderr.rstrip().endswith("choose another place"), result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from planner_process import run_planner
-from tune_weights_data import informative_and_noise, rewrite, write_run
+from tune_weights_data import accurate_and_cautious, informative_and_noise, rewrite, write_run
 
 
 def planner(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,6 +118,19 @@ def test_cli_writes_the_files_and_prints_the_report(tmp_path: Path) -> None:
     assert "\r" not in done.stdout  # no progress-bar redraws when not a terminal
     for name in ("weights.json", "submission.csv", "weights.png", "optuna.db"):
         assert (tmp_path / name).is_file()
+
+
+def test_choice_sentence_calls_a_worse_error_rate_worse(tmp_path: Path) -> None:
+    """A fitted method whose log-loss gain is real but whose error rate is worse than uniform's: the
+    printed reason says the log loss passed and the error rate got worse, and does not say "noise"."""
+    probs, targets = accurate_and_cautious()
+    write_run(tmp_path, ["accurate", "cautious"], probs, targets)
+    done = planner("tune-weights", str(tmp_path), "--trials", "5", "--folds", "5")
+    assert done.returncode == 0, done.stderr
+    chosen = " ".join(done.stdout[done.stdout.index("chosen:"):].split("\nweights:")[0].split())
+    assert chosen.startswith("chosen: uniform. "), chosen
+    assert "the log-loss gain passes" in chosen and "but the error rate is worse than uniform's" in chosen, chosen
+    assert "noise" not in chosen, chosen
 
 
 def test_test_rows_in_another_order_are_aligned_by_file_name(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ starts from an emptied cache and fresh peak statistics; after an OOM the learner
 outside the ``except`` block and the cache emptied. Probes run in one process, so the allocator's
 fragmentation history carries over between probes; emptying the cache before each probe returns
 every cached segment, which makes the remaining carry-over the weights of the cached model only.
+The allocator's configuration is the one `planner run` uses (``planner.base.allocator``: set before
+CUDA starts, recorded in ``measured_on``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import torch
 
 from planner.base import cuda_device as gpu
+from planner.base.allocator import allocator_in_force, use_allocator
 from planner.base.entries import EntrySpec
 from planner.base.plan import MeasuredOn, ProbePoint
 from planner.probe.meters.base import PROBE_METERS, DoesNotFit, ProbeMeter
@@ -66,6 +69,7 @@ class CudaMeter(ProbeMeter):
             raise RuntimeError("the cuda meter needs a CUDA GPU; use --device estimate")
         from planner.base.recipe import prepare_device
 
+        use_allocator()  # before CUDA starts here: torch reads the setting once
         self.data = data or ProbeData()
         super().__init__(self.data.n_classes if data else n_classes)
         torch.cuda.init()
@@ -77,7 +81,8 @@ class CudaMeter(ProbeMeter):
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="cuda", precision="fp16", gpu=gpu.gpu_name(),
                           gpu_total_bytes=gpu.gpu_total_bytes(), context_bytes=self.context_bytes,
-                          synthetic_data=self.data.synthetic, **library_versions())
+                          synthetic_data=self.data.synthetic, allocator=allocator_in_force(),
+                          **library_versions())
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         return model_has_batchnorm(entry.arch, self.n_classes)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from planner.base.allocator import choose_allocator
 from planner.base.compat import native_meta_kernels
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
@@ -135,7 +136,7 @@ class EstimateMeter(ProbeMeter):
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="estimate", precision=self.precision, context_bytes=self.device.overhead_bytes,
-                          **library_versions())
+                          allocator=choose_allocator(), **library_versions())
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         return self._model_facts(entry)["batchnorm"]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from planner.base.compat import end_cleanup
+from planner.base.compat import end_cleanup, leave_autocast
 from planner.base.entries import EntrySpec
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_FROZEN, PHASE_STEP, PHASE_TTA, PHASE_VALID
 
@@ -66,12 +66,16 @@ class LearnerCache:
         return self.learn
 
     def release_state(self) -> None:
-        """Free what a probe created: optimizer state, gradients, the last batch and its outputs."""
+        """Free what a probe created, also one that ran out of memory: optimizer state, gradients, the
+        last batch, its outputs and its loss's autograd graph (which after an error in the backward pass
+        holds the batch's activations), and the autocast region fastai leaves entered after an error in
+        the forward pass, with its cache of half-precision weight copies."""
         if self.learn is not None:
             self.learn.opt = None
             self.learn.model.zero_grad(set_to_none=True)
-            end_cleanup(self.learn)  # fastai's private Learner._end_cleanup, via planner.base.compat
+            end_cleanup(self.learn)  # fastai's private Learner._end_cleanup, and loss_grad: planner.base.compat
             self.learn.dls = None
+        leave_autocast()
         gc.collect()
 
     def drop(self) -> None:
