@@ -20,6 +20,7 @@ from planner.base.plan import Plan, TimeBasis, save_plan
 from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
 from planner.probe.cards import CardComparison, check_cards, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
+from planner.probe.meters.base import ProbeMeter
 from planner.probe.options import ProbeOptions
 from planner.probe.probe import ProbeReporter, probe_plan
 from planner.probe.probe_data import ProbeData, probe_data_from_folder
@@ -147,12 +148,27 @@ def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data
     timed = card is not None and timing is not None
     meter = get_meter(device, data=probe_data, **({"gpu": card} if timed and device == "estimate" else {}))
     timer = get_meter("estimate", data=probe_data, gpu=card) if timed and device != "estimate" else None
+    proposer = _proposer(device, probe_data, timer)
     try:
         return probe_plan(entries, meter, budget_bytes=budgets[0], effective_batch_size=options.effective_batch_size,
                           margin=options.margin, reporter=reporter, more_budgets=budgets[1:],
                           timing=timing, timer=timer, checkpointing=options.checkpointing,
-                          jobs=options.jobs)
+                          jobs=options.jobs, proposer=proposer)
     finally:
-        meter.close()
-        if timer is not None:
-            timer.close()
+        for opened in {meter, timer, proposer} - {None}:
+            opened.close()
+
+
+def _proposer(device: str, probe_data: ProbeData, timer: ProbeMeter | None) -> ProbeMeter | None:
+    """The estimate meter in the units of a meter that runs real steps: its fake steps propose each
+    entry's memory curve, so that the real meter confirms one or two micro-batches instead of opening
+    with two probes (``planner.probe.probe.probe_plan``). The cuda meter's units are the estimate's card
+    bytes; the cpu meter's are live fp32 bytes, the estimate's without a device model."""
+    from planner.probe.meters import get_meter
+    from planner.probe.meters.device_model import DeviceModel
+
+    if device == "cuda":
+        return timer or get_meter("estimate", data=probe_data)
+    if device == "cpu":
+        return get_meter("estimate", data=probe_data, precision="fp32", device=DeviceModel.raw())
+    return None

@@ -75,6 +75,7 @@ def probe_plan(
     timing: TimeBasis | None = None,
     timer: ProbeMeter | None = None,
     jobs: int | None = None,
+    proposer: ProbeMeter | None = None,
 ) -> Plan:
     """Probe every entry with ``meter`` and return the plan (entries in the order given).
 
@@ -101,6 +102,10 @@ def probe_plan(
             (``ProbeMeter.probes_apart``): this one and ``jobs - 1`` workers, at most one per
             architecture; None: one per core that other processes leave free (and per GiB of memory
             available); 1: this process alone. Other meters always probe in this process.
+        proposer: a cheap meter in ``meter``'s units (the estimate meter's fake steps) whose memory
+            curve opens each entry's search in place of the two opening probes: ``meter`` then probes
+            the candidate the curve says fits (and the next larger one when it is near the limit),
+            and the curve is moved through what ``meter`` measured. None: ``meter`` opens alone.
 
     Returns:
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
@@ -115,7 +120,7 @@ def probe_plan(
     shared = fresh if processes > 1 else []
     planned: list[PlanEntry] = []
     for group in (group for group in groups if group not in shared):
-        planned += _probe_group(group, meter, settings, timer, progress)
+        planned += _probe_group(group, meter, settings, timer, progress, proposer)
     if shared:
         planned += _probe_side_by_side(shared, meter, settings, timer, progress, processes - 1)
     done = {entry.name: entry for entry in planned}
@@ -248,7 +253,7 @@ def _probe_group_if_free(task: tuple[Claims, int, list[EntrySpec], ProbeMeter, _
 
 
 def _probe_group(group: Sequence[EntrySpec], meter: ProbeMeter, settings: _Settings, timer: ProbeMeter | None,
-                 reporter: _GroupReporter) -> list[PlanEntry]:
+                 reporter: _GroupReporter, proposer: ProbeMeter | None = None) -> list[PlanEntry]:
     """Plan the entries of one architecture, one after another (the meter keeps the model, and an
     entry with the size of an earlier one starts from its curve)."""
     curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
@@ -256,7 +261,7 @@ def _probe_group(group: Sequence[EntrySpec], meter: ProbeMeter, settings: _Setti
     for entry in group:
         reporter.entry_started(entry)
         entry_started = time.perf_counter()
-        probes = _Probes(meter, reporter)
+        probes = _Probes(meter, reporter, proposer)
         candidates = candidate_micro_batches(settings.effective_batch_size, meter.has_batchnorm(entry))
         planned, result = _plan_one(probes, entry, candidates, settings.budget_bytes, settings.effective_batch_size,
                                     settings.margin, settings.checkpointing, curves)
@@ -313,11 +318,21 @@ def _pairs_per_budget(probes: _Probes, entry: EntrySpec, candidates: Sequence[in
 class _Probes:
     """One entry's probes: each (checkpointing, micro-batch) measured once, reported, kept in order."""
 
-    def __init__(self, meter: ProbeMeter, reporter: _GroupReporter):
+    def __init__(self, meter: ProbeMeter, reporter: _GroupReporter, proposer: ProbeMeter | None = None):
         self.meter = meter
         self.reporter = reporter
+        self.proposer = proposer
         self.fitted: dict[tuple[bool, int], ProbePoint] = {}  # no OOM: reused by larger budgets
         self.fresh: list[ProbePoint] = []
+
+    def proposed_curve(self, entry: EntrySpec, candidates: Sequence[int], cap_bytes: int,
+                       limit: float) -> MemoryCurve | None:
+        """The proposer's memory curve of ``entry`` (its own search, from the top), or None without one."""
+        if self.proposer is None:
+            return None
+        proposer = self.proposer
+        return search_micro_batch(lambda b: measure_point(proposer, entry, b, cap_bytes), candidates, limit,
+                                  from_the_top=not proposer.cost_grows_with_batch).curve
 
     @property
     def from_the_top(self) -> bool:
@@ -348,7 +363,8 @@ def _search(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget
             curves: dict[tuple[str, Size, bool], MemoryCurve]) -> SearchResult:
     """Search one configuration; a misfit is measured uncapped; the curve is kept for later entries."""
     key = (entry.arch, entry.size, entry.grad_checkpointing)
-    result = search_micro_batch(probes.measurer(entry, budget_bytes), candidates, limit, prior=curves.get(key),
+    prior = curves.get(key) or probes.proposed_curve(entry, candidates, budget_bytes, limit)
+    result = search_micro_batch(probes.measurer(entry, budget_bytes), candidates, limit, prior=prior,
                                 from_the_top=probes.from_the_top)
     if not result.fits and result.peak_bytes is None:
         result = _measure_uncapped(probes.meter, entry, result)

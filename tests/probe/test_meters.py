@@ -108,3 +108,21 @@ def test_estimate_with_gradient_checkpointing_needs_less():
     checkpointed_peak = meter.measure(checkpointed, 16).forward_backward_bytes
     meter.close()
     assert checkpointed_peak < 0.8 * plain_peak
+
+
+def test_the_estimate_proposes_and_the_cpu_meter_confirms_with_fewer_probes(resnet18_64):
+    """The estimate meter's fake steps (fp32, no device model: the cpu meter's units) give each entry's
+    curve, so the real meter probes the proposed micro-batch (and the next larger one near the limit)
+    instead of opening with two probes: the same plan with fewer real probes."""
+    budget = 300 * MIB
+    alone, proposed = get_meter("cpu"), get_meter("cpu")
+    proposer = get_meter("estimate", precision="fp32", device=DeviceModel.raw())
+    plain = probe_plan([resnet18_64], alone, budget_bytes=budget, effective_batch_size=64, margin=0.0)
+    helped = probe_plan([resnet18_64], proposed, budget_bytes=budget, effective_batch_size=64, margin=0.0,
+                        proposer=proposer)
+    for meter in (alone, proposed, proposer):
+        meter.close()
+    (before,), (after,) = plain.entries, helped.entries
+    assert (after.micro_batch, after.fits) == (before.micro_batch, before.fits)
+    assert len(after.probes) < len(before.probes)
+    assert after.predicted_peak_bytes <= budget
