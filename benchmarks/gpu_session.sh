@@ -3,10 +3,18 @@
 # writes as it goes, so a part that fails or runs out of time keeps what it measured and the next
 # part still runs). From the repository root, on the GPU machine, after benchmarks/fetch_gpu_wheels.sh
 # here:   bash benchmarks/gpu_session.sh OUT_DIR
-# Parts: the product's cuda-meter probe of the reference set for a 16G card and real fastai steps at
-# the chosen and next micro-batch (gpu_check.py); the published timm benchmark reproduced on this card
-# (gpu_truth.py published); checkpointing's memory and time (gpu_truth.py checkpointing); one entry
-# trained end to end by `planner run` under the 16G cap (gpu_run_check.py).
+# Parts, in order of value (the first three are the plan-holds-for-the-whole-run check; about 7 minutes
+# with the installs on an H200):
+#   run_holds: the six reference entries, each probed by the cuda meter (the rehearsal) for a 16G card,
+#     then trained by `planner run` under that cap (frozen + unfrozen epoch, validation, TTA), with the
+#     estimate meter's peak beside, under both allocator configurations, 8 processes side by side
+#     (gpu_run_holds.py -> run_holds.json);
+#   oom_hygiene: an out-of-memory try and the planned one in the same process, both configurations
+#     (gpu_oom_hygiene.py);
+#   swinv2_points: swinv2_large_window12_192_22k at micro-batches 16 and 32 under the cap (points.json).
+# With EXTRA_PARTS=1, the earlier session's parts follow: the cuda-meter plan of the reference set and
+# real fastai steps (gpu_check.py), the published timm benchmark on this card (gpu_truth.py published),
+# checkpointing's memory and time (gpu_truth.py checkpointing), one long `planner run` (gpu_run_check.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu_session_out}"
@@ -28,7 +36,16 @@ step() {  # step NAME SECONDS COMMAND...: one part under a hard time limit, its 
   echo "[$name] exit $? after $((SECONDS - started)) s" | tee -a "$out/steps.txt"
   tail -n 25 "$out/$name.log"
 }
-step gpu_check "${GPU_CHECK_SECONDS:-170}" python3 benchmarks/gpu_check.py --out "$out/gpu_check" --steps 12
-step published "${PUBLISHED_SECONDS:-150}" python3 benchmarks/gpu_truth.py published --out "$out" --seconds "${PUBLISHED_BUDGET:-105}"
-step checkpointing "${CHECKPOINTING_SECONDS:-60}" python3 benchmarks/gpu_truth.py checkpointing --out "$out" --seconds 35 --batches 32 64
-step run_check "${RUN_CHECK_SECONDS:-60}" python3 benchmarks/gpu_run_check.py --images 256 --epochs 1 --out "$out/gpu_run_check.json"
+step run_holds "${RUN_HOLDS_SECONDS:-290}" python3 benchmarks/gpu_run_holds.py --out "$out" --budget 16G \
+  --images 160 --parallel 8 --seconds "${RUN_HOLDS_BUDGET:-270}"
+step oom_hygiene "${OOM_SECONDS:-40}" python3 benchmarks/gpu_oom_hygiene.py --out "$out/oom_hygiene.json"
+step oom_hygiene_torch_defaults "${OOM_SECONDS:-40}" \
+  env PYTORCH_CUDA_ALLOC_CONF= python3 benchmarks/gpu_oom_hygiene.py --out "$out/oom_hygiene_torch_defaults.json"
+step swinv2_points "${POINTS_SECONDS:-70}" python3 benchmarks/gpu_run_holds.py --out "$out" --budget 16G \
+  --points swinv2_large_window12_192_22k-squish480-192 16 32 --parallel 2 --seconds 60
+if [ "${EXTRA_PARTS:-0}" = 1 ]; then
+  step gpu_check "${GPU_CHECK_SECONDS:-170}" python3 benchmarks/gpu_check.py --out "$out/gpu_check" --steps 12
+  step published "${PUBLISHED_SECONDS:-150}" python3 benchmarks/gpu_truth.py published --out "$out" --seconds "${PUBLISHED_BUDGET:-105}"
+  step checkpointing "${CHECKPOINTING_SECONDS:-60}" python3 benchmarks/gpu_truth.py checkpointing --out "$out" --seconds 35 --batches 32 64
+  step run_check "${RUN_CHECK_SECONDS:-60}" python3 benchmarks/gpu_run_check.py --images 256 --epochs 1 --out "$out/gpu_run_check.json"
+fi

@@ -239,6 +239,9 @@ class Tries:
     def _done(self, record: EntryRecord) -> None:
         self.book.put(record)
         self.reporter.entry_done(record)
+        passed = peak_over_plan(record)
+        if passed:
+            self.reporter.notice(passed)
 
     def interrupted(self) -> None:
         """After Ctrl-C: the entries still training are ``interrupted`` in run.json, and the reporter
@@ -251,6 +254,23 @@ class Tries:
                     "error": "interrupted (Ctrl-C) while training: rerun the same command to train it"}))
                 self.reporter.notice(f"interrupted {name}: rerun the same command to resume (finished entries are "
                                      "kept, this one trains again)")
+
+
+SAME_UNITS = {("cuda", "cuda"), ("estimate", "cuda"), ("cpu", "cpu")}
+"""(plan's meter, run's meter) pairs whose peaks are in the same units: card bytes, or live fp32 bytes."""
+
+
+def peak_over_plan(record: EntryRecord) -> str | None:
+    """One line when a finished entry's measured peak passed the plan's prediction for the micro-batch
+    it trained at (peaks in the same units only); None otherwise."""
+    memory, planned = record.memory, record.predicted_peak_bytes
+    if record.status != "finished" or memory is None or not planned or memory.peak_bytes <= planned:
+        return None
+    if (record.predicted_on, memory.meter) not in SAME_UNITS or record.micro_batch != record.planned_micro_batch:
+        return None
+    return (f"{record.name}: the measured peak {format_bytes(memory.peak_bytes)} passed the plan's "
+            f"{format_bytes(planned)} ({memory.peak_bytes / planned - 1:+.1%}; predicted by the {record.predicted_on} "
+            "meter): plan with a larger --margin before a longer run on a card this size")
 
 
 def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,

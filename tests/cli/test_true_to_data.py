@@ -41,9 +41,11 @@ def strict_json(path: Path) -> object:
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
 
 
-def one_entry_plan(path: Path, effective_batch_size: int = 8, micro_batch: int = 4) -> Path:
+def one_entry_plan(path: Path, effective_batch_size: int = 8, micro_batch: int = 4,
+                   predicted_peak_bytes: int = 200 * 2**20) -> Path:
     return write_plan(path, [plan_entry("convnext_atto", micro_batch=micro_batch,
-                                        accum=effective_batch_size // micro_batch)], effective_batch_size)
+                                        accum=effective_batch_size // micro_batch,
+                                        predicted_peak_bytes=predicted_peak_bytes)], effective_batch_size)
 
 
 def as_cli_arguments(command: str) -> list[str]:
@@ -176,7 +178,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     held_back = root / "test_images_later"
     shutil.move(data / "test_images", held_back)
     (data / "test_images").mkdir()
-    plan, run_dir = one_entry_plan(root / "plan.json"), root / "run"
+    # convnext_atto at 32 px needs about 60 MiB on the CPU: a plan that said 8 MiB is passed.
+    plan, run_dir = one_entry_plan(root / "plan.json", predicted_peak_bytes=8 * 2**20), root / "run"
     command = ("run", plan, "--data", data, "--out", run_dir, *TRAIN)
 
     first = cli(*command)
@@ -203,6 +206,13 @@ def test_a_run_without_test_images_says_so(history: History) -> None:
     assert code == 0, err
     assert "no test images in" in out and "rerun this command to predict them with the saved models" in out
     assert history.first_test_files["count"] == 0
+
+
+def test_a_measured_peak_that_passed_the_plan_is_said_in_one_line(history: History) -> None:
+    _code, out, _err = history.first
+    (line,) = [line for line in out.splitlines() if "passed the plan's" in line]
+    assert line.startswith(f"{ENTRY}: the measured peak ") and "passed the plan's 8 MiB (+" in line
+    assert "predicted by the cpu meter" in line
 
 
 def test_new_test_images_are_predicted_from_the_saved_models_without_training(history: History) -> None:
