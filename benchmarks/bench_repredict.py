@@ -9,8 +9,9 @@ arms run alternately, each as a real `planner run` subprocess on its own copy of
 - ``retrain``: the same command with ``--retrain``: every entry trained again (what a user had to do
   before the run noticed a changed test set).
 
-Both must end with the same test predictions (the same seeds: retraining repeats the training), which
-the script checks; it records each arm's wall seconds, their medians and the ratio.
+Both must end with the same test predictions (the same seeds and one thread: retraining repeats the
+training bitwise), which the script checks; it records each arm's wall seconds, their medians and the
+ratio. Every process trains on one thread (``OMP_NUM_THREADS=1``), the demo's too.
 
 Usage::
 
@@ -46,7 +47,7 @@ def planner(*args: str | Path) -> tuple[subprocess.CompletedProcess, float]:
     """The real CLI in a subprocess, and its wall seconds."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "planner", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, cwd=REPO)
     return done, time.perf_counter() - started
 
 

@@ -326,7 +326,8 @@ def cases() -> list[Case]:
              "`planner predict`", stale_weights),
         Case("corrupt_tests", t6, "three corrupt test images", corrupt_tests),
         Case("broken_link", t6, "a broken symbolic link in train_images/c1", broken_link),
-        Case("renamed_arch", t6, "a plan naming an architecture timm renamed (convnext_tiny_in22ft1k)", renamed_arch),
+        Case("renamed_arch", t6, "a plan naming an architecture timm renamed (convnext_tiny_in22ft1k), Python's "
+             "default warning filters", renamed_arch, env=(("PYTHONWARNINGS", "default"),)),
         Case("ctrl_c", t6, "Ctrl-C while an entry trains",
              lambda f, fx: ("__interrupt__", "run", good_plan(f, fx), "--data", fx.data, "--out", f / "run",
                             "--no-pretrained", "--epochs", "20", "--device", "cpu")),
@@ -544,7 +545,7 @@ def try_case(case: Case, tree: Path, folder: Path, fx: Fixtures) -> dict:
             "stderr_lines": len(lines), "written": written[:12], "note": note,
             "failed_entries": [line[:300] for line in out_lines
                                if line.startswith(("failed ", "skip ", "re-predict ", "interrupted "))][:4],
-            "warning": next((line[:300] for line in lines if "Warning" in line), None)}
+            "warnings": [line[:300] for line in lines if "Warning" in line]}
 
 
 def cell(outcome: dict, detail: bool) -> str:
@@ -563,8 +564,9 @@ def cell(outcome: dict, detail: bool) -> str:
     message = outcome["stderr_last"] or (outcome["failed_entries"] or [""])[0]
     if outcome["traceback"]:
         message = outcome["stderr_last"]
-    if outcome.get("warning") and not outcome["traceback"]:
-        text += f", a warning on stderr: “{outcome['warning'][:120]}”"
+    if outcome.get("warnings") and not outcome["traceback"]:
+        said = [re.sub(r"^.*site-packages/", "", warning)[:110] for warning in outcome["warnings"]]
+        text += f", {len(said)} warning(s) on stderr: " + "; ".join(f"“{warning}”" for warning in said)
     if detail and message:
         text += f": “{re.sub(r'/tmp/inputs_tried_[^/]+/cases/[^/]+/[^/ ]+/', '', message)[:170]}”"
     written = [name for name in outcome["written"] if not name.endswith(("run.log", ".png", ".safetensors"))]

@@ -78,8 +78,10 @@ def main() -> None:
 
     typer (standalone) already reports bad options as a usage error with exit 2.
     """
-    # fastai imports torch.jit.script, deprecated in recent torch; the warning is not the user's business.
+    # Warnings of the libraries planner uses that the user cannot act on: fastai imports torch.jit.script
+    # (deprecated in recent torch) and sets pandas' chained-assignment option (deprecated in pandas 3).
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
+    warnings.filterwarnings("ignore", message="The 'mode.chained_assignment' option is deprecated")
     try:
         app()
     except UserError as error:

@@ -42,8 +42,11 @@ from trainer.split import draw_split
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = plan_entry("test_resnet", size=64, resize=72, micro_batch=8, accum=1)  # effective batch 8
 FASTAI_SCALARS = 16 * 2**10
-"""What a cached learner may hold after one probe and not after another: fastai's recorder keeps the
-last fit's losses and metrics (4 bytes each). The leaks this file looks for are megabytes."""
+"""What fastai may keep of a finished or failed fit that no cleanup reaches, and that this file does not
+count as a leak: a cached learner's recorder keeps the last fit's losses and metrics (4 bytes each);
+fastai 2.7's batch augmentations (``_WarpCoord``, ``_BrightnessLogit``, ``_ContrastLogit``) keep the last
+batch's random parameters (640 bytes at batch 8; fastai 2.8 keeps none). The leaks this file looks for
+are megabytes: a model, its optimizer state, a batch's activations."""
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -93,8 +96,9 @@ def test_a_try_that_runs_out_of_memory_leaves_nothing_behind(inputs: RunInputs, 
     assert isinstance(missed.outcome, OomMiss) and "exceeds the limit" in missed.outcome.message
     assert {name: ref() is None for name, ref in remember.refs.items()} == dict.fromkeys(remember.refs, True)
     assert {"learner", "optimizer", "data loaders", "batch"} <= set(remember.refs)
-    assert alive_of_the_try == 0
-    assert live_tensor_bytes() == remember.start_bytes == clean.memory.start_bytes
+    assert alive_of_the_try <= FASTAI_SCALARS  # 0 with fastai 2.8; fastai 2.7 keeps its augmentations' last draws
+    assert abs(live_tensor_bytes() - remember.start_bytes) <= FASTAI_SCALARS
+    assert abs(remember.start_bytes - clean.memory.start_bytes) <= FASTAI_SCALARS
 
     retry = run_try(TrainJob(entry=ENTRY, accum=2, inputs=limited), tmp_path, Reporter()).outcome  # the next rung
     assert isinstance(retry, TryDone)
