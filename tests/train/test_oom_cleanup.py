@@ -102,7 +102,7 @@ def test_a_try_that_runs_out_of_memory_leaves_nothing_behind(inputs: RunInputs, 
 
     retry = run_try(TrainJob(entry=ENTRY, accum=2, inputs=limited), tmp_path, Reporter()).outcome  # the next rung
     assert isinstance(retry, TryDone)
-    assert retry.memory.start_bytes == remember.start_bytes
+    assert abs(retry.memory.start_bytes - remember.start_bytes) <= FASTAI_SCALARS  # 0 apart with fastai 2.8
     assert retry.memory.peak_bytes <= limited.cpu_memory_limit
 
 
