@@ -84,7 +84,7 @@ class ProbePoint(Record):
     and ``step`` of unfrozen training, ``valid``, ``tta``), in the meter's units before what the
     device adds; empty for a meter that steps only (the estimate)."""
     peak_phase: str | None = None
-    """The phase that set ``peak_bytes``."""
+    """The phase that set ``peak_bytes`` (the estimate meter steps once: ``forward_backward`` or ``step``)."""
     epoch_growth_bytes: list[int] = Field(default_factory=list)
     """What each unfrozen epoch of the rehearsal added to the peak; it stops at the first epoch that
     adds nothing (under 1 MiB; a larger last value: still growing when the rehearsal's epochs ran out)."""

@@ -189,9 +189,10 @@ class EstimateMeter(ProbeMeter):
         if counter is not None:
             self._eval_forward(step, counter, entry, micro_batch)
             times = self._times(counter)
+        phase = PHASE_STEP if peaks.step_bytes > peaks.forward_backward_bytes else PHASE_FORWARD_BACKWARD
         point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
-                           seconds=time.perf_counter() - started, predicted_times=times)
+                           seconds=time.perf_counter() - started, predicted_times=times, peak_phase=phase)
         self._points[_point_key(entry, micro_batch)] = point
         if self._store is not None:
             self._store.put("probe", _probe_question(entry, micro_batch), point.to_dict())
