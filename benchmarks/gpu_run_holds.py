@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gpu_run_check import write_images  # noqa: E402  (beside this script: the entry's synthetic JPEGs)
+
 ALLOCATORS = {"default": "expandable_segments:False", "expandable_segments": "expandable_segments:True"}
 """Each configuration as PYTORCH_CUDA_ALLOC_CONF spells it (set before the process starts CUDA)."""
 
@@ -184,12 +186,6 @@ def run_all(jobs: list[tuple[list[str], str, dict]], parallel: int, seconds: flo
 
 def _worker_name(argv: list[str]) -> str:
     return argv[argv.index("--one") + 1] if "--one" in argv else "points"
-
-
-def write_images(root: Path, item, count: int) -> Path:
-    from gpu_run_check import write_images as write
-
-    return write(root, item, count)
 
 
 def main() -> int:

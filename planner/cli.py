@@ -312,12 +312,12 @@ def probe(
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
-    from planner.probe.cards import parse_prices
     from planner.probe.command import misfits
 
     options = ProbeOptions(
         budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpus=tuple(gpu or ()), plan_for=plan_for,
-        prices=parse_prices(price or []), models=models, arch=arch,
+        prices=dict(_parse_named_number(item, "--price", "CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9")
+                    for item in price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
         jobs=jobs,
@@ -400,7 +400,7 @@ def tune_weights_command(
         seed=seed,
         storage=storage,
         study=study,
-        hand_weights=dict(map(_parse_hand_weight, hand_weights or [])),
+        hand_weights=dict(_parse_named_number(item, "--hand-weights", "NAME=WEIGHT") for item in hand_weights or []),
         folds=folds,
         force_weights=force_weights,
     )
@@ -456,15 +456,19 @@ def _tune_and_show(options):
     return result
 
 
-def _parse_hand_weight(item: str) -> tuple[str, float]:
-    """``"vit_large=2"`` → ``("vit_large", 2.0)``."""
+def _parse_named_number(item: str, option: str, form: str) -> tuple[str, float]:
+    """``"vit_large=2"`` → ``("vit_large", 2.0)``: one ``NAME=NUMBER`` of a repeatable option.
+
+    Raises:
+        UserError: ``item`` is not ``NAME=NUMBER`` (the message says ``option expects form``).
+    """
     name, _, value = item.rpartition("=")
     try:
         if name:
             return name, float(value)
     except ValueError:
         pass
-    raise UserError(f"--hand-weights expects NAME=WEIGHT, got {item!r}")
+    raise UserError(f"{option} expects {form}, got {item!r}")
 
 # Options of `planner run`.
 RunDirOption = Annotated[Path | None, typer.Option(

@@ -141,11 +141,11 @@ def run_plan(
     with one_writer(run_dir):
         run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
-            note_renamed_architectures(plan, reporter)
             stale = stale_test_predictions(plan, book, layout, options.retrain)
             repredict_entries(stale, book, layout, options.device, reporter)
             todo = entries_to_train(plan, book, reporter, device, options.include_misfits, options.retrain)
             if todo:
+                note_renamed_architectures(todo, reporter)
                 note_allocator_change(plan, allocator, reporter)
                 inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
                                    settings=options.settings(), device=options.device, seed=options.seed,
@@ -435,10 +435,11 @@ def start_run_folder(
     return run_dir, split, book, reporter
 
 
-def note_renamed_architectures(plan: Plan, reporter: Reporter) -> None:
-    """One line per entry whose architecture timm has renamed (instead of timm's warning on stderr)."""
+def note_renamed_architectures(entries: list[PlanEntry], reporter: Reporter) -> None:
+    """One line per entry to train whose architecture timm has renamed (instead of timm's warning on
+    stderr); a run that trains nothing does not import timm for it."""
     renamed = timm_renamed_models()
-    for entry in plan.entries:
+    for entry in entries:
         if renamed.get(entry.arch):
             reporter.notice(f"{entry.name}: timm now calls {entry.arch} {renamed[entry.arch]}; that model is trained")
 

@@ -11,7 +11,7 @@ written beside it (``PLAN.cards.json``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -127,20 +127,3 @@ def card_plan(plan: Plan, usd_per_hour: float | None) -> CardPlan:
                     entries=entries, misfits=sum(not e.fits for e in entries), total_seconds=total,
                     usd_per_hour=usd_per_hour, cost_usd=cost)
 
-
-def parse_prices(items: list[str]) -> Mapping[str, float]:
-    """``["A100-80G=1.9", "T4=0"]`` → ``{"A100-80G": 1.9, "T4": 0.0}``.
-
-    Raises:
-        UserError: an item is not ``CARD=NUMBER``.
-    """
-    prices = {}
-    for item in items:
-        name, _, value = item.rpartition("=")
-        try:
-            prices[name] = float(value)
-        except ValueError:
-            name = ""
-        if not name:
-            raise UserError(f"--price expects CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9, got {item!r}")
-    return prices

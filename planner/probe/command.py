@@ -18,7 +18,7 @@ from planner.base.gpus import GpuSpec, find_gpu, get_gpu
 from planner.base.locations import data_folder_here
 from planner.base.plan import Plan, TimeBasis, save_plan
 from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
-from planner.probe.cards import CardComparison, check_cards, compare_cards
+from planner.probe.cards import CardComparison, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 from planner.probe.meters.base import ProbeMeter
 from planner.probe.options import ProbeOptions
@@ -47,8 +47,6 @@ def compare_plans(options: ProbeOptions, reporter: ProbeReporter | None = None,
     Raises:
         UserError: as :func:`make_plan`, or cards, ``--for`` and ``--price`` that do not agree.
     """
-    check_writable(options.output, "-o", folder=False)
-    check_cards(options)
     return compare_cards(options, lambda one_card: _plan(one_card, reporter, entries))
 
 
