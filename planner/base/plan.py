@@ -209,10 +209,29 @@ class AllocatorConfig(Record):
     source: Literal["planner", "user", "torch"]
 
 
+class DeviceModelRecord(Record):
+    """The constants an estimate plan's card bytes come from: card bytes = ``reserved_factor`` × the
+    allocator replay's ``replay`` peak + ``overhead_bytes``. ``fitted_on``: what they were fitted on (a
+    measured stack, or this card's own measured pairs when ``calibrated``), ``points`` how many
+    measurements, ``median_error`` and ``worst_under`` their relative errors of card bytes there;
+    ``note``: why a stack's constants other than this one's serve (None when they are its own)."""
+
+    replay: Literal["caching", "reserved", "flat"]
+    reserved_factor: float
+    overhead_bytes: int
+    fitted_on: str
+    points: int
+    calibrated: bool = False
+    median_error: float | None = None
+    worst_under: float | None = None
+    note: str | None = None
+
+
 class MeasuredOn(Record):
     """Where and how the peaks were measured. ``allocator``: the CUDA allocator configuration the peaks
     are for: the one in force when the cuda meter measured, the one planner chose for a CUDA run when
-    the estimate predicted (``planner.base.allocator``); None for the cpu meter and in older plans."""
+    the estimate predicted (``planner.base.allocator``); None for the cpu meter and in older plans.
+    ``device_model``: the estimate's device constants (estimate plans; None otherwise and in older plans)."""
 
     device: Literal["cuda", "cpu", "estimate"]
     precision: Literal["fp16", "fp32"]
@@ -224,6 +243,7 @@ class MeasuredOn(Record):
     fastai: str
     synthetic_data: bool = True
     allocator: AllocatorConfig | None = None
+    device_model: DeviceModelRecord | None = None
 
 
 class TimeBasis(Record):

@@ -12,6 +12,10 @@ published RTX 3090 runs and judged on the other half (``benchmarks/published_gpu
 - ``flat``: card bytes = ``reserved_factor`` × allocated peak + ``overhead_bytes``; the model this
   project used before, kept to measure what the allocator model buys.
 
+In every model the replay's bytes are multiplied by ``reserved_factor`` (1.0 for the published runs'
+stack) before ``overhead_bytes`` is added: today's allocator reserves more than the replay's segments,
+by a proportion, not a constant (:mod:`planner.probe.meters.stacks` holds each stack's constants).
+
 ``overhead_bytes`` is everything torch's allocator statistics do not include: the CUDA context,
 cuBLAS/cuDNN handles and loaded kernels, memory the driver keeps, and what cuDNN's workspaces add
 at the peak (cuDNN falls back to algorithms with smaller workspaces when memory is short, so they
@@ -47,6 +51,7 @@ class CardPeaks:
     step_bytes: int
     allocated_bytes: int
     reserved_bytes: int
+    active_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class DeviceModel:
     Attributes:
         allocator: ``caching`` or ``reserved`` (replay torch's caching allocator), or ``flat``.
         overhead_bytes: what the card holds beyond torch's allocator.
-        reserved_factor: reserved over allocated, for ``flat`` only.
+        reserved_factor: what the card reserves per byte of the replay's peak (1.0: as replayed).
     """
 
     allocator: Allocator = "caching"
@@ -77,19 +82,24 @@ class DeviceModel:
         """Card bytes for ``trace``; ``raw()`` gives the tracker's own live-byte peaks."""
         if self == DeviceModel.raw():
             return CardPeaks(trace.peak_bytes, trace.phase_peaks.get(PHASE_FORWARD_BACKWARD, 0),
-                             trace.phase_peaks.get(PHASE_STEP, 0), trace.peak_bytes, trace.peak_bytes)
+                             trace.phase_peaks.get(PHASE_STEP, 0), trace.peak_bytes, trace.peak_bytes,
+                             trace.peak_bytes)
         replayed = steady_state_peaks(list(trace.setup), list(trace.step))
         if self.allocator == "caching":
             phases, peak = replayed.phase_active, replayed.active
         elif self.allocator == "reserved":  # segments are never released within a step: one peak
             phases, peak = {name: replayed.reserved for name in replayed.phase_active}, replayed.reserved
         else:
-            phases = {name: int(self.reserved_factor * value) for name, value in replayed.phase_allocated.items()}
-            peak = int(self.reserved_factor * replayed.allocated)
+            phases, peak = replayed.phase_allocated, replayed.allocated
         return CardPeaks(
-            card_bytes=peak + self.overhead_bytes,
-            forward_backward_bytes=phases.get(PHASE_FORWARD_BACKWARD, 0) + self.overhead_bytes,
-            step_bytes=phases.get(PHASE_STEP, 0) + self.overhead_bytes,
+            card_bytes=self.card_bytes(peak),
+            forward_backward_bytes=self.card_bytes(phases.get(PHASE_FORWARD_BACKWARD, 0)),
+            step_bytes=self.card_bytes(phases.get(PHASE_STEP, 0)),
             allocated_bytes=replayed.allocated,
             reserved_bytes=replayed.reserved,
+            active_bytes=replayed.active,
         )
+
+    def card_bytes(self, replayed_bytes: int) -> int:
+        """The card's bytes for ``replayed_bytes`` of this model's replay peak (allocated, active or reserved)."""
+        return int(self.reserved_factor * replayed_bytes) + self.overhead_bytes

@@ -35,16 +35,18 @@ from planner.base.allocator import choose_allocator
 from planner.base.compat import native_meta_kernels
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
-from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
+from planner.base.plan import DeviceModelRecord, MeasuredOn, ProbePoint, Size, StepTimes
 from planner.probe.meters.base import PROBE_METERS, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
+from planner.probe.meters.calibration import stack_model_for, stack_of
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.estimate_store import EstimateStore
 from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
 from planner.probe.meters.fastai_steps import has_batchnorm_layers
 from planner.probe.meters.opcount import OpCounter
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.stacks import StackModel
 from planner.probe.probe_data import ProbeData
 from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
 
@@ -60,6 +62,13 @@ def _probe_question(entry: EntrySpec, micro_batch: int) -> dict[str, Any]:
     """What a probe's answer depends on besides the meter (the item transform does not count)."""
     return {"arch": entry.arch, "size": list(entry.size), "grad_checkpointing": entry.grad_checkpointing,
             "micro_batch": micro_batch}
+
+
+def planning_model(gpu: GpuSpec | None) -> tuple[StackModel, str | None]:
+    """The device model the product plans with: ``gpu``'s calibration with the installed torch and the
+    allocator configuration planner chose, else the built-in one of the closest stack (and a note)."""
+    stack = stack_of(gpu.name if gpu else None, torch.__version__, choose_allocator().conf)
+    return stack_model_for(stack)
 
 
 def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "fp32"],
@@ -103,7 +112,8 @@ class EstimateMeter(ProbeMeter):
         n_classes: head size when ``data`` is None.
         data: only its class count is used (shapes come from the entry).
         precision: "fp16" estimates the CUDA run; "fp32" estimates an fp32 run (the cpu meter's).
-        device: the device model; :meth:`DeviceModel.raw` for the step's live tensor bytes.
+        device: the device model; :meth:`DeviceModel.raw` for the step's live tensor bytes; None: the
+            stack's (:func:`planning_model`), which the plan records.
         arch: the card's compute capability (decides the fused attention kernel).
         gpu: the card to time the step for (no times without one).
         time_constants: the step-time model's constants.
@@ -118,13 +128,15 @@ class EstimateMeter(ProbeMeter):
                  time_constants: TimeConstants = DEFAULT_CONSTANTS):
         super().__init__(data.n_classes if data else n_classes)
         self.precision = precision
-        self.device = device or DeviceModel()
+        self.stack_model, self.stack_note = (None, None) if device else planning_model(gpu)
+        self.device = device or self.stack_model.device
         self.arch = arch or GpuArch()
         self.gpu = gpu
         self.time_constants = time_constants
         self._step: FakeStep | None = None
         self._arch_name: str | None = None
         self._points: dict[tuple[str, Size, bool, int], ProbePoint] = {}
+        self._replays: dict[tuple[str, Size, bool, int], dict[str, int]] = {}
         self._store = EstimateStore({
             "n_classes": self.n_classes, "precision": precision, "device": self.device, "arch": self.arch,
             "gpu": gpu, "time_constants": time_constants}) if EstimateStore.enabled() else None
@@ -136,7 +148,18 @@ class EstimateMeter(ProbeMeter):
 
     def measured_on(self) -> MeasuredOn:
         return MeasuredOn(device="estimate", precision=self.precision, context_bytes=self.device.overhead_bytes,
-                          allocator=choose_allocator(), **library_versions())
+                          allocator=choose_allocator(), device_model=self._device_record(), **library_versions())
+
+    def _device_record(self) -> DeviceModelRecord | None:
+        """The plan's record of the stack's device model (None when the caller gave the constants)."""
+        chosen = self.stack_model
+        if chosen is None:
+            return None
+        return DeviceModelRecord(replay=chosen.device.allocator, reserved_factor=chosen.device.reserved_factor,
+                                 overhead_bytes=chosen.device.overhead_bytes, fitted_on=chosen.fitted_on,
+                                 points=chosen.points, calibrated=chosen.calibrated,
+                                 median_error=chosen.errors.get("median"), worst_under=chosen.errors.get("worst_under"),
+                                 note=self.stack_note)
 
     def has_batchnorm(self, entry: EntrySpec) -> bool:
         return self._model_facts(entry)["batchnorm"]
@@ -194,9 +217,25 @@ class EstimateMeter(ProbeMeter):
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
                            seconds=time.perf_counter() - started, predicted_times=times, peak_phase=phase)
         self._points[_point_key(entry, micro_batch)] = point
+        replay = {"allocated": peaks.allocated_bytes, "active": peaks.active_bytes, "reserved": peaks.reserved_bytes}
+        self._replays[_point_key(entry, micro_batch)] = replay
         if self._store is not None:
             self._store.put("probe", _probe_question(entry, micro_batch), point.to_dict())
+            self._store.put("replay", _probe_question(entry, micro_batch), replay)
         return point
+
+    def replay_peaks(self, entry: EntrySpec, micro_batch: int) -> dict[str, int]:
+        """The allocator replay's peaks (``allocated``, ``active``, ``reserved`` bytes) of the probe, before
+        any device constant: what a measured peak is paired with to calibrate the device model."""
+        key = _point_key(entry, micro_batch)
+        if key not in self._replays and self._store is not None:
+            stored = self._store.get("replay", _probe_question(entry, micro_batch))
+            if stored is not None:
+                self._replays[key] = {name: int(stored[name]) for name in ("allocated", "active", "reserved")}
+        if key not in self._replays:
+            with native_meta_kernels():
+                self._measure(entry, micro_batch, time.perf_counter())
+        return self._replays[key]
 
     def _times(self, counter: OpCounter) -> StepTimes:
         """Seconds of the counted phases on ``self.gpu``; the per-step overhead goes with forward/backward."""

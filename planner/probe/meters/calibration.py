@@ -1,0 +1,282 @@
+"""Learning the device model from every GPU measurement: pairs on disk, a guarded refit per stack.
+
+On a GPU machine, every peak planner measures (each cuda-meter probe point, each entry of a local
+`planner run`) is appended to a pairs file together with the estimate meter's replay of the same
+configuration and the stack it ran on (card, driver, torch, cuDNN, allocator configuration). A pair
+keeps the replay's peaks (allocated, active, reserved), not the estimate's card bytes, so that any
+device model's constants can be fitted on it.
+
+`planner calibrate` refits a stack's constants from its pairs (:func:`fit_constants`) and keeps them
+beside the estimate store; later estimates for that card, torch and allocator configuration use them
+and the plan says so. The refit must never make the estimate less safe (:func:`guard`): it is
+rejected when it leaves more of the published brackets unsafe than the constants it replaces.
+
+Files, beside the estimate store (``$XDG_CACHE_HOME/planner/calibration``): ``pairs.jsonl`` (one pair
+per line, appended) and ``devices.json`` (the calibrated constants, by stack).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
+from planner.base.locations import cache_folder
+from planner.probe.meters.device_model import DeviceModel
+from planner.probe.meters.stacks import Stack, StackModel, allocator_options, built_in_model, torch_minor
+
+MIB = 2**20
+PAIRS_FILE = "pairs.jsonl"
+DEVICES_FILE = "devices.json"
+Replay = Literal["caching", "reserved", "flat"]
+FACTORS = tuple(1.0 + step / 100 for step in range(31))
+"""The reserved factors a refit tries (1.00 to 1.30)."""
+UNDER_TOLERANCE = 0.03
+"""A refit leaves no pair's card bytes under its measurement by more than this."""
+
+
+def calibration_folder() -> Path:
+    """Where pairs and calibrated constants live: beside the estimate store."""
+    return cache_folder("calibration")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One measured peak and the estimate's replay of the same configuration.
+
+    Attributes:
+        stack: where it was measured.
+        arch, size, grad_checkpointing, micro_batch: the configuration.
+        replay: the estimate's replay peaks in bytes: ``allocated``, ``active``, ``reserved``.
+        measured_bytes: the card's bytes (reserved peak + the process's non-torch bytes).
+        source: what measured it (``cuda probe``, ``planner run``, ``published recipe``).
+    """
+
+    stack: Stack
+    arch: str
+    size: tuple[int, int]
+    grad_checkpointing: bool
+    micro_batch: int
+    replay: dict[str, int]
+    measured_bytes: int
+    source: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "size": list(self.size)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Pair:
+        replay = {name: int(data["replay"][name]) for name in ("allocated", "active", "reserved")}
+        size = tuple(int(side) for side in data["size"])
+        if len(size) != 2 or int(data["measured_bytes"]) <= 0 or int(data["micro_batch"]) <= 0:
+            raise ValueError("size, measured_bytes or micro_batch out of range")
+        return cls(Stack(**data["stack"]), str(data["arch"]), (size[0], size[1]), bool(data["grad_checkpointing"]),
+                   int(data["micro_batch"]), replay, int(data["measured_bytes"]), str(data["source"]))
+
+
+def stack_of(gpu: str | None, torch_version: str, allocator_conf: str, driver: str | None = None,
+             cudnn: int | None = None) -> Stack:
+    """The :class:`Stack` of a card (named as CUDA or the GPU table names it) and its software."""
+    from planner.base.gpus import find_gpu
+
+    card = find_gpu(gpu) if gpu else None
+    return Stack(torch=torch_minor(torch_version), allocator=allocator_options(allocator_conf),
+                 gpu=card.name if card else gpu, driver=driver, cudnn=cudnn)
+
+
+def append_pairs(pairs: Iterable[Pair], folder: Path | None = None) -> Path | None:
+    """Append ``pairs`` to the pairs file; a folder that cannot be written only costs the record.
+
+    Returns:
+        The pairs file, or None when nothing was written.
+    """
+    lines = "".join(json.dumps(pair.to_dict(), sort_keys=True) + "\n" for pair in pairs)
+    path = (folder or calibration_folder()) / PAIRS_FILE
+    if not lines:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(lines)
+    except OSError:
+        return None
+    return path
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    """Every pair of a pairs file.
+
+    Raises:
+        UserError: the file is missing, unreadable, or a line is not a pair (named by its number).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the pairs file {path}: {error.__class__.__name__}; measure on a GPU "
+                        "first (`planner probe --device cuda` or `planner run`) or name another file") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            pairs.append(Pair.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{path} line {number} is not a measured pair; remove that line (or the file, to "
+                            "start afresh) and run planner calibrate again") from None
+    return pairs
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Relative errors of card bytes (estimate / measured − 1) over some pairs."""
+
+    count: int
+    median: float
+    worst_under: float
+    worst_over: float
+    within_5: float
+    under_3: float
+
+    @classmethod
+    def of(cls, device: DeviceModel, pairs: Sequence[Pair]) -> Errors:
+        errors = [estimate_bytes(device, pair) / pair.measured_bytes - 1 for pair in pairs]
+        if not errors:
+            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(len(errors), statistics.median(abs(e) for e in errors), min(errors), max(errors),
+                   sum(abs(e) <= 0.05 for e in errors) / len(errors), sum(e < -0.03 for e in errors) / len(errors))
+
+
+def estimate_bytes(device: DeviceModel, pair: Pair) -> int:
+    """The card bytes ``device`` gives the pair's replay."""
+    base = {"caching": "active", "reserved": "reserved", "flat": "allocated"}[device.allocator]
+    return device.card_bytes(pair.replay[base])
+
+
+def fit_constants(pairs: Sequence[Pair], replay: Replay = "reserved",
+                  tolerance: float = UNDER_TOLERANCE) -> DeviceModel:
+    """The constants that fit ``pairs`` best while leaving none under by more than ``tolerance``.
+
+    For each factor in :data:`FACTORS`, the smallest overhead (at least 0) that keeps every pair's
+    estimate at least ``1 - tolerance`` of its measurement; of those, the one with the smallest
+    median error (the smaller factor on a tie).
+
+    Raises:
+        UserError: no pairs.
+    """
+    if not pairs:
+        raise UserError("no measured pairs to calibrate on: measure on a GPU first (`planner probe --device cuda` "
+                        "or `planner run`), then run planner calibrate")
+    base = {"caching": "active", "reserved": "reserved", "flat": "allocated"}[replay]
+    best: tuple[float, DeviceModel] | None = None
+    for factor in FACTORS:
+        need = max((1 - tolerance) * pair.measured_bytes - factor * pair.replay[base] for pair in pairs)
+        overhead = MIB * -(-max(0, int(need)) // MIB)  # whole MiB, rounded up
+        device = DeviceModel(allocator=replay, overhead_bytes=overhead, reserved_factor=round(factor, 2))
+        score = Errors.of(device, pairs).median
+        if best is None or score < best[0] - 1e-12:
+            best = (score, device)
+    assert best is not None
+    return best[1]
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """One published bracket's replay peaks (bytes) at the batch that trained and at the next, which did not."""
+
+    model: str
+    at_published: dict[str, int]
+    at_next: dict[str, int]
+
+
+def unsafe_count(device: DeviceModel, brackets: Sequence[Bracket], card_bytes: int) -> int:
+    """Brackets whose next batch ``device`` says fits the card (a batch the card could not train)."""
+    base = {"caching": "active", "reserved": "reserved", "flat": "allocated"}[device.allocator]
+    return sum(device.card_bytes(bracket.at_next[base]) <= card_bytes for bracket in brackets)
+
+
+def guard(refit: DeviceModel, before: DeviceModel, brackets: Sequence[Bracket], card_bytes: int) -> str | None:
+    """Why ``refit`` must not replace ``before``, or None: it may not leave more published brackets unsafe."""
+    now, then = unsafe_count(refit, brackets, card_bytes), unsafe_count(before, brackets, card_bytes)
+    if now > then:
+        return f"it would leave {now} published brackets unsafe, {then} before"
+    return None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One stack's refit: its constants, what they replace, the errors before and after, the verdict."""
+
+    stack: Stack
+    device: DeviceModel
+    before: StackModel
+    errors_before: Errors
+    errors_after: Errors
+    rejected: str | None
+
+    def stack_model(self) -> StackModel:
+        return StackModel(self.stack, self.device, f"{self.errors_after.count} measured pairs on this card",
+                          self.errors_after.count, {"median": round(self.errors_after.median, 4),
+                                                    "worst_under": round(self.errors_after.worst_under, 4)},
+                          calibrated=True)
+
+
+def calibration_key(stack: Stack) -> str:
+    """The stack's key among calibrated ones: card, torch, allocator (driver and cuDNN are pooled)."""
+    return f"{stack.gpu}|torch {stack.torch}|{stack.allocator}"
+
+
+def calibrate(pairs: Sequence[Pair], brackets: Sequence[Bracket], card_bytes: int,
+              stored: dict[str, StackModel] | None = None) -> list[Calibration]:
+    """Refit each stack's constants on its pairs, guarded; see :func:`fit_constants` and :func:`guard`.
+
+    Args:
+        pairs: the measured pairs, any stacks.
+        brackets: the published brackets the guard counts unsafe answers on.
+        card_bytes: the card those brackets were measured on.
+        stored: the calibrated constants in use now, by :func:`calibration_key`.
+    """
+    groups: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        groups.setdefault(calibration_key(pair.stack), []).append(pair)
+    results = []
+    for key, group in sorted(groups.items()):
+        stack = group[-1].stack
+        before = (stored or {}).get(key) or built_in_model(stack)[0]
+        refit = fit_constants(group, before.device.allocator if before.device.allocator != "caching" else "reserved")
+        results.append(Calibration(stack, refit, before, Errors.of(before.device, group), Errors.of(refit, group),
+                                   guard(refit, before.device, brackets, card_bytes)))
+    return results
+
+
+def load_calibrated(folder: Path | None = None) -> dict[str, StackModel]:
+    """The calibrated constants kept by ``planner calibrate``, by :func:`calibration_key`; {} when none
+    (or the file is unreadable: the built-in constants serve then)."""
+    try:
+        data = json.loads(((folder or calibration_folder()) / DEVICES_FILE).read_text(encoding="utf-8"))
+        return {key: StackModel(Stack(**item["stack"]), DeviceModel(**item["device"]), item["fitted_on"],
+                                int(item["points"]), dict(item["errors"]), calibrated=True)
+                for key, item in data["stacks"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def save_calibrated(models: dict[str, StackModel], folder: Path | None = None) -> Path:
+    """Keep the calibrated constants (atomically), by :func:`calibration_key`."""
+    stacks = {key: {"stack": model.stack.to_dict(), "device": asdict(model.device), "fitted_on": model.fitted_on,
+                    "points": model.points, "errors": model.errors} for key, model in models.items()}
+    return atomic_write_json((folder or calibration_folder()) / DEVICES_FILE, {"version": 1, "stacks": stacks})
+
+
+def stack_model_for(stack: Stack, folder: Path | None = None) -> tuple[StackModel, str | None]:
+    """The device model to plan with on ``stack``: this card's calibration, else the built-in one
+    (with a note when that was fitted on another stack)."""
+    if stack.gpu is not None:
+        calibrated = load_calibrated(folder).get(calibration_key(stack))
+        if calibrated is not None:
+            return calibrated, None
+    return built_in_model(stack)
