@@ -117,7 +117,8 @@ def bracket_table(device, brackets, card_bytes: int) -> dict:
                     for b in brackets if half_of(b.model) == half]
         rates = Rates.of(outcomes)
         table[half] = {"n": rates.total, "exact": round(rates.percent(rates.exact), 1),
-                       "unsafe": round(rates.percent(rates.unsafe), 1), "cautious": round(rates.percent(rates.cautious), 1)}
+                       "unsafe": round(rates.percent(rates.unsafe), 1),
+                       "cautious": round(rates.percent(rates.cautious), 1)}
     return table
 
 
@@ -134,7 +135,8 @@ def fit(out: Path) -> None:
     calibration = [p for p in published if half_of(model_of[p.arch]) == "calibration"]
     held_out = [p for p in published if half_of(model_of[p.arch]) == "held_out"]
     fitted = {replay: fit_constants(calibration, replay) for replay in ("reserved", "caching", "flat")}
-    result: dict = {"stack": h100_stack().to_dict(), "calibration_models": sorted({model_of[p.arch] for p in calibration}),
+    result: dict = {"stack": h100_stack().to_dict(),
+                    "calibration_models": sorted({model_of[p.arch] for p in calibration}),
                     "held_out_models": sorted({model_of[p.arch] for p in held_out}),
                     "fitted": {replay: asdict(device) for replay, device in fitted.items()},
                     "product_today": asdict(TODAY.device), "published_2022": asdict(PUBLISHED_2022.device)}
@@ -150,14 +152,16 @@ def fit(out: Path) -> None:
     result["points_today"] = point_rows(TODAY.device, published)
     result["points_2022"] = point_rows(PUBLISHED_2022.device, published)
     brackets, card = load_brackets()
-    result["published_brackets"] = {"2022 model (the published check's)": bracket_table(PUBLISHED_2022.device, brackets, card),
-                                    "today's model on the same brackets": bracket_table(TODAY.device, brackets, card)}
+    result["published_brackets"] = {
+        "2022 model (the published check's)": bracket_table(PUBLISHED_2022.device, brackets, card),
+        "today's model on the same brackets": bracket_table(TODAY.device, brackets, card)}
     plan = load_pairs(H100 / "pairs_plan.jsonl")
     given = [p for p in plan if p.arch in EXAMPLE_FIT]
     following = [p for p in plan if p.arch not in EXAMPLE_FIT]
     calibrated = calibrate(given, brackets, card)[0]
     result["calibration_example"] = {
-        "pairs_in": len(given), "architectures_in": list(EXAMPLE_FIT), "constants_before": asdict(calibrated.before.device),
+        "pairs_in": len(given), "architectures_in": list(EXAMPLE_FIT),
+        "constants_before": asdict(calibrated.before.device),
         "constants_out": asdict(calibrated.device), "rejected": calibrated.rejected,
         "pairs_error_before": errors_row(calibrated.before.device, given),
         "pairs_error_after": errors_row(calibrated.device, given),

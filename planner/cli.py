@@ -529,6 +529,12 @@ def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, back
     console.print(SUMMARY_NOTE, soft_wrap=True)
     if result.device == "cpu":
         console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
+    if result.device == "cuda" and backend is None:
+        from planner.probe.recalibrate import record_run
+
+        pairs_file = record_run(result.run)
+        if pairs_file is not None:
+            console.print(f"measured peaks paired with the estimate in {pairs_file} (planner calibrate uses them)")
     return result
 
 
@@ -631,6 +637,35 @@ def predict_command(
     console.print(f"wrote {path}", soft_wrap=True)
     if result.unreadable:
         raise typer.Exit(1)
+
+
+@app.command("calibrate")
+def calibrate_command(
+    pairs: Annotated[list[Path] | None, typer.Argument(
+        help="Pairs files measured on other machines (their ~/.cache/planner/calibration/pairs.jsonl); "
+        "added to this machine's.", show_default="this machine's pairs only")] = None,
+) -> None:
+    """Refit the estimate's device constants for every card planner measured peaks on (cuda-meter probes,
+    `planner run` on a GPU); later estimate plans for that card, torch and allocator use them."""
+    from planner.probe.recalibrate import calibrate_stacks
+
+    report = calibrate_stacks(pairs or ())
+    table = Table("card, torch, allocator", "pairs", "constants before", "after", "median error before → after",
+                  "worst under before → after", "kept", title=f"planner calibrate: {report.pairs} pairs",
+                  box=box.SIMPLE_HEAD)
+
+    def constants(device) -> str:
+        return f"{device.reserved_factor:.2f} × {device.allocator} + {device.overhead_bytes / 2**20:,.0f} MiB"
+
+    for result in report.calibrations:
+        before, after = result.errors_before, result.errors_after
+        table.add_row(result.stack.describe(), str(after.count), constants(result.before.device),
+                      constants(result.device), f"{before.median:+.1%} → {after.median:+.1%}",
+                      f"{before.worst_under:+.1%} → {after.worst_under:+.1%}",
+                      "yes" if result.rejected is None else f"no: {result.rejected}")
+    console.print(table)
+    if report.saved is not None:
+        console.print(f"calibrated constants kept in {report.saved}")
 
 
 @app.command()

@@ -148,10 +148,15 @@ def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data
     timer = get_meter("estimate", data=probe_data, gpu=card) if timed and device != "estimate" else None
     proposer = _proposer(device, probe_data, timer)
     try:
-        return probe_plan(entries, meter, budget_bytes=budgets[0], effective_batch_size=options.effective_batch_size,
+        plan = probe_plan(entries, meter, budget_bytes=budgets[0], effective_batch_size=options.effective_batch_size,
                           margin=options.margin, reporter=reporter, more_budgets=budgets[1:],
                           timing=timing, timer=timer, checkpointing=options.checkpointing,
                           jobs=options.jobs, proposer=proposer)
+        if device == "cuda" and proposer is not None and plan.measured_on.allocator is not None:
+            from planner.probe.recalibrate import machine_stack, probe_pairs, record
+
+            record(probe_pairs(plan, proposer, machine_stack(plan.measured_on.allocator.conf)))
+        return plan
     finally:
         for opened in {meter, timer, proposer} - {None}:
             opened.close()

@@ -37,9 +37,9 @@ from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
 from planner.base.plan import DeviceModelRecord, MeasuredOn, ProbePoint, Size, StepTimes
 from planner.probe.meters.base import PROBE_METERS, ProbeMeter
+from planner.probe.meters.calibration import stack_model_for, stack_of
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
-from planner.probe.meters.calibration import stack_model_for, stack_of
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.estimate_store import EstimateStore
 from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
