@@ -38,6 +38,8 @@ FACTORS = tuple(1.0 + step / 100 for step in range(31))
 """The reserved factors a refit tries (1.00 to 1.30)."""
 UNDER_TOLERANCE = 0.03
 """A refit leaves no pair's card bytes under its measurement by more than this."""
+NO_PAIRS = ("no measured pairs to calibrate on: measure on a GPU first (`planner probe --device cuda` or "
+            "`planner run`), then run planner calibrate")
 
 
 def calibration_folder() -> Path:
@@ -169,8 +171,7 @@ def fit_constants(pairs: Sequence[Pair], replay: Replay = "reserved",
         UserError: no pairs.
     """
     if not pairs:
-        raise UserError("no measured pairs to calibrate on: measure on a GPU first (`planner probe --device cuda` "
-                        "or `planner run`), then run planner calibrate")
+        raise UserError(NO_PAIRS)
     base = {"caching": "active", "reserved": "reserved", "flat": "allocated"}[replay]
     best: tuple[float, DeviceModel] | None = None
     for factor in FACTORS:
@@ -239,7 +240,12 @@ def calibrate(pairs: Sequence[Pair], brackets: Sequence[Bracket], card_bytes: in
         brackets: the published brackets the guard counts unsafe answers on.
         card_bytes: the card those brackets were measured on.
         stored: the calibrated constants in use now, by :func:`calibration_key`.
+
+    Raises:
+        UserError: no pairs.
     """
+    if not pairs:
+        raise UserError(NO_PAIRS)
     groups: dict[str, list[Pair]] = {}
     for pair in pairs:
         groups.setdefault(calibration_key(pair.stack), []).append(pair)

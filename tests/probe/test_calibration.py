@@ -1,0 +1,179 @@
+"""A device model per stack and learning from GPU measurements, on the H100 session's recorded points.
+
+Fixtures are real measurements: ``benchmarks/results/gpu_h100/pairs_published.jsonl`` (the published
+recipe on an H100, torch 2.11, with the fake step's replay of each point) and ``pairs_plan.jsonl``
+(the cuda meter's probes of the product plan there), written by ``benchmarks/today_stack_fit.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from planner_process import REPO, run_planner
+
+from planner.base.allocator import choose_allocator
+from planner.base.entries import single_entry
+from planner.base.errors import UserError
+from planner.base.gpus import get_gpu
+from planner.probe.command import make_plan
+from planner.probe.meters import get_meter
+from planner.probe.meters.calibration import (
+    Errors,
+    calibrate,
+    estimate_bytes,
+    fit_constants,
+    guard,
+    load_pairs,
+    stack_model_for,
+    stack_of,
+    unsafe_count,
+)
+from planner.probe.meters.device_model import DeviceModel
+from planner.probe.meters.stacks import PUBLISHED_2022, TODAY, Stack, built_in_model
+from planner.probe.options import ProbeOptions
+from planner.probe.recalibrate import calibrate_stacks, probe_pairs
+from planner.probe.validation.brackets import BRACKETS_FILE, compact_brackets, load_brackets
+from planner.probe.validation.published import half_of
+
+H100 = REPO / "benchmarks" / "results" / "gpu_h100"
+GIB = 2**30
+
+
+@pytest.fixture(scope="module")
+def published_pairs():
+    return load_pairs(H100 / "pairs_published.jsonl")
+
+
+@pytest.fixture(scope="module")
+def brackets():
+    return load_brackets()
+
+
+def _half(pairs, half):
+    return [pair for pair in pairs if half_of(pair.arch.removesuffix("+fused")) == half]
+
+
+def test_the_shipped_brackets_are_the_published_checks_own(brackets) -> None:
+    records = json.loads((REPO / "benchmarks" / "results" / "published_gpu.json").read_text())
+    assert json.loads(BRACKETS_FILE.read_text()) == json.loads(json.dumps(compact_brackets(records)))
+    assert len(brackets[0]) == 628
+
+
+def test_the_published_check_keeps_its_2022_model_and_numbers(brackets) -> None:
+    """The published brackets judge the fake step with the 2022 constants: 93.7 % exact, 4.3 % unsafe held out."""
+    assert PUBLISHED_2022.device == DeviceModel()
+    held_out = [b for b in brackets[0] if half_of(b.model) == "held_out"]
+    assert len(held_out) == 301
+    assert unsafe_count(PUBLISHED_2022.device, held_out, brackets[1]) == 13
+
+
+def test_todays_constants_are_the_fit_on_the_calibration_half(published_pairs) -> None:
+    calibration = _half(published_pairs, "calibration")
+    assert len(calibration) == 11 and len(published_pairs) == 16
+    assert fit_constants(calibration) == TODAY.device
+
+
+def test_todays_model_is_safer_than_2022s_on_the_held_out_half(published_pairs) -> None:
+    held_out = _half(published_pairs, "held_out")
+    today, then = Errors.of(TODAY.device, held_out), Errors.of(PUBLISHED_2022.device, held_out)
+    assert then.worst_under < -0.07  # 2022's constants: every held-out point under, by 8-12 %
+    assert today.under_3 == 0.0 and today.worst_under > -0.03
+    assert today.median < then.median
+
+
+def test_the_refit_leaves_no_pair_under_by_more_than_the_tolerance(published_pairs) -> None:
+    for replay in ("reserved", "caching", "flat"):
+        device = fit_constants(published_pairs, replay)
+        assert min(estimate_bytes(device, p) / p.measured_bytes - 1 for p in published_pairs) >= -0.03 - 1e-9
+
+
+def test_a_refit_that_makes_the_published_brackets_less_safe_is_rejected(brackets) -> None:
+    """Pairs of two architectures of the product plan (small micro-batches included) pull the constants
+    down; the guard counts the published brackets that turn unsafe and keeps the old constants."""
+    plan_pairs = [p for p in load_pairs(H100 / "pairs_plan.jsonl")
+                  if p.arch in ("convnext_large.fb_in22k", "vit_large_patch16_224")]
+    result = calibrate(plan_pairs, *brackets)[0]
+    assert result.device.overhead_bytes < TODAY.device.overhead_bytes
+    assert result.rejected is not None and "published brackets unsafe" in result.rejected
+    raised = replace(TODAY.device, reserved_factor=TODAY.device.reserved_factor + 0.05)
+    assert guard(raised, TODAY.device, *brackets) is None
+
+
+def test_a_stack_without_its_own_model_gets_the_closest_and_says_so() -> None:
+    model, note = built_in_model(Stack(torch="2.14", allocator="expandable_segments:True"))
+    assert model is TODAY and "allocator configuration" in note and "torch" in note
+    assert built_in_model(Stack(torch="1.12", allocator="")) == (PUBLISHED_2022, None)
+    assert built_in_model(Stack(torch="2.11", allocator="")) == (TODAY, None)
+
+
+def _todays_stack_pairs(pairs):
+    """The recorded H100 pairs, as if measured with the installed torch and planner's allocator setting
+    (this machine's stack, so that an estimate here picks their calibration)."""
+    stack = stack_of("NVIDIA H100 80GB HBM3", torch.__version__, choose_allocator().conf)
+    return [replace(pair, stack=stack) for pair in pairs]
+
+
+def _write(path: Path, pairs) -> Path:
+    path.write_text("".join(json.dumps(pair.to_dict()) + "\n" for pair in pairs))
+    return path
+
+
+def test_calibrate_keeps_the_cards_constants_and_the_next_estimate_says_so(published_pairs, tmp_path) -> None:
+    """Pairs in -> constants out -> an estimate plan for that card (on this CPU) uses them and records them."""
+    source = _write(tmp_path / "kaggle_pairs.jsonl", _todays_stack_pairs(published_pairs))
+    report = calibrate_stacks([source])
+    (result,) = report.calibrations
+    assert result.rejected is None and report.saved is not None and report.pairs == 16
+    assert result.errors_after.worst_under >= -0.03 - 1e-9
+    chosen, note = stack_model_for(result.stack)
+    assert chosen.calibrated and chosen.points == 16 and chosen.device == result.device and note is None
+    meter = get_meter("estimate", gpu=get_gpu("H100"))
+    record = meter.measured_on().device_model
+    assert record.calibrated and record.points == 16 and record.reserved_factor == result.device.reserved_factor
+    uncalibrated = get_meter("estimate", gpu=get_gpu("T4")).measured_on().device_model
+    assert not uncalibrated.calibrated and uncalibrated.fitted_on == TODAY.fitted_on
+
+
+def test_recorded_pairs_replay_the_estimates_own_card_bytes(monkeypatch, tmp_path) -> None:
+    """The recording function on a real plan: each pair's replay, through the meter's device model, gives
+    the card bytes the estimate itself reported for that probe."""
+    monkeypatch.setenv("PLANNER_NO_CACHE", "1")
+    plan = make_plan(ProbeOptions(budgets=(1 * GIB,), effective_batch_size=16, device="estimate",
+                                  output=tmp_path / "plan.json"), entries=single_entry("resnet18", 32))
+    meter = get_meter("estimate")
+    stack = stack_of("H100", torch.__version__, "")
+    pairs = probe_pairs(plan, meter, stack)
+    assert pairs and len(pairs) == sum(len(entry.probes) for entry in plan.entries)
+    measured = {p.micro_batch: p.peak_bytes for p in plan.entries[0].probes}
+    for pair in pairs:
+        assert estimate_bytes(meter.device, pair) == measured[pair.micro_batch] == pair.measured_bytes
+        assert pair.replay["allocated"] <= pair.replay["active"] <= pair.replay["reserved"]
+
+
+def test_no_pairs_and_a_corrupt_pairs_file_are_one_line_errors(tmp_path, published_pairs) -> None:
+    with pytest.raises(UserError, match="cannot read the pairs file"):
+        calibrate_stacks()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(UserError, match="no measured pairs"):
+        calibrate_stacks([empty])
+    corrupt = _write(tmp_path / "corrupt.jsonl", published_pairs[:2])
+    corrupt.write_text(corrupt.read_text() + '{"stack": {"torch": "2.11"}, "arch": 3}\n')
+    with pytest.raises(UserError, match="line 3 is not a measured pair"):
+        load_pairs(corrupt)
+
+
+def test_calibrate_command_prints_one_line_for_a_corrupt_file(tmp_path) -> None:
+    corrupt = tmp_path / "pairs.jsonl"
+    shutil.copy(H100 / "pairs_published.jsonl", corrupt)
+    with corrupt.open("a") as handle:
+        handle.write("not json\n")
+    result = run_planner("calibrate", corrupt, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "line 17 is not a measured pair" in result.stderr
+    assert not (tmp_path / "cache" / "planner" / "calibration" / "devices.json").exists()
