@@ -4,14 +4,20 @@
 # part still runs). From the repository root, on the GPU machine, after benchmarks/fetch_gpu_wheels.sh
 # here:   bash benchmarks/gpu_session.sh OUT_DIR
 # Parts, in order of value (the first three are the plan-holds-for-the-whole-run check; about 7 minutes
-# with the installs on an H200):
+# with the installs on an H200; then today's stack, about 4 minutes more):
 #   run_holds: the six reference entries, each probed by the cuda meter (the rehearsal) for a 16G card,
 #     then trained by `planner run` under that cap (frozen + unfrozen epoch, validation, TTA), with the
 #     estimate meter's peak beside, under both allocator configurations, 8 processes side by side
 #     (gpu_run_holds.py -> run_holds.json);
 #   oom_hygiene: an out-of-memory try and the planned one in the same process, both configurations
 #     (gpu_oom_hygiene.py);
-#   swinv2_points: swinv2_large_window12_192_22k at micro-batches 16 and 32 under the cap (points.json).
+#   swinv2_points: swinv2_large_window12_192_22k at micro-batches 16 and 32 under the cap (points.json);
+#   today_stack: timm's published recipe on today's stack for 64 models (the brackets 2022's device model
+#     gets unsafely wrong first, convnet families, a stratified sample), each in its own process capped to
+#     the 24 GiB card of the brackets, 5 side by side, product allocator, cudnn.benchmark on and off for
+#     convnets (gpu_today_stack.py -> gpu_today_stack.json; about 250 s, stopped at its deadline with
+#     what it measured: an estimated 45-65 models at 20-30 s per model and process).
+# The default parts take about 12 minutes with the installs.
 # With EXTRA_PARTS=1, the earlier session's parts follow: the cuda-meter plan of the reference set and
 # real fastai steps (gpu_check.py), the published timm benchmark on this card (gpu_truth.py published),
 # checkpointing's memory and time (gpu_truth.py checkpointing), one long `planner run` (gpu_run_check.py).
@@ -43,6 +49,8 @@ step oom_hygiene_torch_defaults "${OOM_SECONDS:-40}" \
   env PYTORCH_CUDA_ALLOC_CONF= python3 benchmarks/gpu_oom_hygiene.py --out "$out/oom_hygiene_torch_defaults.json"
 step swinv2_points "${POINTS_SECONDS:-70}" python3 benchmarks/gpu_run_holds.py --out "$out" --budget 16G \
   --points swinv2_large_window12_192_22k-squish480-192 16 32 --parallel 2 --seconds 60
+step today_stack "${TODAY_STACK_SECONDS:-250}" python3 benchmarks/gpu_today_stack.py --out "$out" \
+  --count "${TODAY_STACK_COUNT:-64}" --parallel 5 --seconds "${TODAY_STACK_BUDGET:-230}"
 if [ "${EXTRA_PARTS:-0}" = 1 ]; then
   step gpu_check "${GPU_CHECK_SECONDS:-170}" python3 benchmarks/gpu_check.py --out "$out/gpu_check" --steps 12
   step published "${PUBLISHED_SECONDS:-150}" python3 benchmarks/gpu_truth.py published --out "$out" --seconds "${PUBLISHED_BUDGET:-105}"
