@@ -276,9 +276,8 @@ def main() -> int:
     specs = choose_models(args.count)
     if args.models:
         known = {spec["model"]: spec for spec in choose_models(10_000)}
-        specs = [known[m] if m in known else {"model": m, "why": "given", "family": None, "half": None,
-                                              "published_batch": 2, "next_batch": 3, "image_size": 224}
-                 for m in args.models]
+        specs = [known.get(m, {"model": m, "why": "given", "family": None, "half": None, "published_batch": 2,
+                               "next_batch": 3, "image_size": 224}) for m in args.models]
     if args.list:
         for spec in specs:
             print(f"{spec['model']:40s} {spec['published_batch']:4d}/{spec['next_batch']:<4d} {spec['image_size']:4d} "
