@@ -15,6 +15,14 @@ and today's constants on the same brackets); then a calibration example on the p
 pairs of two architectures in, constants out, the other two architectures' error before and after.
 Writes ``benchmarks/results/today_stack_fit.json``.
 
+``--today FILE``: after a GPU session, ``gpu_today_stack.json`` (``benchmarks/gpu_today_stack.py``) as
+pairs (each point that trained, ``cudnn.benchmark`` on, with the fake step's replay of the published
+recipe as today's torch runs it), written beside it as ``pairs_today.jsonl``; then today's constants
+refitted on the calibration half and judged on the held-out half per family, the brackets as they
+hold on today's stack (the published batch fits the capped card, the next runs out of memory), and
+cuDNN's benchmark mode: reserved bytes with it on over off, per family. Writes ``today_stack.json``
+beside it.
+
 ``--brackets``: the published brackets' replay peaks shipped for the calibration guard
 (``planner/probe/validation/published_brackets.json``) from ``benchmarks/results/published_gpu.json``.
 
@@ -173,11 +181,79 @@ def fit(out: Path) -> None:
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("points")}, indent=1))
 
 
+def today_pairs(path: Path) -> list:
+    """Pairs of a today's-stack session: the points that trained with ``cudnn.benchmark`` on."""
+    from planner.probe.meters.allocator import steady_state_peaks
+    from planner.probe.meters.calibration import Pair, stack_of
+    from planner.probe.validation.timm_recipe import benchmark_step
+
+    session = json.loads(path.read_text())
+    pairs = []
+    for record in session["models"]:
+        points = [p for p in record.get("points", []) if p["cudnn_benchmark"] and not p["oom"]
+                  and p["reserved_peak_bytes"] > 0]
+        if not points:
+            continue
+        stack = stack_of(session.get("gpu"), session["torch"], record.get("allocator") or "",
+                         driver=session.get("driver"), cudnn=session.get("cudnn"))
+        step = benchmark_step(record["model"], torch2_loop=True)
+        size = (record["image_size"], record["image_size"])
+        for point in points:
+            trace = step.run(point["batch"], size)
+            peaks = steady_state_peaks(list(trace.setup), list(trace.step))
+            pairs.append(Pair(stack, record["model"], size, False, point["batch"],
+                              {"allocated": peaks.allocated, "active": peaks.active, "reserved": peaks.reserved},
+                              point["reserved_peak_bytes"] + point["non_torch_bytes"], "published recipe"))
+            print(f"{record['model']:34s} {point['batch']:4d} measured {pairs[-1].measured_bytes / GIB:6.2f} GiB, "
+                  f"replay reserved {peaks.reserved / GIB:6.2f} GiB", flush=True)
+    return pairs
+
+
+def today_report(path: Path, pairs: list) -> dict:
+    """Today's constants refitted on the calibration half, the held-out table per family, the brackets as
+    they hold today, and cuDNN's benchmark mode on over off."""
+    from dataclasses import asdict
+
+    from planner.probe.meters.calibration import fit_constants
+    from planner.probe.meters.stacks import TODAY
+    from planner.probe.validation.published import family_of, half_of
+
+    session = json.loads(path.read_text())
+    calibration = [p for p in pairs if half_of(p.arch) == "calibration"]
+    held_out = [p for p in pairs if half_of(p.arch) == "held_out"]
+    report: dict = {"pairs": len(pairs), "calibration": len(calibration), "held_out": len(held_out)}
+    if calibration:
+        refit = fit_constants(calibration)
+        report["refit"] = asdict(refit)
+        families = sorted({family_of(p.arch) for p in held_out})
+        report["table"] = {name: {"held_out": errors_row(device, held_out),
+                                  **{family: errors_row(device, [p for p in held_out if family_of(p.arch) == family])
+                                     for family in families}}
+                           for name, device in (("today (built in)", TODAY.device), ("refit", refit))}
+    holds = {}
+    benchmark: dict[str, list[float]] = {}
+    for record in session["models"]:
+        points = {(p["batch"], p["cudnn_benchmark"]): p for p in record.get("points", [])}
+        at, above = points.get((record["published_batch"], True)), points.get((record["next_batch"], True))
+        if at and above:
+            holds[record["model"]] = "holds" if not at["oom"] and above["oom"] else (
+                "published batch runs out of memory" if at["oom"] else "next batch fits")
+        off = points.get((record["published_batch"], False))
+        if at and off and not at["oom"] and not off["oom"] and off["reserved_peak_bytes"]:
+            benchmark.setdefault(family_of(record["model"]), []).append(
+                at["reserved_peak_bytes"] / off["reserved_peak_bytes"])
+    report["brackets_today"] = holds
+    report["benchmark_on_over_off"] = {family: {"n": len(ratios), "min": round(min(ratios), 3),
+                                                "max": round(max(ratios), 3)} for family, ratios in benchmark.items()}
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", action="store_true")
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--brackets", action="store_true")
+    parser.add_argument("--today", type=Path, metavar="FILE", help="gpu_today_stack.json of a GPU session")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "today_stack_fit.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -191,6 +267,12 @@ def main() -> int:
         write_pairs(H100 / "pairs_plan.jsonl", plan_pairs())
     if args.fit:
         fit(args.json)
+    if args.today:
+        pairs = today_pairs(args.today)
+        write_pairs(args.today.with_name("pairs_today.jsonl"), pairs)
+        report = today_report(args.today, pairs)
+        args.today.with_name("today_stack.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
     return 0
 
 

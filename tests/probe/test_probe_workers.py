@@ -10,6 +10,7 @@ import pytest
 from planner.base.errors import UserError
 from planner.base.plan import ItemTransform
 from planner.probe.meters import get_meter
+from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.estimate_store import NO_CACHE_VARIABLE
 from planner.probe.probe import probe_plan
 
@@ -67,9 +68,10 @@ def test_this_process_and_a_worker_give_the_plan_one_process_gives_and_report_ev
     monkeypatch.setenv(NO_CACHE_VARIABLE, "1")  # both plans probe: none answers from the other's store
     entries = _entries()
     options = dict(budget_bytes=2 * GIB, effective_batch_size=256, more_budgets=[3 * GIB])
-    alone = probe_plan(entries, get_meter("estimate"), jobs=1, **options)
+    device = DeviceModel()  # the published runs' constants, whose overhead makes the budget split the choices
+    alone = probe_plan(entries, get_meter("estimate", device=device), jobs=1, **options)
     events = Events()
-    apart = probe_plan(entries, get_meter("estimate"), jobs=2, reporter=events, **options)
+    apart = probe_plan(entries, get_meter("estimate", device=device), jobs=2, reporter=events, **options)
 
     assert _without_times(apart.model_dump()) == _without_times(alone.model_dump())
     assert [entry.name for entry in apart.entries] == [entry.name for entry in entries]

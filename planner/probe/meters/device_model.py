@@ -1,14 +1,14 @@
 """What a CUDA card needs for a recorded fake step: the caching allocator, plus what torch cannot see.
 
-Two models, both fitted as a few constants (never per model) on the calibration half of timm's
-published RTX 3090 runs and judged on the other half (``benchmarks/published_gpu.py``,
-``benchmarks/RESULTS.md``):
+Three models, each a few constants (never per model), fitted on the calibration half of measured
+runs and judged on the other half (timm's published RTX 3090 runs: ``benchmarks/published_gpu.py``;
+today's stack: ``benchmarks/today_stack_fit.py``; ``benchmarks/RESULTS.md``):
 
-- ``caching`` (the default): the step's allocations replayed through torch's caching allocator
+- ``caching`` (the default, the published runs' stack): the step's allocations replayed through torch's caching allocator
   (:mod:`planner.probe.meters.allocator`, block rounding, 2 MiB / 20 MiB / rounded segments, best fit,
   splitting) in its steady state; card bytes = the peak of segments in use + ``overhead_bytes``.
-- ``reserved``: the same replay, card bytes = its reserved peak (cached free segments included)
-  + ``overhead_bytes``.
+- ``reserved`` (today's stack): the same replay, card bytes = its reserved peak (cached free segments
+  included) + ``overhead_bytes``.
 - ``flat``: card bytes = ``reserved_factor`` × allocated peak + ``overhead_bytes``; the model this
   project used before, kept to measure what the allocator model buys.
 
@@ -16,7 +16,8 @@ In every model the replay's bytes are multiplied by ``reserved_factor`` (1.0 for
 stack) before ``overhead_bytes`` is added: today's allocator reserves more than the replay's segments,
 by a proportion, not a constant (:mod:`planner.probe.meters.stacks` holds each stack's constants).
 
-``overhead_bytes`` is everything torch's allocator statistics do not include: the CUDA context,
+``overhead_bytes`` is what the proportion leaves: with a factor of 1.0, everything torch's allocator
+statistics do not include: the CUDA context,
 cuBLAS/cuDNN handles and loaded kernels, memory the driver keeps, and what cuDNN's workspaces add
 at the peak (cuDNN falls back to algorithms with smaller workspaces when memory is short, so they
 rarely decide an out-of-memory).

@@ -11,8 +11,10 @@ calls (its tensor subclass cannot wrap meta tensors). Attention takes the path t
 on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it).
 
 The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
-allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
-runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
+allocator and scales and offsets it by the constants of the stack the card will run with
+(:mod:`planner.probe.meters.stacks`: the installed torch and planner's allocator configuration, or
+the card's own calibration by `planner calibrate`, :mod:`planner.probe.meters.calibration`); the plan
+records which constants and what they were fitted on (``measured_on.device_model``). A probe is one fake step (the steady state: gradients and
 optimizer state exist from the start) and is remembered per architecture, size, gradient
 checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
 entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
