@@ -12,7 +12,8 @@ here, a few minutes on 2 cores). Writes ``pairs_published.jsonl`` and ``pairs_pl
 split by the published check's stable hash), judged on the held-out half per family, beside the
 2022 constants on the same points and beside the published brackets' table (2022's model, unchanged,
 and today's constants on the same brackets); then a calibration example on the product plan's pairs:
-pairs of two architectures in, constants out, the other two architectures' error before and after.
+pairs of two architectures in, constants out (guarded: only raised), the other two
+architectures' error before and after; both ways round.
 Writes ``benchmarks/results/today_stack_fit.json``.
 
 ``--today FILE``: after a GPU session, ``gpu_today_stack.json`` (``benchmarks/gpu_today_stack.py``) as
@@ -43,7 +44,8 @@ sys.path.insert(0, str(REPO))
 H100 = REPO / "benchmarks" / "results" / "gpu_h100"
 GIB = 2**30
 EXAMPLE_FIT = ("convnext_large.fb_in22k", "vit_large_patch16_224")
-"""The calibration example's architectures whose pairs go in; the other two are the next plan."""
+"""The first calibration example's architectures whose pairs go in (the other two are the next plan);
+the second example swaps them."""
 
 
 def h100_stack():
@@ -133,7 +135,7 @@ def bracket_table(device, brackets, card_bytes: int) -> dict:
 def fit(out: Path) -> None:
     from dataclasses import asdict
 
-    from planner.probe.meters.calibration import calibrate, fit_constants, load_pairs
+    from planner.probe.meters.calibration import calibrate, fit_constants, guard, load_pairs
     from planner.probe.meters.stacks import PUBLISHED_2022, TODAY
     from planner.probe.validation.brackets import load_brackets
     from planner.probe.validation.published import family_of, half_of
@@ -164,19 +166,25 @@ def fit(out: Path) -> None:
         "2022 model (the published check's)": bracket_table(PUBLISHED_2022.device, brackets, card),
         "today's model on the same brackets": bracket_table(TODAY.device, brackets, card)}
     plan = load_pairs(H100 / "pairs_plan.jsonl")
-    given = [p for p in plan if p.arch in EXAMPLE_FIT]
-    following = [p for p in plan if p.arch not in EXAMPLE_FIT]
-    calibrated = calibrate(given, brackets, card)[0]
-    result["calibration_example"] = {
-        "pairs_in": len(given), "architectures_in": list(EXAMPLE_FIT),
-        "constants_before": asdict(calibrated.before.device),
-        "constants_out": asdict(calibrated.device), "rejected": calibrated.rejected,
-        "pairs_error_before": errors_row(calibrated.before.device, given),
-        "pairs_error_after": errors_row(calibrated.device, given),
-        "next_plan_before": point_rows(calibrated.before.device, following),
-        "next_plan_after": point_rows(calibrated.device, following),
-        "next_plan_error_before": errors_row(calibrated.before.device, following),
-        "next_plan_error_after": errors_row(calibrated.device, following)}
+    result["calibration_examples"] = []
+    for fitted_archs in (EXAMPLE_FIT, tuple(sorted({p.arch for p in plan} - set(EXAMPLE_FIT)))):
+        given = [p for p in plan if p.arch in fitted_archs]
+        following = [p for p in plan if p.arch not in fitted_archs]
+        calibrated = calibrate(given, brackets, card)[0]
+        unguarded = fit_constants(given)
+        result["calibration_examples"].append({
+            "unguarded_constants": asdict(unguarded),
+            "unguarded_verdict": guard(unguarded, calibrated.before.device, brackets, card),
+            "unguarded_next_plan_error": errors_row(unguarded, following),
+            "pairs_in": len(given), "architectures_in": list(fitted_archs),
+            "constants_before": asdict(calibrated.before.device), "constants_out": asdict(calibrated.device),
+            "held_back": calibrated.held_back,
+            "pairs_error_before": errors_row(calibrated.before.device, given),
+            "pairs_error_after": errors_row(calibrated.device, given),
+            "next_plan_before": point_rows(calibrated.before.device, following),
+            "next_plan_after": point_rows(calibrated.device, following),
+            "next_plan_error_before": errors_row(calibrated.before.device, following),
+            "next_plan_error_after": errors_row(calibrated.device, following)})
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("points")}, indent=1))
 

@@ -651,7 +651,7 @@ def calibrate_command(
 
     report = calibrate_stacks(pairs or ())
     table = Table("card, torch, allocator", "pairs", "constants before", "after", "median error before → after",
-                  "worst under before → after", "kept", title=f"planner calibrate: {report.pairs} pairs",
+                  "worst under before → after", "held back", title=f"planner calibrate: {report.pairs} pairs",
                   box=box.SIMPLE_HEAD)
 
     def constants(device) -> str:
@@ -662,10 +662,9 @@ def calibrate_command(
         table.add_row(result.stack.describe(), str(after.count), constants(result.before.device),
                       constants(result.device), f"{before.median:+.1%} → {after.median:+.1%}",
                       f"{before.worst_under:+.1%} → {after.worst_under:+.1%}",
-                      "yes" if result.rejected is None else f"no: {result.rejected}")
+                      result.held_back or "–")
     console.print(table)
-    if report.saved is not None:
-        console.print(f"calibrated constants kept in {report.saved}")
+    console.print(f"calibrated constants kept in {report.saved}; estimates for these cards use them")
 
 
 @app.command()

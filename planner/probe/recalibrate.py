@@ -112,11 +112,11 @@ class CalibrationReport:
     pairs: int
     sources: list[Path]
     calibrations: list[Calibration]
-    saved: Path | None
+    saved: Path
 
 
 def calibrate_stacks(sources: Sequence[Path] = (), folder: Path | None = None) -> CalibrationReport:
-    """Refit the device model of every stack with pairs; keep the refits the guard accepts.
+    """Refit the device model of every stack with pairs (guarded: constants only go up) and keep them.
 
     Args:
         sources: pairs files from other machines, read besides this machine's own (which they are
@@ -137,6 +137,6 @@ def calibrate_stacks(sources: Sequence[Path] = (), folder: Path | None = None) -
     brackets, card = load_brackets()
     stored = load_calibrated(folder)
     results = calibrate([*existing, *imported], brackets, card, stored)
-    accepted = {calibration_key(result.stack): result.stack_model() for result in results if result.rejected is None}
-    saved = save_calibrated({**stored, **accepted}, folder) if accepted else None
+    refitted = {calibration_key(result.stack): result.stack_model() for result in results}
+    saved = save_calibrated({**stored, **refitted}, folder)
     return CalibrationReport(len(existing) + len(imported), [own, *sources], results, saved)

@@ -8,8 +8,10 @@ device model's constants can be fitted on it.
 
 `planner calibrate` refits a stack's constants from its pairs (:func:`fit_constants`) and keeps them
 beside the estimate store; later estimates for that card, torch and allocator configuration use them
-and the plan says so. The refit must never make the estimate less safe (:func:`guard`): it is
-rejected when it leaves more of the published brackets unsafe than the constants it replaces.
+and the plan says so. The refit must never make the estimate less safe (:func:`guarded_fit`): it only
+raises the constants in use (so no model's estimate goes down), and :func:`guard` checks that no more
+of the published brackets are left unsafe. A measurement that shows the estimate too high therefore
+changes nothing; one that shows it too low raises it.
 
 Files, beside the estimate store (``$XDG_CACHE_HOME/planner/calibration``): ``pairs.jsonl`` (one pair
 per line, appended) and ``devices.json`` (the calibrated constants, by stack).
@@ -159,13 +161,19 @@ def estimate_bytes(device: DeviceModel, pair: Pair) -> int:
     return device.card_bytes(pair.replay[base])
 
 
-def fit_constants(pairs: Sequence[Pair], replay: Replay = "reserved",
-                  tolerance: float = UNDER_TOLERANCE) -> DeviceModel:
+def fit_constants(pairs: Sequence[Pair], replay: Replay = "reserved", tolerance: float = UNDER_TOLERANCE,
+                  floor: DeviceModel | None = None) -> DeviceModel:
     """The constants that fit ``pairs`` best while leaving none under by more than ``tolerance``.
 
-    For each factor in :data:`FACTORS`, the smallest overhead (at least 0) that keeps every pair's
-    estimate at least ``1 - tolerance`` of its measurement; of those, the one with the smallest
-    median error (the smaller factor on a tie).
+    For each factor in :data:`FACTORS` (from ``floor``'s up), the smallest overhead (at least 0, at
+    least ``floor``'s) that keeps every pair's estimate at least ``1 - tolerance`` of its measurement;
+    of those, the one with the smallest median error (the smaller factor on a tie).
+
+    Args:
+        pairs: the measured pairs.
+        replay: which replay peak the constants scale.
+        tolerance: how far under a measurement an estimate may stay.
+        floor: constants the fit may not go below (so that no estimate goes down); None: any.
 
     Raises:
         UserError: no pairs.
@@ -173,10 +181,11 @@ def fit_constants(pairs: Sequence[Pair], replay: Replay = "reserved",
     if not pairs:
         raise UserError(NO_PAIRS)
     base = {"caching": "active", "reserved": "reserved", "flat": "allocated"}[replay]
+    lowest_factor, lowest_overhead = (floor.reserved_factor, floor.overhead_bytes) if floor else (0.0, 0)
     best: tuple[float, DeviceModel] | None = None
-    for factor in FACTORS:
+    for factor in (f for f in FACTORS if f >= lowest_factor - 1e-9):
         need = max((1 - tolerance) * pair.measured_bytes - factor * pair.replay[base] for pair in pairs)
-        overhead = MIB * -(-max(0, int(need)) // MIB)  # whole MiB, rounded up
+        overhead = max(lowest_overhead, MIB * -(-max(0, int(need)) // MIB))  # whole MiB, rounded up
         device = DeviceModel(allocator=replay, overhead_bytes=overhead, reserved_factor=round(factor, 2))
         score = Errors.of(device, pairs).median
         if best is None or score < best[0] - 1e-12:
@@ -208,16 +217,40 @@ def guard(refit: DeviceModel, before: DeviceModel, brackets: Sequence[Bracket], 
     return None
 
 
+def guarded_fit(pairs: Sequence[Pair], before: DeviceModel, brackets: Sequence[Bracket],
+                card_bytes: int) -> tuple[DeviceModel, str | None]:
+    """Constants for ``pairs`` that make no estimate less safe, and a note when the pairs asked for less.
+
+    The refit only raises ``before``'s constants (so no estimate of any model goes down), and
+    :func:`guard` checks that the published brackets left unsafe do not rise. When the pairs would
+    lower the constants, ``before`` stays and the note says what they asked for.
+    """
+    unguarded = fit_constants(pairs, before.allocator)
+    refit = fit_constants(pairs, before.allocator, floor=before)
+    refused = guard(refit, before, brackets, card_bytes)
+    assert refused is None, refused  # raising the constants never makes a bracket fit
+    lowered = unguarded.reserved_factor < before.reserved_factor or unguarded.overhead_bytes < before.overhead_bytes
+    note = None
+    if lowered:
+        note = (f"the pairs alone ask for {unguarded.reserved_factor:.2f} × {unguarded.allocator} + "
+                f"{unguarded.overhead_bytes / MIB:,.0f} MiB; a refit only raises the constants")
+        verdict = guard(unguarded, before, brackets, card_bytes)
+        if verdict:
+            note += f" ({verdict})"
+    return refit, note
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """One stack's refit: its constants, what they replace, the errors before and after, the verdict."""
+    """One stack's refit: its constants, what they replace, the errors before and after, and what the
+    pairs asked for that the guard held back (None when nothing)."""
 
     stack: Stack
     device: DeviceModel
     before: StackModel
     errors_before: Errors
     errors_after: Errors
-    rejected: str | None
+    held_back: str | None
 
     def stack_model(self) -> StackModel:
         return StackModel(self.stack, self.device, f"{self.errors_after.count} measured pairs on this card",
@@ -253,9 +286,9 @@ def calibrate(pairs: Sequence[Pair], brackets: Sequence[Bracket], card_bytes: in
     for key, group in sorted(groups.items()):
         stack = group[-1].stack
         before = (stored or {}).get(key) or built_in_model(stack)[0]
-        refit = fit_constants(group, before.device.allocator if before.device.allocator != "caching" else "reserved")
+        refit, held_back = guarded_fit(group, before.device, brackets, card_bytes)
         results.append(Calibration(stack, refit, before, Errors.of(before.device, group), Errors.of(refit, group),
-                                   guard(refit, before.device, brackets, card_bytes)))
+                                   held_back))
     return results
 
 

@@ -4,9 +4,10 @@ Three models, each a few constants (never per model), fitted on the calibration 
 runs and judged on the other half (timm's published RTX 3090 runs: ``benchmarks/published_gpu.py``;
 today's stack: ``benchmarks/today_stack_fit.py``; ``benchmarks/RESULTS.md``):
 
-- ``caching`` (the default, the published runs' stack): the step's allocations replayed through torch's caching allocator
-  (:mod:`planner.probe.meters.allocator`, block rounding, 2 MiB / 20 MiB / rounded segments, best fit,
-  splitting) in its steady state; card bytes = the peak of segments in use + ``overhead_bytes``.
+- ``caching`` (the default, the published runs' stack): the step's allocations replayed through
+  torch's caching allocator (:mod:`planner.probe.meters.allocator`, block rounding, 2 MiB / 20 MiB /
+  rounded segments, best fit, splitting) in its steady state; card bytes = the peak of segments in
+  use + ``overhead_bytes``.
 - ``reserved`` (today's stack): the same replay, card bytes = its reserved peak (cached free segments
   included) + ``overhead_bytes``.
 - ``flat``: card bytes = ``reserved_factor`` × allocated peak + ``overhead_bytes``; the model this

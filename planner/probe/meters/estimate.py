@@ -13,13 +13,14 @@ on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it
 The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
 allocator and scales and offsets it by the constants of the stack the card will run with
 (:mod:`planner.probe.meters.stacks`: the installed torch and planner's allocator configuration, or
-the card's own calibration by `planner calibrate`, :mod:`planner.probe.meters.calibration`); the plan
-records which constants and what they were fitted on (``measured_on.device_model``). A probe is one fake step (the steady state: gradients and
-optimizer state exist from the start) and is remembered per architecture, size, gradient
-checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
-entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
-(timm's ``set_grad_checkpointing``) the recomputation in the backward pass runs under the same
-CUDA autocast policy, as ``torch.utils.checkpoint`` restores autocast for it.
+the card's own calibration by `planner calibrate`, :mod:`planner.probe.meters.calibration`); the
+plan records which constants and what they were fitted on (``measured_on.device_model``). A probe is
+one fake step (the steady state: gradients and optimizer state exist from the start) and is
+remembered per architecture, size, gradient checkpointing and micro-batch, since the fake step does
+not depend on the item transform: a second entry of the same architecture and size costs nothing to
+confirm. With gradient checkpointing (timm's ``set_grad_checkpointing``) the recomputation in the
+backward pass runs under the same CUDA autocast policy, as ``torch.utils.checkpoint`` restores
+autocast for it.
 
 Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
 fake step and in one no-gradient forward pass (validation, TTA), and ``planner.probe.steptime`` turns its
