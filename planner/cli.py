@@ -227,6 +227,10 @@ def _probe_and_show(options, entries=None):
         else:
             plan = make_plan(options, reporter, entries)
     console.print(_plan_table(plan))
+    if plan.measured_on.device_model is not None:
+        from planner.probe.meters.calibration import describe_device_model
+
+        console.print(describe_device_model(plan.measured_on.device_model), soft_wrap=True)
     summary = _timing_summary(plan)
     if summary:
         console.print(summary, soft_wrap=True)

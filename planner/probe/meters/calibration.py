@@ -29,6 +29,7 @@ from typing import Literal
 from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
 from planner.base.locations import cache_folder
+from planner.base.plan import DeviceModelRecord
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.stacks import Stack, StackModel, allocator_options, built_in_model, torch_minor
 
@@ -319,3 +320,16 @@ def stack_model_for(stack: Stack, folder: Path | None = None) -> tuple[StackMode
         if calibrated is not None:
             return calibrated, None
     return built_in_model(stack)
+
+
+def describe_device_model(record: DeviceModelRecord) -> str:
+    """One line for the plan's reader: the constants, what they were fitted on, their error, the note."""
+    fitted = (f"calibrated on {record.points} pairs measured on this card" if record.calibrated
+              else f"fitted on {record.fitted_on}")
+    errors = ""
+    if record.median_error is not None and record.worst_under is not None:
+        errors = f" (median error {record.median_error:.1%}, worst under {record.worst_under:+.1%})"
+    note = f"; {record.note}" if record.note else ""
+    return (f"device model: {record.reserved_factor:.2f} × the allocator replay's {record.replay} peak + "
+            f"{record.overhead_bytes / MIB:,.0f} MiB, {fitted}{errors}{note}")
+

@@ -91,7 +91,7 @@ PUBLISHED_2022 = StackModel(
                                                                      overhead_bytes=CALIBRATED_OVERHEAD_BYTES),
     "timm's published RTX 3090 runs (PyTorch 1.12): the calibration half's brackets", 88)
 TODAY = StackModel(
-    Stack(torch="2.11", allocator="", gpu="H100-SXM", driver="580.159.04", cudnn=91900),
+    Stack(torch="2.11", allocator="", gpu="H100", driver="580.159.04", cudnn=91900),
     DeviceModel(allocator="reserved", overhead_bytes=19 * MIB, reserved_factor=1.10),
     "the published recipe on an H100 (torch 2.11, torch's default allocator): 11 points of 4 models, "
     "the calibration half of 6", 11, {"median": 0.030, "worst_under": -0.030})
