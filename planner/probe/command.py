@@ -153,9 +153,10 @@ def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data
                           timing=timing, timer=timer, checkpointing=options.checkpointing,
                           jobs=options.jobs, proposer=proposer)
         if device == "cuda" and proposer is not None and plan.measured_on.allocator is not None:
-            from planner.probe.recalibrate import machine_stack, probe_pairs, record
+            from planner.probe.meters.calibration import append_pairs
+            from planner.probe.recalibrate import machine_stack, probe_pairs
 
-            record(probe_pairs(plan, proposer, machine_stack(plan.measured_on.allocator.conf)))
+            append_pairs(probe_pairs(plan, proposer, machine_stack(plan.measured_on.allocator.conf)))
         return plan
     finally:
         for opened in {meter, timer, proposer} - {None}:

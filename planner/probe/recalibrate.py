@@ -13,6 +13,7 @@ card one ran on before gets that card's calibration.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +88,6 @@ def run_pairs(run: RunFile, estimate: EstimateMeter, stack: Stack) -> list[Pair]
     return pairs
 
 
-def record(pairs: Sequence[Pair], folder: Path | None = None) -> Path | None:
-    """Append ``pairs`` to this machine's pairs file (see :func:`append_pairs`)."""
-    return append_pairs(pairs, folder)
-
-
 def record_run(run: RunFile, folder: Path | None = None) -> Path | None:
     """Pair a local run's measured GPU peaks with the estimate and append them (None: nothing measured)."""
     allocators = [entry.memory.allocator for entry in run.entries.values()
@@ -100,7 +96,7 @@ def record_run(run: RunFile, folder: Path | None = None) -> Path | None:
         return None
     estimate = EstimateMeter()
     try:
-        return record(run_pairs(run, estimate, machine_stack(allocators[0].conf)), folder)
+        return append_pairs(run_pairs(run, estimate, machine_stack(allocators[0].conf)), folder)
     finally:
         estimate.close()
 
@@ -119,8 +115,8 @@ def calibrate_stacks(sources: Sequence[Path] = (), folder: Path | None = None) -
     """Refit the device model of every stack with pairs (guarded: constants only go up) and keep them.
 
     Args:
-        sources: pairs files from other machines, read besides this machine's own (which they are
-            appended to, so that later refits keep them).
+        sources: pairs files from other machines, read besides this machine's own (their new pairs are
+            appended to it, so that later refits keep them).
         folder: where the pairs and the calibrated constants live (None: beside the estimate store).
 
     Raises:
@@ -130,10 +126,11 @@ def calibrate_stacks(sources: Sequence[Path] = (), folder: Path | None = None) -
 
     folder = folder or calibration_folder()
     own = folder / "pairs.jsonl"
-    imported = [pair for source in sources for pair in load_pairs(source)]
     existing = load_pairs(own) if own.exists() or not sources else []
-    if imported:
-        append_pairs(imported, folder)
+    known = {json.dumps(pair.to_dict(), sort_keys=True) for pair in existing}
+    imported = [pair for source in sources for pair in load_pairs(source)
+                if json.dumps(pair.to_dict(), sort_keys=True) not in known]  # a file handed in twice counts once
+    append_pairs(imported, folder)
     brackets, card = load_brackets()
     stored = load_calibrated(folder)
     results = calibrate([*existing, *imported], brackets, card, stored)

@@ -144,6 +144,7 @@ def test_calibrate_keeps_the_cards_constants_and_the_next_estimate_says_so(publi
     report = calibrate_stacks([source])
     (result,) = report.calibrations
     assert report.saved.exists() and report.pairs == 16
+    assert calibrate_stacks([source]).pairs == 16  # the same file handed in again adds nothing
     assert result.errors_after.worst_under >= -0.03 - 1e-9
     assert result.device.reserved_factor >= TODAY.device.reserved_factor
     chosen, note = stack_model_for(result.stack)
