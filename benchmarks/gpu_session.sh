@@ -57,3 +57,6 @@ if [ "${EXTRA_PARTS:-0}" = 1 ]; then
   step checkpointing "${CHECKPOINTING_SECONDS:-60}" python3 benchmarks/gpu_truth.py checkpointing --out "$out" --seconds 35 --batches 32 64
   step run_check "${RUN_CHECK_SECONDS:-60}" python3 benchmarks/gpu_run_check.py --images 256 --epochs 1 --out "$out/gpu_run_check.json"
 fi
+# The pairs this session's cuda-meter plans and GPU runs recorded (planner calibrate's input).
+pairs="${XDG_CACHE_HOME:-$HOME/.cache}/planner/calibration/pairs.jsonl"
+if [ -f "$pairs" ]; then cp "$pairs" "$out/pairs_session.jsonl"; wc -l "$out/pairs_session.jsonl"; fi

@@ -20,6 +20,8 @@ from planner.base.allocator import choose_allocator
 from planner.base.entries import single_entry
 from planner.base.errors import UserError
 from planner.base.gpus import get_gpu
+from planner.base.plan import AllocatorConfig
+from planner.base.runfile import EntryRecord, MemoryRecord, RunFile, RunSettings, now
 from planner.probe.command import make_plan
 from planner.probe.meters import get_meter
 from planner.probe.meters.calibration import (
@@ -36,7 +38,7 @@ from planner.probe.meters.calibration import (
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.stacks import PUBLISHED_2022, TODAY, Stack, built_in_model
 from planner.probe.options import ProbeOptions
-from planner.probe.recalibrate import calibrate_stacks, probe_pairs
+from planner.probe.recalibrate import calibrate_stacks, probe_pairs, run_pairs
 from planner.probe.validation.brackets import BRACKETS_FILE, compact_brackets, load_brackets
 from planner.probe.validation.published import half_of
 
@@ -170,6 +172,41 @@ def test_recorded_pairs_replay_the_estimates_own_card_bytes(monkeypatch, tmp_pat
     for pair in pairs:
         assert estimate_bytes(meter.device, pair) == measured[pair.micro_batch] == pair.measured_bytes
         assert pair.replay["allocated"] <= pair.replay["active"] <= pair.replay["reserved"]
+
+
+def test_a_runs_gpu_peaks_are_paired_with_the_estimates_replay_and_nothing_else_is() -> None:
+    """The recording function of `planner run` on a run record: the entry that finished on the GPU gives a
+    pair (its measured peak, the estimate's replay at the micro-batch it trained at); a failed entry and a
+    CPU one give none."""
+    spec = single_entry("resnet18", 32)[0]
+    allocator = AllocatorConfig(conf="expandable_segments:True", source="planner")
+
+    def entry(name: str, status: str, device: str) -> EntryRecord:
+        memory = MemoryRecord(meter=device, peak_bytes=3 * GIB, start_bytes=0,
+                              allocator=allocator if device == "cuda" else None)
+        return EntryRecord(name=name, arch=spec.arch, item=spec.item, size=spec.size, status=status, device=device,
+                           precision="fp16", planned_accum=2, planned_micro_batch=8, accum=4, micro_batch=4,
+                           predicted_peak_bytes=GIB, predicted_on="estimate", memory=memory, started=now())
+
+    run = RunFile(data="data", plan="plan.json", effective_batch_size=16, budget_bytes=16 * GIB,
+                  settings=RunSettings(epochs=1, lr=0.01, pretrained=False), created=now(), updated=now(),
+                  entries={"trained": entry("trained", "finished", "cuda"), "failed": entry("failed", "failed", "cuda"),
+                           "cpu": entry("cpu", "finished", "cpu")})
+    meter = get_meter("estimate")
+    stack = stack_of("T4", torch.__version__, allocator.conf)
+    (pair,) = run_pairs(run, meter, stack)
+    assert (pair.arch, pair.micro_batch, pair.measured_bytes, pair.source) == (spec.arch, 4, 3 * GIB, "planner run")
+    assert pair.replay == meter.replay_peaks(spec, 4) and pair.stack.gpu == "T4"
+
+
+def test_calibrate_command_shows_the_refit_and_keeps_it(tmp_path, published_pairs) -> None:
+    source = _write(tmp_path / "pairs.jsonl", _todays_stack_pairs(published_pairs))
+    cache = tmp_path / "cache"
+    result = run_planner("calibrate", source, env={"XDG_CACHE_HOME": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert "16 pairs" in result.stdout and "1.10 × reserved + 19 MiB" in result.stdout
+    assert (cache / "planner" / "calibration" / "devices.json").exists()
+    assert len((cache / "planner" / "calibration" / "pairs.jsonl").read_text().splitlines()) == 16
 
 
 def test_no_pairs_and_a_corrupt_pairs_file_are_one_line_errors(tmp_path, published_pairs) -> None:
