@@ -101,6 +101,14 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n")
 
 
+def append_json_lines(path: str | Path, records: list[Any]) -> None:
+    """Append ``records`` to ``path``, one strict JSON object per line (keys sorted), in one write: a log
+    that only grows (JSON Lines), where a whole-file rewrite would lose lines other processes add."""
+    text = "".join(json.dumps(finite_or_null(record), allow_nan=False, sort_keys=True) + "\n" for record in records)
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def finite_or_null(data: Any) -> Any:
     """``data`` with every float that is not finite (NaN, ±inf) replaced by None, at any depth."""
     if isinstance(data, float):

@@ -13,7 +13,6 @@ card one ran on before gets that card's calibration.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +126,12 @@ def calibrate_stacks(sources: Sequence[Path] = (), folder: Path | None = None) -
     folder = folder or calibration_folder()
     own = folder / "pairs.jsonl"
     existing = load_pairs(own) if own.exists() or not sources else []
-    known = {json.dumps(pair.to_dict(), sort_keys=True) for pair in existing}
-    imported = [pair for source in sources for pair in load_pairs(source)
-                if json.dumps(pair.to_dict(), sort_keys=True) not in known]  # a file handed in twice counts once
+    known = {pair.key() for pair in existing}
+    imported = []
+    for pair in (pair for source in sources for pair in load_pairs(source)):
+        if pair.key() not in known:  # a measurement handed in twice counts once
+            known.add(pair.key())
+            imported.append(pair)
     append_pairs(imported, folder)
     brackets, card = load_brackets()
     stored = load_calibrated(folder)

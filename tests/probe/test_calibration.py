@@ -210,12 +210,14 @@ def test_calibrate_command_shows_the_refit_and_keeps_it(tmp_path, published_pair
 
 
 def test_no_pairs_and_a_corrupt_pairs_file_are_one_line_errors(tmp_path, published_pairs) -> None:
-    with pytest.raises(UserError, match="cannot read the pairs file"):
+    with pytest.raises(UserError, match=r"pairs file .* not found: measure on a GPU first"):
         calibrate_stacks()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(UserError, match="no measured pairs"):
+    with pytest.raises(UserError, match=r"pairs file .* is empty"):
         calibrate_stacks([empty])
+    with pytest.raises(UserError, match="no measured pairs"):
+        calibrate([], [], 0)
     corrupt = _write(tmp_path / "corrupt.jsonl", published_pairs[:2])
     corrupt.write_text(corrupt.read_text() + '{"stack": {"torch": "2.11"}, "arch": 3}\n')
     with pytest.raises(UserError, match="line 3 is not a measured pair"):

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from planner.base.atomic import atomic_write_json
+from planner.base.atomic import append_json_lines, atomic_write_json
 from planner.base.errors import UserError
+from planner.base.jsonfile import read_text
 from planner.base.locations import cache_folder
 from planner.base.plan import DeviceModelRecord
 from planner.probe.meters.device_model import DeviceModel
@@ -74,6 +75,11 @@ class Pair:
     def to_dict(self) -> dict:
         return {**asdict(self), "size": list(self.size)}
 
+    def key(self) -> tuple:
+        """Everything the pair says, hashable (the same measurement handed in twice has the same key)."""
+        return (self.stack, self.arch, self.size, self.grad_checkpointing, self.micro_batch,
+                tuple(sorted(self.replay.items())), self.measured_bytes, self.source)
+
     @classmethod
     def from_dict(cls, data: dict) -> Pair:
         replay = {name: int(data["replay"][name]) for name in ("allocated", "active", "reserved")}
@@ -100,14 +106,13 @@ def append_pairs(pairs: Iterable[Pair], folder: Path | None = None) -> Path | No
     Returns:
         The pairs file, or None when nothing was written.
     """
-    lines = "".join(json.dumps(pair.to_dict(), sort_keys=True) + "\n" for pair in pairs)
+    records = [pair.to_dict() for pair in pairs]
     path = (folder or calibration_folder()) / PAIRS_FILE
-    if not lines:
+    if not records:
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(lines)
+        append_json_lines(path, records)
     except OSError:
         return None
     return path
@@ -117,13 +122,11 @@ def load_pairs(path: Path) -> list[Pair]:
     """Every pair of a pairs file.
 
     Raises:
-        UserError: the file is missing, unreadable, or a line is not a pair (named by its number).
+        UserError: the file is missing, a folder, empty, not UTF-8 text, or a line is not a pair (named by
+            its number).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the pairs file {path}: {error.__class__.__name__}; measure on a GPU "
-                        "first (`planner probe --device cuda` or `planner run`) or name another file") from None
+    text = read_text(path, "pairs file", "measure on a GPU first (`planner probe --device cuda` or `planner run`) "
+                     "or name another pairs file")
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
