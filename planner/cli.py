@@ -281,6 +281,10 @@ def probe(
         "show each plan's cost (repeat it; no prices are built in).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=0,
                                         help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
+    host_speed: Annotated[float, typer.Option(
+        "--host-speed", help="How fast the CPU of the machine that will train is per core, relative to this "
+        "one (0.5: half as fast): the host's share of each step (Python dispatching every op, fastai's "
+        "optimizer stepping each parameter) is measured here and scaled by it.")] = ProbeOptions.host_speed,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
         "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
@@ -320,7 +324,7 @@ def probe(
                     for item in price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        jobs=jobs,
+        host_speed=host_speed, jobs=jobs,
     )
     if (plan_for or price) and len(options.gpus) < 2:
         raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")

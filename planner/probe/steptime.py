@@ -90,20 +90,26 @@ class StepCosts:
         return StepCosts(rows)
 
 
+def device_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants) -> float:
+    """The GPU's own work of ``costs`` on ``gpu``: Σ over kernels of their roofline, nothing of the host."""
+    rows = costs.rows
+    if not len(rows):
+        return 0.0
+    per_kernel = np.maximum.reduce([
+        rows[:, 0] / (gpu.tensor_flops * constants.tensor_efficiency),
+        rows[:, 1] / (gpu.vector_flops * constants.vector_efficiency),
+        rows[:, 2] / (gpu.bandwidth * constants.memory_efficiency),
+    ])
+    return float((per_kernel * rows[:, 3]).sum())
+
+
 def step_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants, per_step: bool = True) -> float:
     """Predicted seconds of one step of ``costs`` on ``gpu`` (see the module docstring).
 
     ``per_step=False`` leaves the per-step overhead out (for a part of a step, such as its optimizer step).
     """
-    rows = costs.rows
-    per_kernel = np.maximum.reduce([
-        rows[:, 0] / (gpu.tensor_flops * constants.tensor_efficiency),
-        rows[:, 1] / (gpu.vector_flops * constants.vector_efficiency),
-        rows[:, 2] / (gpu.bandwidth * constants.memory_efficiency),
-    ]) if len(rows) else np.zeros(0)
-    device = float((per_kernel * rows[:, 3]).sum())
-    host = float(rows[:, 3].sum()) * constants.launch_seconds
-    return max(device, host) + (constants.step_seconds if per_step else 0.0)
+    launches = costs.kernels * constants.launch_seconds
+    return max(device_seconds(costs, gpu, constants), launches) + (constants.step_seconds if per_step else 0.0)
 
 
 def naive_step_seconds(flops: float, gpu: GpuSpec, efficiency: float) -> float:
