@@ -99,4 +99,5 @@ def test_tested_range_is_the_floor_and_the_install_page_says_so(package: str) ->
     floor = next(spec.version for spec in declared()[package].specifier if spec.operator == ">=")
     assert Version(floor) == Version(low), f"pyproject's {package} floor {floor} is not compat.TESTED's {low}"
     install = (REPO / "docs" / "install.md").read_text()
-    assert f"| {package} | {low} | {high} |" in install, f"docs/install.md's tested-range table lacks {package} {low}-{high}"
+    assert f"| {package} | {low} | {high} |" in install, \
+        f"docs/install.md's tested-range table lacks {package} {low}-{high}"

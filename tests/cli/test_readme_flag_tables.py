@@ -66,7 +66,8 @@ def test_the_readme_table_matches_the_commands_options(name):
         default = help_default(option, command)
         label = " / ".join(", ".join(sorted(names, key=len)) for names in (option.opts, option.secondary_opts) if names)
         if flags not in table:
-            problems.append(f"no row for {label} (its --help default: {default}); add `| `{label}` | {default} | ... |`")
+            problems.append(f"no row for {label} (its --help default: {default}); "
+                            f"add `| `{label}` | {default} | ... |`")
         elif table[flags] != default:
             problems.append(f"{label}: default {table[flags]!r} in the README, {default!r} in --help")
     real = {frozenset(option.opts + option.secondary_opts) for option in options}
