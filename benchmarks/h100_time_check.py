@@ -11,7 +11,10 @@ Truth (``benchmarks/results/gpu_h100/``, one NVIDIA H100 80GB HBM3, torch 2.11):
 Predictions use the GPU table's H100 row and planner's default constants (fitted on the RTX 3090
 calibration half only): for (1) the published fake step of ``published_time.py``; for (2) the
 estimate meter's fake step of the same entry at the same micro-batch (forward/backward + optimizer
-step). Run: ``python benchmarks/h100_time_check.py`` (writes ``benchmarks/results/h100_time_check.json``).
+step), the slower of the card's work and the host's (``planner.probe.hosttime``, this machine's
+benchmark). ``results/h100_time_check.json`` is from before the host model; ``host_time_fit.py``
+holds the product check before and after it. Run: ``python benchmarks/h100_time_check.py`` (writes
+``benchmarks/results/h100_time_check.json``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from published_time import PublishedRow, count_published_step, read_cache, read_
 from planner.base.entries import EntrySpec
 from planner.base.gpus import get_gpu
 from planner.base.plan import ItemTransform
+from planner.probe.hostbench import this_host
+from planner.probe.hosttime import host_step_times
 from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, step_seconds
 
 HERE = Path(__file__).parent
@@ -67,8 +72,10 @@ def product_check(gpu_name: str = "H100") -> list[dict]:
         for probe in entry["probes"]:
             if probe.get("step_seconds") is None:
                 continue
-            times = meter.measure(spec, probe["micro_batch"]).predicted_times
-            predicted = times.forward_backward + times.optimizer_step
+            point = meter.measure(spec, probe["micro_batch"])
+            host = host_step_times(point.host_work, this_host(), gpu_name)
+            predicted = max(point.predicted_times.forward_backward + point.predicted_times.optimizer_step,
+                            host.forward_backward + host.optimizer_step)
             results.append({"entry": entry["name"], "micro_batch": probe["micro_batch"],
                             "measured_step_seconds": round(probe["step_seconds"], 4),
                             "predicted_step_seconds": round(predicted, 4),

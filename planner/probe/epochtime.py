@@ -116,7 +116,8 @@ def entry_time(times: Mapping[str, StepTimes], micro_batch: int, accum: int, bas
     estimate = source == "estimate"
     return EntryTime(source=source, gpu=next(iter(times.values())).gpu,
                      train_seconds_per_epoch=round(passes["train"], 2),
-                     valid_seconds_per_epoch=round(passes["valid"], 2), epoch_seconds=round(epoch, 2), frozen_epoch_seconds=round(passes["frozen"], 2),
+                     valid_seconds_per_epoch=round(passes["valid"], 2), epoch_seconds=round(epoch, 2),
+                     frozen_epoch_seconds=round(passes["frozen"], 2),
                      epochs=basis.epochs, tta_seconds=round(passes["tta"], 2),
                      total_seconds=round(_run_seconds(passes, basis.epochs), 1),
                      time_bound=slowest(totals)[0] if estimate else None, bound_seconds=totals if estimate else {})

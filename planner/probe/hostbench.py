@@ -8,9 +8,10 @@ Two numbers (``planner.probe.hosttime`` multiplies them by what the fake step co
 - ``param_seconds``: seconds per parameter tensor of fastai's Adam step plus ``zero_grad`` (fastai's
   optimizers loop over parameters in Python), on tiny parameters.
 
-Each is the fastest of a few repeats (the least disturbed by other processes), on one thread; the whole
-benchmark takes about a tenth of a second. The answer is kept in planner's estimate store (the same
-machine, Python, torch and fastai: the same answer), so plans made one after the other agree.
+Each is the fastest of 30 repeats in the thread's own CPU time (the least disturbed by other
+processes on a busy machine), on one thread; the whole benchmark takes a few tenths of a second. The
+answer is kept in planner's estimate store (the same machine, Python, torch and fastai: the same
+answer), so plans made one after the other agree.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from planner.base.plan import Host
 from planner.probe.meters.estimate_store import EstimateStore
 
-REPEATS = 7
+REPEATS = 30
 
 
 def cpu_name() -> str:
@@ -37,14 +38,14 @@ def cpu_name() -> str:
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count() or 1} cores"
 
 
-def _fastest(run: Callable[[], None], iterations: int) -> float:
-    """The fastest of :data:`REPEATS` timings of ``iterations`` calls of ``run``, per call."""
+def _fastest(run: Callable[[], None]) -> float:
+    """The fastest of :data:`REPEATS` calls of ``run``, in this thread's CPU time (time spent waiting
+    for a core that other processes hold does not count)."""
     best = float("inf")
     for _ in range(REPEATS):
-        started = time.perf_counter()
-        for _ in range(iterations):
-            run()
-        best = min(best, (time.perf_counter() - started) / iterations)
+        started = time.thread_time()
+        run()
+        best = min(best, time.thread_time() - started)
     return best
 
 
@@ -67,7 +68,7 @@ def op_seconds(blocks: int = 16, width: int = 16) -> float:
     counter = OpCounter()
     with counter:
         step()
-    return _fastest(step, 10) / sum(counter.dispatches.values())
+    return _fastest(step) / sum(counter.dispatches.values())
 
 
 def param_seconds(parameters: int = 64) -> float:
@@ -85,7 +86,7 @@ def param_seconds(parameters: int = 64) -> float:
         optimizer.zero_grad()
 
     step()  # the optimizer's state exists from here on
-    return _fastest(step, 5) / parameters
+    return _fastest(step) / parameters
 
 
 def measure_host() -> Host:

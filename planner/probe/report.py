@@ -57,8 +57,8 @@ def format_duration(seconds: float | None) -> str:
 
 def plan_table(plan: Plan) -> Table:
     """One row per entry: accumulation, micro-batch, checkpointing, predicted peak, headroom, probes,
-    OOMs and seconds; the epoch and run times when the plan has them, and the pairs per budget when
-    it has several. Entries that do not fit are red."""
+    OOMs and seconds; the epoch and run times and what bounds them when the plan has them, and the
+    pairs per budget when it has several. Entries that do not fit are red."""
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
                         f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
                         f"measured by {plan.measured_on.device})")
@@ -66,7 +66,7 @@ def plan_table(plan: Plan) -> Table:
                "seconds")
     timed = plan.timing is not None and any(e.predicted_time or e.measured_time for e in plan.entries)
     if timed:
-        columns = (*columns, "epoch", "run")
+        columns = (*columns, "epoch", "run", "bound")
     per_budget = any(entry.per_budget for entry in plan.entries)
     if per_budget:
         columns = (*columns, "accum × mb per budget")
@@ -74,8 +74,7 @@ def plan_table(plan: Plan) -> Table:
         table.add_column(column, justify="left" if column in ("entry", "accum × mb per budget") else "right")
     for entry in plan.entries:
         style = None if entry.fits else "red"
-        times = [entry_times(entry)] if timed else []
-        times = [cell for pair in times for cell in pair]
+        times = [*entry_times(entry), bound_cell(entry)] if timed else []
         pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
                            + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
         table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), checkpointing_cell(entry),
@@ -105,6 +104,12 @@ def entry_times(entry: PlanEntry) -> tuple[str, str]:
     return cells[0], cells[1]
 
 
+def bound_cell(entry: PlanEntry) -> str:
+    """What sets the predicted pace ("device": the card's work, "host": the host's), "-" without one."""
+    time = entry.predicted_time
+    return time.time_bound if time is not None and time.time_bound else "-"
+
+
 def timing_summary(plan: Plan) -> str | None:
     """One line: the run's predicted total and what it assumes; None when the plan has no times."""
     timing = plan.timing
@@ -119,8 +124,11 @@ def timing_summary(plan: Plan) -> str | None:
         parts.append(f"predicted total {format_duration(sum(totals))} on {timing.gpu}")
     if measured:
         parts.append(f"measured-rate total {format_duration(sum(measured))}")
+    host = "" if timing.host is None else f"; host: {timing.host.cpu}" + (
+        "" if timing.host.speed == 1 else f" × {timing.host.speed:g} (--host-speed)")
     return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
-            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); data loading not included")
+            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}){host}; "
+            "data loading not included")
 
 
 def cards_table(comparison: CardComparison) -> Table:

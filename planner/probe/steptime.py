@@ -14,7 +14,9 @@ The five constants are the same for every model and card (fitted once on the cal
 timm's published RTX 3090 runs by ``benchmarks/published_gpu.py``; never per model). Three forms were
 compared on that half (Σ max(roofline, launch); max(Σ roofline, n·launch); Σ roofline + n·launch):
 their held-out errors were within a point of each other, and the form above is the one whose launch
-constant means what it says. All functions here are pure arithmetic.
+constant means what it says. The plan's own fastai step takes the card's work alone from here
+(:func:`device_seconds`) and weighs it against the host's share, modelled for that recipe by
+``planner.probe.hosttime``. All functions here are pure arithmetic.
 """
 
 from __future__ import annotations
