@@ -37,7 +37,7 @@ from planner.base.entries import EntrySpec
 from planner.base.gpus import get_gpu
 from planner.base.plan import Host, HostWork, ItemTransform
 from planner.probe.hostbench import measure_host
-from planner.probe.hosttime import DEFAULT_HOST_CONSTANTS, HostConstants, host_step_times
+from planner.probe.hosttime import HostConstants, host_step_times
 from planner.probe.meters.estimate import fastai_recipe
 from planner.probe.meters.fake_step import FakeStep
 from planner.probe.meters.opcount import OpCounter
@@ -141,7 +141,7 @@ def main() -> None:
     count(steps)
     before = np.array([step["before"] for step in steps])
     result = {"gpu": "H100 (NVIDIA H100 80GB HBM3), torch 2.11, fastai 2.8.12; host CPU not recorded",
-              "benchmark_host": host.to_dict(), "default_constants": vars(DEFAULT_HOST_CONSTANTS), "fits": {}}
+              "benchmark_host": host.to_dict(), "fits": {}}
     for name, floor in (("parameter factor at least 1 (chosen)", 1.0), ("both factors free", 0.0)):
         constants = fit(steps, host, floor)
         entry_out = held_out(steps, host, "entry", floor)
