@@ -12,6 +12,8 @@
 #   oom_hygiene: an out-of-memory try and the planned one in the same process, both configurations
 #     (gpu_oom_hygiene.py);
 #   swinv2_points: swinv2_large_window12_192_22k at micro-batches 16 and 32 under the cap (points.json).
+# environment.txt also records this host's benchmark for the host-time model (planner/probe/hostbench.py),
+# so that fastai steps timed here can be compared with the machine that plans.
 # With EXTRA_PARTS=1, the earlier session's parts follow: the cuda-meter plan of the reference set and
 # real fastai steps (gpu_check.py), the published timm benchmark on this card (gpu_truth.py published),
 # checkpointing's memory and time (gpu_truth.py checkpointing), one long `planner run` (gpu_run_check.py).
@@ -28,6 +30,7 @@ export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import sys, torch, timm, fastai, pydantic; print(sys.version.split()[0], torch.__version__, timm.__version__, fastai.__version__, pydantic.__version__, torch.backends.cudnn.version())"
+  python3 -c "from planner.probe.hostbench import measure_host; print('host benchmark:', measure_host().to_dict())"
 } 2>&1 | tee "$out/environment.txt"
 step() {  # step NAME SECONDS COMMAND...: one part under a hard time limit, its log beside its results
   local name=$1 limit=$2; shift 2
