@@ -30,7 +30,6 @@ import gc
 import gzip
 import hashlib
 import json
-import os
 import re
 import statistics
 import time
@@ -38,9 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TIMM_FUSED_ATTN", "0")  # timm 0.6.6 (the published runs) wrote attention out
-
 from benchmarks.paths import PUBLISHED_CSV, REPO, RESULTS
+from benchmarks.published.recipe import timm_attention
 from benchmarks.published.split import half, is_calibration
 from planner.base.gpus import get_gpu
 from planner.probe.steptime import (
@@ -114,7 +112,7 @@ def count_published_step(row: PublishedRow) -> dict:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     started = time.perf_counter()
-    with torch.device("meta"):
+    with torch.device("meta"), timm_attention(fused=False):  # timm 0.6.6 (the published runs) wrote attention out
         model = timm.create_model(row.model, pretrained=False, num_classes=1000)
     params = sum(parameter.numel() for parameter in model.parameters())
     record: dict = {"model": row.model, "params": params}
