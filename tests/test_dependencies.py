@@ -21,9 +21,8 @@ from planner.base.compat import TESTED
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-# the project's packages, and the scripts of tests/ and benchmarks/ that import each other by name
-LOCAL = {"planner", "trainer", "tests"} | {path.stem for folder in ("tests", "benchmarks")
-                                          for path in (REPO / folder).rglob("*.py")}
+# the project's packages, tests/ and benchmarks/ (packages too), and the helpers of tests/ that tests import by name
+LOCAL = {"planner", "trainer", "tests", "benchmarks"} | {path.stem for path in (REPO / "tests").glob("*.py")}
 
 
 def canonical(name: str) -> str:

@@ -14,7 +14,7 @@ them. A card that finishes its kernels sooner waits for the host. From what the 
 ``op_seconds`` and ``param_seconds`` come from the CPU benchmark (tiny CPU tensors, so the cost of
 dispatch and Python alone); the two factors carry what a CUDA step adds to that (kernel launches,
 autocast, the allocator) and are the same for every model: fitted once on fastai steps recorded on
-an H100 (``benchmarks/host_time_fit.py``). A step then takes the longer of the card's work and the
+an H100 (``benchmarks/gpu/host_time_fit.py``). A step then takes the longer of the card's work and the
 host's (``planner.probe.epochtime.slowest``). Pure arithmetic.
 """
 
@@ -33,7 +33,7 @@ class HostConstants:
     param_factor: float
 
 
-# Fitted by benchmarks/host_time_fit.py on the H100 session's fastai steps (results in
+# Fitted by benchmarks/gpu/host_time_fit.py on the H100 session's fastai steps (results in
 # benchmarks/results/host_time_fit.json; 10.3-10.4 over runs of the benchmark). Free, the parameter
 # factor goes to about 0 (the four architectures' 300-429 parameter tensors cannot tell it from the op
 # factor); it is held at its floor, 1: the optimizer's loop costs at least what it costs on the CPU.

@@ -11,7 +11,7 @@ overhead per step::
                   kernels × launch) + per_step
 
 The five constants are the same for every model and card (fitted once on the calibration half of
-timm's published RTX 3090 runs by ``benchmarks/published_gpu.py``; never per model). Three forms were
+timm's published RTX 3090 runs by ``benchmarks/published/estimate.py``; never per model). Three forms were
 compared on that half (Σ max(roofline, launch); max(Σ roofline, n·launch); Σ roofline + n·launch):
 their held-out errors were within a point of each other, and the form above is the one whose launch
 constant means what it says. The plan's own fastai step takes the card's work alone from here
@@ -50,7 +50,7 @@ class TimeConstants:
 
 
 # Fitted on the calibration half (88 models) of the published RTX 3090 runs, on the op costs of the
-# estimate's own fake step (CUDA's autocast policy; benchmarks/published_gpu.py --report, results in
+# estimate's own fake step (CUDA's autocast policy; benchmarks/published/estimate.py --report, results in
 # benchmarks/results/published_gpu_time.json). Those large-batch steps never wait on the host, so they
 # leave the launch cost undetermined (any value from 1.6 to 17 µs gives the same errors): it keeps the
 # earlier 17 µs. The per-step cost sits at its bound (20 ms).

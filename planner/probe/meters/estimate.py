@@ -12,7 +12,7 @@ on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it
 
 The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
 allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
-runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
+runs (``benchmarks/published/estimate.py``). A probe is one fake step (the steady state: gradients and
 optimizer state exist from the start) and is remembered per architecture, size, gradient
 checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
 entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
