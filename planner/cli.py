@@ -102,167 +102,35 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise UserError(f"--size {text!r} must be an integer or ROWSxCOLS, e.g. 224 or 320x224") from None
 
 
-class _ProbeProgress:
-    """Probe progress: one line per probe and entry; a live bar only on a terminal (``live_bars``)."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from trainer.progress import live_bars
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=not live_bars(console), transient=True,
-        )
-        self.task = self.progress.add_task("probing", total=None)
-
-    def entry_started(self, entry, index: int, total: int) -> None:
-        self.progress.update(self.task, total=total, description=f"probing {entry.name}")
-        console.print(f"[bold]{index + 1}/{total} {entry.name}[/bold]")
-
-    def probe_done(self, entry, point) -> None:
-        from planner.base.budget import format_bytes
-
-        result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
-        checkpointed = " with checkpointing" if point.grad_checkpointing else ""
-        took = "reused" if point.reused else f"{point.seconds:.1f} s"
-        console.print(f"  micro-batch {point.micro_batch:>4}{checkpointed}: {result} ({took})")
-
-    def entry_done(self, entry) -> None:
-        self.progress.advance(self.task)
-
-
-def _duration(seconds: float | None) -> str:
-    """``42 s``, ``12.5 min`` or ``3.2 h``."""
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _plan_table(plan):
-    from rich.table import Table
-
-    from planner.base.budget import format_bytes
-
-    table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
-                        f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
-                        f"measured by {plan.measured_on.device})")
-    columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
-               "seconds")
-    timed = plan.timing is not None and any(e.predicted_time or e.measured_time for e in plan.entries)
-    if timed:
-        columns = (*columns, "epoch", "run")
-    per_budget = any(entry.per_budget for entry in plan.entries)
-    if per_budget:
-        columns = (*columns, "accum × mb per budget")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("entry", "accum × mb per budget") else "right")
-    for entry in plan.entries:
-        style = None if entry.fits else "red"
-        times = [_entry_times(entry)] if timed else []
-        times = [cell for pair in times for cell in pair]
-        pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
-                           + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
-        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), _checkpointing_cell(entry),
-                      format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
-                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *times, *pairs,
-                      style=style)
-    return table
-
-
-def _checkpointing_cell(entry) -> str:
-    """"yes"/"no", and the other configuration's peak when one was weighed (e.g. "yes (no: 9.1 GiB)")."""
-    from planner.base.budget import format_bytes
-
-    others = [a for a in entry.alternatives if a.grad_checkpointing != entry.grad_checkpointing]
-    text = "yes" if entry.grad_checkpointing else "no"
-    for other in others:
-        peak = format_bytes(other.predicted_peak_bytes) if other.fits else "no fit"
-        text += f" ({'yes' if other.grad_checkpointing else 'no'}: {other.micro_batch}, {peak})"
-    return text
-
-
-def _entry_times(entry) -> tuple[str, str]:
-    """Epoch and run time cells: the prediction, and the measurement beside it when there is one."""
-    cells = []
-    for field in ("epoch_seconds", "total_seconds"):
-        shown = [_duration(getattr(time, field)) + (" measured" if time.source == "measured" else "")
-                 for time in (entry.predicted_time, entry.measured_time) if time is not None]
-        cells.append(" / ".join(shown) or "-")
-    return cells[0], cells[1]
-
-
-def _timing_summary(plan) -> str | None:
-    """One line: the run's predicted total and what it assumes."""
-    timing = plan.timing
-    if timing is None:
-        return None
-    totals = [e.predicted_time.total_seconds for e in plan.entries if e.predicted_time]
-    measured = [e.measured_time.total_seconds for e in plan.entries if e.measured_time]
-    if not totals and not measured:
-        return None
-    parts = []
-    if totals:
-        parts.append(f"predicted total {_duration(sum(totals))} on {timing.gpu}")
-    if measured:
-        parts.append(f"measured-rate total {_duration(sum(measured))}")
-    return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
-            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); data loading not included")
-
-
 def _probe_and_show(options, entries=None):
     """Probe with progress, write the plan, show its table and time summary (and, for several cards,
     the comparison); returns the plan."""
     from planner.probe.command import compare_plans, make_plan
+    from planner.probe.report import ProbeProgress, cards_table, plan_table, timing_summary
+    from trainer.progress import live_bars
 
-    reporter = _ProbeProgress()
+    reporter = ProbeProgress(console, live=live_bars(console))
     comparison = None
     with reporter.progress:
         if len(options.gpus) > 1:
             plan, comparison = compare_plans(options, reporter, entries)
         else:
             plan = make_plan(options, reporter, entries)
-    console.print(_plan_table(plan))
+    console.print(plan_table(plan))
     if plan.measured_on.device_model is not None:
         from planner.probe.meters.calibration import describe_device_model
 
         console.print(describe_device_model(plan.measured_on.device_model), soft_wrap=True)
-    summary = _timing_summary(plan)
+    summary = timing_summary(plan)
     if summary:
         console.print(summary, soft_wrap=True)
     if comparison is not None:
         from planner.probe.cards import comparison_path
 
-        console.print(_cards_table(comparison))
+        console.print(cards_table(comparison))
         console.print(f"comparison written to {comparison_path(options.output)}")
     console.print(f"plan written to {options.output} ({plan.seconds:.1f} s)")
     return plan
-
-
-def _cards_table(comparison):
-    """One row per entry, one column per card: accum × micro-batch; then each card's time and cost."""
-    from planner.base.budget import format_bytes
-
-    table = Table(title=f"cards compared (plan.json is for {comparison.chosen})")
-    table.add_column("entry")
-    for card in comparison.cards:
-        table.add_column(f"{card.gpu} ({format_bytes(card.budget_bytes)})", justify="right")
-    for index, entry in enumerate(comparison.cards[0].entries):
-        cells = []
-        for card in comparison.cards:
-            mine = card.entries[index]
-            cell = f"{mine.accum} × {mine.micro_batch}" + (" ckpt" if mine.grad_checkpointing else "")
-            cells.append(cell if mine.fits else "no fit")
-        table.add_row(entry.name, *cells)
-    table.add_row("time (fine_tune + TTA)", *(_duration(card.total_seconds) for card in comparison.cards))
-    if any(card.usd_per_hour is not None for card in comparison.cards):
-        table.add_row("cost", *("-" if card.cost_usd is None else f"${card.cost_usd:,.2f}"
-                                for card in comparison.cards))
-    return table
 
 
 @app.command()
@@ -285,6 +153,10 @@ def probe(
         "show each plan's cost (repeat it; no prices are built in).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=0,
                                         help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
+    host_speed: Annotated[float, typer.Option(
+        "--host-speed", help="How fast the CPU of the machine that will train is per core, relative to this "
+        "one (0.5: half as fast): the host's share of each step (Python dispatching every op, fastai's "
+        "optimizer stepping each parameter) is measured here and scaled by it.")] = ProbeOptions.host_speed,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
         "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
@@ -324,7 +196,7 @@ def probe(
                     for item in price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        jobs=jobs,
+        host_speed=host_speed, jobs=jobs,
     )
     if (plan_for or price) and len(options.gpus) < 2:
         raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")

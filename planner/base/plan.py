@@ -51,12 +51,23 @@ class ItemTransform(Record):
 
 
 class StepTimes(Record):
-    """Predicted seconds on a named card of one micro-batch's parts, from the fake step's op counts."""
+    """Predicted seconds of one micro-batch's parts on a named card, for one bound: the card's own work
+    (the fake step's op costs, ``planner.probe.steptime``) or the host's (``planner.probe.hosttime``)."""
 
     gpu: str
     forward_backward: float = Field(ge=0)
     optimizer_step: float = Field(ge=0)
     eval_forward: float = Field(ge=0)
+
+
+class HostWork(Record):
+    """What the host does for one micro-batch, counted in the fake step (``planner.probe.hosttime``):
+    aten ops dispatched in the forward and backward pass and in a no-gradient forward pass (views
+    included), and the parameter tensors fastai's optimizer steps one by one."""
+
+    forward_backward_ops: int = Field(ge=0)
+    eval_ops: int = Field(ge=0)
+    parameter_tensors: int = Field(ge=0)
 
 
 class ProbePoint(Record):
@@ -76,6 +87,7 @@ class ProbePoint(Record):
     step_seconds: float | None = None
     grad_checkpointing: bool = False
     predicted_times: StepTimes | None = None
+    host_work: HostWork | None = None
     reused: bool = False
     """The answer of an earlier identical probe (the estimate meter: this run's, or its store's from
     an earlier run), not a new step; ``seconds`` is then 0."""
@@ -136,7 +148,9 @@ class EntryTime(Record):
     ``source`` "estimate": the step-time model on ``gpu``; "measured": the cuda meter's timed probe
     steps (training; the no-gradient passes then scaled from them). ``total_seconds`` is fastai's
     ``fine_tune(epochs)``: one epoch with the body frozen, ``epochs`` epochs unfrozen, then TTA on the
-    held-out and test images.
+    held-out and test images. An estimate takes each pass at the pace of its slowest bound:
+    ``bound_seconds`` holds each bound's own total (e.g. "device": the card's work, "host": the
+    host's), ``time_bound`` names the slowest; both are empty for a measurement.
     """
 
     source: Literal["estimate", "measured"]
@@ -148,6 +162,8 @@ class EntryTime(Record):
     epochs: int = Field(ge=0)
     tta_seconds: float = Field(ge=0)
     total_seconds: float = Field(ge=0)
+    time_bound: str | None = None
+    bound_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class PlanEntry(Record):
@@ -246,6 +262,18 @@ class MeasuredOn(Record):
     device_model: DeviceModelRecord | None = None
 
 
+class Host(Record):
+    """The host whose share of each training step the times include (``planner.probe.hosttime``): the
+    costs measured on the CPU that planned (seconds per dispatched op of a forward and backward pass,
+    per parameter tensor of fastai's optimizer step), that CPU, and how fast the host that trains is
+    per core relative to it (``--host-speed``; 1: the same)."""
+
+    cpu: str
+    op_seconds: float = Field(gt=0)
+    param_seconds: float = Field(gt=0)
+    speed: float = Field(default=1.0, gt=0)
+
+
 class TimeBasis(Record):
     """What the entries' times assume: the card, the data set's sizes, the epochs and TTA passes."""
 
@@ -256,6 +284,7 @@ class TimeBasis(Record):
     data: str
     epochs: int = Field(ge=0)
     tta_passes: int = Field(ge=0)
+    host: Host | None = None
     data_loading: str = ("not included: the times are the GPU's; decoding and resizing images on the CPU "
                          "can take longer on a fast card with few cores")
 

@@ -242,7 +242,7 @@ def single_writer(storage: str | None) -> Iterator[None]:
         return
     refusal = (f"another process ({{}}) is running a study in {path}: SQLite takes one writer at a time; wait "
                "for it, or run several processes or machines on a server database with --storage "
-               "postgresql://USER:PASSWORD@HOST/DB (README: Scale out)")
+               "postgresql://USER:PASSWORD@HOST/DB (docs/tune-weights.md)")
     with held_exclusively(Path(f"{path}.lock"), refusal.format):
         yield
 

@@ -70,7 +70,7 @@ def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[E
         from planner.base.cuda_device import gpu_name
 
         card = find_gpu(gpu_name())  # this machine's card, when the table knows it
-    timing = _time_basis(card, data, probe_data, options.epochs)
+    timing = _time_basis(card, data, probe_data, options.epochs, options.host_speed)
     plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
     if data is not None:
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
@@ -129,12 +129,16 @@ def _default_budget(card: GpuSpec | None) -> int:
                     "with --gpu-mem (e.g. --gpu-mem 16G)")
 
 
-def _time_basis(card: GpuSpec | None, data: Path | None, probe_data: ProbeData, epochs: int) -> TimeBasis | None:
-    """Sizes and epochs the entries' times are for (None without a card to time on)."""
+def _time_basis(card: GpuSpec | None, data: Path | None, probe_data: ProbeData, epochs: int,
+                host_speed: float) -> TimeBasis | None:
+    """Sizes, epochs and host the entries' times are for (None without a card to time on); the host is
+    this machine's benchmark at ``host_speed``."""
     if card is None:
         return None
+    from planner.probe.hostbench import this_host
+
     sizes = folder_sizes(len(probe_data.files), data / "test_images") if data is not None else default_sizes()
-    return time_basis(sizes, card.name, epochs)
+    return time_basis(sizes, card.name, epochs, this_host(host_speed))
 
 
 def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data: ProbeData,

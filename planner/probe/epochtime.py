@@ -11,17 +11,20 @@ Pure arithmetic over what the trainer runs (``planner/base/recipe.py``, ``fine_t
 - TTA (``Learner.tta``, ``n=4``): four augmented passes and one plain one, over the held-out and
   the test images.
 
-Data loading is not included (see :class:`planner.base.plan.TimeBasis`).
+A prediction has a time per bound (the card's work, the host's: ``planner.probe.hosttime``); each
+pass goes at the pace of the slowest (:func:`slowest`). Data loading is not included (see
+:class:`planner.base.plan.TimeBasis`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from planner.base.plan import EntryTime, StepTimes, TimeBasis
+from planner.base.plan import EntryTime, Host, StepTimes, TimeBasis
 
 TTA_PASSES = 5  # fastai's Learner.tta(n=4): four augmented passes and the plain one
 DEFAULT_EPOCHS = 12
@@ -62,26 +65,62 @@ def folder_sizes(n_labelled: int, test_folder: Path, valid_pct: float = DEFAULT_
     return split_sizes(n_labelled, n_test, valid_pct, str(test_folder.parent))
 
 
-def time_basis(sizes: DataSizes, gpu: str | None, epochs: int) -> TimeBasis:
+def time_basis(sizes: DataSizes, gpu: str | None, epochs: int, host: Host | None = None) -> TimeBasis:
     return TimeBasis(gpu=gpu, n_train=sizes.n_train, n_valid=sizes.n_valid, n_test=sizes.n_test,
-                     data=sizes.source, epochs=epochs, tta_passes=TTA_PASSES)
+                     data=sizes.source, epochs=epochs, tta_passes=TTA_PASSES, host=host)
 
 
-def entry_time(times: StepTimes, micro_batch: int, accum: int, basis: TimeBasis,
-               source: Literal["estimate", "measured"] = "estimate") -> EntryTime:
-    """Seconds per epoch, for ``fine_tune(basis.epochs)`` and for TTA, from one micro-batch's times."""
+def slowest(seconds: Mapping[str, float]) -> tuple[str, float]:
+    """The bound that takes longest and its seconds, from seconds by bound name (the first on a tie).
+
+    Raises:
+        ValueError: no bounds.
+    """
+    if not seconds:
+        raise ValueError("no bounds to compare")
+    name = max(seconds, key=seconds.__getitem__)
+    return name, seconds[name]
+
+
+def _passes(times: StepTimes, micro_batch: int, accum: int, basis: TimeBasis) -> dict[str, float]:
+    """Seconds of each pass of the run (one unfrozen epoch's training and validation, the frozen epoch,
+    TTA) from one bound's times of one micro-batch."""
     micro_batches = basis.n_train // micro_batch
-    optimizer_steps = micro_batches // accum
-    train = micro_batches * times.forward_backward + optimizer_steps * times.optimizer_step
     valid = math.ceil(basis.n_valid / micro_batch) * times.eval_forward
-    frozen = micro_batches * times.eval_forward + valid
-    tta = basis.tta_passes * (math.ceil(basis.n_valid / micro_batch) + math.ceil(basis.n_test / micro_batch)) \
-        * times.eval_forward
-    epoch = train + valid
-    return EntryTime(source=source, gpu=times.gpu, train_seconds_per_epoch=round(train, 2),
-                     valid_seconds_per_epoch=round(valid, 2), epoch_seconds=round(epoch, 2),
-                     frozen_epoch_seconds=round(frozen, 2), epochs=basis.epochs, tta_seconds=round(tta, 2),
-                     total_seconds=round(frozen + basis.epochs * epoch + tta, 1))
+    tta_batches = math.ceil(basis.n_valid / micro_batch) + math.ceil(basis.n_test / micro_batch)
+    return {"train": micro_batches * times.forward_backward + micro_batches // accum * times.optimizer_step,
+            "valid": valid, "frozen": micro_batches * times.eval_forward + valid,
+            "tta": basis.tta_passes * tta_batches * times.eval_forward}
+
+
+def _run_seconds(passes: Mapping[str, float], epochs: int) -> float:
+    return passes["frozen"] + epochs * (passes["train"] + passes["valid"]) + passes["tta"]
+
+
+def entry_time(times: Mapping[str, StepTimes], micro_batch: int, accum: int, basis: TimeBasis,
+               source: Literal["estimate", "measured"] = "estimate") -> EntryTime:
+    """Seconds per epoch, for ``fine_tune(basis.epochs)`` and for TTA, from one micro-batch's times.
+
+    Args:
+        times: one micro-batch's times by bound (e.g. "device" and "host"); each pass takes the
+            slowest bound's seconds. A measurement is one bound, of any name.
+        micro_batch, accum: the entry's configuration.
+        basis: the data set's sizes, epochs and TTA passes.
+        source: "estimate" records each bound's total and the slowest; "measured" records neither.
+    """
+    by_bound = {name: _passes(step, micro_batch, accum, basis) for name, step in times.items()}
+    passes = {part: slowest({name: bound[part] for name, bound in by_bound.items()})[1]
+              for part in ("train", "valid", "frozen", "tta")}
+    totals = {name: round(_run_seconds(bound, basis.epochs), 1) for name, bound in by_bound.items()}
+    epoch = passes["train"] + passes["valid"]
+    estimate = source == "estimate"
+    return EntryTime(source=source, gpu=next(iter(times.values())).gpu,
+                     train_seconds_per_epoch=round(passes["train"], 2),
+                     valid_seconds_per_epoch=round(passes["valid"], 2), epoch_seconds=round(epoch, 2),
+                     frozen_epoch_seconds=round(passes["frozen"], 2),
+                     epochs=basis.epochs, tta_seconds=round(passes["tta"], 2),
+                     total_seconds=round(_run_seconds(passes, basis.epochs), 1),
+                     time_bound=slowest(totals)[0] if estimate else None, bound_seconds=totals if estimate else {})
 
 
 def measured_step_times(step_seconds: float, gpu: str) -> StepTimes:

@@ -41,6 +41,8 @@ class ProbeOptions:
         output: where the plan is written.
         checkpointing: weigh timm's activation checkpointing (``planner.probe.configuration``).
         epochs: the ``fine_tune`` epochs the predicted times are for.
+        host_speed: how fast the CPU that will train is per core, relative to this machine's (the host's
+            share of each step is measured here, ``planner.probe.hostbench``); 1: this machine.
         jobs: processes that probe architectures side by side where probes need no device (the
             estimate meter); None: one per core other processes leave free.
     """
@@ -59,9 +61,13 @@ class ProbeOptions:
     output: Path = Path("plan.json")
     checkpointing: bool = True
     epochs: int = 12
+    host_speed: float = 1.0
     jobs: int | None = None
 
     def __post_init__(self) -> None:
+        if not 0 < self.host_speed < float("inf"):
+            raise UserError(f"--host-speed {self.host_speed:g} is not a speed: give how fast the training machine's "
+                            "CPU is per core relative to this one, a positive number (1: as fast, 0.5: half as fast)")
         if self.effective_batch_size < MIN_MICRO_BATCH:
             raise UserError(f"--effective-bs {self.effective_batch_size} is too small: fastai's head has BatchNorm, "
                             f"which cannot train on single images; use --effective-bs {MIN_MICRO_BATCH} or more")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from planner.base.plan import Plan, PlanEntry
 from planner.probe.epochtime import entry_time, step_times_at
+from planner.probe.hosttime import host_bound
 
 GIB = 2**30
 
@@ -63,7 +64,8 @@ def _entry_panel(axis, entry: PlanEntry, plan: Plan) -> None:
              if p.predicted_times is not None]
     if timed and plan.timing is not None:
         twin = axis.twinx()
-        minutes = [entry_time(step_times_at(timed, size), size, plan.effective_batch_size // size,
+        host = host_bound(next((p.host_work for p in entry.probes if p.host_work), None), plan.timing)
+        minutes = [entry_time({"device": step_times_at(timed, size), **host}, size, plan.effective_batch_size // size,
                               plan.timing).epoch_seconds / 60 for size in candidates]
         twin.plot(candidates, minutes, "s--", color="tab:green", label=f"epoch ({plan.timing.gpu})")
         twin.set_ylabel("predicted minutes per epoch")

@@ -32,6 +32,7 @@ from planner.base.recipe import CheckpointingUnsupported
 from planner.base.threads import free_cores
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.probe.epochtime import entry_time, measured_step_times
+from planner.probe.hosttime import host_bound
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
@@ -403,16 +404,17 @@ def _with_times(planned: PlanEntry, timing: TimeBasis, meter: ProbeMeter, timer:
     if chosen is None:
         return planned
     update = {}
-    predicted = chosen.predicted_times
-    if predicted is None and timer is not None:
-        as_planned = replace(entry, grad_checkpointing=planned.grad_checkpointing)
-        predicted = timer.measure(as_planned, planned.micro_batch).predicted_times
-    if predicted is not None:
-        update["predicted_time"] = entry_time(predicted, planned.micro_batch, planned.accum, timing)
+    timed = chosen
+    if chosen.predicted_times is None and timer is not None:
+        timed = timer.measure(replace(entry, grad_checkpointing=planned.grad_checkpointing), planned.micro_batch)
+    if timed.predicted_times is not None:
+        bounds = {"device": timed.predicted_times, **host_bound(timed.host_work, timing)}
+        update["predicted_time"] = entry_time(bounds, planned.micro_batch, planned.accum, timing)
     on = meter.measured_on()
     if on.device == "cuda" and chosen.step_seconds is not None:
         measured = measured_step_times(chosen.step_seconds, on.gpu or "cuda")
-        update["measured_time"] = entry_time(measured, planned.micro_batch, planned.accum, timing, "measured")
+        update["measured_time"] = entry_time({"measured": measured}, planned.micro_batch, planned.accum, timing,
+                                             "measured")
     return planned.model_copy(update=update)
 
 

@@ -121,7 +121,7 @@ def calibrate_stacks(sources: Sequence[Path] = (), folder: Path | None = None) -
     Raises:
         UserError: a pairs file is missing or corrupt (one line naming it), or there are no pairs.
     """
-    from planner.probe.validation.brackets import load_brackets
+    from planner.probe.meters.brackets import load_brackets
 
     folder = folder or calibration_folder()
     own = folder / "pairs.jsonl"

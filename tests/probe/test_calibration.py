@@ -2,7 +2,7 @@
 
 Fixtures are real measurements: ``benchmarks/results/gpu_h100/pairs_published.jsonl`` (the published
 recipe on an H100, torch 2.11, with the fake step's replay of each point) and ``pairs_plan.jsonl``
-(the cuda meter's probes of the product plan there), written by ``benchmarks/today_stack_fit.py``.
+(the cuda meter's probes of the product plan there), written by ``python -m benchmarks.gpu.today_stack_fit``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import pytest
 import torch
 from planner_process import REPO, run_planner
 
+from benchmarks.gpu.today_stack_fit import compact_brackets
+from benchmarks.published.runs import half_of
 from planner.base.allocator import choose_allocator
 from planner.base.entries import single_entry
 from planner.base.errors import UserError
@@ -24,6 +26,7 @@ from planner.base.plan import AllocatorConfig
 from planner.base.runfile import EntryRecord, MemoryRecord, RunFile, RunSettings, now
 from planner.probe.command import make_plan
 from planner.probe.meters import get_meter
+from planner.probe.meters.brackets import BRACKETS_FILE, load_brackets
 from planner.probe.meters.calibration import (
     Errors,
     calibrate,
@@ -39,8 +42,6 @@ from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.stacks import PUBLISHED_2022, TODAY, Stack, built_in_model
 from planner.probe.options import ProbeOptions
 from planner.probe.recalibrate import calibrate_stacks, probe_pairs, run_pairs
-from planner.probe.validation.brackets import BRACKETS_FILE, compact_brackets, load_brackets
-from planner.probe.validation.published import half_of
 
 H100 = REPO / "benchmarks" / "results" / "gpu_h100"
 GIB = 2**30

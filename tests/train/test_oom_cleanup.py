@@ -7,7 +7,7 @@ raised by the storage tracker's limit (``cpu_memory_limit``, the cpu meter's ``e
 survives is looked for in two ways: weak references to what the try made (dead once nothing holds
 it), and an outer ``StorageTracker`` that sees every storage made inside it, also those only C++ holds
 (autograd's saved activations, autocast's cast weights), which the garbage collector cannot see.
-The same check on a GPU: ``benchmarks/gpu_oom_hygiene.py``.
+The same check on a GPU: ``benchmarks/gpu/oom_hygiene.py``.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def test_fastai_leaves_autocast_entered_after_running_out_in_the_forward_pass() 
 def test_the_gpu_check_says_in_one_line_that_cuda_is_missing() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the check would run")
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_oom_hygiene.py")], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu.oom_hygiene"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and "CUDA is missing" in result.stdout

@@ -1,8 +1,8 @@
 """What a CUDA card needs for a recorded fake step: the caching allocator, plus what torch cannot see.
 
 Three models, each a few constants (never per model), fitted on the calibration half of measured
-runs and judged on the other half (timm's published RTX 3090 runs: ``benchmarks/published_gpu.py``;
-today's stack: ``benchmarks/today_stack_fit.py``; ``benchmarks/RESULTS.md``):
+runs and judged on the other half (timm's published RTX 3090 runs: ``benchmarks/published/estimate.py``;
+today's stack: ``benchmarks/gpu/today_stack_fit.py``; ``benchmarks/RESULTS.md``):
 
 - ``caching`` (the default, the published runs' stack): the step's allocations replayed through
   torch's caching allocator (:mod:`planner.probe.meters.allocator`, block rounding, 2 MiB / 20 MiB /
@@ -37,7 +37,7 @@ MIB = 2**20
 Allocator = Literal["caching", "reserved", "flat"]
 
 # Fitted on the calibration half (88 models) of the 167 published runs measured so far, against the
-# 23.70 GiB torch reports for an RTX 3090 (benchmarks/published_gpu.py --fit); see benchmarks/RESULTS.md
+# 23.70 GiB torch reports for an RTX 3090 (benchmarks/published/estimate.py --fit); see benchmarks/RESULTS.md
 # for the fit, the held-out check and the comparison with measured H100 peaks.
 CALIBRATED_OVERHEAD_BYTES = 1744 * MIB
 CALIBRATED_FLAT_OVERHEAD_BYTES = 256 * MIB

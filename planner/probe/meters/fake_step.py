@@ -1,7 +1,7 @@
 """The estimating core: one training step that computes nothing, every allocation and free recorded.
 
 One core, many recipes: the fastai recipe (the product, ``planner.probe.meters.estimate``) and the timm
-benchmark recipe (validation against published GPU runs, ``planner.probe.validation.timm_recipe``) both
+benchmark recipe (validation against published GPU runs, ``benchmarks/published/recipe.py``) both
 describe their step with a :class:`StepRecipe` and run it through :class:`FakeStep`. Nothing is
 computed and no GPU is needed: the model is built on the ``meta`` device and run forward, backward
 and through its optimizer on meta tensors that the model takes for CPU tensors
@@ -211,7 +211,7 @@ class FakeStep:
     Args:
         recipe: the step.
         tensors: ``meta`` (the default), or ``fake``: torch's ``FakeTensorMode``, the slower way this
-            core first ran, for comparison (``benchmarks/published_gpu.py --tensors fake``).
+            core first ran, for comparison (``benchmarks/published/estimate.py --tensors fake``).
     """
 
     def __init__(self, recipe: StepRecipe, tensors: Tensors = "meta"):

@@ -9,7 +9,7 @@ constants, never per model:
 - :data:`PUBLISHED_2022`: fitted on the calibration half of the published brackets; the published
   check keeps it, so that it judges the fake step itself with unchanged numbers;
 - :data:`TODAY`: fitted on the calibration half of the published recipe measured on an H100 with
-  torch 2.11 and torch's default allocator (``benchmarks/today_stack_fit.py``); the product plans
+  torch 2.11 and torch's default allocator (``benchmarks/gpu/today_stack_fit.py``); the product plans
   with it.
 
 A stack the built-in table does not hold gets the closest one (same allocator configuration first,
