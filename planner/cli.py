@@ -22,7 +22,7 @@ from rich.table import Table
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
-from trainer.options import PredictOptions, RayOptions, RunOptions
+from trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -147,7 +147,7 @@ def probe(
     price: Annotated[list[str] | None, typer.Option(
         "--price", metavar="CARD=USD_PER_HOUR", help="With several --gpu: the price of a card per hour, to "
         "show each plan's cost (repeat it; no prices are built in).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=0,
+    epochs: Annotated[int, typer.Option("--epochs",
                                         help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
@@ -157,12 +157,12 @@ def probe(
         "replaces the reference set.")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="One timm architecture (with --size).")] = None,
     size: Annotated[str | None, typer.Option("--size", help="Final size for --arch: 224 or 320x224.")] = None,
-    effective_bs: Annotated[int, typer.Option("--effective-bs", min=1,
+    effective_bs: Annotated[int, typer.Option("--effective-bs",
                                               help="Samples per optimizer step.")] = ProbeOptions.effective_batch_size,
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
         "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
-    margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.5,
+    margin: Annotated[float, typer.Option("--margin",
                                           help="Fraction of the card kept free.")] = ProbeOptions.margin,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = ProbeOptions.output,
@@ -174,7 +174,7 @@ def probe(
         "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = (
         ProbeOptions.checkpointing),
     jobs: Annotated[int | None, typer.Option(
-        "--jobs", "-j", min=1, show_default="one per core other processes leave free",
+        "--jobs", "-j", show_default="one per core other processes leave free",
         help="Processes that probe architectures side by side with --device estimate (its probes need no "
         "device; the plan is the same with any number). --jobs 1 probes in this process.")] = ProbeOptions.jobs,
 ) -> None:
@@ -190,8 +190,6 @@ def probe(
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
         jobs=jobs,
     )
-    if (plan_for or price) and len(options.gpus) < 2:
-        raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")
     plan = _probe_and_show(options)
     if plot:
         from planner.probe.plot import plot_plan
@@ -225,7 +223,6 @@ def tune_weights_command(
         int,
         typer.Option(
             "--trials",
-            min=1,
             help="Completed trials the study should hold: a resumed study with fewer runs the rest, "
             "one with as many or more runs none. Cross-fitting runs min(N, 200) in-memory trials per fold.",
         ),
@@ -250,7 +247,7 @@ def tune_weights_command(
             'names containing "vit" weigh 2, others 1.',
         ),
     ] = None,
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds of the honest cross-fitted score.")] = (
+    folds: Annotated[int, typer.Option("--folds", help="Folds of the honest cross-fitted score.")] = (
         TuneOptions.folds),
     force_weights: Annotated[
         bool,
@@ -342,7 +339,7 @@ def _parse_named_number(item: str, option: str, form: str) -> tuple[str, float]:
 RunDirOption = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.",
     show_default="runs/<plan name> beside the plan")]
-EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
+EpochsOption = Annotated[int, typer.Option("--epochs", help="fine_tune epochs after its frozen one.")]
 LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
 
@@ -371,13 +368,13 @@ RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local "
     "Ray instance for this run.", show_default=False)]
 GpusPerEntryOption = Annotated[float, typer.Option(
-    "--gpus-per-entry", min=0.0, help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
+    "--gpus-per-entry", help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
     "trains on CPU workers.")]
 PackOption = Annotated[bool, typer.Option(
     "--pack", help="ray: ask each entry for the fraction of a GPU its predicted peak (plus the plan's margin) "
     "needs, so that small entries share a large card; each task's process is capped to its share.")]
 MaxRetriesOption = Annotated[int, typer.Option(
-    "--max-retries", min=0, help="ray: retries of an entry whose worker or node died.")]
+    "--max-retries", help="ray: retries of an entry whose worker or node died.")]
 
 
 def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, backend=None):
@@ -436,14 +433,13 @@ def run(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         include_misfits=include_misfits, save_models=save_models, retrain=retrain,
     )
+    ray = ray_options_for(backend.value, RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
+                                                    max_retries=max_retries))
     where = None
-    if backend == Backend.ray:
+    if ray is not None:
         from trainer.ray_backend import RayBackend
 
-        where = RayBackend(RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
-                                      max_retries=max_retries))
-    elif pack or ray_address or gpus_per_entry != 1.0:
-        raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
+        where = RayBackend(ray)
     try:
         result = _run_and_show(plan, data, out, options, where)
     except KeyboardInterrupt:
@@ -467,7 +463,7 @@ def predict_command(
     probs: Annotated[bool, typer.Option("--probs", help="Add one probability column per class.")] = False,
     device: DeviceOption = RunDevice(PredictOptions.device),
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
+        "--batch-size", help="Images per batch; default: each entry's training micro-batch, which "
         "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
         show_default=False)] = None,
     uniform: Annotated[bool, typer.Option(

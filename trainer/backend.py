@@ -11,7 +11,6 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,9 @@ TryStarted = Callable[[TrainJob], None]
 
 
 class Backend(ABC):
-    """Runs tries of plan entries. The driver calls ``device``, then inside ``opened`` alternates
-    ``submit`` (every entry to train, then a retry after each out-of-memory) and ``next_result``
-    while ``pending``."""
+    """Runs tries of plan entries. The driver calls ``device`` once (the run's inputs carry the device it
+    returns), then inside ``opened`` alternates ``submit`` (every entry to train, then a retry after each
+    out-of-memory) and ``next_result`` while ``pending``."""
 
     @abstractmethod
     def device(self, requested: str, cpu_memory_limit: int | None) -> str:
@@ -77,7 +76,7 @@ class LocalBackend(Backend):
     @contextmanager
     def opened(self, plan: Plan, entries: Sequence[PlanEntry], inputs: RunInputs, run_dir: Path,
                reporter: Reporter, started: TryStarted) -> Iterator[None]:
-        self.inputs = replace(inputs, device=self.device(inputs.device, inputs.cpu_memory_limit))
+        self.inputs = inputs
         self.run_dir, self.reporter, self.started = run_dir, reporter, started
         prepare_device(self.inputs.device)
         try:

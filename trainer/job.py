@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.base.plan import AllocatorConfig, PlanEntry
+from planner.base.plan import AllocatorConfig, PlanEntry, micro_batch_for
 from planner.base.runfile import RunSettings
 from trainer.data import DataLayout
 from trainer.split import Split
@@ -60,4 +60,4 @@ class TrainJob:
     @property
     def micro_batch(self) -> int:
         """The batch of one forward/backward pass: ``effective_batch_size // accum``."""
-        return self.inputs.effective_batch_size // self.accum
+        return micro_batch_for(self.inputs.effective_batch_size, self.accum)

@@ -30,7 +30,7 @@ from planner.base.compat import timm_renamed_models
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
-from planner.base.plan import AllocatorConfig, Plan, PlanEntry, load_plan
+from planner.base.plan import AllocatorConfig, Plan, PlanEntry, batch_divisors, load_plan, micro_batch_for
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
     RUN_FILE,
@@ -128,7 +128,7 @@ def run_plan(
     """
     backend = backend or LocalBackend()
     plan = load_plan(plan_path)
-    check_entry_names(plan)
+    plan.check_entry_names()
     data_dir = data_for_run(Path(data_dir) if data_dir is not None else None, plan.data)
     run_dir = check_writable(run_dir if run_dir is not None else default_run_dir(Path(plan_path)), "--out",
                              folder=True)
@@ -148,7 +148,7 @@ def run_plan(
                 note_renamed_architectures(todo, reporter)
                 note_allocator_change(plan, allocator, reporter)
                 inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                                   settings=options.settings(), device=options.device, seed=options.seed,
+                                   settings=options.settings(), device=device, seed=options.seed,
                                    cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models,
                                    allocator=allocator)
                 tries = Tries(plan, book, reporter)
@@ -232,7 +232,7 @@ class Tries:
             return self._done(failed_record(record, misses, self.seconds[name],
                                             f"out of memory at every accumulation ({', '.join(map(str, tried))})"))
         self.records[name] = record.model_copy(update={
-            "accum": larger[0], "micro_batch": effective // larger[0], "oom_misses": misses})
+            "accum": larger[0], "micro_batch": micro_batch_for(effective, larger[0]), "oom_misses": misses})
         self.book.put(self.records[name])
         return entry, larger[0]
 
@@ -378,17 +378,7 @@ def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[i
     Returns:
         Ascending accumulations, starting with ``planned_accum``.
     """
-    candidates = range(planned_accum, effective_batch_size + 1)
-    return [accum for accum in candidates if effective_batch_size % accum == 0]
-
-
-def check_entry_names(plan: Plan) -> None:
-    """Entry names become file names (``preds/<name>.npz``)."""
-    for index, entry in enumerate(plan.entries):
-        if "/" in entry.name or "\\" in entry.name or entry.name.startswith("."):
-            raise UserError(f"plan entry {index} has the name {entry.name!r}, which cannot be a file name")
-    if not plan.entries:
-        raise UserError("the plan has no entries: nothing to train")
+    return [accum for accum in batch_divisors(effective_batch_size) if accum >= planned_accum]
 
 
 def start_run_folder(

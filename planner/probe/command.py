@@ -97,10 +97,6 @@ def misfits(plan: Plan) -> list[str]:
 
 
 def _entries(options: ProbeOptions) -> list[EntrySpec]:
-    if options.models and options.arch:
-        raise UserError("give either --models or --arch/--size, not both")
-    if (options.arch is None) != (options.size is None):
-        raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
     if options.arch is not None:
         return single_entry(options.arch, options.size)
     return load_models_file(options.models) if options.models else reference_entries()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from planner.base.plan import Plan, PlanEntry
+from planner.base.plan import Plan, PlanEntry, accum_for, batch_divisors
 from planner.probe.epochtime import entry_time, step_times_at
 
 GIB = 2**30
@@ -38,7 +38,7 @@ def plot_plan(plan: Plan, path: str | Path) -> Path:
 
 
 def _candidates(plan: Plan, entry: PlanEntry) -> list[int]:
-    sizes = [size for size in range(1, plan.effective_batch_size + 1) if plan.effective_batch_size % size == 0]
+    sizes = batch_divisors(plan.effective_batch_size)
     return [size for size in sizes if size > 1] or sizes
 
 
@@ -63,7 +63,7 @@ def _entry_panel(axis, entry: PlanEntry, plan: Plan) -> None:
              if p.predicted_times is not None]
     if timed and plan.timing is not None:
         twin = axis.twinx()
-        minutes = [entry_time(step_times_at(timed, size), size, plan.effective_batch_size // size,
+        minutes = [entry_time(step_times_at(timed, size), size, accum_for(plan.effective_batch_size, size),
                               plan.timing).epoch_seconds / 60 for size in candidates]
         twin.plot(candidates, minutes, "s--", color="tab:green", label=f"epoch ({plan.timing.gpu})")
         twin.set_ylabel("predicted minutes per epoch")

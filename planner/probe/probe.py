@@ -27,7 +27,17 @@ import torch
 
 from planner.base.entries import EntrySpec
 from planner.base.errors import UserError, first_line
-from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
+from planner.base.plan import (
+    Alternative,
+    BudgetPair,
+    MemoryCurve,
+    Plan,
+    PlanEntry,
+    ProbePoint,
+    Size,
+    TimeBasis,
+    accum_for,
+)
 from planner.base.recipe import CheckpointingUnsupported
 from planner.base.threads import free_cores
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
@@ -445,7 +455,7 @@ def _measure_uncapped(meter: ProbeMeter, entry: EntrySpec, result: SearchResult)
 
 def _budget_pair(budget_bytes: int, result: SearchResult, effective_batch_size: int) -> BudgetPair:
     return BudgetPair(budget_bytes=budget_bytes, micro_batch=result.micro_batch,
-                      accum=effective_batch_size // result.micro_batch, predicted_peak_bytes=result.peak_bytes,
+                      accum=accum_for(effective_batch_size, result.micro_batch), predicted_peak_bytes=result.peak_bytes,
                       fits=result.fits)
 
 
@@ -462,14 +472,14 @@ def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Ch
     chosen = _chosen_point(result)
     peak = result.peak_bytes  # None only when even the uncapped smallest probe ran out of memory
     alternatives = [
-        Alternative(micro_batch=o.micro_batch, accum=effective_batch_size // o.micro_batch,
+        Alternative(micro_batch=o.micro_batch, accum=accum_for(effective_batch_size, o.micro_batch),
                     grad_checkpointing=o.grad_checkpointing, predicted_peak_bytes=o.predicted_peak_bytes,
                     fits=o.fits, seconds_per_sample=o.seconds_per_sample, relative_cost=round(o.relative_cost, 3))
         for o in (_option(r, ckpt) for ckpt, r in searched.items())
     ]
     return PlanEntry(
         name=entry.name, arch=entry.arch, reference_arch=entry.reference_arch, item=entry.item,
-        size=entry.size, accum=effective_batch_size // result.micro_batch, micro_batch=result.micro_batch,
+        size=entry.size, accum=accum_for(effective_batch_size, result.micro_batch), micro_batch=result.micro_batch,
         predicted_peak_bytes=peak, fits=result.fits,
         headroom_bytes=None if peak is None else budget_bytes - peak,
         curve=result.curve, probes=list(probes.fresh), ooms=sum(p.oom for p in probes.fresh),

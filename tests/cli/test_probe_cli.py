@@ -66,6 +66,9 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
         (["--gpu", "T5", "--arch", "resnet18", "--size", "64"], "unknown GPU 'T5'"),
         (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
+        (["--gpu-mem", "16G", "--margin", "0.9"], "--margin 0.9 must be between 0 and 0.5"),
+        (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
+        (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
     ],
 )
 def test_user_mistakes_give_one_line_exit_2_and_no_plan(planner_cli, tmp_path, args, message):
