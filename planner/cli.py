@@ -355,12 +355,12 @@ DeviceOption = Annotated[RunDevice, typer.Option("--device", help="auto: cuda if
 ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
 
 
-class Backend(str, Enum):
+class BackendName(str, Enum):
     local = "local"
     ray = "ray"
 
 
-BackendOption = Annotated[Backend, typer.Option(
+BackendOption = Annotated[BackendName, typer.Option(
     "--backend", help="local: one entry after another in this process. ray: entries as Ray tasks over every "
     "GPU of a Ray cluster (pip install 'planner[ray]'); RUN_DIR and --data must be at the same path on every "
     "node.")]
@@ -410,7 +410,7 @@ def run(
     device: DeviceOption = RunDevice(RunOptions.device),
     valid_pct: ValidPctOption = RunOptions.valid_pct,
     seed: SeedOption = RunOptions.seed,
-    backend: BackendOption = Backend.local,
+    backend: BackendOption = BackendName.local,
     ray_address: RayAddressOption = None,
     gpus_per_entry: GpusPerEntryOption = RayOptions.gpus_per_entry,
     pack: PackOption = RayOptions.pack,
@@ -497,36 +497,35 @@ def predict_command(
         raise typer.Exit(1)
 
 
+class _ShownDemo:
+    """The demo's steps rendered as their commands render them (``planner.demo.DemoShow``)."""
+
+    def step(self, title: str) -> None:
+        console.rule(title)
+
+    def probe(self, options, entries):
+        return _probe_and_show(options, entries)
+
+    def run(self, plan: Path, data: Path, run_dir: Path, options):
+        return _run_and_show(plan, data, run_dir, options)
+
+    def tune(self, options):
+        return _tune_and_show(options)
+
+    def line(self, text: str) -> None:
+        console.print(text)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder: data/, plan.json, run/.")] = Path(
         "planner-demo"),
     limit: Annotated[int | None, typer.Option(
-        "--limit", min=100, help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs per model.")] = 3,
-    trials: Annotated[int, typer.Option("--trials", min=1, help="Optuna trials for the weights.")] = 200,
+        "--limit", help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="fine_tune epochs per model.")] = 3,
+    trials: Annotated[int, typer.Option("--trials", help="Optuna trials for the weights.")] = 200,
 ) -> None:
     """Run probe -> run -> tune-weights on real handwritten digits, on the CPU, in a few minutes."""
-    import time
+    from planner.demo import run_demo
 
-    from planner.base.budget import parse_budget
-    from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
-
-    started = time.perf_counter()
-    out = out.resolve()
-    data = write_digits(out / "data", limit=limit)
-    console.rule(f"1/3 planner probe --gpu-mem {DEMO_BUDGET} --device cpu  (digits written to {data})")
-    _probe_and_show(ProbeOptions(budgets=(parse_budget(DEMO_BUDGET),), effective_batch_size=DEMO_EFFECTIVE_BATCH_SIZE,
-                                 data=data, device="cpu", output=out / "plan.json"), demo_entries())
-    console.rule(f"2/3 planner run {out / 'plan.json'} --no-pretrained --device cpu --epochs {epochs}")
-    run = _run_and_show(out / "plan.json", data, out / "run",
-                        RunOptions(epochs=epochs, lr=DEMO_LR, pretrained=False, device="cpu"))
-    console.rule(f"3/3 planner tune-weights {out / 'run'} --trials {trials}")
-    tune = _tune_and_show(TuneOptions(run_dir=out / "run", trials=trials))
-    console.rule("demo summary")
-    for name in run.names:
-        metrics = run.run.entries[name].metrics
-        console.print(f"held-out accuracy {1 - metrics.error_rate:6.1%}  {name}")
-    chosen = next(method for method in tune.methods if method.name == tune.chosen)
-    console.print(f"held-out accuracy {1 - chosen.error_rate:6.1%}  ensemble ({tune.chosen} weights)")
-    console.print(f"submission: {tune.submission_path}  ({time.perf_counter() - started:.0f} s in all)")
+    run_demo(_ShownDemo(), out, limit=limit, epochs=epochs, trials=trials)

@@ -17,12 +17,12 @@ from typing import Any
 from planner.base.errors import UserError
 from planner.base.plan import Plan, PlanEntry
 from planner.base.recipe import prepare_device
-from trainer.attempt import TryResult, run_try
-from trainer.job import RunInputs, TrainJob
+from trainer.one_try import TryResult, run_try
 from trainer.progress import Reporter
+from trainer.try_spec import RunInputs, TrySpec
 
 # Called by a backend when a try starts in this process, so that run.json says "running" meanwhile.
-TryStarted = Callable[[TrainJob], None]
+TryStarted = Callable[[TrySpec], None]
 
 
 class Backend(ABC):
@@ -96,9 +96,9 @@ class LocalBackend(Backend):
 
     def next_result(self) -> TryResult:
         entry, accum = self.queue.popleft()
-        job = TrainJob(entry=entry, accum=accum, inputs=self.inputs)
-        self.started(job)
-        return run_try(job, self.run_dir, self.reporter, self.cbs)
+        spec = TrySpec(entry=entry, accum=accum, inputs=self.inputs)
+        self.started(spec)
+        return run_try(spec, self.run_dir, self.reporter, self.cbs)
 
 
 def resolve_device(requested: str, cuda_available: bool, cpu_memory_limit: int | None = None,

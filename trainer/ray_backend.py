@@ -11,7 +11,7 @@ Task (a Ray worker, one try of one entry): sets the driver's CUDA allocator conf
 starts in its process (``planner.base.allocator``: the same as the probe's and a local run's), picks
 the (micro-batch, accumulation) pair planned for the GPU it got (``trainer.placement.pair_for_memory``),
 caps its process to its share of the card when it got a fraction of one, and trains with the local
-backend's one-try code (``trainer.attempt.run_try``). It writes ``preds/<entry>.npz`` atomically and
+backend's one-try code (``trainer.one_try.run_try``). It writes ``preds/<entry>.npz`` atomically and
 returns the rest of the entry's record. Out of memory is caught inside the task and returned; the
 driver then resubmits the entry at the next larger accumulation (same effective batch), because Ray
 does not change a task's arguments or resources when it retries it. A worker or node that dies is
@@ -44,13 +44,13 @@ from planner.base.compat import quiet_ray_notes
 from planner.base.errors import UserError, first_line
 from planner.base.plan import Plan, PlanEntry, micro_batch_for
 from planner.base.runfile import WorkerRecord, now
-from trainer.attempt import EntryError, TryResult, describe_entry_error, run_try
 from trainer.backend import Backend, TryStarted, resolve_device
-from trainer.job import RunInputs, TrainJob
+from trainer.one_try import EntryError, TryResult, describe_entry_error, run_try
 from trainer.options import RayOptions
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
 from trainer.run import LOG_FILE
+from trainer.try_spec import RunInputs, TrySpec
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.24')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -189,11 +189,11 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TryResult:
         use_allocator(shared.inputs.allocator)  # the driver's decision, before _claim_gpu starts CUDA here
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
-    job = TrainJob(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))
+    try_spec = TrySpec(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))
     prepare_device(device)
     reporter = Reporters(LineReporter(partial(print, flush=True)), LogFile(shared.run_dir / LOG_FILE))
-    reporter.entry_started(spec.entry.name, accum, job.micro_batch, shared.inputs.settings.epochs + 1)
-    result = run_try(job, shared.run_dir, reporter)
+    reporter.entry_started(spec.entry.name, accum, try_spec.micro_batch, shared.inputs.settings.epochs + 1)
+    result = run_try(try_spec, shared.run_dir, reporter)
     worker = WorkerRecord(
         node=ray.util.get_node_ip_address(), hostname=socket.gethostname(), pid=os.getpid(),
         gpu_ids=[str(gpu) for gpu in ray.get_gpu_ids()], gpu_share=spec.gpu_share, gpu_memory_bytes=card_bytes,

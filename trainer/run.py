@@ -52,7 +52,6 @@ from planner.base.runfile import (
     save_run,
 )
 from planner.base.trainsize import check_steps, training_count
-from trainer.attempt import EntryError, TryDone, TryResult
 from trainer.backend import Backend, LocalBackend, resolve_device
 from trainer.data import DataLayout, label_of, scan_data
 from trainer.fingerprint import (
@@ -64,13 +63,14 @@ from trainer.fingerprint import (
     save_listing,
     training_changed,
 )
-from trainer.job import RunInputs, TrainJob
+from trainer.one_try import EntryError, TryDone, TryResult
 from trainer.options import RunOptions
 from trainer.progress import LogFile, Reporter, Reporters
 from trainer.repredict import repredict_test
 from trainer.rerun import retrain_command
 from trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
 from trainer.split import SPLIT_FILE, Split, shared_split
+from trainer.try_spec import RunInputs, TrySpec
 
 LOG_FILE = "run.log"
 LOCK_FILE = ".lock"
@@ -195,14 +195,14 @@ class Tries:
         self.first_accum: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
 
-    def started(self, job: TrainJob) -> None:
+    def started(self, spec: TrySpec) -> None:
         """A try starts in this process: run.json says ``running`` (with the misses so far) meanwhile."""
-        record = self.records.get(job.entry.name) or new_entry_record(
-            job.entry, self.plan, accum=job.accum, micro_batch=job.micro_batch, device=job.inputs.device,
+        record = self.records.get(spec.entry.name) or new_entry_record(
+            spec.entry, self.plan, accum=spec.accum, micro_batch=spec.micro_batch, device=spec.inputs.device,
             started=now())
-        self.records[job.entry.name] = record.model_copy(update={"accum": job.accum, "micro_batch": job.micro_batch})
-        self.book.put(self.records[job.entry.name])
-        self.reporter.entry_started(job.entry.name, job.accum, job.micro_batch, job.inputs.settings.epochs + 1)
+        self.records[spec.entry.name] = record.model_copy(update={"accum": spec.accum, "micro_batch": spec.micro_batch})
+        self.book.put(self.records[spec.entry.name])
+        self.reporter.entry_started(spec.entry.name, spec.accum, spec.micro_batch, spec.inputs.settings.epochs + 1)
 
     def record(self, result: TryResult) -> tuple[PlanEntry, int] | None:
         """Put a try's result in run.json; after an out-of-memory, the retry to submit (the entry and the

@@ -26,7 +26,7 @@ from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, Score, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
 from planner.ensemble.options import TuneOptions
-from planner.ensemble.preds import Predictions, load_predictions
+from planner.ensemble.preds import RunPredictions, load_predictions
 from planner.ensemble.record import WEIGHTS_FILE, save_weights
 from planner.ensemble.report import write_png
 from planner.ensemble.results import MethodResult, Progress, TuneResult
@@ -204,7 +204,7 @@ def _constant(weights: np.ndarray, _p_true: np.ndarray) -> np.ndarray:
 
 
 def _score(
-    name: str, weights: np.ndarray, preds: Predictions, p_true: np.ndarray, honest: MethodScores
+    name: str, weights: np.ndarray, preds: RunPredictions, p_true: np.ndarray, honest: MethodScores
 ) -> MethodResult:
     return MethodResult(
         name=name,

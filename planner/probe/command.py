@@ -22,8 +22,9 @@ from planner.probe.cards import CardComparison, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 from planner.probe.meters.base import ProbeMeter
 from planner.probe.options import ProbeOptions
-from planner.probe.probe import ProbeReporter, probe_plan
+from planner.probe.probe import probe_plan
 from planner.probe.probe_data import ProbeData, probe_data_from_folder
+from planner.probe.reporters import ProbeReporter
 
 
 def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,

@@ -1,6 +1,6 @@
 """What one try of one entry is given: the entry, its accumulation and the run's shared inputs.
 
-Its own module so that the try (``trainer.fit``) and the saved model (``trainer.saved_model``),
+Its own module so that the try (``trainer.training``) and the saved model (``trainer.saved_model``),
 which both need it, do not import each other.
 """
 
@@ -44,7 +44,7 @@ class RunInputs:
 
 
 @dataclass(frozen=True)
-class TrainJob:
+class TrySpec:
     """Everything one try needs: the entry, this try's accumulation, and the run's shared inputs.
 
     Attributes:
