@@ -22,7 +22,7 @@ from rich.table import Table
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
-from trainer.options import PredictOptions, RayOptions, RunOptions
+from trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -151,7 +151,7 @@ def probe(
     price: Annotated[list[str] | None, typer.Option(
         "--price", metavar="CARD=USD_PER_HOUR", help="With several --gpu: the price of a card per hour, to "
         "show each plan's cost (repeat it; no prices are built in).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=0,
+    epochs: Annotated[int, typer.Option("--epochs",
                                         help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
     host_speed: Annotated[float, typer.Option(
         "--host-speed", help="How fast the CPU of the machine that will train is per core, relative to this "
@@ -165,12 +165,12 @@ def probe(
         "replaces the reference set.")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="One timm architecture (with --size).")] = None,
     size: Annotated[str | None, typer.Option("--size", help="Final size for --arch: 224 or 320x224.")] = None,
-    effective_bs: Annotated[int, typer.Option("--effective-bs", min=1,
+    effective_bs: Annotated[int, typer.Option("--effective-bs",
                                               help="Samples per optimizer step.")] = ProbeOptions.effective_batch_size,
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
         "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
-    margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.5,
+    margin: Annotated[float, typer.Option("--margin",
                                           help="Fraction of the card kept free.")] = ProbeOptions.margin,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = ProbeOptions.output,
@@ -182,7 +182,7 @@ def probe(
         "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = (
         ProbeOptions.checkpointing),
     jobs: Annotated[int | None, typer.Option(
-        "--jobs", "-j", min=1, show_default="one per core other processes leave free",
+        "--jobs", "-j", show_default="one per core other processes leave free",
         help="Processes that probe architectures side by side with --device estimate (its probes need no "
         "device; the plan is the same with any number). --jobs 1 probes in this process.")] = ProbeOptions.jobs,
 ) -> None:
@@ -198,8 +198,6 @@ def probe(
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
         host_speed=host_speed, jobs=jobs,
     )
-    if (plan_for or price) and len(options.gpus) < 2:
-        raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")
     plan = _probe_and_show(options)
     if plot:
         from planner.probe.plot import plot_plan
@@ -233,7 +231,6 @@ def tune_weights_command(
         int,
         typer.Option(
             "--trials",
-            min=1,
             help="Completed trials the study should hold: a resumed study with fewer runs the rest, "
             "one with as many or more runs none. Cross-fitting runs min(N, 200) in-memory trials per fold.",
         ),
@@ -258,7 +255,7 @@ def tune_weights_command(
             'names containing "vit" weigh 2, others 1.',
         ),
     ] = None,
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds of the honest cross-fitted score.")] = (
+    folds: Annotated[int, typer.Option("--folds", help="Folds of the honest cross-fitted score.")] = (
         TuneOptions.folds),
     force_weights: Annotated[
         bool,
@@ -350,7 +347,7 @@ def _parse_named_number(item: str, option: str, form: str) -> tuple[str, float]:
 RunDirOption = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.",
     show_default="runs/<plan name> beside the plan")]
-EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
+EpochsOption = Annotated[int, typer.Option("--epochs", help="fine_tune epochs after its frozen one.")]
 LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
 
@@ -366,12 +363,12 @@ DeviceOption = Annotated[RunDevice, typer.Option("--device", help="auto: cuda if
 ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
 
 
-class Backend(str, Enum):
+class BackendName(str, Enum):
     local = "local"
     ray = "ray"
 
 
-BackendOption = Annotated[Backend, typer.Option(
+BackendOption = Annotated[BackendName, typer.Option(
     "--backend", help="local: one entry after another in this process. ray: entries as Ray tasks over every "
     "GPU of a Ray cluster (pip install 'planner[ray]'); RUN_DIR and --data must be at the same path on every "
     "node.")]
@@ -379,13 +376,13 @@ RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local "
     "Ray instance for this run.", show_default=False)]
 GpusPerEntryOption = Annotated[float, typer.Option(
-    "--gpus-per-entry", min=0.0, help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
+    "--gpus-per-entry", help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
     "trains on CPU workers.")]
 PackOption = Annotated[bool, typer.Option(
     "--pack", help="ray: ask each entry for the fraction of a GPU its predicted peak (plus the plan's margin) "
     "needs, so that small entries share a large card; each task's process is capped to its share.")]
 MaxRetriesOption = Annotated[int, typer.Option(
-    "--max-retries", min=0, help="ray: retries of an entry whose worker or node died.")]
+    "--max-retries", help="ray: retries of an entry whose worker or node died.")]
 
 
 def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, backend=None):
@@ -427,7 +424,7 @@ def run(
     device: DeviceOption = RunDevice(RunOptions.device),
     valid_pct: ValidPctOption = RunOptions.valid_pct,
     seed: SeedOption = RunOptions.seed,
-    backend: BackendOption = Backend.local,
+    backend: BackendOption = BackendName.local,
     ray_address: RayAddressOption = None,
     gpus_per_entry: GpusPerEntryOption = RayOptions.gpus_per_entry,
     pack: PackOption = RayOptions.pack,
@@ -450,14 +447,13 @@ def run(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         include_misfits=include_misfits, save_models=save_models, retrain=retrain,
     )
+    ray = ray_options_for(backend.value, RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
+                                                    max_retries=max_retries))
     where = None
-    if backend == Backend.ray:
+    if ray is not None:
         from trainer.ray_backend import RayBackend
 
-        where = RayBackend(RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
-                                      max_retries=max_retries))
-    elif pack or ray_address or gpus_per_entry != 1.0:
-        raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
+        where = RayBackend(ray)
     try:
         result = _run_and_show(plan, data, out, options, where)
     except KeyboardInterrupt:
@@ -481,7 +477,7 @@ def predict_command(
     probs: Annotated[bool, typer.Option("--probs", help="Add one probability column per class.")] = False,
     device: DeviceOption = RunDevice(PredictOptions.device),
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
+        "--batch-size", help="Images per batch; default: each entry's training micro-batch, which "
         "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
         show_default=False)] = None,
     uniform: Annotated[bool, typer.Option(
@@ -543,36 +539,35 @@ def calibrate_command(
     console.print(f"calibrated constants kept in {report.saved}; estimates for these cards use them")
 
 
+class _ShownDemo:
+    """The demo's steps rendered as their commands render them (``planner.demo.DemoShow``)."""
+
+    def step(self, title: str) -> None:
+        console.rule(title)
+
+    def probe(self, options, entries):
+        return _probe_and_show(options, entries)
+
+    def run(self, plan: Path, data: Path, run_dir: Path, options):
+        return _run_and_show(plan, data, run_dir, options)
+
+    def tune(self, options):
+        return _tune_and_show(options)
+
+    def line(self, text: str) -> None:
+        console.print(text)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder: data/, plan.json, run/.")] = Path(
         "planner-demo"),
     limit: Annotated[int | None, typer.Option(
-        "--limit", min=100, help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs per model.")] = 3,
-    trials: Annotated[int, typer.Option("--trials", min=1, help="Optuna trials for the weights.")] = 200,
+        "--limit", help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="fine_tune epochs per model.")] = 3,
+    trials: Annotated[int, typer.Option("--trials", help="Optuna trials for the weights.")] = 200,
 ) -> None:
     """Run probe -> run -> tune-weights on real handwritten digits, on the CPU, in a few minutes."""
-    import time
+    from planner.demo import run_demo
 
-    from planner.base.budget import parse_budget
-    from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
-
-    started = time.perf_counter()
-    out = out.resolve()
-    data = write_digits(out / "data", limit=limit)
-    console.rule(f"1/3 planner probe --gpu-mem {DEMO_BUDGET} --device cpu  (digits written to {data})")
-    _probe_and_show(ProbeOptions(budgets=(parse_budget(DEMO_BUDGET),), effective_batch_size=DEMO_EFFECTIVE_BATCH_SIZE,
-                                 data=data, device="cpu", output=out / "plan.json"), demo_entries())
-    console.rule(f"2/3 planner run {out / 'plan.json'} --no-pretrained --device cpu --epochs {epochs}")
-    run = _run_and_show(out / "plan.json", data, out / "run",
-                        RunOptions(epochs=epochs, lr=DEMO_LR, pretrained=False, device="cpu"))
-    console.rule(f"3/3 planner tune-weights {out / 'run'} --trials {trials}")
-    tune = _tune_and_show(TuneOptions(run_dir=out / "run", trials=trials))
-    console.rule("demo summary")
-    for name in run.names:
-        metrics = run.run.entries[name].metrics
-        console.print(f"held-out accuracy {1 - metrics.error_rate:6.1%}  {name}")
-    chosen = next(method for method in tune.methods if method.name == tune.chosen)
-    console.print(f"held-out accuracy {1 - chosen.error_rate:6.1%}  ensemble ({tune.chosen} weights)")
-    console.print(f"submission: {tune.submission_path}  ({time.perf_counter() - started:.0f} s in all)")
+    run_demo(_ShownDemo(), out, limit=limit, epochs=epochs, trials=trials)

@@ -1,7 +1,7 @@
 """On a CUDA machine: does a try of `planner run` that runs out of memory leave anything behind in its
 process (issue 22)? On a machine without CUDA it says so in one line and exits 0.
 
-In one process, three tries of one entry with `planner run`'s own code (``trainer.attempt``), the
+In one process, three tries of one entry with `planner run`'s own code (``trainer.one_try``), the
 allocator configured as `planner run` configures it (``planner.base.allocator``):
 
 1. the planned micro-batch, uncapped: the baseline (its peak sets the cap);
@@ -91,12 +91,12 @@ def check_oom_hygiene(arch: str, size: int, images: int) -> dict[str, Any]:
     from planner.base.plan import ItemTransform, PlanEntry
     from planner.base.recipe import prepare_device
     from planner.base.runfile import RunSettings
-    from trainer.attempt import TryDone, attempt, run_try
     from trainer.data import scan_data
-    from trainer.job import RunInputs, TrainJob
     from trainer.memory import release_memory
+    from trainer.one_try import TryDone, run_try, try_outcome
     from trainer.progress import Reporter
     from trainer.split import draw_split
+    from trainer.try_spec import RunInputs, TrySpec
 
     allocator = use_allocator()  # as planner run does, before CUDA starts
     prepare_device("cuda")
@@ -115,7 +115,7 @@ def check_oom_hygiene(arch: str, size: int, images: int) -> dict[str, Any]:
         tries: dict[str, Any] = {}
         started = time.perf_counter()
 
-        baseline = run_try(TrainJob(entry=entry, accum=PLANNED_ACCUM, inputs=inputs), root / "run", Reporter())
+        baseline = run_try(TrySpec(entry=entry, accum=PLANNED_ACCUM, inputs=inputs), root / "run", Reporter())
         tries["baseline"] = describe_try(baseline.outcome)
         points["after_baseline"] = allocator_bytes()
         if not isinstance(baseline.outcome, TryDone):
@@ -123,14 +123,14 @@ def check_oom_hygiene(arch: str, size: int, images: int) -> dict[str, Any]:
 
         budget = int(CAP_HEADROOM * baseline.outcome.memory.peak_bytes)
         gpu.cap_to_budget(budget)
-        outcome = attempt(TrainJob(entry=entry, accum=OOM_ACCUM, inputs=inputs), Reporter(), ())  # run_try's two
+        outcome = try_outcome(TrySpec(entry=entry, accum=OOM_ACCUM, inputs=inputs), Reporter(), ())  # run_try's two
         points["oom_before_cleanup"] = allocator_bytes()  # steps, so that the bytes between them can be read
         depth_before_cleanup = autocast_depth()
         release_memory("cuda")
         points["after_oom_cleanup"] = allocator_bytes()
         tries["oom"] = describe_try(outcome)
 
-        second = run_try(TrainJob(entry=entry, accum=PLANNED_ACCUM, inputs=inputs), root / "run", Reporter())
+        second = run_try(TrySpec(entry=entry, accum=PLANNED_ACCUM, inputs=inputs), root / "run", Reporter())
         tries["second"] = describe_try(second.outcome)
         points["after_second_try"] = allocator_bytes()
         gpu.uncap()

@@ -354,7 +354,8 @@ def cases() -> list[Case]:
              second_writer),
         Case("mixed_set", "why: interrupted output set", "new submission.csv + weights.png beside the previous "
              "study's weights.json, then `planner predict`", mixed_set),
-        Case("nfs_study", "why: SQLite on a shared FS", "run folder on NFS (no NFS here: see tests/test_storage.py)",
+        Case("nfs_study", "why: SQLite on a shared FS", "run folder on NFS (no NFS here: see "
+             "tests/ensemble/test_storage.py)",
              lambda f, fx: ("__skip__",)),
         Case("env_switch", "why: test switches in the CLI", "PLANNER_CPU_MEMORY_LIMIT=1M set in the environment",
              lambda f, fx: ("run", good_plan(f, fx), "--data", fx.data, "--out", f / "run", *TRAIN),

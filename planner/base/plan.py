@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
 from planner.base.jsonfile import load_record
 
 PLAN_VERSION = 1
@@ -19,6 +20,36 @@ Size = tuple[int, int]
 MIN_MICRO_BATCH = 2
 """fastai's head ends in BatchNorm1d over pooled features, which cannot train on one image: the probe
 never plans a micro-batch of 1, and a plan that says so is refused at load."""
+
+
+def batch_divisors(effective_batch_size: int) -> list[int]:
+    """The divisors of the effective batch, ascending: the only accumulations and micro-batches that keep
+    it exact (fastai's ``GradientAccumulation`` counts samples)."""
+    return [n for n in range(1, effective_batch_size + 1) if effective_batch_size % n == 0]
+
+
+def micro_batch_for(effective_batch_size: int, accum: int) -> int:
+    """The micro-batch of ``accum`` steps per optimizer step: ``effective_batch_size // accum``.
+
+    Raises:
+        ValueError: ``accum`` does not divide the effective batch.
+    """
+    return _cofactor(effective_batch_size, accum, "accum")
+
+
+def accum_for(effective_batch_size: int, micro_batch: int) -> int:
+    """The accumulation of a micro-batch: ``effective_batch_size // micro_batch``.
+
+    Raises:
+        ValueError: ``micro_batch`` does not divide the effective batch.
+    """
+    return _cofactor(effective_batch_size, micro_batch, "micro_batch")
+
+
+def _cofactor(effective_batch_size: int, factor: int, name: str) -> int:
+    if factor < 1 or effective_batch_size % factor:
+        raise ValueError(f"{name} {factor} does not divide the effective batch {effective_batch_size}")
+    return effective_batch_size // factor
 
 
 class Record(BaseModel):
@@ -322,6 +353,18 @@ class Plan(Record):
                         f"{pair.micro_batch}) must equal effective_batch_size {self.effective_batch_size}"
                     )
         return self
+
+    def check_entry_names(self) -> None:
+        """Refuse a plan `planner run` cannot train: entry names become file names (``preds/<name>.npz``).
+
+        Raises:
+            UserError: a name that cannot be a file name, or no entries at all.
+        """
+        for index, entry in enumerate(self.entries):
+            if "/" in entry.name or "\\" in entry.name or entry.name.startswith("."):
+                raise UserError(f"plan entry {index} has the name {entry.name!r}, which cannot be a file name")
+        if not self.entries:
+            raise UserError("the plan has no entries: nothing to train")
 
     def with_entry(self, entry: PlanEntry) -> Plan:
         """A copy with the entry of the same name replaced."""

@@ -22,8 +22,9 @@ from planner.probe.cards import CardComparison, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 from planner.probe.meters.base import ProbeMeter
 from planner.probe.options import ProbeOptions
-from planner.probe.probe import ProbeReporter, probe_plan
+from planner.probe.probe import probe_plan
 from planner.probe.probe_data import ProbeData, probe_data_from_folder
+from planner.probe.reporters import ProbeReporter
 
 
 def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
@@ -97,10 +98,6 @@ def misfits(plan: Plan) -> list[str]:
 
 
 def _entries(options: ProbeOptions) -> list[EntrySpec]:
-    if options.models and options.arch:
-        raise UserError("give either --models or --arch/--size, not both")
-    if (options.arch is None) != (options.size is None):
-        raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
     if options.arch is not None:
         return single_entry(options.arch, options.size)
     return load_models_file(options.models) if options.models else reference_entries()

@@ -71,6 +71,9 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "0"], "--host-speed 0 is not a speed"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "-2"], "a positive number"),
+        (["--gpu-mem", "16G", "--margin", "0.9"], "--margin 0.9 must be between 0 and 0.5"),
+        (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
+        (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
     ],
 )
 def test_user_mistakes_give_one_line_exit_2_and_no_plan(planner_cli, tmp_path, args, message):

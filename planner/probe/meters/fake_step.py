@@ -34,7 +34,7 @@ Interface, in the order things happen:
    ``on_phase(name)`` is called when the step enters ``forward_backward`` and ``step``. The
    optimizer's own ops run whenever ``modes`` are given; otherwise the record of its temporaries is
    replayed (they are shaped like the parameters and do not depend on the batch;
-   ``tests/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
+   ``tests/probe/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
    fastai's Adam and torch's SGD).
 
 It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,

@@ -1,6 +1,6 @@
 """What one try of one entry is given: the entry, its accumulation and the run's shared inputs.
 
-Its own module so that the try (``trainer.fit``) and the saved model (``trainer.saved_model``),
+Its own module so that the try (``trainer.training``) and the saved model (``trainer.saved_model``),
 which both need it, do not import each other.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.base.plan import AllocatorConfig, PlanEntry
+from planner.base.plan import AllocatorConfig, PlanEntry, micro_batch_for
 from planner.base.runfile import RunSettings
 from trainer.data import DataLayout
 from trainer.split import Split
@@ -44,7 +44,7 @@ class RunInputs:
 
 
 @dataclass(frozen=True)
-class TrainJob:
+class TrySpec:
     """Everything one try needs: the entry, this try's accumulation, and the run's shared inputs.
 
     Attributes:
@@ -60,4 +60,4 @@ class TrainJob:
     @property
     def micro_batch(self) -> int:
         """The batch of one forward/backward pass: ``effective_batch_size // accum``."""
-        return self.inputs.effective_batch_size // self.accum
+        return micro_batch_for(self.inputs.effective_batch_size, self.accum)

@@ -19,11 +19,11 @@ from planner.base.errors import first_line
 from planner.base.plan import PlanEntry
 from planner.base.predfile import predictions_path, save_predictions
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, OomMiss, SavedModelRecord, WorkerRecord, now
-from trainer.fit import NotTrained, TrainOutcome, train_entry
-from trainer.job import TrainJob
 from trainer.memory import release_memory
 from trainer.progress import Reporter
 from trainer.saved_model import save_model
+from trainer.training import NotTrained, TrainOutcome, train_entry
+from trainer.try_spec import TrySpec
 
 
 @dataclass(frozen=True)
@@ -59,27 +59,27 @@ class TryResult:
     worker: WorkerRecord | None = None
 
 
-def run_try(job: TrainJob, run_dir: Path, reporter: Reporter, cbs: Sequence[Any] = ()) -> TryResult:
-    """Train ``job`` once and keep its outputs in ``run_dir``; any failure becomes the outcome."""
+def run_try(spec: TrySpec, run_dir: Path, reporter: Reporter, cbs: Sequence[Any] = ()) -> TryResult:
+    """Train ``spec`` once and keep its outputs in ``run_dir``; any failure becomes the outcome."""
     started, clock = now(), time.perf_counter()
-    outcome = attempt(job, reporter, cbs)
-    release_memory(job.inputs.device)  # outside attempt's except block: the traceback no longer holds tensors
+    outcome = try_outcome(spec, reporter, cbs)
+    release_memory(spec.inputs.device)  # outside try_outcome's except block: the traceback no longer holds tensors
     if not isinstance(outcome, OomMiss | EntryError):
         model = save_model(run_dir, outcome.model) if outcome.model else None  # before the npz: finished
-        path = save_predictions(predictions_path(run_dir, job.entry.name), outcome.predictions)  # means kept
+        path = save_predictions(predictions_path(run_dir, spec.entry.name), outcome.predictions)  # means kept
         outcome = TryDone(memory=outcome.memory, epochs=outcome.epochs, metrics=outcome.metrics,
                           predictions=path.relative_to(run_dir).as_posix(), model=model)
-    return TryResult(entry=job.entry, outcome=outcome, device=job.inputs.device, accum=job.accum,
-                     micro_batch=job.micro_batch, seconds=time.perf_counter() - clock, started=started)
+    return TryResult(entry=spec.entry, outcome=outcome, device=spec.inputs.device, accum=spec.accum,
+                     micro_batch=spec.micro_batch, seconds=time.perf_counter() - clock, started=started)
 
 
-def attempt(job: TrainJob, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss | EntryError:
+def try_outcome(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any]) -> TrainOutcome | OomMiss | EntryError:
     """One try: the trained outcome, an :class:`OomMiss`, or an :class:`EntryError` naming the error and
     the fix (their tracebacks are dropped)."""
     try:
-        return train_entry(job, reporter, cbs)
+        return train_entry(spec, reporter, cbs)
     except torch.OutOfMemoryError as error:
-        return OomMiss(accum=job.accum, micro_batch=job.micro_batch, message=first_line(error, "out of memory"))
+        return OomMiss(accum=spec.accum, micro_batch=spec.micro_batch, message=first_line(error, "out of memory"))
     except NotTrained as error:  # its message holds the fix; the same rerun would end the same way
         return EntryError(str(error))
     except Exception as error:  # any other failure of this entry: recorded, the next entries still train

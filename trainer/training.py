@@ -17,11 +17,11 @@ from planner.base.predfile import Predictions
 from planner.base.recipe import build_learner, make_dataloaders
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics
 from trainer.data import label_of
-from trainer.job import TrainJob
 from trainer.memory import make_meter
 from trainer.predictions import error_rate, log_loss
 from trainer.progress import Reporter
 from trainer.saved_model import SavedModel, capture_model
+from trainer.try_spec import TrySpec
 from trainer.tta import seeded_tta
 
 
@@ -41,11 +41,11 @@ class TrainOutcome:
     model: SavedModel | None = None
 
 
-def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> TrainOutcome:
+def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> TrainOutcome:
     """Train one entry as planned and predict the held-out split and the test files with TTA.
 
     Args:
-        job: the try.
+        spec: the try.
         reporter: receives ``epoch_done`` events.
         cbs: extra fastai callbacks for ``fine_tune`` (an extension point; tests use it).
 
@@ -62,15 +62,15 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
 
     from trainer.callbacks import CpuThreads, MemoryPhases, ReportEpochs
 
-    entry, inputs = job.entry, job.inputs
+    entry, inputs = spec.entry, spec.inputs
     settings, layout, split = inputs.settings, inputs.layout, inputs.split
     set_seed(inputs.seed)
-    meter = make_meter(inputs.device, job.accum, inputs.cpu_memory_limit)
+    meter = make_meter(inputs.device, spec.accum, inputs.cpu_memory_limit)
     held_out = set(split.valid)
     items = [name for name in layout.train if name not in held_out] + list(split.valid)
     dls = make_dataloaders(
         items, get_x=lambda name: layout.root / name, get_y=label_of, is_valid=held_out.__contains__,
-        item=entry.item, size=entry.size, micro_batch=job.micro_batch, device=inputs.device,
+        item=entry.item, size=entry.size, micro_batch=spec.micro_batch, device=inputs.device,
         vocab=layout.vocab, seed=inputs.seed,
     )
     learn = build_learner(dls, entry.arch, effective_batch_size=inputs.effective_batch_size,
@@ -83,9 +83,9 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     threads = [CpuThreads()] if cpu else []
     with meter.measuring(learn.model):
         learn.fine_tune(settings.epochs, settings.lr, cbs=[*threads, MemoryPhases(meter), epochs, *cbs])
-    check_every_fit_stepped(epochs.records, n_train=len(items) - len(split.valid), job=job)
+    check_every_fit_stepped(epochs.records, n_train=len(items) - len(split.valid), spec=spec)
 
-    saved = capture_model(learn, job) if inputs.save_models else None
+    saved = capture_model(learn, spec) if inputs.save_models else None
     valid_probs, valid_plain, valid_targets = seeded_tta(learn, None, settings.tta_n, settings.tta_beta, inputs.seed)
     if not np.isfinite(valid_probs).all():
         raise NotTrained(f"training diverged: the held-out predictions are NaN or infinite (lr {settings.lr:g}); "
@@ -113,7 +113,7 @@ def train_entry(job: TrainJob, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
 
 
 
-def check_every_fit_stepped(epochs: list[EpochRecord], n_train: int, job: TrainJob) -> None:
+def check_every_fit_stepped(epochs: list[EpochRecord], n_train: int, spec: TrySpec) -> None:
     """Refuse a try in which one of ``fine_tune``'s fits (frozen, unfrozen) updated no weight.
 
     `planner run` refuses such a split before training (``planner.base.trainsize``); this is the
@@ -126,7 +126,7 @@ def check_every_fit_stepped(epochs: list[EpochRecord], n_train: int, job: TrainJ
         steps = sum(epoch.optimizer_steps or 0 for epoch in epochs if epoch.phase == phase)
         if steps == 0:
             raise NotTrained(
-                f"the {phase} fit made no optimizer step ({n_train} training images, accum {job.accum} × "
-                f"micro-batch {job.micro_batch} = effective batch {job.inputs.effective_batch_size}): the model "
+                f"the {phase} fit made no optimizer step ({n_train} training images, accum {spec.accum} × "
+                f"micro-batch {spec.micro_batch} = effective batch {spec.inputs.effective_batch_size}): the model "
                 "was not trained; probe again with a smaller --effective-bs, or add training images"
             )
