@@ -309,6 +309,11 @@ def probe(
         "--jobs", "-j", min=1, show_default="one per core other processes leave free",
         help="Processes that probe architectures side by side with --device estimate (its probes need no "
         "device; the plan is the same with any number). --jobs 1 probes in this process.")] = ProbeOptions.jobs,
+    loader_workers: Annotated[int | None, typer.Option(
+        "--loader-workers", show_default="one per core here, up to 16 (none with --device cpu), as planner run uses",
+        help="With a data folder: the DataLoader workers of the machine that trains. The probe times decoding and "
+        "resizing a sample of the folder's images here and scales it to them; each epoch then takes the slower "
+        "of the card and the loader. 0: the training process decodes between steps.")] = ProbeOptions.loader_workers,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
@@ -320,7 +325,7 @@ def probe(
                     for item in price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        jobs=jobs,
+        jobs=jobs, loader_workers=loader_workers,
     )
     if (plan_for or price) and len(options.gpus) < 2:
         raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")

@@ -130,13 +130,34 @@ class Alternative(Record):
     relative_cost: float = Field(gt=0)
 
 
+class LoaderTime(Record):
+    """Seconds the run's DataLoader takes to decode and resize (the item transform) one epoch's images
+    and TTA's, from a sample of the data folder's images timed on this machine (``planner.probe.loadtime``).
+
+    ``seconds_per_image``: one worker's CPU seconds per image; ``workers``: the DataLoader worker
+    processes of the training machine, which decode side by side (0: the training process decodes
+    between its steps). ``epoch_seconds``: the training images of one epoch (whole micro-batches) and
+    the held-out images; ``tta_seconds``: TTA's passes over the held-out and test images.
+    """
+
+    workers: int = Field(ge=0)
+    seconds_per_image: float = Field(gt=0)
+    images_timed: int = Field(gt=0)
+    epoch_seconds: float = Field(ge=0)
+    tta_seconds: float = Field(ge=0)
+
+
 class EntryTime(Record):
-    """Seconds to train one entry as planned (``planner.probe.epochtime``); no data loading included.
+    """Seconds to train one entry as planned (``planner.probe.epochtime``).
 
     ``source`` "estimate": the step-time model on ``gpu``; "measured": the cuda meter's timed probe
     steps (training; the no-gradient passes then scaled from them). ``total_seconds`` is fastai's
     ``fine_tune(epochs)``: one epoch with the body frozen, ``epochs`` epochs unfrozen, then TTA on the
-    held-out and test images.
+    held-out and test images. ``train_seconds_per_epoch`` and ``valid_seconds_per_epoch`` are the
+    device's; the epoch, frozen epoch and TTA seconds are those of the part of the machine that
+    ``bound`` names: ``device``, ``loader`` (the DataLoader's workers decode slower than the device
+    computes, ``PlanEntry.loader_time``) or ``device+loader`` (no workers: the training process
+    decodes between its steps, so the two add up).
     """
 
     source: Literal["estimate", "measured"]
@@ -148,6 +169,7 @@ class EntryTime(Record):
     epochs: int = Field(ge=0)
     tta_seconds: float = Field(ge=0)
     total_seconds: float = Field(ge=0)
+    bound: str = "device"
 
 
 class PlanEntry(Record):
@@ -157,7 +179,8 @@ class PlanEntry(Record):
     probe was given several budgets) holds a pair for each budget, the plan's own included.
     ``grad_checkpointing`` trains with timm's activation checkpointing; ``choice`` says why this
     configuration won and ``alternatives`` lists those weighed (``planner.probe.configuration``);
-    ``peak_phase`` is the phase of the run that sets the predicted peak (from the chosen probe).
+    ``peak_phase`` is the phase of the run that sets the predicted peak (from the chosen probe);
+    ``loader_time`` the data loading's seconds, measured when the probe has a data folder.
     """
 
     name: str = Field(min_length=1)
@@ -182,6 +205,7 @@ class PlanEntry(Record):
     predicted_time: EntryTime | None = None
     measured_time: EntryTime | None = None
     peak_phase: str | None = None
+    loader_time: LoaderTime | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PlanEntry:
@@ -226,6 +250,10 @@ class MeasuredOn(Record):
     allocator: AllocatorConfig | None = None
 
 
+NO_LOADER_TIME = ("not included: the times are the GPU's; decoding and resizing images on the CPU can take longer "
+                  "on a fast card with few cores (probe with --data to include it)")
+
+
 class TimeBasis(Record):
     """What the entries' times assume: the card, the data set's sizes, the epochs and TTA passes."""
 
@@ -236,8 +264,7 @@ class TimeBasis(Record):
     data: str
     epochs: int = Field(ge=0)
     tta_passes: int = Field(ge=0)
-    data_loading: str = ("not included: the times are the GPU's; decoding and resizing images on the CPU "
-                         "can take longer on a fast card with few cores")
+    data_loading: str = NO_LOADER_TIME
 
 
 class Plan(Record):

@@ -11,7 +11,9 @@ Pure arithmetic over what the trainer runs (``planner/base/recipe.py``, ``fine_t
 - TTA (``Learner.tta``, ``n=4``): four augmented passes and one plain one, over the held-out and
   the test images.
 
-Data loading is not included (see :class:`planner.base.plan.TimeBasis`).
+Data loading is timed apart (``planner.probe.loadtime``) and joined here (:func:`bounded_time`): the
+DataLoader's workers decode the next batches while the device computes, so the slower of the two
+sets each epoch's pace.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from planner.base.plan import EntryTime, StepTimes, TimeBasis
+from planner.base.bounds import slowest_bound
+from planner.base.plan import EntryTime, LoaderTime, StepTimes, TimeBasis
 
 TTA_PASSES = 5  # fastai's Learner.tta(n=4): four augmented passes and the plain one
 DEFAULT_EPOCHS = 12
@@ -82,6 +85,24 @@ def entry_time(times: StepTimes, micro_batch: int, accum: int, basis: TimeBasis,
                      valid_seconds_per_epoch=round(valid, 2), epoch_seconds=round(epoch, 2),
                      frozen_epoch_seconds=round(frozen, 2), epochs=basis.epochs, tta_seconds=round(tta, 2),
                      total_seconds=round(frozen + basis.epochs * epoch + tta, 1))
+
+
+def bounded_time(time: EntryTime, loader: LoaderTime) -> EntryTime:
+    """``time`` with data loading joined: with workers, each epoch (and TTA) takes the slower of the
+    device and the loader; without (``workers`` 0) the training process decodes between its steps and
+    the two add up. ``bound`` names which part sets the epoch's time."""
+    if loader.workers == 0:
+        bound = f"{time.bound}+loader"
+        epoch, frozen, tta = (seconds + extra for seconds, extra in (
+            (time.epoch_seconds, loader.epoch_seconds), (time.frozen_epoch_seconds, loader.epoch_seconds),
+            (time.tta_seconds, loader.tta_seconds)))
+    else:
+        bound, epoch = slowest_bound(**{time.bound: time.epoch_seconds, "loader": loader.epoch_seconds})
+        frozen = max(time.frozen_epoch_seconds, loader.epoch_seconds)
+        tta = max(time.tta_seconds, loader.tta_seconds)
+    return time.model_copy(update={
+        "epoch_seconds": round(epoch, 2), "frozen_epoch_seconds": round(frozen, 2), "tta_seconds": round(tta, 2),
+        "total_seconds": round(frozen + time.epochs * epoch + tta, 1), "bound": bound})
 
 
 def measured_step_times(step_seconds: float, gpu: str) -> StepTimes:

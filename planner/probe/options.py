@@ -43,6 +43,9 @@ class ProbeOptions:
         epochs: the ``fine_tune`` epochs the predicted times are for.
         jobs: processes that probe architectures side by side where probes need no device (the
             estimate meter); None: one per core other processes leave free.
+        loader_workers: the DataLoader workers of the machine that trains, which the data folder's
+            loading time is scaled to; None: what `planner run` uses here (``planner.base.recipe.loader_workers``:
+            one per core up to 16 on a GPU, none with ``device`` cpu).
     """
 
     budgets: tuple[int, ...] = ()
@@ -60,8 +63,12 @@ class ProbeOptions:
     checkpointing: bool = True
     epochs: int = 12
     jobs: int | None = None
+    loader_workers: int | None = None
 
     def __post_init__(self) -> None:
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise UserError(f"--loader-workers {self.loader_workers} must be 0 or more (0: the training process "
+                            "decodes the images itself), e.g. --loader-workers 4")
         if self.effective_batch_size < MIN_MICRO_BATCH:
             raise UserError(f"--effective-bs {self.effective_batch_size} is too small: fastai's head has BatchNorm, "
                             f"which cannot train on single images; use --effective-bs {MIN_MICRO_BATCH} or more")
