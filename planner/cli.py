@@ -156,6 +156,9 @@ def _plan_table(plan):
     timed = plan.timing is not None and any(e.predicted_time or e.measured_time for e in plan.entries)
     if timed:
         columns = (*columns, "epoch", "run")
+    loading = any(entry.loader_time for entry in plan.entries)
+    if loading:
+        columns = (*columns, "loading")
     per_budget = any(entry.per_budget for entry in plan.entries)
     if per_budget:
         columns = (*columns, "accum × mb per budget")
@@ -165,6 +168,8 @@ def _plan_table(plan):
         style = None if entry.fits else "red"
         times = [_entry_times(entry)] if timed else []
         times = [cell for pair in times for cell in pair]
+        if loading:
+            times.append(_duration(entry.loader_time.epoch_seconds) if entry.loader_time else "-")
         pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
                            + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
         table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), _checkpointing_cell(entry),
@@ -187,10 +192,12 @@ def _checkpointing_cell(entry) -> str:
 
 
 def _entry_times(entry) -> tuple[str, str]:
-    """Epoch and run time cells: the prediction, and the measurement beside it when there is one."""
+    """Epoch and run time cells: the prediction, and the measurement beside it when there is one; the
+    epoch says which part bounds it when that is not the device (e.g. "12 s (loader)")."""
     cells = []
     for field in ("epoch_seconds", "total_seconds"):
         shown = [_duration(getattr(time, field)) + (" measured" if time.source == "measured" else "")
+                 + (f" ({time.bound})" if field == "epoch_seconds" and time.bound != "device" else "")
                  for time in (entry.predicted_time, entry.measured_time) if time is not None]
         cells.append(" / ".join(shown) or "-")
     return cells[0], cells[1]
@@ -211,7 +218,17 @@ def _timing_summary(plan) -> str | None:
     if measured:
         parts.append(f"measured-rate total {_duration(sum(measured))}")
     return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
-            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); data loading not included")
+            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); {_loading_summary(plan)}")
+
+
+def _loading_summary(plan) -> str:
+    """How the times include data loading (the "loading" column: the loader's seconds per epoch)."""
+    workers = {entry.loader_time.workers for entry in plan.entries if entry.loader_time}
+    if not workers:
+        return "data loading not included"
+    if workers == {0}:
+        return "data loading in the training process, added to the card's time"
+    return f"each epoch the slower of the card and the loader (DataLoader workers: {max(workers)})"
 
 
 def _probe_and_show(options, entries=None):

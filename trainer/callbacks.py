@@ -138,8 +138,9 @@ class CpuThreads(Callback):
 
 class ReportEpochs(Callback):
     """Records every epoch (losses, error rate, seconds, optimizer steps; torch's threads when ``cpu``;
-    the wait for batches when given ``loader``) and passes it to the reporter. A step is counted at ``after_step``, which fastai reaches only when
-    the optimizer stepped (``GradientAccumulation`` cancels the batch before it otherwise)."""
+    the wait for batches when given ``loader``) and passes it to the reporter. A step is counted at
+    ``after_step``, which fastai reaches only when the optimizer stepped (``GradientAccumulation``
+    cancels the batch before it otherwise)."""
 
     order = Recorder.order + 1  # after the Recorder has stored the epoch's values
 

@@ -1,12 +1,15 @@
 """Data loading time: how long the run's DataLoader takes to decode and resize the data folder's images.
 
-A DataLoader worker runs, for each image, what the recipe's item pipeline runs (``get_x``, fastai's
-``PILImage.create`` decoding the file, the entry's ``Resize`` and ``ToTensor``); the batch transforms
-run afterwards on the training device. So a sample of the folder's images goes through the item
-pipeline of the very DataLoaders the run builds (``planner.base.recipe.make_dataloaders``), one image
-at a time in this thread, and its CPU seconds are counted: CPU time, not wall time, so that other
-processes on the planning machine do not inflate it. Workers decode side by side, one image each
-on its own core: an epoch's loading time is its images × the seconds per image / the workers.
+A DataLoader worker runs, for each batch, what the recipe's item pipeline runs on every image
+(``get_x``, fastai's ``PILImage.create`` decoding the file, the entry's ``Resize``, ``ToTensor``) and
+then collates them into one batch; the batch transforms run afterwards on the training device. So a
+sample of the folder's images goes through the very DataLoader the run builds
+(``planner.base.recipe.make_dataloaders``), batch by batch in this thread (``do_item``, ``do_batch``:
+what fastai's loader calls in a worker), and its CPU seconds are counted: CPU time, not wall time, so
+that other processes on the planning machine do not inflate it. Workers build batches side by side,
+each on its own core: an epoch's loading time is its images × the seconds per image / the workers.
+Not counted: starting the workers (once per pass over the data) and handing batches to the training
+process, small against an epoch of thousands of images.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from planner.base.plan import ItemTransform, LoaderTime, Plan, PlanEntry
 from planner.probe.epochtime import TTA_PASSES, DataSizes, bounded_time
 
 SAMPLE_IMAGES = 32
+SAMPLE_BATCH = 16
 
 
 def sample_files(files: Sequence[Path], count: int = SAMPLE_IMAGES) -> list[Path]:
@@ -28,8 +32,9 @@ def sample_files(files: Sequence[Path], count: int = SAMPLE_IMAGES) -> list[Path
 
 
 def seconds_per_image(files: Sequence[Path], item: ItemTransform) -> float:
-    """CPU seconds this thread takes per image through the run's item pipeline (decode + ``Resize`` +
-    ``ToTensor``), over ``files`` after one untimed image (imports and first-call costs).
+    """CPU seconds this thread takes per image through the run's DataLoader (decode, ``Resize``,
+    ``ToTensor``, collation into batches of :data:`SAMPLE_BATCH`), over ``files`` after one untimed
+    batch (imports and first-call costs).
 
     Raises:
         ValueError: no files.
@@ -39,14 +44,14 @@ def seconds_per_image(files: Sequence[Path], item: ItemTransform) -> float:
     if not files:
         raise ValueError("seconds_per_image needs at least one image")
     paths = [str(path) for path in files]
-    dls = make_dataloaders([paths[0], *paths], get_x=lambda path: Path(path), get_y=lambda path: Path(path).parent.name,
-                           is_valid=lambda _: False, item=item, size=(8, 8), micro_batch=1, device="cpu",
-                           num_workers=0)
-    loader = dls.train
-    loader.do_item(0)
+    loader = make_dataloaders(paths, get_x=lambda path: Path(path), get_y=lambda path: Path(path).parent.name,
+                              is_valid=lambda _: False, item=item, size=(8, 8), micro_batch=SAMPLE_BATCH,
+                              device="cpu", num_workers=0).train
+    batches = [range(start, min(start + SAMPLE_BATCH, len(paths))) for start in range(0, len(paths), SAMPLE_BATCH)]
+    loader.do_batch([loader.do_item(index) for index in batches[0]])
     started = time.thread_time()
-    for index in range(1, len(paths) + 1):
-        loader.do_item(index)
+    for batch in batches:
+        loader.do_batch([loader.do_item(index) for index in batch])
     return (time.thread_time() - started) / len(paths)
 
 

@@ -1,0 +1,90 @@
+"""Data loading time: the run's item pipeline timed on real JPEG files, scaled to the workers, and the
+slower of device and loader bounding each epoch (real fastai DataLoaders, a real estimate probe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from planner.base.bounds import slowest_bound
+from planner.base.entries import single_entry
+from planner.base.plan import EntryTime, ItemTransform
+from planner.probe.command import make_plan
+from planner.probe.epochtime import DataSizes, bounded_time
+from planner.probe.loadtime import loader_time, sample_files, seconds_per_image
+from planner.probe.options import ProbeOptions
+
+SIZES = DataSizes(n_train=80, n_valid=20, n_test=10, source="test")
+CROP = ItemTransform(resize=(64, 48), method="crop")
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train_images/<a|b>/ with 30 noisy 64 × 48 JPEGs each, test_images/ with 2."""
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    for index in range(62):
+        folder = root / "test_images" if index >= 60 else root / "train_images" / "ab"[index % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{index}.jpg", quality=90)
+    return root
+
+
+def train_files(folder: Path) -> list[Path]:
+    return sorted((folder / "train_images").rglob("*.jpg"))
+
+
+def test_the_item_pipeline_on_real_jpegs_takes_positive_time(jpeg_folder: Path) -> None:
+    files = sample_files(train_files(jpeg_folder), count=6)
+    assert len(files) == 6 and {path.parent.name for path in files} == {"a", "b"}  # spread over the classes
+    per_image = seconds_per_image(files, CROP)
+    assert 0 < per_image < 1
+
+
+def test_loading_time_scales_with_the_workers() -> None:
+    one = loader_time(0.01, 32, workers=1, micro_batch=8, sizes=SIZES)
+    four = loader_time(0.01, 32, workers=4, micro_batch=8, sizes=SIZES)
+    alone = loader_time(0.01, 32, workers=0, micro_batch=8, sizes=SIZES)
+    assert one.epoch_seconds == pytest.approx((80 + 20) * 0.01)  # 80 training images: ten whole batches of 8
+    assert four.epoch_seconds == pytest.approx(one.epoch_seconds / 4, abs=0.01)
+    assert alone.epoch_seconds == one.epoch_seconds  # the training process decodes as one worker would
+    assert one.tta_seconds == pytest.approx(5 * (20 + 10) * 0.01)  # five TTA passes over held-out and test
+    assert loader_time(0.01, 32, workers=1, micro_batch=32, sizes=SIZES).epoch_seconds == pytest.approx(
+        (64 + 20) * 0.01)  # fastai drops the last partial batch
+
+
+def test_the_slower_part_bounds_the_epoch() -> None:
+    assert slowest_bound(device=2.0, loader=3.0) == ("loader", 3.0)
+    assert slowest_bound(device=3.0, loader=2.0) == ("device", 3.0)
+    device = EntryTime(source="estimate", gpu="T4", train_seconds_per_epoch=0.8, valid_seconds_per_epoch=0.2,
+                       epoch_seconds=1.0, frozen_epoch_seconds=0.5, epochs=2, tta_seconds=0.5, total_seconds=3.0)
+    slow_loader = bounded_time(device, loader_time(0.012, 32, workers=1, micro_batch=8, sizes=SIZES))
+    assert (slow_loader.bound, slow_loader.epoch_seconds, slow_loader.frozen_epoch_seconds) == ("loader", 1.2, 1.2)
+    assert slow_loader.tta_seconds == 1.8 and slow_loader.total_seconds == pytest.approx(1.2 + 2 * 1.2 + 1.8)
+    fast_loader = bounded_time(device, loader_time(0.01, 32, workers=4, micro_batch=8, sizes=SIZES))
+    assert (fast_loader.bound, fast_loader.epoch_seconds, fast_loader.total_seconds) == ("device", 1.0, 3.0)
+    in_process = bounded_time(device, loader_time(0.01, 32, workers=0, micro_batch=8, sizes=SIZES))
+    assert (in_process.bound, in_process.epoch_seconds) == ("device+loader", 2.0)
+
+
+def test_a_probe_with_a_data_folder_bounds_each_epoch_by_the_loader_when_it_is_slower(
+        jpeg_folder: Path, tmp_path: Path) -> None:
+    """resnet18 at 32 px on a T4 computes far faster than one worker decodes and resizes to 1280 × 960;
+    ten thousand workers decode faster."""
+    entries = single_entry("resnet18", 32, item=ItemTransform(resize=(1280, 960), method="squish"))
+    plans = {workers: make_plan(ProbeOptions(gpus=("T4",), data=jpeg_folder, device="estimate", effective_batch_size=32,
+                                             output=tmp_path / f"plan{workers}.json", jobs=1, loader_workers=workers),
+                                entries=entries)
+             for workers in (1, 10_000)}
+    slow, fast = (plans[workers].entries[0] for workers in (1, 10_000))
+    assert slow.loader_time.workers == 1 and slow.loader_time.images_timed == 32
+    assert slow.loader_time.seconds_per_image > 0
+    assert slow.predicted_time.bound == "loader" and slow.predicted_time.epoch_seconds == slow.loader_time.epoch_seconds
+    assert fast.predicted_time.bound == "device"
+    assert fast.predicted_time.epoch_seconds == pytest.approx(
+        fast.predicted_time.train_seconds_per_epoch + fast.predicted_time.valid_seconds_per_epoch, abs=0.02)
+    assert "DataLoader workers: 1;" in plans[1].timing.data_loading
