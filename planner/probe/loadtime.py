@@ -67,8 +67,8 @@ def loader_time(per_image: float, images_timed: int, workers: int, micro_batch: 
     epoch_images = sizes.n_train // micro_batch * micro_batch + sizes.n_valid
     tta_images = tta_passes * (sizes.n_valid + sizes.n_test)
     return LoaderTime(workers=workers, seconds_per_image=per_image, images_timed=images_timed,
-                      epoch_seconds=round(epoch_images / per_second, 2),
-                      tta_seconds=round(tta_images / per_second, 2))
+                      epoch_seconds=round(epoch_images / per_second, 3),
+                      tta_seconds=round(tta_images / per_second, 3))
 
 
 def with_loader_times(plan: Plan, files: Sequence[Path], sizes: DataSizes, workers: int) -> Plan:

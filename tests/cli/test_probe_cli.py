@@ -100,7 +100,8 @@ def test_probe_with_a_data_folder_uses_its_images(planner_cli, tmp_path):
     assert plan["measured_on"]["synthetic_data"] is False
     assert plan["entries"][0]["micro_batch"] == 8
     loading = plan["entries"][0]["loader_time"]  # the cpu run decodes in its training process
-    assert loading["workers"] == 0 and loading["images_timed"] == 12 and loading["epoch_seconds"] > 0
+    assert loading["workers"] == 0 and loading["images_timed"] == 12 and loading["seconds_per_image"] > 0
+    assert loading["epoch_seconds"] == pytest.approx((8 + 2) * loading["seconds_per_image"], abs=1e-3)
     assert "loading" in result.stdout
 
 
