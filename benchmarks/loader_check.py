@@ -5,8 +5,8 @@ and generated 640 × 480 JPEGs (Paddy Doctor's size: blurred noise, quality 90, 
 reference's ``crop640x480`` item transform. For each, and each DataLoader worker count:
 
 - ``predicted``: what ``planner probe --data`` writes (``planner.probe.loadtime``): a sample's CPU
-  seconds per image through the run's item pipeline, × one epoch's images (whole training
-  micro-batches, then the held-out images) / the workers (0: the training process decodes);
+  seconds per image through the run's DataLoader, × one epoch's images (whole training micro-batches,
+  then the held-out images) / the workers (0: the training process decodes); median of ``--reps``;
 - ``loop``: the run's own DataLoaders (``planner.base.recipe.make_dataloaders`` on the run's split,
   ``trainer.split.draw_split``) iterated over one epoch, training then held-out, without training and
   without the batch transforms (which run on the GPU in a real run), median of ``--reps``: wall clock,
@@ -103,18 +103,20 @@ def compare(name: str, data: Path, item: ItemTransform, size: tuple[int, int], m
             workers: list[int], reps: int) -> list[dict]:
     rows = []
     for count in workers:
-        prediction = predicted(data, item, count, micro_batch)
+        predictions = [predicted(data, item, count, micro_batch) for _ in range(reps)]
+        prediction = statistics.median(p["epoch_seconds"] for p in predictions)
         loops = [loop_seconds(data, item, size, count, micro_batch) for _ in range(reps)]
         wall, cpu = (statistics.median(values) for values in zip(*loops, strict=True))
         rows.append({"folder": name, "item": item.label, "micro_batch": micro_batch, "workers": count,
-                     "predicted_epoch_seconds": prediction["epoch_seconds"],
-                     "seconds_per_image": round(prediction["seconds_per_image"], 6),
-                     "images_timed": prediction["images_timed"],
+                     "predicted_epoch_seconds": prediction,
+                     "predictions": [p["epoch_seconds"] for p in predictions],
+                     "seconds_per_image": [round(p["seconds_per_image"], 6) for p in predictions],
+                     "images_timed": predictions[0]["images_timed"],
                      "measured_loop_epoch_seconds": round(wall, 3),
                      "loop_seconds": [round(w, 3) for w, _ in loops],
-                     "ratio_measured_to_predicted": round(wall / prediction["epoch_seconds"], 3),
+                     "ratio_measured_to_predicted": round(wall / prediction, 3),
                      "measured_loop_cpu_seconds_per_worker": round(cpu, 3),
-                     "ratio_cpu_to_predicted": round(cpu / prediction["epoch_seconds"], 3)})
+                     "ratio_cpu_to_predicted": round(cpu / prediction, 3)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -128,7 +130,7 @@ def demo_run(data: Path, root: Path, epochs: int) -> dict:
 
     entry = next(e for e in demo_entries() if e.arch == "resnet10t")
     plan = make_plan(ProbeOptions(budgets=(parse_budget(DEMO_BUDGET),), effective_batch_size=DEMO_EFFECTIVE_BATCH_SIZE,
-                                  data=data, device="cpu", output=root / "plan.json"), [entry])
+                                  data=data, device="cpu", output=root / "plan.json"), entries=[entry])
     planned = plan.entries[0]
     result = run_plan(root / "plan.json", data, root / "run", RunOptions(epochs=epochs, lr=DEMO_LR, pretrained=False,
                                                                           device="cpu"))
@@ -169,8 +171,8 @@ def main() -> None:
         "machine": {"description": "2-core CPU-only dev machine, shared with other agents' jobs",
                     "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "method": "predicted: CPU seconds per image of a 32-image sample through the run's item pipeline x one "
-                  "epoch's images / max(workers, 1); loop: wall seconds to iterate the run's DataLoaders over one "
+        "method": "predicted: CPU seconds per image of a 32-image sample through the run's DataLoader x one "
+                  f"epoch's images / max(workers, 1), median of {args.reps}; loop: wall seconds to iterate the run's DataLoaders over one "
                   f"epoch without batch transforms, median of {args.reps}; run: a real planner run's "
                   "loader_wait_seconds per epoch (median over epochs)",
         "rows": rows,

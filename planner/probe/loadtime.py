@@ -14,6 +14,7 @@ process, small against an epoch of thousands of images.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from planner.base.plan import ItemTransform, LoaderTime, Plan, PlanEntry
 from planner.probe.epochtime import TTA_PASSES, DataSizes, bounded_time
 
 SAMPLE_IMAGES = 32
-SAMPLE_BATCH = 16
+SAMPLE_BATCH = 8
 
 
 def sample_files(files: Sequence[Path], count: int = SAMPLE_IMAGES) -> list[Path]:
@@ -33,8 +34,9 @@ def sample_files(files: Sequence[Path], count: int = SAMPLE_IMAGES) -> list[Path
 
 def seconds_per_image(files: Sequence[Path], item: ItemTransform) -> float:
     """CPU seconds this thread takes per image through the run's DataLoader (decode, ``Resize``,
-    ``ToTensor``, collation into batches of :data:`SAMPLE_BATCH`), over ``files`` after one untimed
-    batch (imports and first-call costs).
+    ``ToTensor``, collation into batches of :data:`SAMPLE_BATCH`): the median over the batches of
+    ``files``, after one untimed batch (imports and first-call costs); the median, because a busy
+    neighbour on a shared machine slows some batches (caches, memory bandwidth) even in CPU time.
 
     Raises:
         ValueError: no files.
@@ -49,10 +51,12 @@ def seconds_per_image(files: Sequence[Path], item: ItemTransform) -> float:
                               device="cpu", num_workers=0).train
     batches = [range(start, min(start + SAMPLE_BATCH, len(paths))) for start in range(0, len(paths), SAMPLE_BATCH)]
     loader.do_batch([loader.do_item(index) for index in batches[0]])
-    started = time.thread_time()
+    per_image = []
     for batch in batches:
+        started = time.thread_time()
         loader.do_batch([loader.do_item(index) for index in batch])
-    return (time.thread_time() - started) / len(paths)
+        per_image.append((time.thread_time() - started) / len(batch))
+    return statistics.median(per_image)
 
 
 def loader_time(per_image: float, images_timed: int, workers: int, micro_batch: int, sizes: DataSizes,
