@@ -172,9 +172,10 @@ def main() -> None:
                     "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "method": "predicted: CPU seconds per image of a 32-image sample through the run's DataLoader x one "
-                  f"epoch's images / max(workers, 1), median of {args.reps}; loop: wall seconds to iterate the run's DataLoaders over one "
-                  f"epoch without batch transforms, median of {args.reps}; run: a real planner run's "
-                  "loader_wait_seconds per epoch (median over epochs)",
+                  f"epoch's images / max(workers, 1), median of {args.reps}; loop: wall seconds to iterate the "
+                  f"run's DataLoaders over one epoch without batch transforms, and the loading's CPU seconds per "
+                  f"worker, medians of {args.reps}; run: a real planner run's loader_wait_seconds per epoch "
+                  "(median over epochs)",
         "rows": rows,
         "demo_run": run,
         "seconds": round(time.perf_counter() - started, 1),
