@@ -5,8 +5,9 @@ and generated 640 × 480 JPEGs (Paddy Doctor's size: blurred noise, quality 90, 
 reference's ``crop640x480`` item transform. For each, and each DataLoader worker count:
 
 - ``predicted``: what ``planner probe --data`` writes (``planner.probe.loadtime``): a sample's CPU
-  seconds per image through the run's DataLoader, × one epoch's images (whole training micro-batches,
-  then the held-out images) / the workers (0: the training process decodes); median of ``--reps``;
+  seconds per image through the run's DataLoader (in this thread without workers, in a worker process
+  with them), × one epoch's images (whole training micro-batches, then the held-out images) / the
+  workers, plus a worker's start per pass; median of ``--reps``;
 - ``loop``: the run's own DataLoaders (``planner.base.recipe.make_dataloaders`` on the run's split,
   ``trainer.split.draw_split``) iterated over one epoch, training then held-out, without training and
   without the batch transforms (which run on the GPU in a real run), median of ``--reps``: wall clock,
@@ -45,7 +46,7 @@ from planner.base.plan import ItemTransform  # noqa: E402
 from planner.base.recipe import make_dataloaders  # noqa: E402
 from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits  # noqa: E402
 from planner.probe.epochtime import DEFAULT_VALID_PCT, folder_sizes  # noqa: E402
-from planner.probe.loadtime import loader_time, sample_files, seconds_per_image  # noqa: E402
+from planner.probe.loadtime import loader_time, measure_loading, sample_files  # noqa: E402
 from planner.probe.probe_data import probe_data_from_folder  # noqa: E402
 from trainer.data import label_of, scan_data  # noqa: E402
 from trainer.split import draw_split  # noqa: E402
@@ -70,7 +71,8 @@ def predicted(data: Path, item: ItemTransform, workers: int, micro_batch: int) -
     """The probe's loading prediction for ``data``, as ``planner probe --data`` computes it."""
     files = probe_data_from_folder(data).files
     sample = sample_files(files)
-    loading = loader_time(seconds_per_image(sample, item), len(sample), workers, micro_batch,
+    per_image, start = measure_loading(sample, item, workers)
+    loading = loader_time(per_image, start, len(sample), workers, micro_batch,
                           folder_sizes(len(files), data / "test_images"))
     return loading.to_dict()
 
@@ -111,6 +113,7 @@ def compare(name: str, data: Path, item: ItemTransform, size: tuple[int, int], m
                      "predicted_epoch_seconds": prediction,
                      "predictions": [p["epoch_seconds"] for p in predictions],
                      "seconds_per_image": [round(p["seconds_per_image"], 6) for p in predictions],
+                     "start_seconds": [round(p["start_seconds"], 4) for p in predictions],
                      "images_timed": predictions[0]["images_timed"],
                      "measured_loop_epoch_seconds": round(wall, 3),
                      "loop_seconds": [round(w, 3) for w, _ in loops],
@@ -171,8 +174,9 @@ def main() -> None:
         "machine": {"description": "2-core CPU-only dev machine, shared with other agents' jobs",
                     "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "method": "predicted: CPU seconds per image of a 32-image sample through the run's DataLoader x one "
-                  f"epoch's images / max(workers, 1), median of {args.reps}; loop: wall seconds to iterate the "
+        "method": "predicted: CPU seconds per image of a 32-image sample through the run's DataLoader (a worker "
+                  "process with workers) x one epoch's images / max(workers, 1) + 2 worker starts, median of "
+                  f"{args.reps}; loop: wall seconds to iterate the "
                   f"run's DataLoaders over one epoch without batch transforms, and the loading's CPU seconds per "
                   f"worker, medians of {args.reps}; run: a real planner run's loader_wait_seconds per epoch "
                   "(median over epochs)",

@@ -136,12 +136,14 @@ class LoaderTime(Record):
 
     ``seconds_per_image``: one worker's CPU seconds per image; ``workers``: the DataLoader worker
     processes of the training machine, which decode side by side (0: the training process decodes
-    between its steps). ``epoch_seconds``: the training images of one epoch (whole micro-batches) and
+    between its steps); ``start_seconds``: a worker's start, paid again at every pass over the data
+    (0 without workers). ``epoch_seconds``: the training images of one epoch (whole micro-batches) and
     the held-out images; ``tta_seconds``: TTA's passes over the held-out and test images.
     """
 
     workers: int = Field(ge=0)
     seconds_per_image: float = Field(gt=0)
+    start_seconds: float = Field(default=0.0, ge=0)
     images_timed: int = Field(gt=0)
     epoch_seconds: float = Field(ge=0)
     tta_seconds: float = Field(ge=0)

@@ -14,7 +14,7 @@ from planner.base.entries import single_entry
 from planner.base.plan import EntryTime, ItemTransform
 from planner.probe.command import make_plan
 from planner.probe.epochtime import DataSizes, bounded_time
-from planner.probe.loadtime import loader_time, sample_files, seconds_per_image
+from planner.probe.loadtime import loader_time, sample_files, seconds_per_image, worker_seconds
 from planner.probe.options import ProbeOptions
 
 SIZES = DataSizes(n_train=80, n_valid=20, n_test=10, source="test")
@@ -23,11 +23,11 @@ CROP = ItemTransform(resize=(64, 48), method="crop")
 
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train_images/<a|b>/ with 30 noisy 64 × 48 JPEGs each, test_images/ with 2."""
+    """train_images/<a|b>/ with 150 noisy 64 × 48 JPEGs each, test_images/ with 2."""
     root = tmp_path_factory.mktemp("jpegs")
     rng = np.random.default_rng(0)
-    for index in range(62):
-        folder = root / "test_images" if index >= 60 else root / "train_images" / "ab"[index % 2]
+    for index in range(302):
+        folder = root / "test_images" if index >= 300 else root / "train_images" / "ab"[index % 2]
         folder.mkdir(parents=True, exist_ok=True)
         pixels = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"img_{index}.jpg", quality=90)
@@ -38,23 +38,33 @@ def train_files(folder: Path) -> list[Path]:
     return sorted((folder / "train_images").rglob("*.jpg"))
 
 
-def test_the_item_pipeline_on_real_jpegs_takes_positive_time(jpeg_folder: Path) -> None:
-    files = sample_files(train_files(jpeg_folder), count=6)
-    assert len(files) == 6 and {path.parent.name for path in files} == {"a", "b"}  # spread over the classes
-    per_image = seconds_per_image(files, CROP)
-    assert 0 < per_image < 1
+def test_the_run_loader_on_real_jpegs_takes_positive_time_here_and_in_a_worker(jpeg_folder: Path) -> None:
+    files = sample_files(train_files(jpeg_folder), count=16)
+    assert len(files) == 16 and {path.parent.name for path in files} == {"a", "b"}  # spread over the classes
+    here = seconds_per_image(files, CROP)
+    start, per_image = worker_seconds(files, CROP, here)
+    assert 0 < here < 1 and 0 < start < 10
+    assert here <= per_image < 1  # a worker does what this thread does, and hands its batches over
 
 
 def test_loading_time_scales_with_the_workers() -> None:
-    one = loader_time(0.01, 32, workers=1, micro_batch=8, sizes=SIZES)
-    four = loader_time(0.01, 32, workers=4, micro_batch=8, sizes=SIZES)
-    alone = loader_time(0.01, 32, workers=0, micro_batch=8, sizes=SIZES)
+    one = loader_time(0.01, 0.0, 32, workers=1, micro_batch=8, sizes=SIZES)
+    four = loader_time(0.01, 0.0, 32, workers=4, micro_batch=8, sizes=SIZES)
+    alone = loader_time(0.01, 0.0, 32, workers=0, micro_batch=8, sizes=SIZES)
     assert one.epoch_seconds == pytest.approx((80 + 20) * 0.01)  # 80 training images: ten whole batches of 8
     assert four.epoch_seconds == pytest.approx(one.epoch_seconds / 4, abs=0.01)
     assert alone.epoch_seconds == one.epoch_seconds  # the training process decodes as one worker would
     assert one.tta_seconds == pytest.approx(5 * (20 + 10) * 0.01)  # five TTA passes over held-out and test
-    assert loader_time(0.01, 32, workers=1, micro_batch=32, sizes=SIZES).epoch_seconds == pytest.approx(
+    assert loader_time(0.01, 0.0, 32, workers=1, micro_batch=32, sizes=SIZES).epoch_seconds == pytest.approx(
         (64 + 20) * 0.01)  # fastai drops the last partial batch
+
+
+def test_workers_start_again_at_every_pass_over_the_data() -> None:
+    started = loader_time(0.01, 0.5, 32, workers=4, micro_batch=8, sizes=SIZES)
+    assert started.epoch_seconds == pytest.approx(2 * 0.5 + (80 + 20) * 0.01 / 4)  # training and held-out passes
+    assert started.tta_seconds == pytest.approx(5 * 2 * 0.5 + 5 * (20 + 10) * 0.01 / 4)  # held-out and test, 5 each
+    alone = loader_time(0.01, 0.5, 32, workers=0, micro_batch=8, sizes=SIZES)
+    assert alone.start_seconds == 0 and alone.epoch_seconds == pytest.approx((80 + 20) * 0.01)  # nothing to start
 
 
 def test_the_slower_part_bounds_the_epoch() -> None:
@@ -62,19 +72,19 @@ def test_the_slower_part_bounds_the_epoch() -> None:
     assert slowest_bound(device=3.0, loader=2.0) == ("device", 3.0)
     device = EntryTime(source="estimate", gpu="T4", train_seconds_per_epoch=0.8, valid_seconds_per_epoch=0.2,
                        epoch_seconds=1.0, frozen_epoch_seconds=0.5, epochs=2, tta_seconds=0.5, total_seconds=3.0)
-    slow_loader = bounded_time(device, loader_time(0.012, 32, workers=1, micro_batch=8, sizes=SIZES))
+    slow_loader = bounded_time(device, loader_time(0.012, 0.0, 32, workers=1, micro_batch=8, sizes=SIZES))
     assert (slow_loader.bound, slow_loader.epoch_seconds, slow_loader.frozen_epoch_seconds) == ("loader", 1.2, 1.2)
     assert slow_loader.tta_seconds == 1.8 and slow_loader.total_seconds == pytest.approx(1.2 + 2 * 1.2 + 1.8)
-    fast_loader = bounded_time(device, loader_time(0.01, 32, workers=4, micro_batch=8, sizes=SIZES))
+    fast_loader = bounded_time(device, loader_time(0.01, 0.0, 32, workers=4, micro_batch=8, sizes=SIZES))
     assert (fast_loader.bound, fast_loader.epoch_seconds, fast_loader.total_seconds) == ("device", 1.0, 3.0)
-    in_process = bounded_time(device, loader_time(0.01, 32, workers=0, micro_batch=8, sizes=SIZES))
+    in_process = bounded_time(device, loader_time(0.01, 0.0, 32, workers=0, micro_batch=8, sizes=SIZES))
     assert (in_process.bound, in_process.epoch_seconds) == ("device+loader", 2.0)
 
 
 def test_a_probe_with_a_data_folder_bounds_each_epoch_by_the_loader_when_it_is_slower(
         jpeg_folder: Path, tmp_path: Path) -> None:
     """resnet18 at 32 px on a T4 computes far faster than one worker decodes and resizes to 1280 × 960;
-    ten thousand workers decode faster."""
+    with ten thousand workers only their start is left, shorter than the card's epoch."""
     entries = single_entry("resnet18", 32, item=ItemTransform(resize=(1280, 960), method="squish"))
     plans = {workers: make_plan(ProbeOptions(gpus=("T4",), data=jpeg_folder, device="estimate", effective_batch_size=32,
                                              output=tmp_path / f"plan{workers}.json", jobs=1, loader_workers=workers),
