@@ -71,7 +71,7 @@ def predicted(data: Path, item: ItemTransform, workers: int, micro_batch: int) -
     """The probe's loading prediction for ``data``, as ``planner probe --data`` computes it."""
     files = probe_data_from_folder(data).files
     sample = sample_files(files)
-    per_image, start = measure_loading(sample, item, workers)
+    per_image, start = measure_loading(sample, item, workers, micro_batch)
     loading = loader_time(per_image, start, len(sample), workers, micro_batch,
                           folder_sizes(len(files), data / "test_images"))
     return loading.to_dict()

@@ -65,17 +65,19 @@ def seconds_per_image(files: Sequence[Path], item: ItemTransform) -> float:
     return statistics.median(per_image)
 
 
-def measure_loading(files: Sequence[Path], item: ItemTransform, workers: int) -> tuple[float, float]:
+def measure_loading(files: Sequence[Path], item: ItemTransform, workers: int, micro_batch: int) -> tuple[float, float]:
     """``(seconds per image, start per pass)`` of the run's loading with ``workers`` workers: in this
-    thread without workers (nothing to start), in a worker process with them."""
+    thread without workers (nothing to start), in a worker process with them, handing over batches of
+    ``micro_batch`` (each hand-over has a cost of its own)."""
     here = seconds_per_image(files, item)
     if not workers:
         return here, 0.0
-    start, per_image = worker_seconds(files, item, here)
+    start, per_image = worker_seconds(files, item, here, micro_batch)
     return per_image, start
 
 
-def worker_seconds(files: Sequence[Path], item: ItemTransform, per_image_here: float) -> tuple[float, float]:
+def worker_seconds(files: Sequence[Path], item: ItemTransform, per_image_here: float,
+                   micro_batch: int) -> tuple[float, float]:
     """A DataLoader worker process's CPU seconds to start and per image, through the run's DataLoader.
 
     Args:
@@ -83,6 +85,7 @@ def worker_seconds(files: Sequence[Path], item: ItemTransform, per_image_here: f
             :data:`WORKER_PASS_SECONDS` (from ``per_image_here``, :func:`seconds_per_image`).
         item: the item transform.
         per_image_here: the in-process seconds per image.
+        micro_batch: the batches the worker builds and hands over.
 
     Returns:
         ``(start, per_image)``: a pass over one image, less that image; the seconds per image of the
@@ -91,18 +94,18 @@ def worker_seconds(files: Sequence[Path], item: ItemTransform, per_image_here: f
     """
     count = int(min(MAX_WORKER_IMAGES, max(len(files), WORKER_PASS_SECONDS / per_image_here)))
     repeated = [files[index % len(files)] for index in range(count)]
-    one = _worker_pass(files[:1], item)
-    many = _worker_pass(repeated, item)
+    one = _worker_pass(files[:1], item, micro_batch)
+    many = _worker_pass(repeated, item, micro_batch)
     per_image = max((many - one) / (count - 1), per_image_here) if count > 1 else per_image_here
     return max(one - per_image, 0.0), per_image
 
 
-def _worker_pass(files: Sequence[Path], item: ItemTransform) -> float:
+def _worker_pass(files: Sequence[Path], item: ItemTransform, micro_batch: int) -> float:
     """CPU seconds of one worker process iterating ``files`` through the run's DataLoader (collected
     once the worker has exited and been joined)."""
     import resource
 
-    loader = _sample_loader(files, item, workers=1)
+    loader = _sample_loader(files, item, workers=1, micro_batch=micro_batch)
 
     def children() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -114,14 +117,14 @@ def _worker_pass(files: Sequence[Path], item: ItemTransform) -> float:
     return children() - before
 
 
-def _sample_loader(files: Sequence[Path], item: ItemTransform, workers: int) -> Any:
+def _sample_loader(files: Sequence[Path], item: ItemTransform, workers: int, micro_batch: int = SAMPLE_BATCH) -> Any:
     """The run's training DataLoader over ``files`` (labels from their folders), batches of
-    :data:`SAMPLE_BATCH`, the last partial one kept, without batch transforms (the device's work)."""
+    ``micro_batch``, the last partial one kept, without batch transforms (the device's work)."""
     from planner.base.recipe import make_dataloaders
 
     paths = [str(path) for path in files]
     loader = make_dataloaders(paths, get_x=lambda path: Path(path), get_y=lambda path: Path(path).parent.name,
-                              is_valid=lambda _: False, item=item, size=(8, 8), micro_batch=SAMPLE_BATCH,
+                              is_valid=lambda _: False, item=item, size=(8, 8), micro_batch=micro_batch,
                               device="cpu", num_workers=workers).train.new(shuffle=False, drop_last=False)
     loader.after_batch = lambda batch: batch
     return loader
@@ -147,15 +150,16 @@ def loader_time(per_image: float, start: float, images_timed: int, workers: int,
 
 
 def with_loader_times(plan: Plan, files: Sequence[Path], sizes: DataSizes, workers: int) -> Plan:
-    """The plan with every entry's loading time (one measurement per item transform) joined to its
-    predicted and measured times (``planner.probe.epochtime.bounded_time``)."""
+    """The plan with every entry's loading time (one measurement per item transform and micro-batch)
+    joined to its predicted and measured times (``planner.probe.epochtime.bounded_time``)."""
     sample = sample_files(files)
-    measured: dict[ItemTransform, tuple[float, float]] = {}
+    measured: dict[tuple[ItemTransform, int], tuple[float, float]] = {}
     entries: list[PlanEntry] = []
     for entry in plan.entries:
-        if entry.item not in measured:
-            measured[entry.item] = measure_loading(sample, entry.item, workers)
-        per_image, start = measured[entry.item]
+        key = entry.item, entry.micro_batch
+        if key not in measured:
+            measured[key] = measure_loading(sample, entry.item, workers, entry.micro_batch)
+        per_image, start = measured[key]
         loading = loader_time(per_image, start, len(sample), workers, entry.micro_batch, sizes)
         update = {"loader_time": loading}
         for field in ("predicted_time", "measured_time"):
