@@ -144,6 +144,7 @@ def demo_run(data: Path, root: Path, epochs: int) -> dict:
             "predicted_epoch_seconds": planned.loader_time.epoch_seconds,
             "seconds_per_image": round(planned.loader_time.seconds_per_image, 6),
             "measured_wait_per_epoch": waits, "epoch_seconds": [round(e.seconds, 2) for e in record.epochs],
+            "threads": [e.threads for e in record.epochs],
             "measured_median_wait_seconds": measured,
             "ratio_measured_to_predicted": round(measured / planned.loader_time.epoch_seconds, 3)}
 
