@@ -52,9 +52,11 @@ class LoaderWait(Callback):
     The clock runs from the end of one batch (stamped by :attr:`end`, the last callback of
     ``after_batch``, once the device has finished it) to the start of the next (``before_batch``, this
     callback first), less the batch transforms, which fastai runs in the training process after the
-    loader hands a batch over (timed by wrapping the loader's ``after_batch`` for the pass). What
-    remains is the wait for the loader: with workers, the decoding that the steps did not hide; without,
-    all of it. Pass both this callback and :attr:`end` to the fit.
+    loader hands a batch over (timed by wrapping the loader's ``after_batch`` from the pass's first
+    batch on, once fastai has set the transforms up for the pass: training or validation; the first
+    batch of a pass counts its batch transforms as waiting). What remains is the wait for the loader:
+    with workers, the decoding that the steps did not hide; without, all of it. Pass both this callback
+    and :attr:`end` to the fit.
     """
 
     order = -100  # before_batch before any other callback's work
@@ -76,6 +78,9 @@ class LoaderWait(Callback):
     def before_batch(self) -> None:
         waited = time.perf_counter() - self.end.stamp - (self.transforms.take() if self.transforms else 0.0)
         self.seconds += max(waited, 0.0)
+        if self.transforms is None:
+            self.transforms = _TimedTransforms(self.learn.dl.after_batch)
+            self.learn.dl.after_batch = self.transforms
 
     def after_train(self) -> None:
         self._end_pass()
@@ -84,8 +89,7 @@ class LoaderWait(Callback):
         self._end_pass()
 
     def _start_pass(self) -> None:
-        self.transforms = _TimedTransforms(self.learn.dl.after_batch)
-        self.learn.dl.after_batch = self.transforms
+        self.transforms = None
         self.end.stamp = time.perf_counter()
 
     def _end_pass(self) -> None:
