@@ -22,7 +22,7 @@ from rich.table import Table
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
-from trainer.options import PredictOptions, RayOptions, RunOptions
+from trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -102,180 +102,31 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise UserError(f"--size {text!r} must be an integer or ROWSxCOLS, e.g. 224 or 320x224") from None
 
 
-class _ProbeProgress:
-    """Probe progress: one line per probe and entry; a live bar only on a terminal (``live_bars``)."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from trainer.progress import live_bars
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=not live_bars(console), transient=True,
-        )
-        self.task = self.progress.add_task("probing", total=None)
-
-    def entry_started(self, entry, index: int, total: int) -> None:
-        self.progress.update(self.task, total=total, description=f"probing {entry.name}")
-        console.print(f"[bold]{index + 1}/{total} {entry.name}[/bold]")
-
-    def probe_done(self, entry, point) -> None:
-        from planner.base.budget import format_bytes
-
-        result = "out of memory" if point.oom else f"peak {format_bytes(point.peak_bytes)}"
-        checkpointed = " with checkpointing" if point.grad_checkpointing else ""
-        took = "reused" if point.reused else f"{point.seconds:.1f} s"
-        console.print(f"  micro-batch {point.micro_batch:>4}{checkpointed}: {result} ({took})")
-
-    def entry_done(self, entry) -> None:
-        self.progress.advance(self.task)
-
-
-def _duration(seconds: float | None) -> str:
-    """``42 s``, ``12.5 min`` or ``3.2 h``."""
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _plan_table(plan):
-    from rich.table import Table
-
-    from planner.base.budget import format_bytes
-
-    table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
-                        f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
-                        f"measured by {plan.measured_on.device})")
-    columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
-               "seconds")
-    timed = plan.timing is not None and any(e.predicted_time or e.measured_time for e in plan.entries)
-    if timed:
-        columns = (*columns, "epoch", "run")
-    loading = any(entry.loader_time for entry in plan.entries)
-    if loading:
-        columns = (*columns, "loading")
-    per_budget = any(entry.per_budget for entry in plan.entries)
-    if per_budget:
-        columns = (*columns, "accum × mb per budget")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("entry", "accum × mb per budget") else "right")
-    for entry in plan.entries:
-        style = None if entry.fits else "red"
-        times = [_entry_times(entry)] if timed else []
-        times = [cell for pair in times for cell in pair]
-        if loading:
-            times.append(_duration(entry.loader_time.epoch_seconds) if entry.loader_time else "-")
-        pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
-                           + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
-        table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), _checkpointing_cell(entry),
-                      format_bytes(entry.predicted_peak_bytes), format_bytes(entry.headroom_bytes),
-                      str(len(entry.probes)), str(entry.ooms), f"{entry.probe_seconds:.1f}", *times, *pairs,
-                      style=style)
-    return table
-
-
-def _checkpointing_cell(entry) -> str:
-    """"yes"/"no", and the other configuration's peak when one was weighed (e.g. "yes (no: 9.1 GiB)")."""
-    from planner.base.budget import format_bytes
-
-    others = [a for a in entry.alternatives if a.grad_checkpointing != entry.grad_checkpointing]
-    text = "yes" if entry.grad_checkpointing else "no"
-    for other in others:
-        peak = format_bytes(other.predicted_peak_bytes) if other.fits else "no fit"
-        text += f" ({'yes' if other.grad_checkpointing else 'no'}: {other.micro_batch}, {peak})"
-    return text
-
-
-def _entry_times(entry) -> tuple[str, str]:
-    """Epoch and run time cells: the prediction, and the measurement beside it when there is one; the
-    epoch says which part bounds it when that is not the device (e.g. "12 s (loader)")."""
-    cells = []
-    for field in ("epoch_seconds", "total_seconds"):
-        shown = [_duration(getattr(time, field)) + (" measured" if time.source == "measured" else "")
-                 + (f" ({time.bound})" if field == "epoch_seconds" and time.bound != "device" else "")
-                 for time in (entry.predicted_time, entry.measured_time) if time is not None]
-        cells.append(" / ".join(shown) or "-")
-    return cells[0], cells[1]
-
-
-def _timing_summary(plan) -> str | None:
-    """One line: the run's predicted total and what it assumes."""
-    timing = plan.timing
-    if timing is None:
-        return None
-    totals = [e.predicted_time.total_seconds for e in plan.entries if e.predicted_time]
-    measured = [e.measured_time.total_seconds for e in plan.entries if e.measured_time]
-    if not totals and not measured:
-        return None
-    parts = []
-    if totals:
-        parts.append(f"predicted total {_duration(sum(totals))} on {timing.gpu}")
-    if measured:
-        parts.append(f"measured-rate total {_duration(sum(measured))}")
-    return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
-            f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}); {_loading_summary(plan)}")
-
-
-def _loading_summary(plan) -> str:
-    """How the times include data loading (the "loading" column: the loader's seconds per epoch)."""
-    workers = {entry.loader_time.workers for entry in plan.entries if entry.loader_time}
-    if not workers:
-        return "data loading not included"
-    if workers == {0}:
-        return "data loading in the training process, added to the card's time"
-    return f"each epoch the slower of the card and the loader (DataLoader workers: {max(workers)})"
-
-
 def _probe_and_show(options, entries=None):
     """Probe with progress, write the plan, show its table and time summary (and, for several cards,
     the comparison); returns the plan."""
     from planner.probe.command import compare_plans, make_plan
+    from planner.probe.report import ProbeProgress, cards_table, plan_table, timing_summary
+    from trainer.progress import live_bars
 
-    reporter = _ProbeProgress()
+    reporter = ProbeProgress(console, live=live_bars(console))
     comparison = None
     with reporter.progress:
         if len(options.gpus) > 1:
             plan, comparison = compare_plans(options, reporter, entries)
         else:
             plan = make_plan(options, reporter, entries)
-    console.print(_plan_table(plan))
-    summary = _timing_summary(plan)
+    console.print(plan_table(plan))
+    summary = timing_summary(plan)
     if summary:
         console.print(summary, soft_wrap=True)
     if comparison is not None:
         from planner.probe.cards import comparison_path
 
-        console.print(_cards_table(comparison))
+        console.print(cards_table(comparison))
         console.print(f"comparison written to {comparison_path(options.output)}")
     console.print(f"plan written to {options.output} ({plan.seconds:.1f} s)")
     return plan
-
-
-def _cards_table(comparison):
-    """One row per entry, one column per card: accum × micro-batch; then each card's time and cost."""
-    from planner.base.budget import format_bytes
-
-    table = Table(title=f"cards compared (plan.json is for {comparison.chosen})")
-    table.add_column("entry")
-    for card in comparison.cards:
-        table.add_column(f"{card.gpu} ({format_bytes(card.budget_bytes)})", justify="right")
-    for index, entry in enumerate(comparison.cards[0].entries):
-        cells = []
-        for card in comparison.cards:
-            mine = card.entries[index]
-            cell = f"{mine.accum} × {mine.micro_batch}" + (" ckpt" if mine.grad_checkpointing else "")
-            cells.append(cell if mine.fits else "no fit")
-        table.add_row(entry.name, *cells)
-    table.add_row("time (fine_tune + TTA)", *(_duration(card.total_seconds) for card in comparison.cards))
-    if any(card.usd_per_hour is not None for card in comparison.cards):
-        table.add_row("cost", *("-" if card.cost_usd is None else f"${card.cost_usd:,.2f}"
-                                for card in comparison.cards))
-    return table
 
 
 @app.command()
@@ -296,8 +147,13 @@ def probe(
     price: Annotated[list[str] | None, typer.Option(
         "--price", metavar="CARD=USD_PER_HOUR", help="With several --gpu: the price of a card per hour, to "
         "show each plan's cost (repeat it; no prices are built in).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=0,
+    epochs: Annotated[int, typer.Option("--epochs",
                                         help="Epochs of fine_tune the times are for.")] = ProbeOptions.epochs,
+    host_speed: Annotated[float, typer.Option(
+        "--host-speed", help="How fast the CPU of the machine that will train is per core, relative to this "
+        "one (0.5: half as fast): the host's share of each step (Python dispatching every op, fastai's "
+        "optimizer stepping each parameter) and, with a data folder, its image loading are measured here and "
+        "scaled by it.")] = ProbeOptions.host_speed,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
         "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
@@ -306,12 +162,12 @@ def probe(
         "replaces the reference set.")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="One timm architecture (with --size).")] = None,
     size: Annotated[str | None, typer.Option("--size", help="Final size for --arch: 224 or 320x224.")] = None,
-    effective_bs: Annotated[int, typer.Option("--effective-bs", min=1,
+    effective_bs: Annotated[int, typer.Option("--effective-bs",
                                               help="Samples per optimizer step.")] = ProbeOptions.effective_batch_size,
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
         "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
-    margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.5,
+    margin: Annotated[float, typer.Option("--margin",
                                           help="Fraction of the card kept free.")] = ProbeOptions.margin,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = ProbeOptions.output,
@@ -323,7 +179,7 @@ def probe(
         "fastest among those that fit, checkpointing included. --no-checkpointing never uses it.")] = (
         ProbeOptions.checkpointing),
     jobs: Annotated[int | None, typer.Option(
-        "--jobs", "-j", min=1, show_default="one per core other processes leave free",
+        "--jobs", "-j", show_default="one per core other processes leave free",
         help="Processes that probe architectures side by side with --device estimate (its probes need no "
         "device; the plan is the same with any number). --jobs 1 probes in this process.")] = ProbeOptions.jobs,
     loader_workers: Annotated[int | None, typer.Option(
@@ -342,10 +198,8 @@ def probe(
                     for item in price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        jobs=jobs, loader_workers=loader_workers,
+        host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
     )
-    if (plan_for or price) and len(options.gpus) < 2:
-        raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")
     plan = _probe_and_show(options)
     if plot:
         from planner.probe.plot import plot_plan
@@ -379,7 +233,6 @@ def tune_weights_command(
         int,
         typer.Option(
             "--trials",
-            min=1,
             help="Completed trials the study should hold: a resumed study with fewer runs the rest, "
             "one with as many or more runs none. Cross-fitting runs min(N, 200) in-memory trials per fold.",
         ),
@@ -404,7 +257,7 @@ def tune_weights_command(
             'names containing "vit" weigh 2, others 1.',
         ),
     ] = None,
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds of the honest cross-fitted score.")] = (
+    folds: Annotated[int, typer.Option("--folds", help="Folds of the honest cross-fitted score.")] = (
         TuneOptions.folds),
     force_weights: Annotated[
         bool,
@@ -496,7 +349,7 @@ def _parse_named_number(item: str, option: str, form: str) -> tuple[str, float]:
 RunDirOption = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Run folder: split.json, run.json, run.log, preds/<entry>.npz. Rerun to resume.",
     show_default="runs/<plan name> beside the plan")]
-EpochsOption = Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs after its frozen one.")]
+EpochsOption = Annotated[int, typer.Option("--epochs", help="fine_tune epochs after its frozen one.")]
 LrOption = Annotated[float, typer.Option("--lr", help="fine_tune base learning rate.")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")]
 
@@ -512,12 +365,12 @@ DeviceOption = Annotated[RunDevice, typer.Option("--device", help="auto: cuda if
 ValidPctOption = Annotated[float, typer.Option("--valid-pct", help="Held-out fraction (one split per run).")]
 
 
-class Backend(str, Enum):
+class BackendName(str, Enum):
     local = "local"
     ray = "ray"
 
 
-BackendOption = Annotated[Backend, typer.Option(
+BackendOption = Annotated[BackendName, typer.Option(
     "--backend", help="local: one entry after another in this process. ray: entries as Ray tasks over every "
     "GPU of a Ray cluster (pip install 'planner[ray]'); RUN_DIR and --data must be at the same path on every "
     "node.")]
@@ -525,13 +378,13 @@ RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local "
     "Ray instance for this run.", show_default=False)]
 GpusPerEntryOption = Annotated[float, typer.Option(
-    "--gpus-per-entry", min=0.0, help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
+    "--gpus-per-entry", help="ray: GPUs each entry's task asks for; a fraction below 1 shares cards, 0 "
     "trains on CPU workers.")]
 PackOption = Annotated[bool, typer.Option(
     "--pack", help="ray: ask each entry for the fraction of a GPU its predicted peak (plus the plan's margin) "
     "needs, so that small entries share a large card; each task's process is capped to its share.")]
 MaxRetriesOption = Annotated[int, typer.Option(
-    "--max-retries", min=0, help="ray: retries of an entry whose worker or node died.")]
+    "--max-retries", help="ray: retries of an entry whose worker or node died.")]
 
 
 def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, backend=None):
@@ -567,7 +420,7 @@ def run(
     device: DeviceOption = RunDevice(RunOptions.device),
     valid_pct: ValidPctOption = RunOptions.valid_pct,
     seed: SeedOption = RunOptions.seed,
-    backend: BackendOption = Backend.local,
+    backend: BackendOption = BackendName.local,
     ray_address: RayAddressOption = None,
     gpus_per_entry: GpusPerEntryOption = RayOptions.gpus_per_entry,
     pack: PackOption = RayOptions.pack,
@@ -590,14 +443,13 @@ def run(
         epochs=epochs, lr=lr, pretrained=not no_pretrained, device=device.value, valid_pct=valid_pct, seed=seed,
         include_misfits=include_misfits, save_models=save_models, retrain=retrain,
     )
+    ray = ray_options_for(backend.value, RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
+                                                    max_retries=max_retries))
     where = None
-    if backend == Backend.ray:
+    if ray is not None:
         from trainer.ray_backend import RayBackend
 
-        where = RayBackend(RayOptions(address=ray_address, gpus_per_entry=gpus_per_entry, pack=pack,
-                                      max_retries=max_retries))
-    elif pack or ray_address or gpus_per_entry != 1.0:
-        raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
+        where = RayBackend(ray)
     try:
         result = _run_and_show(plan, data, out, options, where)
     except KeyboardInterrupt:
@@ -621,7 +473,7 @@ def predict_command(
     probs: Annotated[bool, typer.Option("--probs", help="Add one probability column per class.")] = False,
     device: DeviceOption = RunDevice(PredictOptions.device),
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Images per batch; default: each entry's training micro-batch, which "
+        "--batch-size", help="Images per batch; default: each entry's training micro-batch, which "
         "reproduces the run's TTA draws (inference needs less memory than training at that batch).",
         show_default=False)] = None,
     uniform: Annotated[bool, typer.Option(
@@ -655,36 +507,35 @@ def predict_command(
         raise typer.Exit(1)
 
 
+class _ShownDemo:
+    """The demo's steps rendered as their commands render them (``planner.demo.DemoShow``)."""
+
+    def step(self, title: str) -> None:
+        console.rule(title)
+
+    def probe(self, options, entries):
+        return _probe_and_show(options, entries)
+
+    def run(self, plan: Path, data: Path, run_dir: Path, options):
+        return _run_and_show(plan, data, run_dir, options)
+
+    def tune(self, options):
+        return _tune_and_show(options)
+
+    def line(self, text: str) -> None:
+        console.print(text)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder: data/, plan.json, run/.")] = Path(
         "planner-demo"),
     limit: Annotated[int | None, typer.Option(
-        "--limit", min=100, help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="fine_tune epochs per model.")] = 3,
-    trials: Annotated[int, typer.Option("--trials", min=1, help="Optuna trials for the weights.")] = 200,
+        "--limit", help="Use only this many of the 1,797 digits, for a quicker run.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="fine_tune epochs per model.")] = 3,
+    trials: Annotated[int, typer.Option("--trials", help="Optuna trials for the weights.")] = 200,
 ) -> None:
     """Run probe -> run -> tune-weights on real handwritten digits, on the CPU, in a few minutes."""
-    import time
+    from planner.demo import run_demo
 
-    from planner.base.budget import parse_budget
-    from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_entries, write_digits
-
-    started = time.perf_counter()
-    out = out.resolve()
-    data = write_digits(out / "data", limit=limit)
-    console.rule(f"1/3 planner probe --gpu-mem {DEMO_BUDGET} --device cpu  (digits written to {data})")
-    _probe_and_show(ProbeOptions(budgets=(parse_budget(DEMO_BUDGET),), effective_batch_size=DEMO_EFFECTIVE_BATCH_SIZE,
-                                 data=data, device="cpu", output=out / "plan.json"), demo_entries())
-    console.rule(f"2/3 planner run {out / 'plan.json'} --no-pretrained --device cpu --epochs {epochs}")
-    run = _run_and_show(out / "plan.json", data, out / "run",
-                        RunOptions(epochs=epochs, lr=DEMO_LR, pretrained=False, device="cpu"))
-    console.rule(f"3/3 planner tune-weights {out / 'run'} --trials {trials}")
-    tune = _tune_and_show(TuneOptions(run_dir=out / "run", trials=trials))
-    console.rule("demo summary")
-    for name in run.names:
-        metrics = run.run.entries[name].metrics
-        console.print(f"held-out accuracy {1 - metrics.error_rate:6.1%}  {name}")
-    chosen = next(method for method in tune.methods if method.name == tune.chosen)
-    console.print(f"held-out accuracy {1 - chosen.error_rate:6.1%}  ensemble ({tune.chosen} weights)")
-    console.print(f"submission: {tune.submission_path}  ({time.perf_counter() - started:.0f} s in all)")
+    run_demo(_ShownDemo(), out, limit=limit, epochs=epochs, trials=trials)

@@ -1,6 +1,6 @@
 """Fault injection for `planner run` and `planner tune-weights`: kill -9 at a chosen moment, then check.
 
-Used by tests/test_faults.py (a few kills) and benchmarks/bench_faults.py (the long loop). A kill lands
+Used by tests/cli/test_faults.py (a few kills) and benchmarks/robustness/faults.py (the long loop). A kill lands
 ``delay`` seconds after the process's first write to its folder (run.json for `planner run`) or
 after its start (tune-weights), so that the moments drawn for a run fall in training, not in imports.
 After a kill every file the process left must be whole and readable (its temporary files aside, which
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from planner_process import REPO
+
+from tests.planner_process import REPO
 
 PREDS_ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
 

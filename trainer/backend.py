@@ -11,25 +11,24 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from planner.base.errors import UserError
 from planner.base.plan import Plan, PlanEntry
 from planner.base.recipe import prepare_device
-from trainer.attempt import TryResult, run_try
-from trainer.job import RunInputs, TrainJob
+from trainer.one_try import TryResult, run_try
 from trainer.progress import Reporter
+from trainer.try_spec import RunInputs, TrySpec
 
 # Called by a backend when a try starts in this process, so that run.json says "running" meanwhile.
-TryStarted = Callable[[TrainJob], None]
+TryStarted = Callable[[TrySpec], None]
 
 
 class Backend(ABC):
-    """Runs tries of plan entries. The driver calls ``device``, then inside ``opened`` alternates
-    ``submit`` (every entry to train, then a retry after each out-of-memory) and ``next_result``
-    while ``pending``."""
+    """Runs tries of plan entries. The driver calls ``device`` once (the run's inputs carry the device it
+    returns), then inside ``opened`` alternates ``submit`` (every entry to train, then a retry after each
+    out-of-memory) and ``next_result`` while ``pending``."""
 
     @abstractmethod
     def device(self, requested: str, cpu_memory_limit: int | None) -> str:
@@ -77,7 +76,7 @@ class LocalBackend(Backend):
     @contextmanager
     def opened(self, plan: Plan, entries: Sequence[PlanEntry], inputs: RunInputs, run_dir: Path,
                reporter: Reporter, started: TryStarted) -> Iterator[None]:
-        self.inputs = replace(inputs, device=self.device(inputs.device, inputs.cpu_memory_limit))
+        self.inputs = inputs
         self.run_dir, self.reporter, self.started = run_dir, reporter, started
         prepare_device(self.inputs.device)
         try:
@@ -97,9 +96,9 @@ class LocalBackend(Backend):
 
     def next_result(self) -> TryResult:
         entry, accum = self.queue.popleft()
-        job = TrainJob(entry=entry, accum=accum, inputs=self.inputs)
-        self.started(job)
-        return run_try(job, self.run_dir, self.reporter, self.cbs)
+        spec = TrySpec(entry=entry, accum=accum, inputs=self.inputs)
+        self.started(spec)
+        return run_try(spec, self.run_dir, self.reporter, self.cbs)
 
 
 def resolve_device(requested: str, cuda_available: bool, cpu_memory_limit: int | None = None,

@@ -9,7 +9,8 @@ files are reported by name before hours of training, not in the middle of them: 
 line (the first few when many), so that one rerun finds them fixed, and so are broken symbolic links. PIL's ``verify()``
 alone misses a truncated JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``:
 the whole compressed stream is read, the inverse transform mostly skipped), on a thread per core
-(PIL releases the GIL while decoding): benchmarks/RESULTS.md, "image check", for what it costs.
+(PIL releases the GIL while decoding); what it costs: benchmarks/RESULTS.md, "What does a run cost beyond
+training?".
 """
 
 from __future__ import annotations

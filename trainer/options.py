@@ -1,7 +1,8 @@
 """What `planner run` and `planner predict` are asked: their options and defaults, in one place.
 
-The CLI's defaults and ``--help`` come from this record; it imports nothing heavy, so that
-``planner --help`` stays fast.
+The CLI's defaults come from this record and the record checks its values (one line naming the
+option); each flag's help text is the CLI's, beside its parsing. It imports nothing heavy, so
+that ``planner --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -93,6 +94,19 @@ class RayOptions:
             raise UserError(f"--max-retries {self.max_retries} must be 0 or more")
 
 
+def ray_options_for(backend: Literal["local", "ray"], ray: RayOptions) -> RayOptions | None:
+    """``ray`` for the Ray backend; None for the local one, which takes none of Ray's flags.
+
+    Raises:
+        UserError: Ray's flags given for the local backend.
+    """
+    if backend == "ray":
+        return ray
+    if ray.pack or ray.address or ray.gpus_per_entry != 1.0:
+        raise UserError("--pack, --ray-address and --gpus-per-entry apply to --backend ray")
+    return None
+
+
 @dataclass(frozen=True)
 class PredictOptions:
     """The options of `planner predict`.
@@ -112,5 +126,7 @@ class PredictOptions:
     uniform: bool = False
 
     def __post_init__(self) -> None:
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise UserError(f"--device {self.device!r} must be auto, cuda or cpu")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size {self.batch_size} must be at least 1")

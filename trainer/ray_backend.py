@@ -11,7 +11,7 @@ Task (a Ray worker, one try of one entry): sets the driver's CUDA allocator conf
 starts in its process (``planner.base.allocator``: the same as the probe's and a local run's), picks
 the (micro-batch, accumulation) pair planned for the GPU it got (``trainer.placement.pair_for_memory``),
 caps its process to its share of the card when it got a fraction of one, and trains with the local
-backend's one-try code (``trainer.attempt.run_try``). It writes ``preds/<entry>.npz`` atomically and
+backend's one-try code (``trainer.one_try.run_try``). It writes ``preds/<entry>.npz`` atomically and
 returns the rest of the entry's record. Out of memory is caught inside the task and returned; the
 driver then resubmits the entry at the next larger accumulation (same effective batch), because Ray
 does not change a task's arguments or resources when it retries it. A worker or node that dies is
@@ -42,15 +42,15 @@ from typing import Any
 from planner.base.allocator import use_allocator
 from planner.base.compat import quiet_ray_notes
 from planner.base.errors import UserError, first_line
-from planner.base.plan import Plan, PlanEntry
+from planner.base.plan import Plan, PlanEntry, micro_batch_for
 from planner.base.runfile import WorkerRecord, now
-from trainer.attempt import EntryError, TryResult, describe_entry_error, run_try
 from trainer.backend import Backend, TryStarted, resolve_device
-from trainer.job import RunInputs, TrainJob
+from trainer.one_try import EntryError, TryResult, describe_entry_error, run_try
 from trainer.options import RayOptions
 from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
 from trainer.progress import LineReporter, LogFile, Reporter, Reporters
 from trainer.run import LOG_FILE
+from trainer.try_spec import RunInputs, TrySpec
 
 INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.24')"
 CRASH_MARKER = ".crash-once-{name}"
@@ -58,10 +58,13 @@ CRASH_MARKER = ".crash-once-{name}"
 
 @dataclass(frozen=True)
 class SharedInputs:
-    """What every task of a run needs; put in Ray's object store once."""
+    """What every task of a run needs; put in Ray's object store once. ``requested_device`` is the
+    ``--device`` asked for: each worker resolves it for itself (``auto``: cuda when the task got a GPU
+    its process sees), as the driver cannot see the workers' devices."""
 
     run_dir: Path
     inputs: RunInputs
+    requested_device: str
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,10 @@ class RayBackend(Backend):
         self.ray = _import_ray()
         self.options = options
         self.pending_refs: dict[Any, tuple[PlanEntry, int | None]] = {}
+        self.requested_device = "auto"
 
     def device(self, requested: str, cpu_memory_limit: int | None) -> str:
+        self.requested_device = requested  # for the shares (_gpu_shares) and for each worker to resolve
         if cpu_memory_limit is not None and requested != "cpu":
             raise UserError("a CPU memory limit applies to CPU training only (--device cpu)")
         if requested == "cuda" and self.options.gpus_per_entry == 0:
@@ -109,9 +114,10 @@ class RayBackend(Backend):
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         self.inputs = inputs
         with _connected(ray, self.options.address):
-            self.shares = _gpu_shares(ray, plan, entries, self.options, inputs.device)
+            self.shares = _gpu_shares(ray, plan, entries, self.options, self.requested_device)
             _check_gpus(ray, max(self.shares.values()))
-            self.shared_ref = ray.put(SharedInputs(run_dir=run_dir, inputs=inputs))
+            self.shared_ref = ray.put(SharedInputs(run_dir=run_dir, inputs=inputs,
+                                                   requested_device=self.requested_device))
             max_calls = 1 if any(share > 0 for share in self.shares.values()) else 0  # fresh process per GPU task
             self.task = ray.remote(max_calls=max_calls)(train_task)
             try:
@@ -143,7 +149,7 @@ class RayBackend(Backend):
             device = "cpu" if self.inputs.device == "cpu" or self.shares[entry.name] == 0 else "cuda"
             accum = accum or entry.accum
             return TryResult(entry=entry, outcome=EntryError(message), device=device, accum=accum,
-                             micro_batch=self.inputs.effective_batch_size // accum, seconds=0.0,
+                             micro_batch=micro_batch_for(self.inputs.effective_batch_size, accum), seconds=0.0,
                              started=now())
 
 
@@ -177,17 +183,17 @@ def train_task(spec: TaskSpec, shared: SharedInputs) -> TryResult:
 
     # A task without GPUs trains on the CPU: Ray leaves CUDA_VISIBLE_DEVICES alone then, so the node's
     # cards would be visible but not reserved.
-    device = resolve_device(shared.inputs.device, spec.gpu_share > 0 and torch.cuda.is_available(),
+    device = resolve_device(shared.requested_device, spec.gpu_share > 0 and torch.cuda.is_available(),
                             where=f"to the worker on {socket.gethostname()}")
     if device == "cuda":
         use_allocator(shared.inputs.allocator)  # the driver's decision, before _claim_gpu starts CUDA here
     card_bytes, usable_bytes = _claim_gpu(spec.gpu_share) if device == "cuda" else (None, None)
     accum = spec.accum or pair_for_memory(spec.entry, usable_bytes).accum
-    job = TrainJob(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))
+    try_spec = TrySpec(entry=spec.entry, accum=accum, inputs=replace(shared.inputs, device=device))
     prepare_device(device)
     reporter = Reporters(LineReporter(partial(print, flush=True)), LogFile(shared.run_dir / LOG_FILE))
-    reporter.entry_started(spec.entry.name, accum, job.micro_batch, shared.inputs.settings.epochs + 1)
-    result = run_try(job, shared.run_dir, reporter)
+    reporter.entry_started(spec.entry.name, accum, try_spec.micro_batch, shared.inputs.settings.epochs + 1)
+    result = run_try(try_spec, shared.run_dir, reporter)
     worker = WorkerRecord(
         node=ray.util.get_node_ip_address(), hostname=socket.gethostname(), pid=os.getpid(),
         gpu_ids=[str(gpu) for gpu in ray.get_gpu_ids()], gpu_share=spec.gpu_share, gpu_memory_bytes=card_bytes,

@@ -30,7 +30,7 @@ from planner.base.compat import timm_renamed_models
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
-from planner.base.plan import AllocatorConfig, Plan, PlanEntry, load_plan
+from planner.base.plan import AllocatorConfig, Plan, PlanEntry, batch_divisors, load_plan, micro_batch_for
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
     RUN_FILE,
@@ -52,7 +52,6 @@ from planner.base.runfile import (
     save_run,
 )
 from planner.base.trainsize import check_steps, training_count
-from trainer.attempt import EntryError, TryDone, TryResult
 from trainer.backend import Backend, LocalBackend, resolve_device
 from trainer.data import DataLayout, label_of, scan_data
 from trainer.fingerprint import (
@@ -64,13 +63,14 @@ from trainer.fingerprint import (
     save_listing,
     training_changed,
 )
-from trainer.job import RunInputs, TrainJob
+from trainer.one_try import EntryError, TryDone, TryResult
 from trainer.options import RunOptions
 from trainer.progress import LogFile, Reporter, Reporters
 from trainer.repredict import repredict_test
 from trainer.rerun import retrain_command
 from trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
 from trainer.split import SPLIT_FILE, Split, shared_split
+from trainer.try_spec import RunInputs, TrySpec
 
 LOG_FILE = "run.log"
 LOCK_FILE = ".lock"
@@ -128,7 +128,7 @@ def run_plan(
     """
     backend = backend or LocalBackend()
     plan = load_plan(plan_path)
-    check_entry_names(plan)
+    plan.check_entry_names()
     data_dir = data_for_run(Path(data_dir) if data_dir is not None else None, plan.data)
     run_dir = check_writable(run_dir if run_dir is not None else default_run_dir(Path(plan_path)), "--out",
                              folder=True)
@@ -148,7 +148,7 @@ def run_plan(
                 note_renamed_architectures(todo, reporter)
                 note_allocator_change(plan, allocator, reporter)
                 inputs = RunInputs(effective_batch_size=plan.effective_batch_size, layout=layout, split=split,
-                                   settings=options.settings(), device=options.device, seed=options.seed,
+                                   settings=options.settings(), device=device, seed=options.seed,
                                    cpu_memory_limit=options.cpu_memory_limit, save_models=options.save_models,
                                    allocator=allocator)
                 tries = Tries(plan, book, reporter)
@@ -195,14 +195,14 @@ class Tries:
         self.first_accum: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
 
-    def started(self, job: TrainJob) -> None:
+    def started(self, spec: TrySpec) -> None:
         """A try starts in this process: run.json says ``running`` (with the misses so far) meanwhile."""
-        record = self.records.get(job.entry.name) or new_entry_record(
-            job.entry, self.plan, accum=job.accum, micro_batch=job.micro_batch, device=job.inputs.device,
+        record = self.records.get(spec.entry.name) or new_entry_record(
+            spec.entry, self.plan, accum=spec.accum, micro_batch=spec.micro_batch, device=spec.inputs.device,
             started=now())
-        self.records[job.entry.name] = record.model_copy(update={"accum": job.accum, "micro_batch": job.micro_batch})
-        self.book.put(self.records[job.entry.name])
-        self.reporter.entry_started(job.entry.name, job.accum, job.micro_batch, job.inputs.settings.epochs + 1)
+        self.records[spec.entry.name] = record.model_copy(update={"accum": spec.accum, "micro_batch": spec.micro_batch})
+        self.book.put(self.records[spec.entry.name])
+        self.reporter.entry_started(spec.entry.name, spec.accum, spec.micro_batch, spec.inputs.settings.epochs + 1)
 
     def record(self, result: TryResult) -> tuple[PlanEntry, int] | None:
         """Put a try's result in run.json; after an out-of-memory, the retry to submit (the entry and the
@@ -232,7 +232,7 @@ class Tries:
             return self._done(failed_record(record, misses, self.seconds[name],
                                             f"out of memory at every accumulation ({', '.join(map(str, tried))})"))
         self.records[name] = record.model_copy(update={
-            "accum": larger[0], "micro_batch": effective // larger[0], "oom_misses": misses})
+            "accum": larger[0], "micro_batch": micro_batch_for(effective, larger[0]), "oom_misses": misses})
         self.book.put(self.records[name])
         return entry, larger[0]
 
@@ -343,7 +343,7 @@ def planned_time(entry: PlanEntry, device: str) -> TimeRecord:
         return TimeRecord(measured_device=device, predicted_loader_epoch_seconds=loading)
     return TimeRecord(predicted_gpu=predicted.gpu, predicted_epoch_seconds=predicted.epoch_seconds,
                       predicted_frozen_epoch_seconds=predicted.frozen_epoch_seconds,
-                      predicted_total_seconds=predicted.total_seconds, predicted_bound=predicted.bound,
+                      predicted_total_seconds=predicted.total_seconds, predicted_time_bound=predicted.time_bound,
                       predicted_loader_epoch_seconds=loading, measured_device=device)
 
 
@@ -380,17 +380,7 @@ def accumulation_ladder(effective_batch_size: int, planned_accum: int) -> list[i
     Returns:
         Ascending accumulations, starting with ``planned_accum``.
     """
-    candidates = range(planned_accum, effective_batch_size + 1)
-    return [accum for accum in candidates if effective_batch_size % accum == 0]
-
-
-def check_entry_names(plan: Plan) -> None:
-    """Entry names become file names (``preds/<name>.npz``)."""
-    for index, entry in enumerate(plan.entries):
-        if "/" in entry.name or "\\" in entry.name or entry.name.startswith("."):
-            raise UserError(f"plan entry {index} has the name {entry.name!r}, which cannot be a file name")
-    if not plan.entries:
-        raise UserError("the plan has no entries: nothing to train")
+    return [accum for accum in batch_divisors(effective_batch_size) if accum >= planned_accum]
 
 
 def start_run_folder(

@@ -26,7 +26,7 @@ from planner.base.runfile import SavedModelRecord, load_run
 from trainer.rerun import retrain_command
 
 if TYPE_CHECKING:
-    from trainer.job import TrainJob
+    from trainer.try_spec import TrySpec
 
 RECIPE_VERSION = 1
 MODELS_FOLDER = "models"
@@ -83,7 +83,7 @@ class SavedModel:
     state_dict: dict[str, Any]
 
 
-def capture_model(learn: Any, job: TrainJob) -> SavedModel:
+def capture_model(learn: Any, spec: TrySpec) -> SavedModel:
     """The trained learner's weights (copied to the CPU) and its recipe, taken before TTA."""
     import fastai
     import safetensors
@@ -92,16 +92,16 @@ def capture_model(learn: Any, job: TrainJob) -> SavedModel:
 
     import planner
 
-    inputs = job.inputs
+    inputs = spec.inputs
     state = {key: value.detach().cpu().contiguous() for key, value in learn.model.state_dict().items()}
     recipe = ModelRecipe(
-        entry=job.entry.name, arch=job.entry.arch, item=job.entry.item,
-        batch=BatchTransforms(size=job.entry.size, min_scale=AUG_MIN_SCALE),
+        entry=spec.entry.name, arch=spec.entry.arch, item=spec.entry.item,
+        batch=BatchTransforms(size=spec.entry.size, min_scale=AUG_MIN_SCALE),
         normalize=_normalization(learn.dls), vocab=[str(label) for label in learn.dls.vocab],
         precision="fp16" if inputs.device == "cuda" else "fp32", trained_on=inputs.device,
-        grad_checkpointing=job.entry.grad_checkpointing,
+        grad_checkpointing=spec.entry.grad_checkpointing,
         tta=TtaRecipe(n=inputs.settings.tta_n, beta=inputs.settings.tta_beta, seed=inputs.seed,
-                      batch_size=job.micro_batch),
+                      batch_size=spec.micro_batch),
         parameters=sum(parameter.numel() for parameter in learn.model.parameters()),
         versions={"torch": torch.__version__, "timm": timm.__version__, "fastai": fastai.__version__,
                   "safetensors": safetensors.__version__, "planner": planner.__version__},

@@ -15,7 +15,7 @@ dispatch key guard and a function mode); both are checked against that torch by 
 both ends of the tested range.
 
 ``TESTED`` is the range CI runs (``.ci/run``: the newest releases; ``.ci/lowest``: pyproject's
-floors); README's install section states the same range and a test keeps the two in step.
+floors); docs/install.md states the same range and a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from planner.base.errors import UserError
 
-# package: (lowest tested = pyproject's floor, newest tested). Checked against pyproject and README by
+# package: (lowest tested = pyproject's floor, newest tested). Checked against pyproject and docs/install.md by
 # tests/test_dependencies.py.
 TESTED: dict[str, tuple[str, str]] = {
     "torch": ("2.6.0", "2.14.1"),

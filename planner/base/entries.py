@@ -129,7 +129,7 @@ def load_models_file(path: str | Path) -> list[EntrySpec]:
         UserError: missing, a folder, empty, not UTF-8, unreadable syntax, or a bad field (named).
     """
     path = Path(path)
-    text = read_text(path, "models file", "give a TOML or JSON file with [[model]] tables (README: planner probe)")
+    text = read_text(path, "models file", "give a TOML or JSON file with [[model]] tables (docs/probe.md)")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.base.atomic import atomic_write_json
+from planner.base.errors import UserError
 from planner.base.jsonfile import load_record
 
 PLAN_VERSION = 1
@@ -19,6 +20,36 @@ Size = tuple[int, int]
 MIN_MICRO_BATCH = 2
 """fastai's head ends in BatchNorm1d over pooled features, which cannot train on one image: the probe
 never plans a micro-batch of 1, and a plan that says so is refused at load."""
+
+
+def batch_divisors(effective_batch_size: int) -> list[int]:
+    """The divisors of the effective batch, ascending: the only accumulations and micro-batches that keep
+    it exact (fastai's ``GradientAccumulation`` counts samples)."""
+    return [n for n in range(1, effective_batch_size + 1) if effective_batch_size % n == 0]
+
+
+def micro_batch_for(effective_batch_size: int, accum: int) -> int:
+    """The micro-batch of ``accum`` steps per optimizer step: ``effective_batch_size // accum``.
+
+    Raises:
+        ValueError: ``accum`` does not divide the effective batch.
+    """
+    return _cofactor(effective_batch_size, accum, "accum")
+
+
+def accum_for(effective_batch_size: int, micro_batch: int) -> int:
+    """The accumulation of a micro-batch: ``effective_batch_size // micro_batch``.
+
+    Raises:
+        ValueError: ``micro_batch`` does not divide the effective batch.
+    """
+    return _cofactor(effective_batch_size, micro_batch, "micro_batch")
+
+
+def _cofactor(effective_batch_size: int, factor: int, name: str) -> int:
+    if factor < 1 or effective_batch_size % factor:
+        raise ValueError(f"{name} {factor} does not divide the effective batch {effective_batch_size}")
+    return effective_batch_size // factor
 
 
 class Record(BaseModel):
@@ -51,12 +82,23 @@ class ItemTransform(Record):
 
 
 class StepTimes(Record):
-    """Predicted seconds on a named card of one micro-batch's parts, from the fake step's op counts."""
+    """Predicted seconds of one micro-batch's parts on a named card, for one bound: the card's own work
+    (the fake step's op costs, ``planner.probe.steptime``) or the host's (``planner.probe.hosttime``)."""
 
     gpu: str
     forward_backward: float = Field(ge=0)
     optimizer_step: float = Field(ge=0)
     eval_forward: float = Field(ge=0)
+
+
+class HostWork(Record):
+    """What the host does for one micro-batch, counted in the fake step (``planner.probe.hosttime``):
+    aten ops dispatched in the forward and backward pass and in a no-gradient forward pass (views
+    included), and the parameter tensors fastai's optimizer steps one by one."""
+
+    forward_backward_ops: int = Field(ge=0)
+    eval_ops: int = Field(ge=0)
+    parameter_tensors: int = Field(ge=0)
 
 
 class ProbePoint(Record):
@@ -76,6 +118,7 @@ class ProbePoint(Record):
     step_seconds: float | None = None
     grad_checkpointing: bool = False
     predicted_times: StepTimes | None = None
+    host_work: HostWork | None = None
     reused: bool = False
     """The answer of an earlier identical probe (the estimate meter: this run's, or its store's from
     an earlier run), not a new step; ``seconds`` is then 0."""
@@ -137,14 +180,17 @@ class LoaderTime(Record):
     ``seconds_per_image``: one worker's CPU seconds per image; ``workers``: the DataLoader worker
     processes of the training machine, which decode side by side (0: the training process decodes
     between its steps); ``start_seconds``: a worker's start, paid again at every pass over the data
-    (0 without workers). ``epoch_seconds``: the training images of one epoch (whole micro-batches) and
-    the held-out images; ``tta_seconds``: TTA's passes over the held-out and test images.
+    (0 without workers). ``train_seconds``: the training images of one epoch (whole micro-batches);
+    ``valid_seconds``: the held-out images; ``epoch_seconds``: both; ``tta_seconds``: TTA's passes over
+    the held-out and test images.
     """
 
     workers: int = Field(ge=0)
     seconds_per_image: float = Field(gt=0)
     start_seconds: float = Field(default=0.0, ge=0)
     images_timed: int = Field(gt=0)
+    train_seconds: float = Field(ge=0)
+    valid_seconds: float = Field(ge=0)
     epoch_seconds: float = Field(ge=0)
     tta_seconds: float = Field(ge=0)
 
@@ -155,11 +201,12 @@ class EntryTime(Record):
     ``source`` "estimate": the step-time model on ``gpu``; "measured": the cuda meter's timed probe
     steps (training; the no-gradient passes then scaled from them). ``total_seconds`` is fastai's
     ``fine_tune(epochs)``: one epoch with the body frozen, ``epochs`` epochs unfrozen, then TTA on the
-    held-out and test images. ``train_seconds_per_epoch`` and ``valid_seconds_per_epoch`` are the
-    device's; the epoch, frozen epoch and TTA seconds are those of the part of the machine that
-    ``bound`` names: ``device``, ``loader`` (the DataLoader's workers decode slower than the device
-    computes, ``PlanEntry.loader_time``) or ``device+loader`` (no workers: the training process
-    decodes between its steps, so the two add up).
+    held-out and test images. An estimate takes each pass at the pace of its slowest bound:
+    ``bound_seconds`` holds each bound's own total (e.g. "device": the card's work, "host": the
+    host's, "loader": the DataLoader's workers decoding the images, ``PlanEntry.loader_time``; without
+    workers the training process decodes between its steps and the loading adds to each other bound,
+    e.g. "device+loader"), ``time_bound`` names the slowest; both are empty for a measurement, whose
+    passes still take the loader's pace when it is slower.
     """
 
     source: Literal["estimate", "measured"]
@@ -171,7 +218,8 @@ class EntryTime(Record):
     epochs: int = Field(ge=0)
     tta_seconds: float = Field(ge=0)
     total_seconds: float = Field(ge=0)
-    bound: str = "device"
+    time_bound: str | None = None
+    bound_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class PlanEntry(Record):
@@ -256,6 +304,18 @@ NO_LOADER_TIME = ("not included: the times are the GPU's; decoding and resizing 
                   "on a fast card with few cores (probe with --data to include it)")
 
 
+class Host(Record):
+    """The host whose share of each training step the times include (``planner.probe.hosttime``): the
+    costs measured on the CPU that planned (seconds per dispatched op of a forward and backward pass,
+    per parameter tensor of fastai's optimizer step), that CPU, and how fast the host that trains is
+    per core relative to it (``--host-speed``; 1: the same)."""
+
+    cpu: str
+    op_seconds: float = Field(gt=0)
+    param_seconds: float = Field(gt=0)
+    speed: float = Field(default=1.0, gt=0)
+
+
 class TimeBasis(Record):
     """What the entries' times assume: the card, the data set's sizes, the epochs and TTA passes."""
 
@@ -266,6 +326,7 @@ class TimeBasis(Record):
     data: str
     epochs: int = Field(ge=0)
     tta_passes: int = Field(ge=0)
+    host: Host | None = None
     data_loading: str = NO_LOADER_TIME
 
 
@@ -302,6 +363,18 @@ class Plan(Record):
                         f"{pair.micro_batch}) must equal effective_batch_size {self.effective_batch_size}"
                     )
         return self
+
+    def check_entry_names(self) -> None:
+        """Refuse a plan `planner run` cannot train: entry names become file names (``preds/<name>.npz``).
+
+        Raises:
+            UserError: a name that cannot be a file name, or no entries at all.
+        """
+        for index, entry in enumerate(self.entries):
+            if "/" in entry.name or "\\" in entry.name or entry.name.startswith("."):
+                raise UserError(f"plan entry {index} has the name {entry.name!r}, which cannot be a file name")
+        if not self.entries:
+            raise UserError("the plan has no entries: nothing to train")
 
     def with_entry(self, entry: PlanEntry) -> Plan:
         """A copy with the entry of the same name replaced."""

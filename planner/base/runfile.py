@@ -154,7 +154,7 @@ class TimeRecord(Record):
 
     ``measured_epoch_seconds`` is the mean of the unfrozen epochs (training and validation, data
     loading included, as fastai's epoch clock runs); ``measured_frozen_epoch_seconds`` the first,
-    body-frozen epoch. The prediction is for the planned micro-batch; ``predicted_bound`` says which
+    body-frozen epoch. The prediction is for the planned micro-batch; ``predicted_time_bound`` says which
     part of the machine sets it (``planner.base.plan.EntryTime``). ``predicted_loader_epoch_seconds``:
     the plan's data loading per epoch (None when the probe had no data folder);
     ``measured_loader_wait_seconds``: the unfrozen epochs' mean wait for batches
@@ -165,7 +165,7 @@ class TimeRecord(Record):
     predicted_epoch_seconds: float | None = Field(default=None, ge=0)
     predicted_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
     predicted_total_seconds: float | None = Field(default=None, ge=0)
-    predicted_bound: str | None = None
+    predicted_time_bound: str | None = None
     predicted_loader_epoch_seconds: float | None = Field(default=None, ge=0)
     measured_device: Device
     measured_epoch_seconds: float | None = Field(default=None, ge=0)

@@ -4,8 +4,9 @@ Why. torch's CPU kernels run on an OpenMP pool of one thread per core, and every
 ends at a barrier where the fastest thread waits for the slowest. When another process keeps one
 core busy, the thread that shares its core gets a slice of it now and then, and every region waits
 for that slice: on the 2-core dev machine ``planner demo``'s resnet18 epochs went from 6 s to
-86–172 s while another job ran (benchmarks/RESULTS.md, "demo"). One thread fewer than the cores in
-use by others avoids the barrier stalls; it costs at most the share of a core the others leave.
+86–172 s while another job ran (benchmarks/RESULTS.md, "What does a run cost beyond training?"). One
+thread fewer than the cores in use by others avoids the barrier stalls; it costs at most the share of a
+core the others leave.
 
 How. The busy cores of other processes are measured over a short window from ``/proc/stat`` (the
 cores this process may run on, ``os.sched_getaffinity``), minus this process's own CPU time; where

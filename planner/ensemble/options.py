@@ -1,6 +1,7 @@
 """What `planner tune-weights` is asked: its options and their defaults, in one place.
 
-The CLI's defaults and ``--help`` come from this record; it imports nothing heavy (no Optuna), so
+The CLI's defaults come from this record and the record checks its values (one line naming the
+option); each flag's help text is the CLI's, beside its parsing. It imports nothing heavy (no Optuna), so
 that ``planner --help`` stays fast.
 """
 
@@ -9,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from planner.base.errors import UserError
+
+MIN_FOLDS = 2
 
 
 @dataclass(frozen=True)
@@ -26,3 +31,18 @@ class TuneOptions:
     hand_weights: Mapping[str, float] = field(default_factory=dict)
     folds: int = 5
     force_weights: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown sampler or too few trials or folds, in one line naming the option.
+
+        Raises:
+            UserError: the first such option.
+        """
+        from planner.ensemble.study import SAMPLERS  # here, not above: Optuna is heavy to import
+
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.trials < 1:
+            raise UserError(f"--trials must be at least 1, got {self.trials}")
+        if self.folds < MIN_FOLDS:
+            raise UserError(f"--folds must be at least {MIN_FOLDS}, got {self.folds}")

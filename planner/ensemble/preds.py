@@ -21,7 +21,7 @@ ROW_SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
-class Predictions:
+class RunPredictions:
     """Every model's held-out and test probabilities over one shared set of rows and classes.
 
     ``valid_probs`` is (models, rows, classes) and ``test_probs`` (models, test rows, classes), in the
@@ -37,7 +37,7 @@ class Predictions:
     test_probs: np.ndarray
 
 
-def load_predictions(run_dir: Path) -> Predictions:
+def load_predictions(run_dir: Path) -> RunPredictions:
     """Read and check every ``RUN_DIR/preds/*.npz``.
 
     Args:
@@ -66,7 +66,7 @@ def load_predictions(run_dir: Path) -> Predictions:
                       zip(files[1:], paths[1:], strict=True))]
     for arrays, path in zip(files[1:], paths[1:], strict=True):
         _same(first, first_path, arrays, path)
-    return Predictions(
+    return RunPredictions(
         names=tuple(path.stem for path in paths),
         vocab=tuple(first["vocab"].tolist()),
         valid_names=tuple(first["valid_names"].tolist()),

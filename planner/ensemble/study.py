@@ -18,7 +18,7 @@ the true class: all the objective sees) and is refused if they changed. The samp
 before every trial, seeded with ``seed + completed trials``, the two enqueued trials are enqueued
 once whatever happened before, and trials a killed process left running are marked failed: so a study
 killed at any point (kill -9 included) and resumed ends with the same trials, values and best
-weights as one never interrupted (tests/test_faults.py).
+weights as one never interrupted (tests/cli/test_faults.py).
 
 Several processes. SQLite takes one writer at a time (Optuna advises against it for parallel
 optimisation: concurrent writers wait on each other and fail with "database is locked"), so a study in
@@ -242,7 +242,7 @@ def single_writer(storage: str | None) -> Iterator[None]:
         return
     refusal = (f"another process ({{}}) is running a study in {path}: SQLite takes one writer at a time; wait "
                "for it, or run several processes or machines on a server database with --storage "
-               "postgresql://USER:PASSWORD@HOST/DB (README: Scale out)")
+               "postgresql://USER:PASSWORD@HOST/DB (docs/tune-weights.md)")
     with held_exclusively(Path(f"{path}.lock"), refusal.format):
         yield
 

@@ -26,12 +26,12 @@ from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, Score, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
 from planner.ensemble.options import TuneOptions
-from planner.ensemble.preds import Predictions, load_predictions
+from planner.ensemble.preds import RunPredictions, load_predictions
 from planner.ensemble.record import WEIGHTS_FILE, save_weights
 from planner.ensemble.report import write_png
 from planner.ensemble.results import MethodResult, Progress, TuneResult
 from planner.ensemble.storage import study_storage
-from planner.ensemble.study import SAMPLERS, fingerprint, run_study
+from planner.ensemble.study import fingerprint, run_study
 from planner.ensemble.submission import load_sample, write_submission
 
 FITTED = ("greedy", "slsqp", "optuna")
@@ -62,11 +62,7 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
     if options.run_dir is None:
         options = replace(options, run_dir=latest_run_dir())
     run_dir, notify = options.run_dir, progress or (lambda *_: None)
-    # Everything the user can get wrong is checked before the first trial.
-    if options.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if options.trials < 1:
-        raise UserError(f"--trials must be at least 1, got {options.trials}")
+    # Everything the user can get wrong is checked before the first trial (the options by their record).
     storage = study_storage(run_dir, options.storage)
     preds = load_predictions(run_dir)
     sample = load_sample(_data_dir(options), preds.test_names)
@@ -208,7 +204,7 @@ def _constant(weights: np.ndarray, _p_true: np.ndarray) -> np.ndarray:
 
 
 def _score(
-    name: str, weights: np.ndarray, preds: Predictions, p_true: np.ndarray, honest: MethodScores
+    name: str, weights: np.ndarray, preds: RunPredictions, p_true: np.ndarray, honest: MethodScores
 ) -> MethodResult:
     return MethodResult(
         name=name,

@@ -22,8 +22,9 @@ from planner.probe.cards import CardComparison, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
 from planner.probe.meters.base import ProbeMeter
 from planner.probe.options import ProbeOptions
-from planner.probe.probe import ProbeReporter, probe_plan
+from planner.probe.probe import probe_plan
 from planner.probe.probe_data import ProbeData, probe_data_from_folder
+from planner.probe.reporters import ProbeReporter
 
 
 def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
@@ -70,23 +71,25 @@ def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[E
         from planner.base.cuda_device import gpu_name
 
         card = find_gpu(gpu_name())  # this machine's card, when the table knows it
-    timing = _time_basis(card, data, probe_data, options.epochs)
+    timing = _time_basis(card, data, probe_data, options.epochs, options.host_speed)
     plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
     if data is not None:
-        plan = _with_loading(plan, data, probe_data, options.loader_workers, device)
+        plan = _with_loading(plan, data, probe_data, options.loader_workers, device, options.host_speed)
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
     return plan
 
 
-def _with_loading(plan: Plan, data: Path, probe_data: ProbeData, workers: int | None, device: str) -> Plan:
+def _with_loading(plan: Plan, data: Path, probe_data: ProbeData, workers: int | None, device: str,
+                  host_speed: float) -> Plan:
     """The plan with the data folder's loading time for ``workers`` (None: what `planner run` uses on
-    the probe's device here) joined to every entry's time, and the time basis saying so."""
+    the probe's device here) on a host ``host_speed`` times as fast per core as this one, joined to
+    every entry's time, and the time basis saying so."""
     from planner.base.recipe import loader_workers
     from planner.probe.loadtime import with_loader_times
 
     workers = loader_workers("cpu" if device == "cpu" else "cuda") if workers is None else workers
     plan = with_loader_times(plan, probe_data.files, folder_sizes(len(probe_data.files), data / "test_images"),
-                             workers)
+                             workers, host_speed)
     if plan.timing is None or not plan.entries:
         return plan
     sampled = plan.entries[0].loader_time.images_timed
@@ -116,10 +119,6 @@ def misfits(plan: Plan) -> list[str]:
 
 
 def _entries(options: ProbeOptions) -> list[EntrySpec]:
-    if options.models and options.arch:
-        raise UserError("give either --models or --arch/--size, not both")
-    if (options.arch is None) != (options.size is None):
-        raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
     if options.arch is not None:
         return single_entry(options.arch, options.size)
     return load_models_file(options.models) if options.models else reference_entries()
@@ -148,12 +147,16 @@ def _default_budget(card: GpuSpec | None) -> int:
                     "with --gpu-mem (e.g. --gpu-mem 16G)")
 
 
-def _time_basis(card: GpuSpec | None, data: Path | None, probe_data: ProbeData, epochs: int) -> TimeBasis | None:
-    """Sizes and epochs the entries' times are for (None without a card to time on)."""
+def _time_basis(card: GpuSpec | None, data: Path | None, probe_data: ProbeData, epochs: int,
+                host_speed: float) -> TimeBasis | None:
+    """Sizes, epochs and host the entries' times are for (None without a card to time on); the host is
+    this machine's benchmark at ``host_speed``."""
     if card is None:
         return None
+    from planner.probe.hostbench import this_host
+
     sizes = folder_sizes(len(probe_data.files), data / "test_images") if data is not None else default_sizes()
-    return time_basis(sizes, card.name, epochs)
+    return time_basis(sizes, card.name, epochs, this_host(host_speed))
 
 
 def _probe(entries: list[EntrySpec], device: str, budgets: list[int], probe_data: ProbeData,

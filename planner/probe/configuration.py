@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIN_BATCHNORM_MICRO_BATCH = 8
-# Measured on an H100 (benchmarks/RESULTS.md, "Activation checkpointing"): timm's checkpointing added
+# Measured on an H100 (benchmarks/RESULTS.md, "What does activation checkpointing cost?"): timm's checkpointing added
 # 38-96 % to a step of convnext_large or vit_large at micro-batch 32 and 64 (median 56 %).
 RECOMPUTE_COST = 0.5
 # A step's fixed cost (launches, optimizer, data hand-over) in samples' worth of compute: the

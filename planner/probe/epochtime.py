@@ -11,20 +11,21 @@ Pure arithmetic over what the trainer runs (``planner/base/recipe.py``, ``fine_t
 - TTA (``Learner.tta``, ``n=4``): four augmented passes and one plain one, over the held-out and
   the test images.
 
-Data loading is timed apart (``planner.probe.loadtime``) and joined here (:func:`bounded_time`): the
-DataLoader's workers decode the next batches while the device computes, so the slower of the two
-sets each epoch's pace.
+A prediction has a time per bound (the card's work, the host's: ``planner.probe.hosttime``); each
+pass goes at the pace of the slowest (:func:`slowest`). Data loading, timed apart on the data folder's
+images (``planner.probe.loadtime``), joins as one more bound (:func:`with_loading`): the DataLoader's
+workers decode the next batches while the card computes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from planner.base.bounds import slowest_bound
-from planner.base.plan import EntryTime, LoaderTime, StepTimes, TimeBasis
+from planner.base.plan import EntryTime, Host, LoaderTime, StepTimes, TimeBasis
 
 TTA_PASSES = 5  # fastai's Learner.tta(n=4): four augmented passes and the plain one
 DEFAULT_EPOCHS = 12
@@ -65,44 +66,89 @@ def folder_sizes(n_labelled: int, test_folder: Path, valid_pct: float = DEFAULT_
     return split_sizes(n_labelled, n_test, valid_pct, str(test_folder.parent))
 
 
-def time_basis(sizes: DataSizes, gpu: str | None, epochs: int) -> TimeBasis:
+def time_basis(sizes: DataSizes, gpu: str | None, epochs: int, host: Host | None = None) -> TimeBasis:
     return TimeBasis(gpu=gpu, n_train=sizes.n_train, n_valid=sizes.n_valid, n_test=sizes.n_test,
-                     data=sizes.source, epochs=epochs, tta_passes=TTA_PASSES)
+                     data=sizes.source, epochs=epochs, tta_passes=TTA_PASSES, host=host)
 
 
-def entry_time(times: StepTimes, micro_batch: int, accum: int, basis: TimeBasis,
-               source: Literal["estimate", "measured"] = "estimate") -> EntryTime:
-    """Seconds per epoch, for ``fine_tune(basis.epochs)`` and for TTA, from one micro-batch's times."""
+def slowest(seconds: Mapping[str, float]) -> tuple[str, float]:
+    """The bound that takes longest and its seconds, from seconds by bound name (the first on a tie).
+
+    Raises:
+        ValueError: no bounds.
+    """
+    if not seconds:
+        raise ValueError("no bounds to compare")
+    name = max(seconds, key=seconds.__getitem__)
+    return name, seconds[name]
+
+
+def _passes(times: StepTimes, micro_batch: int, accum: int, basis: TimeBasis) -> dict[str, float]:
+    """Seconds of each pass of the run (one unfrozen epoch's training and validation, the frozen epoch,
+    TTA) from one bound's times of one micro-batch."""
     micro_batches = basis.n_train // micro_batch
-    optimizer_steps = micro_batches // accum
-    train = micro_batches * times.forward_backward + optimizer_steps * times.optimizer_step
     valid = math.ceil(basis.n_valid / micro_batch) * times.eval_forward
-    frozen = micro_batches * times.eval_forward + valid
-    tta = basis.tta_passes * (math.ceil(basis.n_valid / micro_batch) + math.ceil(basis.n_test / micro_batch)) \
-        * times.eval_forward
-    epoch = train + valid
-    return EntryTime(source=source, gpu=times.gpu, train_seconds_per_epoch=round(train, 2),
-                     valid_seconds_per_epoch=round(valid, 2), epoch_seconds=round(epoch, 2),
-                     frozen_epoch_seconds=round(frozen, 2), epochs=basis.epochs, tta_seconds=round(tta, 2),
-                     total_seconds=round(frozen + basis.epochs * epoch + tta, 1))
+    tta_batches = math.ceil(basis.n_valid / micro_batch) + math.ceil(basis.n_test / micro_batch)
+    return {"train": micro_batches * times.forward_backward + micro_batches // accum * times.optimizer_step,
+            "valid": valid, "frozen": micro_batches * times.eval_forward + valid,
+            "tta": basis.tta_passes * tta_batches * times.eval_forward}
 
 
-def bounded_time(time: EntryTime, loader: LoaderTime) -> EntryTime:
-    """``time`` with data loading joined: with workers, each epoch (and TTA) takes the slower of the
-    device and the loader; without (``workers`` 0) the training process decodes between its steps and
-    the two add up. ``bound`` names which part sets the epoch's time."""
-    if loader.workers == 0:
-        bound = f"{time.bound}+loader"
-        epoch, frozen, tta = (seconds + extra for seconds, extra in (
-            (time.epoch_seconds, loader.epoch_seconds), (time.frozen_epoch_seconds, loader.epoch_seconds),
-            (time.tta_seconds, loader.tta_seconds)))
+def _run_seconds(passes: Mapping[str, float], epochs: int) -> float:
+    return passes["frozen"] + epochs * (passes["train"] + passes["valid"]) + passes["tta"]
+
+
+def entry_time(times: Mapping[str, StepTimes], micro_batch: int, accum: int, basis: TimeBasis,
+               source: Literal["estimate", "measured"] = "estimate") -> EntryTime:
+    """Seconds per epoch, for ``fine_tune(basis.epochs)`` and for TTA, from one micro-batch's times.
+
+    Args:
+        times: one micro-batch's times by bound (e.g. "device" and "host"); each pass takes the
+            slowest bound's seconds. A measurement is one bound, of any name.
+        micro_batch, accum: the entry's configuration.
+        basis: the data set's sizes, epochs and TTA passes.
+        source: "estimate" records each bound's total and the slowest; "measured" records neither.
+    """
+    by_bound = {name: _passes(step, micro_batch, accum, basis) for name, step in times.items()}
+    passes = {part: slowest({name: bound[part] for name, bound in by_bound.items()})[1]
+              for part in ("train", "valid", "frozen", "tta")}
+    totals = {name: round(_run_seconds(bound, basis.epochs), 1) for name, bound in by_bound.items()}
+    epoch = passes["train"] + passes["valid"]
+    estimate = source == "estimate"
+    return EntryTime(source=source, gpu=next(iter(times.values())).gpu,
+                     train_seconds_per_epoch=round(passes["train"], 2),
+                     valid_seconds_per_epoch=round(passes["valid"], 2), epoch_seconds=round(epoch, 2),
+                     frozen_epoch_seconds=round(passes["frozen"], 2),
+                     epochs=basis.epochs, tta_seconds=round(passes["tta"], 2),
+                     total_seconds=round(_run_seconds(passes, basis.epochs), 1),
+                     time_bound=slowest(totals)[0] if estimate else None, bound_seconds=totals if estimate else {})
+
+
+def with_loading(time: EntryTime, loader: LoaderTime) -> EntryTime:
+    """``time`` with data loading joined, pass by pass: with workers each pass takes the slower of its
+    time and the loader's ("loader" joins the bounds); without (``workers`` 0) the training process
+    decodes between its steps, so the loader's seconds add to each pass and to every bound
+    ("device+loader"...). A measurement keeps no bounds; its passes take the loader's pace all the same.
+    """
+    frozen_train = time.frozen_epoch_seconds - time.valid_seconds_per_epoch
+    own = {"train": time.train_seconds_per_epoch, "valid": time.valid_seconds_per_epoch,
+           "frozen_train": frozen_train, "tta": time.tta_seconds}
+    loading = {"train": loader.train_seconds, "valid": loader.valid_seconds, "frozen_train": loader.train_seconds,
+               "tta": loader.tta_seconds}
+    loader_total = (time.epochs + 1) * loader.epoch_seconds + loader.tta_seconds
+    if loader.workers:
+        passes = {part: max(seconds, loading[part]) for part, seconds in own.items()}
+        totals = {**time.bound_seconds, "loader": round(loader_total, 1)} if time.bound_seconds else {}
     else:
-        bound, epoch = slowest_bound(**{time.bound: time.epoch_seconds, "loader": loader.epoch_seconds})
-        frozen = max(time.frozen_epoch_seconds, loader.epoch_seconds)
-        tta = max(time.tta_seconds, loader.tta_seconds)
+        passes = {part: seconds + loading[part] for part, seconds in own.items()}
+        totals = {f"{name}+loader": round(seconds + loader_total, 1) for name, seconds in time.bound_seconds.items()}
+    frozen = passes["frozen_train"] + passes["valid"]
+    epoch = passes["train"] + passes["valid"]
     return time.model_copy(update={
-        "epoch_seconds": round(epoch, 2), "frozen_epoch_seconds": round(frozen, 2), "tta_seconds": round(tta, 2),
-        "total_seconds": round(frozen + time.epochs * epoch + tta, 1), "bound": bound})
+        "train_seconds_per_epoch": round(passes["train"], 2), "valid_seconds_per_epoch": round(passes["valid"], 2),
+        "epoch_seconds": round(epoch, 2), "frozen_epoch_seconds": round(frozen, 2),
+        "tta_seconds": round(passes["tta"], 2), "total_seconds": round(frozen + time.epochs * epoch + passes["tta"], 1),
+        "time_bound": slowest(totals)[0] if totals else time.time_bound, "bound_seconds": totals})
 
 
 def measured_step_times(step_seconds: float, gpu: str) -> StepTimes:

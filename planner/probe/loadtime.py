@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.base.plan import ItemTransform, LoaderTime, Plan, PlanEntry
-from planner.probe.epochtime import TTA_PASSES, DataSizes, bounded_time
+from planner.probe.epochtime import TTA_PASSES, DataSizes, with_loading
 
 SAMPLE_IMAGES = 32
 SAMPLE_BATCH = 8
@@ -141,17 +141,21 @@ def loader_time(per_image: float, start: float, images_timed: int, workers: int,
     """
     per_second = max(workers, 1) / per_image
     start = start if workers else 0.0
-    epoch_images = sizes.n_train // micro_batch * micro_batch + sizes.n_valid
+    train = start + sizes.n_train // micro_batch * micro_batch / per_second
+    valid = start + sizes.n_valid / per_second
     tta_images = tta_passes * (sizes.n_valid + sizes.n_test)
     tta_starts = tta_passes * (2 if sizes.n_test else 1)
     return LoaderTime(workers=workers, seconds_per_image=per_image, start_seconds=start, images_timed=images_timed,
-                      epoch_seconds=round(2 * start + epoch_images / per_second, 3),
+                      train_seconds=round(train, 3), valid_seconds=round(valid, 3),
+                      epoch_seconds=round(train + valid, 3),
                       tta_seconds=round(tta_starts * start + tta_images / per_second, 3))
 
 
-def with_loader_times(plan: Plan, files: Sequence[Path], sizes: DataSizes, workers: int) -> Plan:
-    """The plan with every entry's loading time (one measurement per item transform and micro-batch)
-    joined to its predicted and measured times (``planner.probe.epochtime.bounded_time``)."""
+def with_loader_times(plan: Plan, files: Sequence[Path], sizes: DataSizes, workers: int,
+                      host_speed: float = 1.0) -> Plan:
+    """The plan with every entry's loading time (one measurement per item transform and micro-batch,
+    on a host ``host_speed`` times as fast per core as this one: ``--host-speed``) joined to its
+    predicted and measured times (``planner.probe.epochtime.with_loading``)."""
     sample = sample_files(files)
     measured: dict[tuple[ItemTransform, int], tuple[float, float]] = {}
     entries: list[PlanEntry] = []
@@ -159,12 +163,12 @@ def with_loader_times(plan: Plan, files: Sequence[Path], sizes: DataSizes, worke
         key = entry.item, entry.micro_batch
         if key not in measured:
             measured[key] = measure_loading(sample, entry.item, workers, entry.micro_batch)
-        per_image, start = measured[key]
+        per_image, start = (seconds / host_speed for seconds in measured[key])
         loading = loader_time(per_image, start, len(sample), workers, entry.micro_batch, sizes)
         update = {"loader_time": loading}
         for field in ("predicted_time", "measured_time"):
             time_now = getattr(entry, field)
             if time_now is not None:
-                update[field] = bounded_time(time_now, loading)
+                update[field] = with_loading(time_now, loading)
         entries.append(entry.model_copy(update=update))
     return plan.model_copy(update={"entries": entries})

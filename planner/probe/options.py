@@ -1,6 +1,7 @@
 """What `planner probe` is asked: its options and their defaults, in one place.
 
-The CLI's defaults and ``--help`` come from this record; it imports nothing heavy (no torch), so
+The CLI's defaults come from this record and the record checks its values (one line naming the
+option); each flag's help text is the CLI's, beside its parsing. It imports nothing heavy (no torch), so
 that ``planner --help`` stays fast.
 """
 
@@ -15,12 +16,13 @@ from planner.base.errors import UserError
 from planner.base.plan import MIN_MICRO_BATCH, Size
 
 DEFAULT_MARGIN = 0.05
+MAX_MARGIN = 0.5
 DEFAULT_EFFECTIVE_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """What `planner probe` is asked; the CLI's defaults and ``--help`` come from here.
+    """What `planner probe` is asked; the CLI's defaults come from here.
 
     Attributes:
         budgets: card sizes in bytes (``--gpu-mem``); the plan is for the smallest, and each entry
@@ -41,6 +43,9 @@ class ProbeOptions:
         output: where the plan is written.
         checkpointing: weigh timm's activation checkpointing (``planner.probe.configuration``).
         epochs: the ``fine_tune`` epochs the predicted times are for.
+        host_speed: how fast the CPU that will train is per core, relative to this machine's (the host's
+            share of each step is measured here, ``planner.probe.hostbench``, and so is the data folder's
+            loading, ``planner.probe.loadtime``); 1: this machine.
         jobs: processes that probe architectures side by side where probes need no device (the
             estimate meter); None: one per core other processes leave free.
         loader_workers: the DataLoader workers of the machine that trains, which the data folder's
@@ -62,13 +67,36 @@ class ProbeOptions:
     output: Path = Path("plan.json")
     checkpointing: bool = True
     epochs: int = 12
+    host_speed: float = 1.0
     jobs: int | None = None
     loader_workers: int | None = None
 
     def __post_init__(self) -> None:
+        """Refuse options that contradict each other or are out of range, in one line naming the option.
+
+        Raises:
+            UserError: the first such option.
+        """
+        if not 0 < self.host_speed < float("inf"):
+            raise UserError(f"--host-speed {self.host_speed:g} is not a speed: give how fast the training machine's "
+                            "CPU is per core relative to this one, a positive number (1: as fast, 0.5: half as fast)")
         if self.loader_workers is not None and self.loader_workers < 0:
             raise UserError(f"--loader-workers {self.loader_workers} must be 0 or more (0: the training process "
                             "decodes the images itself), e.g. --loader-workers 4")
         if self.effective_batch_size < MIN_MICRO_BATCH:
             raise UserError(f"--effective-bs {self.effective_batch_size} is too small: fastai's head has BatchNorm, "
                             f"which cannot train on single images; use --effective-bs {MIN_MICRO_BATCH} or more")
+        if self.device not in ("auto", "cuda", "cpu", "estimate"):
+            raise UserError(f"--device {self.device!r} must be auto, cuda, cpu or estimate")
+        if not 0 <= self.margin <= MAX_MARGIN:
+            raise UserError(f"--margin {self.margin} must be between 0 and {MAX_MARGIN}, e.g. {DEFAULT_MARGIN}")
+        if self.epochs < 0:
+            raise UserError(f"--epochs {self.epochs} must be 0 or more")
+        if self.jobs is not None and self.jobs < 1:
+            raise UserError(f"--jobs {self.jobs} must be at least 1")
+        if self.models and self.arch:
+            raise UserError("give either --models or --arch/--size, not both")
+        if (self.arch is None) != (self.size is None):
+            raise UserError("--arch and --size go together, e.g. --arch resnet50 --size 224")
+        if (self.plan_for or self.prices) and len(self.gpus) < 2:
+            raise UserError("--for and --price compare cards: give two or more --gpu, e.g. --gpu T4 --gpu A100-80G")

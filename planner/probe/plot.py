@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from planner.base.plan import Plan, PlanEntry
+from planner.base.plan import Plan, PlanEntry, accum_for, batch_divisors
 from planner.probe.epochtime import entry_time, step_times_at
+from planner.probe.hosttime import host_bound
 
 GIB = 2**30
 
@@ -38,7 +39,7 @@ def plot_plan(plan: Plan, path: str | Path) -> Path:
 
 
 def _candidates(plan: Plan, entry: PlanEntry) -> list[int]:
-    sizes = [size for size in range(1, plan.effective_batch_size + 1) if plan.effective_batch_size % size == 0]
+    sizes = batch_divisors(plan.effective_batch_size)
     return [size for size in sizes if size > 1] or sizes
 
 
@@ -63,8 +64,10 @@ def _entry_panel(axis, entry: PlanEntry, plan: Plan) -> None:
              if p.predicted_times is not None]
     if timed and plan.timing is not None:
         twin = axis.twinx()
-        minutes = [entry_time(step_times_at(timed, size), size, plan.effective_batch_size // size,
-                              plan.timing).epoch_seconds / 60 for size in candidates]
+        host = host_bound(next((p.host_work for p in entry.probes if p.host_work), None), plan.timing)
+        minutes = [entry_time({"device": step_times_at(timed, size), **host}, size,
+                              accum_for(plan.effective_batch_size, size), plan.timing).epoch_seconds / 60
+                   for size in candidates]
         twin.plot(candidates, minutes, "s--", color="tab:green", label=f"epoch ({plan.timing.gpu})")
         twin.set_ylabel("predicted minutes per epoch")
         twin.set_ylim(bottom=0)

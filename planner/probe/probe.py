@@ -4,62 +4,42 @@ Main path: resolve entries (done by the caller, so bad names fail before any pro
 entry ask the meter whether BatchNorm trains, search the candidates, and record the result.
 Entries of one architecture are probed one after another so the meter keeps its model, and an
 entry with the same architecture and size as an earlier one starts from that entry's curve.
-
-Architectures are independent of each other: where the meter's probes need no device (the estimate
-meter), this process and worker processes, one per free core in all (``planner.probe.workers``),
-share the architectures, each taking the next one when it is ready; a worker's are reported when it
-finishes them. An architecture whose first probe (the largest micro-batch) the meter remembers from
-an earlier run stays in this process, as a worker would cost more. The plan is the same as one
-process gives (``tests/probe/test_probe_workers.py``); only the seconds differ.
+Where the meter's probes need no device (the estimate meter), architectures are probed side by side
+in worker processes (``planner.probe.side_by_side``); an architecture whose first probe (the largest
+micro-batch) the meter remembers from an earlier run stays in this process, as a worker would cost more.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Protocol
 
 import torch
 
 from planner.base.entries import EntrySpec
 from planner.base.errors import UserError, first_line
-from planner.base.plan import Alternative, BudgetPair, MemoryCurve, Plan, PlanEntry, ProbePoint, Size, TimeBasis
+from planner.base.plan import (
+    Alternative,
+    BudgetPair,
+    MemoryCurve,
+    Plan,
+    PlanEntry,
+    ProbePoint,
+    Size,
+    TimeBasis,
+    accum_for,
+)
 from planner.base.recipe import CheckpointingUnsupported
-from planner.base.threads import free_cores
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.probe.epochtime import entry_time, measured_step_times
+from planner.probe.hosttime import host_bound
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
+from planner.probe.reporters import GroupReporter, Numbered, ProbeReporter, SilentReporter
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
-from planner.probe.workers import Claims, Running, affordable_processes
-
-
-class ProbeReporter(Protocol):
-    """Receives progress; the CLI renders it. Every method is called in the thread that called
-    :func:`probe_plan`; entries probed in worker processes are reported as each architecture finishes."""
-
-    def entry_started(self, entry: EntrySpec, index: int, total: int) -> None: ...
-
-    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None: ...
-
-    def entry_done(self, entry: PlanEntry) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that shows nothing (library use and tests)."""
-
-    def entry_started(self, entry: EntrySpec, index: int, total: int) -> None:
-        pass
-
-    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
-        pass
-
-    def entry_done(self, entry: PlanEntry) -> None:
-        pass
+from planner.probe.side_by_side import probe_side_by_side, processes_for
 
 
 def probe_plan(
@@ -111,18 +91,18 @@ def probe_plan(
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
     """
     started = time.perf_counter()
-    progress = _Numbered(reporter or SilentReporter(), len(entries))
+    progress = Numbered(reporter or SilentReporter(), len(entries))
     settings = _Settings(budget_bytes=budget_bytes, effective_batch_size=effective_batch_size, margin=margin,
                          more_budgets=tuple(more_budgets), checkpointing=checkpointing, timing=timing)
     groups = _architecture_groups(entries)
     fresh = [group for group in groups if not meter.remembers(group[0], effective_batch_size)]
-    processes = _processes(meter, len(fresh), jobs)
+    processes = processes_for(meter, len(fresh), jobs)
     shared = fresh if processes > 1 else []
     planned: list[PlanEntry] = []
     for group in (group for group in groups if group not in shared):
-        planned += _probe_group(group, meter, settings, timer, progress, proposer)
+        planned += GroupProbe(meter, settings, timer, proposer)(group, progress)
     if shared:
-        planned += _probe_side_by_side(shared, meter, settings, timer, progress, processes - 1)
+        planned += probe_side_by_side(shared, GroupProbe(meter, settings, timer), progress, processes - 1)
     done = {entry.name: entry for entry in planned}
     return Plan(
         budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
@@ -144,51 +124,6 @@ class _Settings:
     timing: TimeBasis | None
 
 
-class _GroupReporter(Protocol):
-    """Progress of one group of entries, before the entries are numbered."""
-
-    def entry_started(self, entry: EntrySpec) -> None: ...
-
-    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None: ...
-
-    def entry_done(self, entry: PlanEntry) -> None: ...
-
-
-class _Numbered:
-    """Numbers entries as they start (1/6, 2/6, ...), in whichever process they are probed."""
-
-    def __init__(self, reporter: ProbeReporter, total: int):
-        self.reporter = reporter
-        self.total = total
-        self.started = 0
-
-    def entry_started(self, entry: EntrySpec) -> None:
-        self.reporter.entry_started(entry, self.started, self.total)
-        self.started += 1
-
-    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
-        self.reporter.probe_done(entry, point)
-
-    def entry_done(self, entry: PlanEntry) -> None:
-        self.reporter.entry_done(entry)
-
-
-class _Recorder:
-    """A worker's progress, kept as ``(method, *arguments)`` for the parent to report."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def entry_started(self, entry: EntrySpec) -> None:
-        self.events.append(("entry_started", entry))
-
-    def probe_done(self, entry: EntrySpec, point: ProbePoint) -> None:
-        self.events.append(("probe_done", entry, point))
-
-    def entry_done(self, entry: PlanEntry) -> None:
-        self.events.append(("entry_done", entry))
-
-
 def _architecture_groups(entries: Sequence[EntrySpec]) -> list[list[EntrySpec]]:
     """The entries by architecture (sorted by name), each group in the order given."""
     groups: dict[str, list[EntrySpec]] = {}
@@ -197,87 +132,47 @@ def _architecture_groups(entries: Sequence[EntrySpec]) -> list[list[EntrySpec]]:
     return [groups[arch] for arch in sorted(groups)]
 
 
-def _processes(meter: ProbeMeter, groups: int, jobs: int | None) -> int:
-    """Processes (this one and its workers) for ``groups`` architectures: 1 (this process alone)
-    unless the meter's probes need no device; otherwise ``jobs``, else the free cores and as many as
-    the memory available affords, at most one per group."""
-    if not meter.probes_apart or groups < 2 or jobs == 1:
-        return 1
-    return max(1, min(groups, jobs if jobs is not None else affordable_processes(free_cores())))
+@dataclass(frozen=True)
+class GroupProbe:
+    """Plans the entries of one architecture, one after another (the meter keeps the model, and an
+    entry with the size of an earlier one starts from its curve). Plain data and meters: it travels to
+    worker processes (``planner.probe.side_by_side``)."""
 
+    meter: ProbeMeter
+    settings: _Settings
+    timer: ProbeMeter | None = None
+    proposer: ProbeMeter | None = None
 
-def _probe_side_by_side(groups: list[list[EntrySpec]], meter: ProbeMeter, settings: _Settings,
-                        timer: ProbeMeter | None, progress: _Numbered, helpers: int) -> list[PlanEntry]:
-    """Plan ``groups`` in this process and ``helpers`` worker processes at once: each takes the next
-    group when it is ready (this process from the end of the list, the workers from the start), and
-    workers that have taken none when this process runs out are stopped (small models are done before
-    a worker has imported fastai)."""
-    planned: list[PlanEntry] = []
-    with tempfile.TemporaryDirectory(prefix="planner-probe-") as folder:
-        claims = Claims(Path(folder))
-        running = Running(_probe_group_if_free, [(claims, index, group, meter, settings, timer)
-                                                 for index, group in enumerate(groups)], helpers)
-        try:
-            mine = 0
-            for index in reversed(range(len(groups))):
-                if claims.take(index):
-                    planned += _probe_group(groups[index], meter, settings, timer, progress)
-                    mine += 1
-            for result in running if mine < len(groups) else ():
-                if result is not None:
-                    entries_done, events = result
-                    for method, *arguments in events:
-                        getattr(progress, method)(*arguments)
-                    planned += entries_done
-        finally:
-            running.stop()
-    return planned
+    def __call__(self, group: Sequence[EntrySpec], reporter: GroupReporter) -> list[PlanEntry]:
+        meter, settings = self.meter, self.settings
+        curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
+        planned_entries = []
+        for entry in group:
+            reporter.entry_started(entry)
+            entry_started = time.perf_counter()
+            probes = _Probes(meter, reporter, self.proposer)
+            candidates = candidate_micro_batches(settings.effective_batch_size, meter.has_batchnorm(entry))
+            planned, result = _plan_one(probes, entry, candidates, settings.budget_bytes,
+                                        settings.effective_batch_size, settings.margin, settings.checkpointing, curves)
+            if settings.timing is not None:
+                planned = _with_times(planned, settings.timing, meter, self.timer, entry)
+            if settings.more_budgets:
+                first_search = len(probes.fresh)
+                budgets = sorted({settings.budget_bytes, *settings.more_budgets})
+                pairs = _pairs_per_budget(probes, entry, candidates, result, budgets, settings.budget_bytes,
+                                          settings.effective_batch_size, settings.margin)
+                planned = planned.model_copy(update={
+                    "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]]})
+            planned = planned.model_copy(update={"probe_seconds": round(time.perf_counter() - entry_started, 2)})
+            reporter.entry_done(planned)
+            planned_entries.append(planned)
+        return planned_entries
 
-
-def _probe_group_if_free(task: tuple[Claims, int, list[EntrySpec], ProbeMeter, _Settings, ProbeMeter | None],
-                         ) -> tuple[list[PlanEntry], list[tuple]] | None:
-    """In a worker process, ready (timm and fastai imported): :func:`_probe_group` on its copy of the
-    meter if nobody has taken the group yet; returns its progress too, or None."""
-    import fastai.vision.all  # noqa: F401  (the import a first model build would make, before taking a group)
-
-    claims, index, group, meter, settings, timer = task
-    if not claims.take(index):
-        return None
-    recorder = _Recorder()
-    try:
-        return _probe_group(group, meter, settings, timer, recorder), recorder.events
-    finally:
-        meter.close()
-        if timer is not None:
-            timer.close()
-
-
-def _probe_group(group: Sequence[EntrySpec], meter: ProbeMeter, settings: _Settings, timer: ProbeMeter | None,
-                 reporter: _GroupReporter, proposer: ProbeMeter | None = None) -> list[PlanEntry]:
-    """Plan the entries of one architecture, one after another (the meter keeps the model, and an
-    entry with the size of an earlier one starts from its curve)."""
-    curves: dict[tuple[str, Size, bool], MemoryCurve] = {}
-    planned_entries = []
-    for entry in group:
-        reporter.entry_started(entry)
-        entry_started = time.perf_counter()
-        probes = _Probes(meter, reporter, proposer)
-        candidates = candidate_micro_batches(settings.effective_batch_size, meter.has_batchnorm(entry))
-        planned, result = _plan_one(probes, entry, candidates, settings.budget_bytes, settings.effective_batch_size,
-                                    settings.margin, settings.checkpointing, curves)
-        if settings.timing is not None:
-            planned = _with_times(planned, settings.timing, meter, timer, entry)
-        if settings.more_budgets:
-            first_search = len(probes.fresh)
-            budgets = sorted({settings.budget_bytes, *settings.more_budgets})
-            pairs = _pairs_per_budget(probes, entry, candidates, result, budgets, settings.budget_bytes,
-                                      settings.effective_batch_size, settings.margin)
-            planned = planned.model_copy(update={
-                "per_budget": pairs, "probes": [*planned.probes, *probes.fresh[first_search:]]})
-        planned = planned.model_copy(update={"probe_seconds": round(time.perf_counter() - entry_started, 2)})
-        reporter.entry_done(planned)
-        planned_entries.append(planned)
-    return planned_entries
+    def close(self) -> None:
+        """Close the meters (a worker process's copies; the caller closes its own)."""
+        for meter in (self.meter, self.timer, self.proposer):
+            if meter is not None:
+                meter.close()
 
 
 def _plan_one(probes: _Probes, entry: EntrySpec, candidates: Sequence[int], budget_bytes: int,
@@ -318,7 +213,7 @@ def _pairs_per_budget(probes: _Probes, entry: EntrySpec, candidates: Sequence[in
 class _Probes:
     """One entry's probes: each (checkpointing, micro-batch) measured once, reported, kept in order."""
 
-    def __init__(self, meter: ProbeMeter, reporter: _GroupReporter, proposer: ProbeMeter | None = None):
+    def __init__(self, meter: ProbeMeter, reporter: GroupReporter, proposer: ProbeMeter | None = None):
         self.meter = meter
         self.reporter = reporter
         self.proposer = proposer
@@ -403,16 +298,17 @@ def _with_times(planned: PlanEntry, timing: TimeBasis, meter: ProbeMeter, timer:
     if chosen is None:
         return planned
     update = {}
-    predicted = chosen.predicted_times
-    if predicted is None and timer is not None:
-        as_planned = replace(entry, grad_checkpointing=planned.grad_checkpointing)
-        predicted = timer.measure(as_planned, planned.micro_batch).predicted_times
-    if predicted is not None:
-        update["predicted_time"] = entry_time(predicted, planned.micro_batch, planned.accum, timing)
+    timed = chosen
+    if chosen.predicted_times is None and timer is not None:
+        timed = timer.measure(replace(entry, grad_checkpointing=planned.grad_checkpointing), planned.micro_batch)
+    if timed.predicted_times is not None:
+        bounds = {"device": timed.predicted_times, **host_bound(timed.host_work, timing)}
+        update["predicted_time"] = entry_time(bounds, planned.micro_batch, planned.accum, timing)
     on = meter.measured_on()
     if on.device == "cuda" and chosen.step_seconds is not None:
         measured = measured_step_times(chosen.step_seconds, on.gpu or "cuda")
-        update["measured_time"] = entry_time(measured, planned.micro_batch, planned.accum, timing, "measured")
+        update["measured_time"] = entry_time({"measured": measured}, planned.micro_batch, planned.accum, timing,
+                                             "measured")
     return planned.model_copy(update=update)
 
 
@@ -445,7 +341,7 @@ def _measure_uncapped(meter: ProbeMeter, entry: EntrySpec, result: SearchResult)
 
 def _budget_pair(budget_bytes: int, result: SearchResult, effective_batch_size: int) -> BudgetPair:
     return BudgetPair(budget_bytes=budget_bytes, micro_batch=result.micro_batch,
-                      accum=effective_batch_size // result.micro_batch, predicted_peak_bytes=result.peak_bytes,
+                      accum=accum_for(effective_batch_size, result.micro_batch), predicted_peak_bytes=result.peak_bytes,
                       fits=result.fits)
 
 
@@ -462,14 +358,14 @@ def _plan_entry(entry: EntrySpec, searched: dict[bool, SearchResult], choice: Ch
     chosen = _chosen_point(result)
     peak = result.peak_bytes  # None only when even the uncapped smallest probe ran out of memory
     alternatives = [
-        Alternative(micro_batch=o.micro_batch, accum=effective_batch_size // o.micro_batch,
+        Alternative(micro_batch=o.micro_batch, accum=accum_for(effective_batch_size, o.micro_batch),
                     grad_checkpointing=o.grad_checkpointing, predicted_peak_bytes=o.predicted_peak_bytes,
                     fits=o.fits, seconds_per_sample=o.seconds_per_sample, relative_cost=round(o.relative_cost, 3))
         for o in (_option(r, ckpt) for ckpt, r in searched.items())
     ]
     return PlanEntry(
         name=entry.name, arch=entry.arch, reference_arch=entry.reference_arch, item=entry.item,
-        size=entry.size, accum=effective_batch_size // result.micro_batch, micro_batch=result.micro_batch,
+        size=entry.size, accum=accum_for(effective_batch_size, result.micro_batch), micro_batch=result.micro_batch,
         predicted_peak_bytes=peak, fits=result.fits,
         headroom_bytes=None if peak is None else budget_bytes - peak,
         curve=result.curve, probes=list(probes.fresh), ooms=sum(p.oom for p in probes.fresh),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from planner.base.errors import UserError
-from planner.base.plan import MemoryCurve, ProbePoint
+from planner.base.plan import MemoryCurve, ProbePoint, batch_divisors
 
 MAX_PROBES = 8
 
@@ -35,7 +35,7 @@ def candidate_micro_batches(effective_batch_size: int, has_batchnorm: bool) -> l
     Raises:
         UserError: no candidate is left (an effective batch of 1 with BatchNorm).
     """
-    divisors = [b for b in range(1, effective_batch_size + 1) if effective_batch_size % b == 0]
+    divisors = batch_divisors(effective_batch_size)
     candidates = [b for b in divisors if b > 1] if has_batchnorm else divisors
     if not candidates:
         raise UserError(

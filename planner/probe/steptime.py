@@ -11,10 +11,12 @@ overhead per step::
                   kernels × launch) + per_step
 
 The five constants are the same for every model and card (fitted once on the calibration half of
-timm's published RTX 3090 runs by ``benchmarks/published_gpu.py``; never per model). Three forms were
+timm's published RTX 3090 runs by ``benchmarks/published/estimate.py``; never per model). Three forms were
 compared on that half (Σ max(roofline, launch); max(Σ roofline, n·launch); Σ roofline + n·launch):
 their held-out errors were within a point of each other, and the form above is the one whose launch
-constant means what it says. All functions here are pure arithmetic.
+constant means what it says. The plan's own fastai step takes the card's work alone from here
+(:func:`device_seconds`) and weighs it against the host's share, modelled for that recipe by
+``planner.probe.hosttime``. All functions here are pure arithmetic.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class TimeConstants:
 
 
 # Fitted on the calibration half (88 models) of the published RTX 3090 runs, on the op costs of the
-# estimate's own fake step (CUDA's autocast policy; benchmarks/published_gpu.py --report, results in
+# estimate's own fake step (CUDA's autocast policy; benchmarks/published/estimate.py --report, results in
 # benchmarks/results/published_gpu_time.json). Those large-batch steps never wait on the host, so they
 # leave the launch cost undetermined (any value from 1.6 to 17 µs gives the same errors): it keeps the
 # earlier 17 µs. The per-step cost sits at its bound (20 ms).
@@ -90,20 +92,26 @@ class StepCosts:
         return StepCosts(rows)
 
 
+def device_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants) -> float:
+    """The GPU's own work of ``costs`` on ``gpu``: Σ over kernels of their roofline, nothing of the host."""
+    rows = costs.rows
+    if not len(rows):
+        return 0.0
+    per_kernel = np.maximum.reduce([
+        rows[:, 0] / (gpu.tensor_flops * constants.tensor_efficiency),
+        rows[:, 1] / (gpu.vector_flops * constants.vector_efficiency),
+        rows[:, 2] / (gpu.bandwidth * constants.memory_efficiency),
+    ])
+    return float((per_kernel * rows[:, 3]).sum())
+
+
 def step_seconds(costs: StepCosts, gpu: GpuSpec, constants: TimeConstants, per_step: bool = True) -> float:
     """Predicted seconds of one step of ``costs`` on ``gpu`` (see the module docstring).
 
     ``per_step=False`` leaves the per-step overhead out (for a part of a step, such as its optimizer step).
     """
-    rows = costs.rows
-    per_kernel = np.maximum.reduce([
-        rows[:, 0] / (gpu.tensor_flops * constants.tensor_efficiency),
-        rows[:, 1] / (gpu.vector_flops * constants.vector_efficiency),
-        rows[:, 2] / (gpu.bandwidth * constants.memory_efficiency),
-    ]) if len(rows) else np.zeros(0)
-    device = float((per_kernel * rows[:, 3]).sum())
-    host = float(rows[:, 3].sum()) * constants.launch_seconds
-    return max(device, host) + (constants.step_seconds if per_step else 0.0)
+    launches = costs.kernels * constants.launch_seconds
+    return max(device_seconds(costs, gpu, constants), launches) + (constants.step_seconds if per_step else 0.0)
 
 
 def naive_step_seconds(flops: float, gpu: GpuSpec, efficiency: float) -> float:

@@ -1,9 +1,21 @@
 import json
+import re
 
 import pytest
 
 from planner.base.errors import UserError
-from planner.base.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, ProbePoint, load_plan, save_plan
+from planner.base.plan import (
+    ItemTransform,
+    MeasuredOn,
+    Plan,
+    PlanEntry,
+    ProbePoint,
+    accum_for,
+    batch_divisors,
+    load_plan,
+    micro_batch_for,
+    save_plan,
+)
 
 
 def make_plan() -> Plan:
@@ -69,3 +81,25 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_accumulation_and_micro_batch_are_the_divisor_pairs_of_the_effective_batch():
+    assert batch_divisors(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert batch_divisors(12) == [1, 2, 3, 4, 6, 12]
+    assert [(accum, micro_batch_for(64, accum)) for accum in (1, 2, 64)] == [(1, 64), (2, 32), (64, 1)]
+    assert accum_for(64, 16) == 4
+    with pytest.raises(ValueError, match="does not divide"):
+        micro_batch_for(64, 3)  # fastai's GradientAccumulation would step after 63 samples, not 64
+    with pytest.raises(ValueError, match="does not divide"):
+        accum_for(64, 0)
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", ".hidden"])
+def test_entry_names_that_cannot_be_file_names_are_refused_for_training(name):
+    plan = make_plan()
+    plan = plan.model_copy(update={"entries": [plan.entries[0].model_copy(update={"name": name})]})
+    with pytest.raises(UserError, match=re.escape(f"plan entry 0 has the name {name!r}, which cannot be a file name")):
+        plan.check_entry_names()
+    make_plan().check_entry_names()  # a plain name passes
+    with pytest.raises(UserError, match="the plan has no entries: nothing to train"):
+        make_plan().model_copy(update={"entries": []}).check_entry_names()

@@ -3,7 +3,8 @@
 After each kill no file the process left may be truncated or unreadable (its temporary files aside),
 and rerunning the same command must end with exactly what an uninterrupted run wrote: the same
 predictions and models (bitwise: one torch thread, seeded) and the same tune-weights outcome. The
-loop with many more kills is benchmarks/bench_faults.py (benchmarks/RESULTS.md, "faults").
+loop with many more kills is benchmarks/robustness/faults.py (benchmarks/RESULTS.md, "What happens with
+bad inputs, faults and interruptions?").
 """
 
 from __future__ import annotations

@@ -34,11 +34,14 @@ def test_probe_for_a_named_card_uses_its_memory_and_predicts_epoch_and_run_times
     assert plan["timing"]["gpu"] == "T4" and plan["timing"]["epochs"] == 3 and plan["timing"]["n_train"] == 8326
     chosen = next(p for p in entry["probes"] if p["micro_batch"] == entry["micro_batch"])
     assert chosen["predicted_times"]["gpu"] == "T4" and chosen["predicted_times"]["forward_backward"] > 0
+    assert chosen["host_work"]["forward_backward_ops"] > chosen["host_work"]["eval_ops"] > 0
+    assert plan["timing"]["host"]["speed"] == 1 and plan["timing"]["host"]["op_seconds"] > 0
     time = entry["predicted_time"]
     assert time["source"] == "estimate" and time["epoch_seconds"] > time["valid_seconds_per_epoch"] > 0
     assert time["total_seconds"] == pytest.approx(
         time["frozen_epoch_seconds"] + 3 * time["epoch_seconds"] + time["tta_seconds"], abs=0.2)
-    assert "predicted total" in result.stdout and "on T4" in result.stdout
+    assert "predicted total" in result.stdout and "on T4" in result.stdout and "host: " in result.stdout
+    assert time["time_bound"] in ("device", "host") and set(time["bound_seconds"]) == {"device", "host"}
     assert result.stderr == ""  # e.g. torch 2.6's note that the CUDA autocast emulation overrides kernels
 
 
@@ -66,6 +69,11 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
         (["--gpu", "T5", "--arch", "resnet18", "--size", "64"], "unknown GPU 'T5'"),
         (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
+        (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "0"], "--host-speed 0 is not a speed"),
+        (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "-2"], "a positive number"),
+        (["--gpu-mem", "16G", "--margin", "0.9"], "--margin 0.9 must be between 0 and 0.5"),
+        (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
+        (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--loader-workers", "-1"],
          "--loader-workers -1 must be 0 or more"),
     ],

@@ -26,8 +26,8 @@ from run_data import make_image_folder, plan_entry, write_plan
 
 from planner.base.atomic import atomic_write_json
 from planner.base.runfile import EpochRecord
-from trainer.attempt import describe_entry_error
-from trainer.fit import NotTrained, check_every_fit_stepped
+from trainer.one_try import describe_entry_error
+from trainer.training import NotTrained, check_every_fit_stepped
 
 TRAIN = ("--no-pretrained", "--epochs", "1", "--device", "cpu")
 ENTRY = "convnext_atto-crop40-32"
@@ -109,24 +109,24 @@ def test_a_plan_with_micro_batch_one_is_refused_at_load(image_folder: Path, tmp_
 
 
 def test_a_fit_without_an_optimizer_step_fails_the_entry(tmp_path: Path) -> None:
-    from trainer.job import TrainJob
+    from trainer.try_spec import TrySpec
 
     epochs = [EpochRecord(epoch=0, phase="frozen", train_loss=None, valid_loss=1.0, error_rate=0.5, seconds=1.0,
                           optimizer_steps=0),
               EpochRecord(epoch=1, phase="unfrozen", train_loss=0.9, valid_loss=1.0, error_rate=0.5, seconds=1.0,
                           optimizer_steps=2)]
-    job = TrainJob(entry=plan_entry("resnet18"), accum=2, inputs=_inputs(effective_batch_size=8))
+    spec = TrySpec(entry=plan_entry("resnet18"), accum=2, inputs=_inputs(effective_batch_size=8))
     with pytest.raises(NotTrained, match="the frozen fit made no optimizer step"):
-        check_every_fit_stepped(epochs, n_train=6, job=job)
+        check_every_fit_stepped(epochs, n_train=6, spec=spec)
     stepped = [epoch.model_copy(update={"optimizer_steps": 1}) for epoch in epochs]
-    check_every_fit_stepped(stepped, n_train=30, job=job)  # no error
+    check_every_fit_stepped(stepped, n_train=30, spec=spec)  # no error
 
 
 def _inputs(effective_batch_size: int):
     from planner.base.runfile import RunSettings
     from trainer.data import DataLayout
-    from trainer.job import RunInputs
     from trainer.split import Split
+    from trainer.try_spec import RunInputs
 
     layout = DataLayout(root=Path("."), train=("train_images/a/1.png",), vocab=("a", "b"), test=())
     split = Split(valid_pct=0.2, seed=0, n_train=1, valid=["train_images/a/1.png"])

@@ -149,3 +149,13 @@ def test_stored_study_is_refused_on_other_predictions(tmp_path) -> None:
         tune_weights(TuneOptions(run_dir=tmp_path, trials=10, folds=2))
     fresh = tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2, study="second"))
     assert fresh.study.completed == 5
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"sampler": "random"}, "unknown sampler 'random'; choose one of tpe, cmaes, gp"),
+    ({"trials": 0}, "--trials must be at least 1, got 0"),
+    ({"folds": 1}, "--folds must be at least 2, got 1"),
+])
+def test_tune_options_refuse_bad_values_before_any_work(bad: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        TuneOptions(**bad)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import planner.probe.probe as probe_module
+import planner.probe.side_by_side as side_by_side
 from planner.base.entries import single_entry
 from planner.probe.meters import get_meter
 from planner.probe.meters.device_model import DeviceModel
@@ -84,7 +84,7 @@ def test_planning_again_answers_every_probe_from_the_store_in_this_process(entry
     def no_workers(*args, **kwargs):
         raise AssertionError("remembered architectures start no worker process")
 
-    monkeypatch.setattr(probe_module, "Running", no_workers)
+    monkeypatch.setattr(side_by_side, "Running", no_workers)
     again = probe_plan(entries, get_meter("estimate"), jobs=2, **options)
     assert all(point.reused for planned in again.entries for point in planned.probes)
     for before, after in zip(first.entries, again.entries, strict=True):

@@ -5,12 +5,12 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmarks.published.recipe import benchmark_step, parameter_count
 from planner.base.tracker import ALLOC, StorageTracker
 from planner.probe.meters.cuda_autocast import cuda_autocast
 from planner.probe.meters.cuda_kernels import cuda_kernels, sdpa_backend
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
-from planner.probe.validation.timm_recipe import benchmark_step, parameter_count
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_cuda_dropout_saves_a_one_byte_mask():
 def test_which_attention_todays_timm_runs():
     import timm
 
-    from planner.probe.validation.timm_recipe import attention_path, timm_attention
+    from benchmarks.published.recipe import attention_path, timm_attention
 
     def path(name: str, fused: bool | None = None) -> str:
         with torch.device("meta"):

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from planner.base.bounds import slowest_bound
 from planner.base.entries import single_entry
 from planner.base.plan import EntryTime, ItemTransform
 from planner.probe.command import make_plan
-from planner.probe.epochtime import DataSizes, bounded_time
+from planner.probe.epochtime import DataSizes, with_loading
 from planner.probe.loadtime import loader_time, sample_files, seconds_per_image, worker_seconds
 from planner.probe.options import ProbeOptions
 
@@ -67,24 +66,29 @@ def test_workers_start_again_at_every_pass_over_the_data() -> None:
     assert alone.start_seconds == 0 and alone.epoch_seconds == pytest.approx((80 + 20) * 0.01)  # nothing to start
 
 
-def test_the_slower_part_bounds_the_epoch() -> None:
-    assert slowest_bound(device=2.0, loader=3.0) == ("loader", 3.0)
-    assert slowest_bound(device=3.0, loader=2.0) == ("device", 3.0)
+def test_the_loader_joins_the_bounds_and_each_pass_takes_the_slowest() -> None:
     device = EntryTime(source="estimate", gpu="T4", train_seconds_per_epoch=0.8, valid_seconds_per_epoch=0.2,
-                       epoch_seconds=1.0, frozen_epoch_seconds=0.5, epochs=2, tta_seconds=0.5, total_seconds=3.0)
-    slow_loader = bounded_time(device, loader_time(0.012, 0.0, 32, workers=1, micro_batch=8, sizes=SIZES))
-    assert (slow_loader.bound, slow_loader.epoch_seconds, slow_loader.frozen_epoch_seconds) == ("loader", 1.2, 1.2)
-    assert slow_loader.tta_seconds == 1.8 and slow_loader.total_seconds == pytest.approx(1.2 + 2 * 1.2 + 1.8)
-    fast_loader = bounded_time(device, loader_time(0.01, 0.0, 32, workers=4, micro_batch=8, sizes=SIZES))
-    assert (fast_loader.bound, fast_loader.epoch_seconds, fast_loader.total_seconds) == ("device", 1.0, 3.0)
-    in_process = bounded_time(device, loader_time(0.01, 0.0, 32, workers=0, micro_batch=8, sizes=SIZES))
-    assert (in_process.bound, in_process.epoch_seconds) == ("device+loader", 2.0)
+                       epoch_seconds=1.0, frozen_epoch_seconds=0.5, epochs=2, tta_seconds=0.5, total_seconds=3.0,
+                       time_bound="device", bound_seconds={"device": 3.0})
+    slow = with_loading(device, loader_time(0.012, 0.0, 32, workers=1, micro_batch=8, sizes=SIZES))
+    # loader passes: training 80 × 0.012 = 0.96, held-out 0.24, TTA 5 × 30 × 0.012 = 1.8
+    assert (slow.train_seconds_per_epoch, slow.valid_seconds_per_epoch, slow.epoch_seconds) == (0.96, 0.24, 1.2)
+    assert slow.frozen_epoch_seconds == 1.2 and slow.tta_seconds == 1.8
+    assert slow.total_seconds == pytest.approx(1.2 + 2 * 1.2 + 1.8)
+    assert slow.time_bound == "loader" and slow.bound_seconds == {"device": 3.0, "loader": 5.4}
+    fast = with_loading(device, loader_time(0.01, 0.0, 32, workers=4, micro_batch=8, sizes=SIZES))
+    assert (fast.time_bound, fast.epoch_seconds, fast.total_seconds) == ("device", 1.0, 3.0)
+    in_process = with_loading(device, loader_time(0.01, 0.0, 32, workers=0, micro_batch=8, sizes=SIZES))
+    assert (in_process.time_bound, in_process.epoch_seconds) == ("device+loader", 2.0)
+    measured = device.model_copy(update={"source": "measured", "time_bound": None, "bound_seconds": {}})
+    paced = with_loading(measured, loader_time(0.012, 0.0, 32, workers=1, micro_batch=8, sizes=SIZES))
+    assert paced.epoch_seconds == 1.2 and paced.time_bound is None  # a measurement keeps no bounds
 
 
-def test_a_probe_with_a_data_folder_bounds_each_epoch_by_the_loader_when_it_is_slower(
+def test_a_probe_with_a_data_folder_bounds_its_time_by_the_loader_when_it_is_slower(
         jpeg_folder: Path, tmp_path: Path) -> None:
     """resnet18 at 32 px on a T4 computes far faster than one worker decodes and resizes to 1280 × 960;
-    with ten thousand workers only their start is left, shorter than the card's epoch."""
+    with ten thousand workers only their start is left, shorter than the card's training pass."""
     entries = single_entry("resnet18", 32, item=ItemTransform(resize=(1280, 960), method="squish"))
     plans = {workers: make_plan(ProbeOptions(gpus=("T4",), data=jpeg_folder, device="estimate", effective_batch_size=32,
                                              output=tmp_path / f"plan{workers}.json", jobs=1, loader_workers=workers),
@@ -93,9 +97,10 @@ def test_a_probe_with_a_data_folder_bounds_each_epoch_by_the_loader_when_it_is_s
     slow, fast = (plans[workers].entries[0] for workers in (1, 10_000))
     assert slow.loader_time.workers == 1 and slow.loader_time.images_timed == 32
     assert slow.loader_time.seconds_per_image > 0
-    assert slow.predicted_time.bound == "loader"
+    assert slow.predicted_time.time_bound == "loader"
     assert slow.predicted_time.epoch_seconds == pytest.approx(slow.loader_time.epoch_seconds, abs=0.01)
-    assert fast.predicted_time.bound == "device"
-    assert fast.predicted_time.epoch_seconds == pytest.approx(
-        fast.predicted_time.train_seconds_per_epoch + fast.predicted_time.valid_seconds_per_epoch, abs=0.02)
+    # ten thousand workers load an epoch's training images in a worker's start: the card and host set that pass
+    assert fast.loader_time.train_seconds < fast.predicted_time.train_seconds_per_epoch
+    assert fast.loader_time.train_seconds == pytest.approx(fast.loader_time.start_seconds, abs=0.002)
     assert "DataLoader workers: 1;" in plans[1].timing.data_loading
+    assert slow.predicted_time.bound_seconds["loader"] > slow.predicted_time.bound_seconds["device"]

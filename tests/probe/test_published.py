@@ -1,8 +1,7 @@
 """The published RTX 3090 runs as ground truth: file, brackets, halves, scores and the constants' fit."""
 
-from planner.base.gpus import get_gpu
-from planner.probe.validation.calibrate import BracketPeaks, fit_overhead, outcomes
-from planner.probe.validation.published import (
+from benchmarks.published.calibrate import BracketPeaks, fit_overhead, outcomes
+from benchmarks.published.runs import (
     CARD_BYTES,
     DECAY_SEQUENCE,
     GIB,
@@ -16,6 +15,7 @@ from planner.probe.validation.published import (
     params_match,
     predicted_batch,
 )
+from planner.base.gpus import get_gpu
 
 
 def test_the_published_file_and_its_brackets():

@@ -1,13 +1,13 @@
-"""benchmarks/published_gpu.py: one fake step of the published recipe gives both memory and time (issue 11)."""
+"""benchmarks/published/estimate.py: one fake step of the published recipe gives both memory and time (issue 11)."""
 
 
 import pytest
-from published_gpu import DEVICES, evaluate, measure
-from published_time import predicted_samples_per_sec
 
+from benchmarks.published.estimate import DEVICES, evaluate, measure
+from benchmarks.published.recipe import benchmark_step
+from benchmarks.published.runs import load_runs
+from benchmarks.published.steptime import predicted_samples_per_sec
 from planner.probe.meters.device_model import CALIBRATED_OVERHEAD_BYTES
-from planner.probe.validation.published import load_runs
-from planner.probe.validation.timm_recipe import benchmark_step
 
 pytest.importorskip("timm")
 

@@ -2,8 +2,8 @@
 
 import hashlib
 
-from published_split import half, is_calibration
-from published_time import architecture_class, family, read_published
+from benchmarks.published.split import half, is_calibration
+from benchmarks.published.steptime import architecture_class, family, read_published
 
 
 def test_split_is_the_parity_of_the_first_sha256_byte_and_splits_the_file_about_evenly():

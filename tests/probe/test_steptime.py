@@ -8,8 +8,15 @@ import pytest
 from planner.base.errors import UserError
 from planner.base.gpus import GPUS, MIB, find_gpu, get_gpu
 from planner.base.plan import StepTimes
-from planner.probe.epochtime import TTA_PASSES, default_sizes, entry_time, split_sizes, time_basis
-from planner.probe.steptime import StepCosts, TimeConstants, fit_constants, fit_flop_efficiency, step_seconds
+from planner.probe.epochtime import TTA_PASSES, default_sizes, entry_time, slowest, split_sizes, time_basis
+from planner.probe.steptime import (
+    StepCosts,
+    TimeConstants,
+    device_seconds,
+    fit_constants,
+    fit_flop_efficiency,
+    step_seconds,
+)
 
 T4 = get_gpu("T4")
 ONE = TimeConstants(tensor_efficiency=1, vector_efficiency=1, memory_efficiency=1, launch_seconds=1e-6,
@@ -27,6 +34,7 @@ def test_each_kernel_takes_its_slowest_resource_and_the_host_must_launch_them_al
     assert step_seconds(costs, T4, half, per_step=False) == pytest.approx(4e-3 + 2 * 3e-3 + 10e-6)
     slow_host = TimeConstants(1, 1, 1, 1e-3, 0.0)  # 13 launches of 1 ms outlast 8 ms of GPU work
     assert step_seconds(costs, T4, slow_host) == pytest.approx(13e-3)
+    assert device_seconds(costs, T4, slow_host) == pytest.approx(2e-3 + 2 * 3e-3 + 10e-6)  # the card's work alone
 
 
 def test_fit_recovers_constants_that_generated_the_times():
@@ -67,7 +75,7 @@ def test_epoch_and_run_time_count_fastai_loops():
     basis = time_basis(split_sizes(1000, 300, 0.2, "test"), "T4", epochs=3)
     assert (basis.n_train, basis.n_valid, basis.n_test) == (800, 200, 300)
     times = StepTimes(gpu="T4", forward_backward=0.3, optimizer_step=0.05, eval_forward=0.1)
-    got = entry_time(times, micro_batch=32, accum=2, basis=basis)
+    got = entry_time({"device": times}, micro_batch=32, accum=2, basis=basis)
     micro, steps = 800 // 32, 800 // 64  # 25 micro-batches, 12 optimizer steps
     valid = math.ceil(200 / 32) * 0.1
     assert got.train_seconds_per_epoch == pytest.approx(micro * 0.3 + steps * 0.05)
@@ -77,6 +85,30 @@ def test_epoch_and_run_time_count_fastai_loops():
     assert got.total_seconds == pytest.approx(got.frozen_epoch_seconds + 3 * got.epoch_seconds + got.tta_seconds,
                                               abs=0.1)
     assert default_sizes().n_train + default_sizes().n_valid == 10_407
+    assert (got.time_bound, got.bound_seconds) == ("device", {"device": got.total_seconds})
+
+
+def test_each_pass_goes_at_its_slowest_bound_and_the_slowest_total_names_the_entry():
+    basis = time_basis(split_sizes(1000, 300, 0.2, "test"), "H100", epochs=3)
+    device = StepTimes(gpu="H100", forward_backward=0.3, optimizer_step=0.01, eval_forward=0.01)
+    host = StepTimes(gpu="H100", forward_backward=0.1, optimizer_step=0.02, eval_forward=0.05)
+    got = entry_time({"device": device, "host": host}, micro_batch=32, accum=2, basis=basis)
+    alone = {name: entry_time({name: times}, 32, 2, basis) for name, times in (("device", device), ("host", host))}
+    assert got.train_seconds_per_epoch == alone["device"].train_seconds_per_epoch  # the card's 25 × 0.3 s
+    assert got.tta_seconds == alone["host"].tta_seconds  # the host's forward passes are the slower
+    assert got.total_seconds > max(alone["device"].total_seconds, alone["host"].total_seconds)
+    assert got.time_bound == "device" and got.bound_seconds == {"device": alone["device"].total_seconds,
+                                                                "host": alone["host"].total_seconds}
+    measured = entry_time({"measured": device}, 32, 2, basis, "measured")
+    assert measured.time_bound is None and measured.bound_seconds == {}
+
+
+def test_slowest_picks_the_longest_named_bound_and_keeps_new_names():
+    assert slowest({"device": 2.0, "host": 3.0}) == ("host", 3.0)
+    assert slowest({"device": 2.0, "host": 1.0, "loader": 5.0}) == ("loader", 5.0)
+    assert slowest({"device": 1.0, "host": 1.0}) == ("device", 1.0)  # a tie: the first named
+    with pytest.raises(ValueError, match="no bounds"):
+        slowest({})
 
 
 def test_step_times_between_probes_are_affine_in_the_micro_batch():

@@ -7,7 +7,7 @@ raised by the storage tracker's limit (``cpu_memory_limit``, the cpu meter's ``e
 survives is looked for in two ways: weak references to what the try made (dead once nothing holds
 it), and an outer ``StorageTracker`` that sees every storage made inside it, also those only C++ holds
 (autograd's saved activations, autocast's cast weights), which the garbage collector cannot see.
-The same check on a GPU: ``benchmarks/gpu_oom_hygiene.py``.
+The same check on a GPU: ``benchmarks/gpu/oom_hygiene.py``.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from planner.base.recipe import build_learner, synthetic_dataloaders
 from planner.base.runfile import OomMiss, RunSettings
 from planner.base.tracker import StorageTracker
 from planner.probe.meters import DoesNotFit, get_meter
-from trainer.attempt import TryDone, run_try
 from trainer.callbacks import MemoryPhases
 from trainer.data import scan_data
-from trainer.job import RunInputs, TrainJob
 from trainer.memory import live_tensor_bytes, release_memory
+from trainer.one_try import TryDone, run_try
 from trainer.progress import Reporter
 from trainer.split import draw_split
+from trainer.try_spec import RunInputs, TrySpec
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = plan_entry("test_resnet", size=64, resize=72, micro_batch=8, accum=1)  # effective batch 8
@@ -84,13 +84,13 @@ def inputs(image_folder: Path) -> RunInputs:
 
 @pytest.mark.slow
 def test_a_try_that_runs_out_of_memory_leaves_nothing_behind(inputs: RunInputs, tmp_path: Path) -> None:
-    clean = run_try(TrainJob(entry=ENTRY, accum=1, inputs=inputs), tmp_path, Reporter()).outcome
+    clean = run_try(TrySpec(entry=ENTRY, accum=1, inputs=inputs), tmp_path, Reporter()).outcome
     assert isinstance(clean, TryDone)
     limited = replace(inputs, cpu_memory_limit=int(0.97 * clean.memory.peak_bytes))  # micro-batch 8 no longer fits
     remember = RememberTheTry()
 
     with StorageTracker() as outer:  # counts every storage the try makes, autograd's saved tensors too
-        missed = run_try(TrainJob(entry=ENTRY, accum=1, inputs=limited), tmp_path, Reporter(), [remember])
+        missed = run_try(TrySpec(entry=ENTRY, accum=1, inputs=limited), tmp_path, Reporter(), [remember])
         alive_of_the_try = outer.live_bytes
 
     assert isinstance(missed.outcome, OomMiss) and "exceeds the limit" in missed.outcome.message
@@ -100,7 +100,7 @@ def test_a_try_that_runs_out_of_memory_leaves_nothing_behind(inputs: RunInputs, 
     assert abs(live_tensor_bytes() - remember.start_bytes) <= FASTAI_SCALARS
     assert abs(remember.start_bytes - clean.memory.start_bytes) <= FASTAI_SCALARS
 
-    retry = run_try(TrainJob(entry=ENTRY, accum=2, inputs=limited), tmp_path, Reporter()).outcome  # the next rung
+    retry = run_try(TrySpec(entry=ENTRY, accum=2, inputs=limited), tmp_path, Reporter()).outcome  # the next rung
     assert isinstance(retry, TryDone)
     assert abs(retry.memory.start_bytes - remember.start_bytes) <= FASTAI_SCALARS  # 0 apart with fastai 2.8
     assert retry.memory.peak_bytes <= limited.cpu_memory_limit
@@ -179,7 +179,7 @@ def test_fastai_leaves_autocast_entered_after_running_out_in_the_forward_pass() 
 def test_the_gpu_check_says_in_one_line_that_cuda_is_missing() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the check would run")
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_oom_hygiene.py")], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu.oom_hygiene"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and "CUDA is missing" in result.stdout

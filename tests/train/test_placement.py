@@ -15,7 +15,7 @@ from planner.base.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.probe import probe_plan
 from trainer.backend import resolve_device
-from trainer.options import RayOptions
+from trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
 
 GIB = 2**30
@@ -136,6 +136,26 @@ def test_ray_options_refuse_what_ray_cannot_schedule() -> None:
         RayOptions(pack=True, gpus_per_entry=0.5)
     with pytest.raises(UserError, match="--max-retries"):
         RayOptions(max_retries=-1)
+
+
+def test_ray_flags_are_refused_for_the_local_backend() -> None:
+    ray = RayOptions(gpus_per_entry=0.5)
+    assert ray_options_for("ray", ray) is ray
+    assert ray_options_for("local", RayOptions(max_retries=5)) is None
+    for flags in ({"gpus_per_entry": 0.5}, {"pack": True}, {"address": "auto"}):
+        with pytest.raises(UserError, match="apply to --backend ray"):
+            ray_options_for("local", RayOptions(**flags))
+
+
+def test_run_and_predict_options_check_themselves() -> None:
+    for bad, message in [({"epochs": 0}, "--epochs 0 must be at least 1"), ({"lr": 0}, "--lr 0"),
+                         ({"valid_pct": 1.0}, "--valid-pct 1.0"), ({"device": "tpu"}, "--device 'tpu'")]:
+        with pytest.raises(UserError, match=message):
+            RunOptions(**bad)
+    with pytest.raises(UserError, match="--batch-size 0 must be at least 1"):
+        PredictOptions(batch_size=0)
+    with pytest.raises(UserError, match="--device 'gpu' must be auto, cuda or cpu"):
+        PredictOptions(device="gpu")
 
 
 def test_both_backends_resolve_the_device_by_one_rule() -> None:

@@ -47,8 +47,10 @@ class RememberModels(Callback):
 
 OOM_ENTRY = {"arch": "test_resnet", "size": 64, "resize": 72}  # name test_resnet-crop72-64
 PREDICTED = EntryTime(source="estimate", gpu="T4", train_seconds_per_epoch=1.0, valid_seconds_per_epoch=0.5,
-                      epoch_seconds=1.5, frozen_epoch_seconds=0.7, epochs=1, tta_seconds=0.2, total_seconds=2.4)
-LOADING = LoaderTime(workers=0, seconds_per_image=0.001, images_timed=4, epoch_seconds=0.03, tta_seconds=0.01)
+                      epoch_seconds=1.5, frozen_epoch_seconds=0.7, epochs=1, tta_seconds=0.2, total_seconds=2.4,
+                      time_bound="device", bound_seconds={"device": 2.4})
+LOADING = LoaderTime(workers=0, seconds_per_image=0.001, images_timed=4, train_seconds=0.02, valid_seconds=0.01,
+                     epoch_seconds=0.03, tta_seconds=0.01)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def test_run_json_records_measured_epoch_seconds_beside_the_prediction(two_entri
         assert record.time.measured_frozen_epoch_seconds == pytest.approx(record.epochs[0].seconds, abs=0.01)
     assert untimed.time.predicted_epoch_seconds is None
     assert (timed.time.predicted_gpu, timed.time.predicted_epoch_seconds) == ("T4", 1.5)
-    assert (timed.time.predicted_bound, timed.time.predicted_loader_epoch_seconds) == ("device", 0.03)
+    assert (timed.time.predicted_time_bound, timed.time.predicted_loader_epoch_seconds) == ("device", 0.03)
     row = summary_rows(two_entries.result.run, two_entries.result.names)[1]
     assert row[SUMMARY_COLUMNS.index("time predicted")] == "1.5 s (T4)"
     assert row[SUMMARY_COLUMNS.index("time measured")].endswith("s (cpu)")

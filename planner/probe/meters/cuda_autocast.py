@@ -29,7 +29,7 @@ The op lists differ between torch releases: the tables below are their union ove
 planner is tested with (torch 2.6, the floor, to 2.14), and :func:`installed_policy` keeps the ops
 the installed torch registers for CUDA autocast. How the rules were checked: for the installed
 torch, that selection is compared, op for op, with the ops it registers a kernel for at the
-``AutocastCUDA`` key (``tests/test_cuda_autocast.py``, run by CI on both ends of the range;
+``AutocastCUDA`` key (``tests/probe/test_cuda_autocast.py``, run by CI on both ends of the range;
 torch's dispatcher is the ground truth for membership), and each policy with the lists in the
 installed ``torch/include/ATen/autocast_mode.h`` when that header ships (it does in the PyPI
 wheels). Outputs and saved tensors then follow from torch's own autograd formulas, the same code on

@@ -1,7 +1,7 @@
 """What a CUDA card needs for a recorded fake step: the caching allocator, plus what torch cannot see.
 
 Two models, both fitted as a few constants (never per model) on the calibration half of timm's
-published RTX 3090 runs and judged on the other half (``benchmarks/published_gpu.py``,
+published RTX 3090 runs and judged on the other half (``benchmarks/published/estimate.py``,
 ``benchmarks/RESULTS.md``):
 
 - ``caching`` (the default): the step's allocations replayed through torch's caching allocator
@@ -31,7 +31,7 @@ MIB = 2**20
 Allocator = Literal["caching", "reserved", "flat"]
 
 # Fitted on the calibration half (88 models) of the 167 published runs measured so far, against the
-# 23.70 GiB torch reports for an RTX 3090 (benchmarks/published_gpu.py --fit); see benchmarks/RESULTS.md
+# 23.70 GiB torch reports for an RTX 3090 (benchmarks/published/estimate.py --fit); see benchmarks/RESULTS.md
 # for the fit, the held-out check and the comparison with measured H100 peaks.
 CALIBRATED_OVERHEAD_BYTES = 1744 * MIB
 CALIBRATED_FLAT_OVERHEAD_BYTES = 256 * MIB

@@ -12,7 +12,7 @@ on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it
 
 The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
 allocator and adds the calibrated overhead; both were fitted and judged on timm's published GPU
-runs (``benchmarks/published_gpu.py``). A probe is one fake step (the steady state: gradients and
+runs (``benchmarks/published/estimate.py``). A probe is one fake step (the steady state: gradients and
 optimizer state exist from the start) and is remembered per architecture, size, gradient
 checkpointing and micro-batch, since the fake step does not depend on the item transform: a second
 entry of the same architecture and size costs nothing to confirm. With gradient checkpointing
@@ -20,8 +20,9 @@ entry of the same architecture and size costs nothing to confirm. With gradient 
 CUDA autocast policy, as ``torch.utils.checkpoint`` restores autocast for it.
 
 Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
-fake step and in one no-gradient forward pass (validation, TTA), and ``planner.probe.steptime`` turns its
-kernels into seconds on that card (``ProbePoint.predicted_times``).
+fake step and in one no-gradient forward pass (validation, TTA), ``planner.probe.steptime`` turns its
+kernels into the card's seconds (``ProbePoint.predicted_times``), and the ops it dispatched and the
+parameter tensors are the host's work (``ProbePoint.host_work``, timed by ``planner.probe.hosttime``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from planner.base.allocator import choose_allocator
 from planner.base.compat import native_meta_kernels
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
-from planner.base.plan import MeasuredOn, ProbePoint, Size, StepTimes
+from planner.base.plan import HostWork, MeasuredOn, ProbePoint, Size, StepTimes
 from planner.probe.meters.base import PROBE_METERS, ProbeMeter
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
@@ -46,7 +47,7 @@ from planner.probe.meters.fastai_steps import has_batchnorm_layers
 from planner.probe.meters.opcount import OpCounter
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 from planner.probe.probe_data import ProbeData
-from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, step_seconds
+from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, device_seconds
 
 PHASE_EVAL = "eval"
 
@@ -185,28 +186,33 @@ class EstimateMeter(ProbeMeter):
         trace = step.run(micro_batch, entry.size, modes=(counter,) if counter else (),
                          on_phase=counter.set_phase if counter else None)
         peaks = self.device.peaks(trace)
-        times = None
+        times = work = None
         if counter is not None:
             self._eval_forward(step, counter, entry, micro_batch)
             times = self._times(counter)
+            work = HostWork(forward_backward_ops=counter.dispatches[PHASE_FORWARD_BACKWARD],
+                            eval_ops=counter.dispatches[PHASE_EVAL],
+                            parameter_tensors=sum(p.requires_grad for p in step.model.parameters()))
         phase = PHASE_STEP if peaks.step_bytes > peaks.forward_backward_bytes else PHASE_FORWARD_BACKWARD
         point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
-                           seconds=time.perf_counter() - started, predicted_times=times, peak_phase=phase)
+                           seconds=time.perf_counter() - started, predicted_times=times, host_work=work,
+                           peak_phase=phase)
         self._points[_point_key(entry, micro_batch)] = point
         if self._store is not None:
             self._store.put("probe", _probe_question(entry, micro_batch), point.to_dict())
         return point
 
     def _times(self, counter: OpCounter) -> StepTimes:
-        """Seconds of the counted phases on ``self.gpu``; the per-step overhead goes with forward/backward."""
+        """The card's own work in each counted phase on ``self.gpu`` (the host's share is
+        ``planner.probe.hosttime``'s, from the point's ``host_work``)."""
         assert self.gpu is not None
 
-        def seconds(phase: str, per_step: bool) -> float:
-            return step_seconds(StepCosts.from_counter(counter, phase), self.gpu, self.time_constants, per_step)
+        def seconds(phase: str) -> float:
+            return device_seconds(StepCosts.from_counter(counter, phase), self.gpu, self.time_constants)
 
-        return StepTimes(gpu=self.gpu.name, forward_backward=seconds(PHASE_FORWARD_BACKWARD, True),
-                         optimizer_step=seconds(PHASE_STEP, False), eval_forward=seconds(PHASE_EVAL, True))
+        return StepTimes(gpu=self.gpu.name, forward_backward=seconds(PHASE_FORWARD_BACKWARD),
+                         optimizer_step=seconds(PHASE_STEP), eval_forward=seconds(PHASE_EVAL))
 
     def _eval_forward(self, step: FakeStep, counter: OpCounter, entry: EntrySpec, micro_batch: int) -> None:
         """One validation / TTA batch, counted: the model in eval mode, no gradients, under autocast."""

@@ -1,7 +1,7 @@
 """The estimating core: one training step that computes nothing, every allocation and free recorded.
 
 One core, many recipes: the fastai recipe (the product, ``planner.probe.meters.estimate``) and the timm
-benchmark recipe (validation against published GPU runs, ``planner.probe.validation.timm_recipe``) both
+benchmark recipe (validation against published GPU runs, ``benchmarks/published/recipe.py``) both
 describe their step with a :class:`StepRecipe` and run it through :class:`FakeStep`. Nothing is
 computed and no GPU is needed: the model is built on the ``meta`` device and run forward, backward
 and through its optimizer on meta tensors that the model takes for CPU tensors
@@ -34,7 +34,7 @@ Interface, in the order things happen:
    ``on_phase(name)`` is called when the step enters ``forward_backward`` and ``step``. The
    optimizer's own ops run whenever ``modes`` are given; otherwise the record of its temporaries is
    replayed (they are shaped like the parameters and do not depend on the batch;
-   ``tests/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
+   ``tests/probe/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
    fastai's Adam and torch's SGD).
 
 It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
@@ -211,7 +211,7 @@ class FakeStep:
     Args:
         recipe: the step.
         tensors: ``meta`` (the default), or ``fake``: torch's ``FakeTensorMode``, the slower way this
-            core first ran, for comparison (``benchmarks/published_gpu.py --tensors fake``).
+            core first ran, for comparison (``benchmarks/published/estimate.py --tensors fake``).
     """
 
     def __init__(self, recipe: StepRecipe, tensors: Tensors = "meta"):

@@ -14,6 +14,8 @@ storage tracker in the same pass (dispatch modes stack). Each op becomes an :cla
   queries and allocations move nothing and are not kernels.
 
 Costs are aggregated by identical (kind, flops, bytes) so a step of thousands of ops is a short list.
+Every op dispatched is also counted per phase, views and metadata included (``dispatches``): each
+costs the host time to dispatch it, kernel or not (``planner.probe.hosttime``).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class OpCounter(torch_dispatch_mode()):
         costs: how many times each distinct :class:`OpCost` ran, all phases together.
         phase_costs: the same per phase (see :meth:`set_phase`; "step" until told otherwise).
         by_op: count, tensor FLOPs, vector FLOPs and bytes per aten op name (for reports).
+        dispatches: how many aten ops of any kind (views too) each phase dispatched.
     """
 
     def __init__(self) -> None:
@@ -131,6 +134,7 @@ class OpCounter(torch_dispatch_mode()):
         self.phase = "step"
         self.phase_costs: dict[str, Counter[OpCost]] = {}
         self.by_op: dict[str, list[float]] = {}
+        self.dispatches: Counter[str] = Counter()
 
     def set_phase(self, phase: str) -> None:
         """Attribute the following kernels to ``phase`` (e.g. "forward_backward", "step", "eval")."""
@@ -139,6 +143,7 @@ class OpCounter(torch_dispatch_mode()):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.dispatches[self.phase] += 1
         cost = op_cost(func, args, kwargs, out)
         if cost is not None:
             self.costs[cost] += 1

@@ -1,0 +1,1 @@
+"""What one GPU session runs (session.sh) and what reads its results afterwards."""

@@ -1,0 +1,1 @@
+"""What planning costs: the probe's wall time and search, the rehearsal, meta against fake tensors, checkpointing."""

@@ -1,0 +1,1 @@
+"""Bad inputs, faults and interruptions."""

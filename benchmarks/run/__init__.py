@@ -1,0 +1,1 @@
+"""What a run costs beyond training: overhead, re-prediction, threads, the image check, Ray."""
