@@ -145,7 +145,8 @@ def loading_summary(plan: Plan) -> str:
         return "data loading not included"
     if workers == {0}:
         return "data loading in the training process, added to each pass"
-    return f"data loading by {max(workers)} DataLoader workers beside the card (the loader bound)"
+    count = max(workers)
+    return f"data loading beside the card by {count} DataLoader worker{'s' if count > 1 else ''} (the loader bound)"
 
 
 def cards_table(comparison: CardComparison) -> Table:
