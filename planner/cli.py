@@ -185,8 +185,8 @@ def probe(
     loader_workers: Annotated[int | None, typer.Option(
         "--loader-workers", show_default="one per core here, up to 16 (none with --device cpu), as planner run uses",
         help="With a data folder: the DataLoader workers of the machine that trains. The probe times decoding and "
-        "resizing a sample of the folder's images here and scales it to them; each epoch then takes the slower "
-        "of the card and the loader. 0: the training process decodes between steps.")] = ProbeOptions.loader_workers,
+        "resizing a sample of the folder's images here and scales it to them; each pass then takes the slowest of "
+        "card, host and loader. 0: the training process decodes between steps.")] = ProbeOptions.loader_workers,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget

@@ -93,9 +93,9 @@ def _with_loading(plan: Plan, data: Path, probe_data: ProbeData, workers: int | 
     if plan.timing is None or not plan.entries:
         return plan
     sampled = plan.entries[0].loader_time.images_timed
-    loading = (f"DataLoader workers: {workers}; decoding and resizing timed here on {sampled} images; each epoch "
-               "takes the slower of the card and the loader" if workers else
-               f"in the training process, between steps ({sampled} images timed here); it adds to the card's time")
+    loading = (f"DataLoader workers: {workers}; decoding and resizing timed here on {sampled} images; each pass "
+               "takes the slowest of card, host and loader" if workers else
+               f"in the training process, between steps ({sampled} images timed here); it adds to each pass")
     return plan.model_copy(update={"timing": plan.timing.model_copy(update={"data_loading": loading})})
 
 
