@@ -156,7 +156,8 @@ def probe(
     host_speed: Annotated[float, typer.Option(
         "--host-speed", help="How fast the CPU of the machine that will train is per core, relative to this "
         "one (0.5: half as fast): the host's share of each step (Python dispatching every op, fastai's "
-        "optimizer stepping each parameter) is measured here and scaled by it.")] = ProbeOptions.host_speed,
+        "optimizer stepping each parameter) and, with a data folder, its image loading are measured here and "
+        "scaled by it.")] = ProbeOptions.host_speed,
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the plan beside it (plan.png): per entry, predicted peak against "
         "micro-batch with the budget, and the predicted epoch time of each candidate.")] = False,
@@ -185,6 +186,11 @@ def probe(
         "--jobs", "-j", show_default="one per core other processes leave free",
         help="Processes that probe architectures side by side with --device estimate (its probes need no "
         "device; the plan is the same with any number). --jobs 1 probes in this process.")] = ProbeOptions.jobs,
+    loader_workers: Annotated[int | None, typer.Option(
+        "--loader-workers", show_default="one per core here, up to 16 (none with --device cpu), as planner run uses",
+        help="With a data folder: the DataLoader workers of the machine that trains. The probe times decoding and "
+        "resizing a sample of the folder's images here and scales it to them; each pass then takes the slowest of "
+        "card, host and loader. 0: the training process decodes between steps.")] = ProbeOptions.loader_workers,
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
@@ -196,7 +202,7 @@ def probe(
                     for item in price or []), models=models, arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        host_speed=host_speed, jobs=jobs,
+        host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
     )
     plan = _probe_and_show(options)
     if plot:

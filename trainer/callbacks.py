@@ -46,6 +46,92 @@ class MemoryPhases(Callback):
         self.meter.batch_ended()
 
 
+class LoaderWait(Callback):
+    """Seconds each epoch's loop (training and validation) waits for its batches from the DataLoader.
+
+    The clock runs from the end of one batch (stamped by :attr:`end`, the last callback of
+    ``after_batch``, once the device has finished it) to the start of the next (``before_batch``, this
+    callback first), less the batch transforms, which fastai runs in the training process after the
+    loader hands a batch over (timed by wrapping the loader's ``after_batch`` from the pass's first
+    batch on, once fastai has set the transforms up for the pass: training or validation; the first
+    batch of a pass counts its batch transforms as waiting). What remains is the wait for the loader:
+    with workers, the decoding that the steps did not hide; without, all of it. Pass both this callback
+    and :attr:`end` to the fit.
+    """
+
+    order = -100  # before_batch before any other callback's work
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.end = _BatchEnd()
+        self.transforms: _TimedTransforms | None = None
+
+    def before_epoch(self) -> None:
+        self.seconds = 0.0
+
+    def before_train(self) -> None:
+        self._start_pass()
+
+    def before_validate(self) -> None:
+        self._start_pass()
+
+    def before_batch(self) -> None:
+        waited = time.perf_counter() - self.end.stamp - (self.transforms.take() if self.transforms else 0.0)
+        self.seconds += max(waited, 0.0)
+        if self.transforms is None:
+            self.transforms = _TimedTransforms(self.learn.dl.after_batch)
+            self.learn.dl.after_batch = self.transforms
+
+    def after_train(self) -> None:
+        self._end_pass()
+
+    def after_validate(self) -> None:
+        self._end_pass()
+
+    def _start_pass(self) -> None:
+        self.transforms = None
+        self.end.stamp = time.perf_counter()
+
+    def _end_pass(self) -> None:
+        if self.transforms is not None:
+            self.learn.dl.after_batch = self.transforms.transforms
+            self.transforms = None
+
+
+class _BatchEnd(Callback):
+    """Stamps the end of each batch, after every other callback and once the device has finished it."""
+
+    order = 1000
+
+    def __init__(self) -> None:
+        self.stamp = time.perf_counter()
+
+    def after_batch(self) -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # Recorder has already moved the loss to the host; this makes it explicit
+        self.stamp = time.perf_counter()
+
+
+class _TimedTransforms:
+    """A DataLoader's batch transforms, counting the seconds they take until :meth:`take` is called."""
+
+    def __init__(self, transforms: Any) -> None:
+        self.transforms = transforms
+        self.seconds = 0.0
+
+    def __call__(self, batch: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.transforms(batch)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def take(self) -> float:
+        """The seconds counted since the last call, and start again."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 class CpuThreads(Callback):
     """Before each epoch (added on the CPU only), train with the cores other processes leave free
     (``planner.base.threads``): a busy neighbour then slows training by its share, not tenfold."""
@@ -55,14 +141,17 @@ class CpuThreads(Callback):
 
 
 class ReportEpochs(Callback):
-    """Records every epoch (losses, error rate, seconds, optimizer steps; torch's threads when ``cpu``)
-    and passes it to the reporter. A step is counted at ``after_step``, which fastai reaches only when
-    the optimizer stepped (``GradientAccumulation`` cancels the batch before it otherwise)."""
+    """Records every epoch (losses, error rate, seconds, optimizer steps; torch's threads when ``cpu``;
+    the wait for batches when given ``loader``) and passes it to the reporter. A step is counted at
+    ``after_step``, which fastai reaches only when the optimizer stepped (``GradientAccumulation``
+    cancels the batch before it otherwise)."""
 
     order = Recorder.order + 1  # after the Recorder has stored the epoch's values
 
-    def __init__(self, reporter: Reporter, name: str, total_epochs: int, cpu: bool = False) -> None:
+    def __init__(self, reporter: Reporter, name: str, total_epochs: int, cpu: bool = False,
+                 loader: LoaderWait | None = None) -> None:
         self.reporter = reporter
+        self.loader = loader
         self.cpu = cpu
         self.entry_name = name
         self.total_epochs = total_epochs
@@ -91,6 +180,7 @@ class ReportEpochs(Callback):
             seconds=time.perf_counter() - self.started,
             threads=self.threads,
             optimizer_steps=self.steps,
+            loader_wait_seconds=round(self.loader.seconds, 3) if self.loader is not None else None,
         )
         self.records.append(record)
         self.reporter.epoch_done(self.entry_name, record, self.total_epochs)

@@ -230,9 +230,8 @@ SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "ti
                    "error", "log loss", "OOMs")
 SUMMARY_NOTE = ("accum × mb: as planned → as trained. Peaks: predicted by the plan, measured in training "
                 "(device in brackets); ratio = measured / predicted. Time: seconds per unfrozen pass over the data, "
-                "predicted by the plan on its card (no data loading) and measured here. Error, log loss: held-out, "
-                "TTA. "
-                "OOMs: out-of-memory retries.")
+                "predicted by the plan on its card (with data loading when probed with a data folder) and measured "
+                "here. Error, log loss: held-out, TTA. OOMs: out-of-memory retries.")
 
 
 def epoch_cells(record: EntryRecord) -> tuple[str, str]:

@@ -338,11 +338,13 @@ def new_entry_record(entry: PlanEntry, plan: Plan, *, accum: int, micro_batch: i
 def planned_time(entry: PlanEntry, device: str) -> TimeRecord:
     """The time record of an entry before training: the plan's prediction, when it has one."""
     predicted = entry.predicted_time
+    loading = entry.loader_time.epoch_seconds if entry.loader_time is not None else None
     if predicted is None:
-        return TimeRecord(measured_device=device)
+        return TimeRecord(measured_device=device, predicted_loader_epoch_seconds=loading)
     return TimeRecord(predicted_gpu=predicted.gpu, predicted_epoch_seconds=predicted.epoch_seconds,
                       predicted_frozen_epoch_seconds=predicted.frozen_epoch_seconds,
-                      predicted_total_seconds=predicted.total_seconds, measured_device=device)
+                      predicted_total_seconds=predicted.total_seconds, predicted_time_bound=predicted.time_bound,
+                      predicted_loader_epoch_seconds=loading, measured_device=device)
 
 
 def finished_record(

@@ -60,7 +60,7 @@ def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     from fastai.torch_core import set_seed
     from fastcore.basics import noop
 
-    from trainer.callbacks import CpuThreads, MemoryPhases, ReportEpochs
+    from trainer.callbacks import CpuThreads, LoaderWait, MemoryPhases, ReportEpochs
 
     entry, inputs = spec.entry, spec.inputs
     settings, layout, split = inputs.settings, inputs.layout, inputs.split
@@ -79,10 +79,12 @@ def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
     cpu = inputs.device == "cpu"
-    epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1, cpu=cpu)
+    waits = LoaderWait()
+    epochs = ReportEpochs(reporter, entry.name, total_epochs=settings.epochs + 1, cpu=cpu, loader=waits)
     threads = [CpuThreads()] if cpu else []
     with meter.measuring(learn.model):
-        learn.fine_tune(settings.epochs, settings.lr, cbs=[*threads, MemoryPhases(meter), epochs, *cbs])
+        learn.fine_tune(settings.epochs, settings.lr,
+                        cbs=[*threads, MemoryPhases(meter), waits, waits.end, epochs, *cbs])
     check_every_fit_stepped(epochs.records, n_train=len(items) - len(split.valid), spec=spec)
 
     saved = capture_model(learn, spec) if inputs.save_models else None

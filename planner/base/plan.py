@@ -173,15 +173,40 @@ class Alternative(Record):
     relative_cost: float = Field(gt=0)
 
 
+class LoaderTime(Record):
+    """Seconds the run's DataLoader takes to decode and resize (the item transform) one epoch's images
+    and TTA's, from a sample of the data folder's images timed on this machine (``planner.probe.loadtime``).
+
+    ``seconds_per_image``: one worker's CPU seconds per image; ``workers``: the DataLoader worker
+    processes of the training machine, which decode side by side (0: the training process decodes
+    between its steps); ``start_seconds``: a worker's start, paid again at every pass over the data
+    (0 without workers). ``train_seconds``: the training images of one epoch (whole micro-batches);
+    ``valid_seconds``: the held-out images; ``epoch_seconds``: both; ``tta_seconds``: TTA's passes over
+    the held-out and test images.
+    """
+
+    workers: int = Field(ge=0)
+    seconds_per_image: float = Field(gt=0)
+    start_seconds: float = Field(default=0.0, ge=0)
+    images_timed: int = Field(gt=0)
+    train_seconds: float = Field(ge=0)
+    valid_seconds: float = Field(ge=0)
+    epoch_seconds: float = Field(ge=0)
+    tta_seconds: float = Field(ge=0)
+
+
 class EntryTime(Record):
-    """Seconds to train one entry as planned (``planner.probe.epochtime``); no data loading included.
+    """Seconds to train one entry as planned (``planner.probe.epochtime``).
 
     ``source`` "estimate": the step-time model on ``gpu``; "measured": the cuda meter's timed probe
     steps (training; the no-gradient passes then scaled from them). ``total_seconds`` is fastai's
     ``fine_tune(epochs)``: one epoch with the body frozen, ``epochs`` epochs unfrozen, then TTA on the
     held-out and test images. An estimate takes each pass at the pace of its slowest bound:
     ``bound_seconds`` holds each bound's own total (e.g. "device": the card's work, "host": the
-    host's), ``time_bound`` names the slowest; both are empty for a measurement.
+    host's, "loader": the DataLoader's workers decoding the images, ``PlanEntry.loader_time``; without
+    workers the training process decodes between its steps and the loading adds to each other bound,
+    e.g. "device+loader"), ``time_bound`` names the slowest; both are empty for a measurement, whose
+    passes still take the loader's pace when it is slower.
     """
 
     source: Literal["estimate", "measured"]
@@ -204,7 +229,8 @@ class PlanEntry(Record):
     probe was given several budgets) holds a pair for each budget, the plan's own included.
     ``grad_checkpointing`` trains with timm's activation checkpointing; ``choice`` says why this
     configuration won and ``alternatives`` lists those weighed (``planner.probe.configuration``);
-    ``peak_phase`` is the phase of the run that sets the predicted peak (from the chosen probe).
+    ``peak_phase`` is the phase of the run that sets the predicted peak (from the chosen probe);
+    ``loader_time`` the data loading's seconds, measured when the probe has a data folder.
     """
 
     name: str = Field(min_length=1)
@@ -229,6 +255,7 @@ class PlanEntry(Record):
     predicted_time: EntryTime | None = None
     measured_time: EntryTime | None = None
     peak_phase: str | None = None
+    loader_time: LoaderTime | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PlanEntry:
@@ -293,6 +320,10 @@ class MeasuredOn(Record):
     device_model: DeviceModelRecord | None = None
 
 
+NO_LOADER_TIME = ("not included: the times are the GPU's; decoding and resizing images on the CPU can take longer "
+                  "on a fast card with few cores (probe with --data to include it)")
+
+
 class Host(Record):
     """The host whose share of each training step the times include (``planner.probe.hosttime``): the
     costs measured on the CPU that planned (seconds per dispatched op of a forward and backward pass,
@@ -316,8 +347,7 @@ class TimeBasis(Record):
     epochs: int = Field(ge=0)
     tta_passes: int = Field(ge=0)
     host: Host | None = None
-    data_loading: str = ("not included: the times are the GPU's; decoding and resizing images on the CPU "
-                         "can take longer on a fast card with few cores")
+    data_loading: str = NO_LOADER_TIME
 
 
 class Plan(Record):

@@ -64,9 +64,7 @@ def make_dataloaders(
         device: where batches (and so the batch transforms) go: "cuda" or "cpu".
         vocab: a fixed class order; None lets fastai sort the labels it sees.
         seed: seeds the shuffling of the training loader.
-        num_workers: DataLoader worker processes; None: fastai's default (one per core, up to 16)
-            when batches go to a GPU, so image decoding keeps up with it, and none on the CPU,
-            where workers would only compete with training for the same cores.
+        num_workers: DataLoader worker processes; None: :func:`loader_workers` for ``device``.
     """
     from fastai.vision.all import CategoryBlock, DataBlock, FuncSplitter, ImageBlock
 
@@ -79,10 +77,29 @@ def make_dataloaders(
         batch_tfms=batch_transforms(size),
     )
     if num_workers is None:
-        from fastai.torch_core import defaults
-
-        num_workers = defaults.cpus if device == "cuda" else 0
+        num_workers = loader_workers(device)
     return block.dataloaders(list(items), bs=micro_batch, device=device, num_workers=num_workers, seed=seed)
+
+
+MAX_LOADER_WORKERS = 16
+
+
+def loader_workers(device: str, cores: int | None = None) -> int:
+    """The DataLoader worker processes a run uses: fastai's default when batches go to a GPU (one per
+    core, up to :data:`MAX_LOADER_WORKERS`), so that image decoding keeps up with the card, and none
+    on the CPU, where workers would only compete with training for the same cores.
+
+    Args:
+        device: where the run trains: "cuda" or "cpu".
+        cores: the training machine's cores; None: the cores this process may use.
+    """
+    if device != "cuda":
+        return 0
+    if cores is None:
+        from fastai.torch_core import num_cpus
+
+        cores = num_cpus()
+    return max(1, min(MAX_LOADER_WORKERS, cores))
 
 
 def build_learner(

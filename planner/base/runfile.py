@@ -72,8 +72,10 @@ class MemoryRecord(Record):
 class EpochRecord(Record):
     """One epoch of ``fine_tune``: the frozen first epoch, then the unfrozen ones; ``threads``: the CPU
     threads it trained with (``planner.base.threads``; None on a GPU); ``optimizer_steps``: the weight
-    updates it made (``GradientAccumulation`` steps once per effective batch; None in older files).
-    A loss fastai could not compute (no batch) is None."""
+    updates it made (``GradientAccumulation`` steps once per effective batch; None in older files);
+    ``loader_wait_seconds``: how long its training and validation loops waited for batches from the
+    DataLoader (``trainer.callbacks.LoaderWait``; None in older files). A loss fastai could not compute
+    (no batch) is None."""
 
     epoch: int = Field(ge=0)
     phase: Literal["frozen", "unfrozen"]
@@ -83,6 +85,7 @@ class EpochRecord(Record):
     seconds: float = Field(ge=0)
     threads: int | None = Field(default=None, gt=0)
     optimizer_steps: int | None = Field(default=None, ge=0)
+    loader_wait_seconds: float | None = Field(default=None, ge=0)
 
 
 class FileSet(Record):
@@ -151,25 +154,35 @@ class TimeRecord(Record):
 
     ``measured_epoch_seconds`` is the mean of the unfrozen epochs (training and validation, data
     loading included, as fastai's epoch clock runs); ``measured_frozen_epoch_seconds`` the first,
-    body-frozen epoch. The prediction is for the planned micro-batch and excludes data loading.
+    body-frozen epoch. The prediction is for the planned micro-batch; ``predicted_time_bound`` says which
+    part of the machine sets it (``planner.base.plan.EntryTime``). ``predicted_loader_epoch_seconds``:
+    the plan's data loading per epoch (None when the probe had no data folder);
+    ``measured_loader_wait_seconds``: the unfrozen epochs' mean wait for batches
+    (``EpochRecord.loader_wait_seconds``).
     """
 
     predicted_gpu: str | None = None
     predicted_epoch_seconds: float | None = Field(default=None, ge=0)
     predicted_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
     predicted_total_seconds: float | None = Field(default=None, ge=0)
+    predicted_time_bound: str | None = None
+    predicted_loader_epoch_seconds: float | None = Field(default=None, ge=0)
     measured_device: Device
     measured_epoch_seconds: float | None = Field(default=None, ge=0)
     measured_frozen_epoch_seconds: float | None = Field(default=None, ge=0)
+    measured_loader_wait_seconds: float | None = Field(default=None, ge=0)
 
 
 def measured_time(record: TimeRecord, epochs: list[EpochRecord]) -> TimeRecord:
     """``record`` with the measured side filled from the epochs' clocks."""
     unfrozen = [epoch.seconds for epoch in epochs if epoch.phase == "unfrozen"]
     frozen = [epoch.seconds for epoch in epochs if epoch.phase == "frozen"]
+    waits = [epoch.loader_wait_seconds for epoch in epochs
+             if epoch.phase == "unfrozen" and epoch.loader_wait_seconds is not None]
     return record.model_copy(update={
         "measured_epoch_seconds": round(sum(unfrozen) / len(unfrozen), 2) if unfrozen else None,
         "measured_frozen_epoch_seconds": round(frozen[0], 2) if frozen else None,
+        "measured_loader_wait_seconds": round(sum(waits) / len(waits), 3) if waits else None,
     })
 
 

@@ -74,8 +74,29 @@ def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[E
     timing = _time_basis(card, data, probe_data, options.epochs, options.host_speed)
     plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
     if data is not None:
+        plan = _with_loading(plan, data, probe_data, options.loader_workers, device, options.host_speed)
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
     return plan
+
+
+def _with_loading(plan: Plan, data: Path, probe_data: ProbeData, workers: int | None, device: str,
+                  host_speed: float) -> Plan:
+    """The plan with the data folder's loading time for ``workers`` (None: what `planner run` uses on
+    the probe's device here) on a host ``host_speed`` times as fast per core as this one, joined to
+    every entry's time, and the time basis saying so."""
+    from planner.base.recipe import loader_workers
+    from planner.probe.loadtime import with_loader_times
+
+    workers = loader_workers("cpu" if device == "cpu" else "cuda") if workers is None else workers
+    plan = with_loader_times(plan, probe_data.files, folder_sizes(len(probe_data.files), data / "test_images"),
+                             workers, host_speed)
+    if plan.timing is None or not plan.entries:
+        return plan
+    sampled = plan.entries[0].loader_time.images_timed
+    loading = (f"DataLoader workers: {workers}; decoding and resizing timed here on {sampled} images; each pass "
+               "takes the slowest of card, host and loader" if workers else
+               f"in the training process, between steps ({sampled} images timed here); it adds to each pass")
+    return plan.model_copy(update={"timing": plan.timing.model_copy(update={"data_loading": loading})})
 
 
 def check_data_gives_steps(probe_data: ProbeData, effective_batch_size: int) -> None:

@@ -12,8 +12,9 @@ Pure arithmetic over what the trainer runs (``planner/base/recipe.py``, ``fine_t
   the test images.
 
 A prediction has a time per bound (the card's work, the host's: ``planner.probe.hosttime``); each
-pass goes at the pace of the slowest (:func:`slowest`). Data loading is not included (see
-:class:`planner.base.plan.TimeBasis`).
+pass goes at the pace of the slowest (:func:`slowest`). Data loading, timed apart on the data folder's
+images (``planner.probe.loadtime``), joins as one more bound (:func:`with_loading`): the DataLoader's
+workers decode the next batches while the card computes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from planner.base.plan import EntryTime, Host, StepTimes, TimeBasis
+from planner.base.plan import EntryTime, Host, LoaderTime, StepTimes, TimeBasis
 
 TTA_PASSES = 5  # fastai's Learner.tta(n=4): four augmented passes and the plain one
 DEFAULT_EPOCHS = 12
@@ -121,6 +122,33 @@ def entry_time(times: Mapping[str, StepTimes], micro_batch: int, accum: int, bas
                      epochs=basis.epochs, tta_seconds=round(passes["tta"], 2),
                      total_seconds=round(_run_seconds(passes, basis.epochs), 1),
                      time_bound=slowest(totals)[0] if estimate else None, bound_seconds=totals if estimate else {})
+
+
+def with_loading(time: EntryTime, loader: LoaderTime) -> EntryTime:
+    """``time`` with data loading joined, pass by pass: with workers each pass takes the slower of its
+    time and the loader's ("loader" joins the bounds); without (``workers`` 0) the training process
+    decodes between its steps, so the loader's seconds add to each pass and to every bound
+    ("device+loader"...). A measurement keeps no bounds; its passes take the loader's pace all the same.
+    """
+    frozen_train = time.frozen_epoch_seconds - time.valid_seconds_per_epoch
+    own = {"train": time.train_seconds_per_epoch, "valid": time.valid_seconds_per_epoch,
+           "frozen_train": frozen_train, "tta": time.tta_seconds}
+    loading = {"train": loader.train_seconds, "valid": loader.valid_seconds, "frozen_train": loader.train_seconds,
+               "tta": loader.tta_seconds}
+    loader_total = (time.epochs + 1) * loader.epoch_seconds + loader.tta_seconds
+    if loader.workers:
+        passes = {part: max(seconds, loading[part]) for part, seconds in own.items()}
+        totals = {**time.bound_seconds, "loader": round(loader_total, 1)} if time.bound_seconds else {}
+    else:
+        passes = {part: seconds + loading[part] for part, seconds in own.items()}
+        totals = {f"{name}+loader": round(seconds + loader_total, 1) for name, seconds in time.bound_seconds.items()}
+    frozen = passes["frozen_train"] + passes["valid"]
+    epoch = passes["train"] + passes["valid"]
+    return time.model_copy(update={
+        "train_seconds_per_epoch": round(passes["train"], 2), "valid_seconds_per_epoch": round(passes["valid"], 2),
+        "epoch_seconds": round(epoch, 2), "frozen_epoch_seconds": round(frozen, 2),
+        "tta_seconds": round(passes["tta"], 2), "total_seconds": round(frozen + time.epochs * epoch + passes["tta"], 1),
+        "time_bound": slowest(totals)[0] if totals else time.time_bound, "bound_seconds": totals})
 
 
 def measured_step_times(step_seconds: float, gpu: str) -> StepTimes:

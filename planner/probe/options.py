@@ -44,9 +44,13 @@ class ProbeOptions:
         checkpointing: weigh timm's activation checkpointing (``planner.probe.configuration``).
         epochs: the ``fine_tune`` epochs the predicted times are for.
         host_speed: how fast the CPU that will train is per core, relative to this machine's (the host's
-            share of each step is measured here, ``planner.probe.hostbench``); 1: this machine.
+            share of each step is measured here, ``planner.probe.hostbench``, and so is the data folder's
+            loading, ``planner.probe.loadtime``); 1: this machine.
         jobs: processes that probe architectures side by side where probes need no device (the
             estimate meter); None: one per core other processes leave free.
+        loader_workers: the DataLoader workers of the machine that trains, which the data folder's
+            loading time is scaled to; None: what `planner run` uses here (``planner.base.recipe.loader_workers``:
+            one per core up to 16 on a GPU, none with ``device`` cpu).
     """
 
     budgets: tuple[int, ...] = ()
@@ -65,6 +69,7 @@ class ProbeOptions:
     epochs: int = 12
     host_speed: float = 1.0
     jobs: int | None = None
+    loader_workers: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse options that contradict each other or are out of range, in one line naming the option.
@@ -75,6 +80,9 @@ class ProbeOptions:
         if not 0 < self.host_speed < float("inf"):
             raise UserError(f"--host-speed {self.host_speed:g} is not a speed: give how fast the training machine's "
                             "CPU is per core relative to this one, a positive number (1: as fast, 0.5: half as fast)")
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise UserError(f"--loader-workers {self.loader_workers} must be 0 or more (0: the training process "
+                            "decodes the images itself), e.g. --loader-workers 4")
         if self.effective_batch_size < MIN_MICRO_BATCH:
             raise UserError(f"--effective-bs {self.effective_batch_size} is too small: fastai's head has BatchNorm, "
                             f"which cannot train on single images; use --effective-bs {MIN_MICRO_BATCH} or more")

@@ -58,7 +58,8 @@ def format_duration(seconds: float | None) -> str:
 def plan_table(plan: Plan) -> Table:
     """One row per entry: accumulation, micro-batch, checkpointing, predicted peak, headroom, probes,
     OOMs and seconds; the epoch and run times and what bounds them when the plan has them, and the
-    pairs per budget when it has several. Entries that do not fit are red."""
+    loader's seconds per epoch when the probe timed a data folder's loading, and the pairs per budget
+    when it has several. Entries that do not fit are red."""
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
                         f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
                         f"measured by {plan.measured_on.device})")
@@ -67,6 +68,9 @@ def plan_table(plan: Plan) -> Table:
     timed = plan.timing is not None and any(e.predicted_time or e.measured_time for e in plan.entries)
     if timed:
         columns = (*columns, "epoch", "run", "bound")
+    loading = any(entry.loader_time for entry in plan.entries)
+    if loading:
+        columns = (*columns, "loading")
     per_budget = any(entry.per_budget for entry in plan.entries)
     if per_budget:
         columns = (*columns, "accum × mb per budget")
@@ -75,6 +79,8 @@ def plan_table(plan: Plan) -> Table:
     for entry in plan.entries:
         style = None if entry.fits else "red"
         times = [*entry_times(entry), bound_cell(entry)] if timed else []
+        if loading:
+            times.append(format_duration(entry.loader_time.epoch_seconds) if entry.loader_time else "-")
         pairs = [", ".join(f"{format_bytes(pair.budget_bytes)}: {pair.accum} × {pair.micro_batch}"
                            + ("" if pair.fits else " (no fit)") for pair in entry.per_budget)] if per_budget else []
         table.add_row(entry.name, str(entry.accum), str(entry.micro_batch), checkpointing_cell(entry),
@@ -105,7 +111,8 @@ def entry_times(entry: PlanEntry) -> tuple[str, str]:
 
 
 def bound_cell(entry: PlanEntry) -> str:
-    """What sets the predicted pace ("device": the card's work, "host": the host's), "-" without one."""
+    """What sets the predicted pace ("device": the card's work, "host": the host's, "loader": the
+    DataLoader's workers; "device+loader"...: no workers, decoding between steps), "-" without one."""
     time = entry.predicted_time
     return time.time_bound if time is not None and time.time_bound else "-"
 
@@ -128,7 +135,18 @@ def timing_summary(plan: Plan) -> str | None:
         "" if timing.host.speed == 1 else f" × {timing.host.speed:g} (--host-speed)")
     return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
             f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}){host}; "
-            "data loading not included")
+            f"{loading_summary(plan)}")
+
+
+def loading_summary(plan: Plan) -> str:
+    """How the times include data loading (the "loading" column: the loader's seconds per epoch)."""
+    workers = {entry.loader_time.workers for entry in plan.entries if entry.loader_time}
+    if not workers:
+        return "data loading not included"
+    if workers == {0}:
+        return "data loading in the training process, added to each pass"
+    count = max(workers)
+    return f"data loading beside the card by {count} DataLoader worker{'s' if count > 1 else ''} (the loader bound)"
 
 
 def cards_table(comparison: CardComparison) -> Table:

@@ -74,6 +74,8 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--gpu-mem", "16G", "--margin", "0.9"], "--margin 0.9 must be between 0 and 0.5"),
         (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
         (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
+        (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--loader-workers", "-1"],
+         "--loader-workers -1 must be 0 or more"),
     ],
 )
 def test_user_mistakes_give_one_line_exit_2_and_no_plan(planner_cli, tmp_path, args, message):
@@ -105,6 +107,10 @@ def test_probe_with_a_data_folder_uses_its_images(planner_cli, tmp_path):
     plan = json.loads(out.read_text())
     assert plan["measured_on"]["synthetic_data"] is False
     assert plan["entries"][0]["micro_batch"] == 8
+    loading = plan["entries"][0]["loader_time"]  # the cpu run decodes in its training process
+    assert loading["workers"] == 0 and loading["images_timed"] == 12 and loading["seconds_per_image"] > 0
+    assert loading["epoch_seconds"] == pytest.approx((8 + 2) * loading["seconds_per_image"], abs=1e-3)
+    assert "loading" in result.stdout
 
 
 @pytest.mark.slow

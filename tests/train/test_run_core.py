@@ -4,6 +4,7 @@ progress lines. Training is real (fastai on the CPU, timm's tiny ``test_resnet``
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import weakref
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from rich.console import Console
 from run_data import plan_entry, write_plan
 
 from planner.base.errors import UserError
-from planner.base.plan import EntryTime
+from planner.base.plan import EntryTime, LoaderTime
 from planner.base.runfile import EpochRecord, OomMiss
 from trainer.backend import LocalBackend
 from trainer.data import scan_data
@@ -46,7 +47,10 @@ class RememberModels(Callback):
 
 OOM_ENTRY = {"arch": "test_resnet", "size": 64, "resize": 72}  # name test_resnet-crop72-64
 PREDICTED = EntryTime(source="estimate", gpu="T4", train_seconds_per_epoch=1.0, valid_seconds_per_epoch=0.5,
-                      epoch_seconds=1.5, frozen_epoch_seconds=0.7, epochs=1, tta_seconds=0.2, total_seconds=2.4)
+                      epoch_seconds=1.5, frozen_epoch_seconds=0.7, epochs=1, tta_seconds=0.2, total_seconds=2.4,
+                      time_bound="device", bound_seconds={"device": 2.4})
+LOADING = LoaderTime(workers=0, seconds_per_image=0.001, images_timed=4, train_seconds=0.02, valid_seconds=0.01,
+                     epoch_seconds=0.03, tta_seconds=0.01)
 
 
 @dataclass
@@ -62,7 +66,8 @@ class TwoEntries:
 @pytest.fixture(scope="module")
 def two_entries(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> TwoEntries:
     root = tmp_path_factory.mktemp("two")
-    timed = plan_entry("test_resnet", size=32).model_copy(update={"predicted_time": PREDICTED})
+    timed = plan_entry("test_resnet", size=32).model_copy(update={"predicted_time": PREDICTED,
+                                                                   "loader_time": LOADING})
     plan = write_plan(root / "plan.json", [plan_entry(**OOM_ENTRY, micro_batch=2, accum=4), timed])
     remember = RememberModels()
     result = run_plan(plan, image_folder, root / "run", CPU, backend=LocalBackend(cbs=[remember]))
@@ -87,9 +92,24 @@ def test_run_json_records_measured_epoch_seconds_beside_the_prediction(two_entri
         assert record.time.measured_frozen_epoch_seconds == pytest.approx(record.epochs[0].seconds, abs=0.01)
     assert untimed.time.predicted_epoch_seconds is None
     assert (timed.time.predicted_gpu, timed.time.predicted_epoch_seconds) == ("T4", 1.5)
+    assert (timed.time.predicted_time_bound, timed.time.predicted_loader_epoch_seconds) == ("device", 0.03)
     row = summary_rows(two_entries.result.run, two_entries.result.names)[1]
     assert row[SUMMARY_COLUMNS.index("time predicted")] == "1.5 s (T4)"
     assert row[SUMMARY_COLUMNS.index("time measured")].endswith("s (cpu)")
+
+
+def test_run_json_records_each_epochs_wait_for_batches(two_entries: TwoEntries) -> None:
+    """Without workers (the CPU run) the loop decodes every image itself while it waits: each epoch's
+    wait is positive and shorter than the epoch; run.json parses strictly (no NaN) and says the same."""
+    text = (two_entries.run_dir / "run.json").read_text()
+    on_disk = json.loads(text, parse_constant=lambda name: pytest.fail(f"run.json holds {name}"))
+    for name in two_entries.result.names:
+        record = two_entries.result.run.entries[name]
+        waits = [epoch.loader_wait_seconds for epoch in record.epochs]
+        assert all(0 < wait < epoch.seconds for wait, epoch in zip(waits, record.epochs, strict=True)), waits
+        assert [epoch["loader_wait_seconds"] for epoch in on_disk["entries"][name]["epochs"]] == waits
+        unfrozen = [epoch.loader_wait_seconds for epoch in record.epochs if epoch.phase == "unfrozen"]
+        assert record.time.measured_loader_wait_seconds == pytest.approx(sum(unfrozen) / len(unfrozen), abs=1e-3)
 
 
 def test_a_rerun_with_other_settings_or_data_is_refused(two_entries: TwoEntries, tmp_path: Path) -> None:
