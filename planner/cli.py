@@ -106,7 +106,7 @@ def _probe_and_show(options, entries=None):
     """Probe with progress, write the plan, show its table and time summary (and, for several cards,
     the comparison); returns the plan."""
     from planner.probe.command import compare_plans, make_plan
-    from planner.probe.report import ProbeProgress, cards_table, plan_table, timing_summary
+    from planner.probe.report import ProbeProgress, cards_table, margin_line, plan_table, timing_summary
     from trainer.progress import live_bars
 
     reporter = ProbeProgress(console, live=live_bars(console))
@@ -117,6 +117,7 @@ def _probe_and_show(options, entries=None):
         else:
             plan = make_plan(options, reporter, entries)
     console.print(plan_table(plan))
+    console.print(margin_line(plan), soft_wrap=True)
     if plan.measured_on.device_model is not None:
         from planner.probe.meters.calibration import describe_device_model
 
@@ -171,8 +172,9 @@ def probe(
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
         "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
-    margin: Annotated[float, typer.Option("--margin",
-                                          help="Fraction of the card kept free.")] = ProbeOptions.margin,
+    margin: Annotated[float | None, typer.Option(
+        "--margin", help="Fraction of the card kept free (0–0.5). Default: the one covering the meter's measured "
+                         "probe-to-run error, which the plan records.", show_default=False)] = ProbeOptions.margin,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = ProbeOptions.output,
     checkpointing: Annotated[bool, typer.Option(

@@ -30,6 +30,7 @@ from planner.base.compat import timm_renamed_models
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
+from planner.base.margin import margin_covering
 from planner.base.plan import AllocatorConfig, Plan, PlanEntry, batch_divisors, load_plan, micro_batch_for
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
@@ -268,9 +269,11 @@ def peak_over_plan(record: EntryRecord) -> str | None:
         return None
     if (record.predicted_on, memory.meter) not in SAME_UNITS or record.micro_batch != record.planned_micro_batch:
         return None
+    covering = margin_covering(planned / memory.peak_bytes - 1)
     return (f"{record.name}: the measured peak {format_bytes(memory.peak_bytes)} passed the plan's "
             f"{format_bytes(planned)} ({memory.peak_bytes / planned - 1:+.1%}; predicted by the {record.predicted_on} "
-            "meter): plan with a larger --margin before a longer run on a card this size")
+            f"meter): plan with --margin {covering:.2f} or more (it covers this error) before a longer run on a card "
+            "this size")
 
 
 def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,

@@ -41,7 +41,6 @@ from benchmarks.paths import REPO, RESULTS
 from planner.base.budget import format_bytes, parse_budget
 from planner.base.entries import reference_entries
 from planner.probe.meters import get_meter
-from planner.probe.options import DEFAULT_MARGIN
 from planner.probe.probe import measure_point, probe_plan
 from planner.probe.search import candidate_micro_batches
 
@@ -59,12 +58,12 @@ def walk_from_top(meter, entry, candidates, budget, limit):
 
 def run_budget(device: str, budget_text: str, effective_bs: int) -> dict:
     budget = parse_budget(budget_text)
-    limit = budget * (1 - DEFAULT_MARGIN)
     entries = reference_entries()
     meter = get_meter(device)
     started = time.perf_counter()
     plan = probe_plan(entries, meter, budget_bytes=budget, effective_batch_size=effective_bs)
     planner_seconds = time.perf_counter() - started
+    limit = budget * (1 - plan.margin)  # the hand loop keeps the plan's margin free too
 
     started = time.perf_counter()
     walk = {}

@@ -352,11 +352,14 @@ class TimeBasis(Record):
 
 class Plan(Record):
     """The whole plan: one budget, one effective batch, one entry per model to train; ``data`` is
-    the data folder it was probed with (absolute), which `planner run` uses when given none."""
+    the data folder it was probed with (absolute), which `planner run` uses when given none.
+    ``margin_basis``: where the margin came from (the planning meter's measured error,
+    ``planner.probe.margins``, or ``given`` by ``--margin``); None in older plans."""
 
     version: Literal[1] = PLAN_VERSION
     budget_bytes: int = Field(gt=0)
     margin: float = Field(ge=0, lt=1)
+    margin_basis: str | None = None
     effective_batch_size: int = Field(gt=0)
     measured_on: MeasuredOn
     entries: list[PlanEntry]

@@ -15,7 +15,6 @@ from typing import Literal
 from planner.base.errors import UserError
 from planner.base.plan import MIN_MICRO_BATCH, Size
 
-DEFAULT_MARGIN = 0.05
 MAX_MARGIN = 0.5
 DEFAULT_EFFECTIVE_BATCH_SIZE = 64
 
@@ -39,7 +38,8 @@ class ProbeOptions:
         data: the data folder (its images are probed, its sizes time the epochs); None: ``.`` when
             it holds ``train_images/``, else generated images.
         device: ``auto`` (cuda when a GPU is present, else estimate), ``cuda``, ``cpu`` or ``estimate``.
-        margin: the fraction of the card kept free.
+        margin: the fraction of the card kept free; None: the one covering the meter's measured
+            probe-to-run error (``planner.probe.margins``).
         output: where the plan is written.
         checkpointing: weigh timm's activation checkpointing (``planner.probe.configuration``).
         epochs: the ``fine_tune`` epochs the predicted times are for.
@@ -63,7 +63,7 @@ class ProbeOptions:
     effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE
     data: Path | None = None
     device: Literal["auto", "cuda", "cpu", "estimate"] = "auto"
-    margin: float = DEFAULT_MARGIN
+    margin: float | None = None
     output: Path = Path("plan.json")
     checkpointing: bool = True
     epochs: int = 12
@@ -88,8 +88,9 @@ class ProbeOptions:
                             f"which cannot train on single images; use --effective-bs {MIN_MICRO_BATCH} or more")
         if self.device not in ("auto", "cuda", "cpu", "estimate"):
             raise UserError(f"--device {self.device!r} must be auto, cuda, cpu or estimate")
-        if not 0 <= self.margin <= MAX_MARGIN:
-            raise UserError(f"--margin {self.margin} must be between 0 and {MAX_MARGIN}, e.g. {DEFAULT_MARGIN}")
+        if self.margin is not None and not 0 <= self.margin <= MAX_MARGIN:
+            raise UserError(f"--margin {self.margin} must be between 0 and {MAX_MARGIN}, e.g. 0.1, or left out "
+                            "to keep the meter's measured error free")
         if self.epochs < 0:
             raise UserError(f"--epochs {self.epochs} must be 0 or more")
         if self.jobs is not None and self.jobs < 1:

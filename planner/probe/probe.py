@@ -35,8 +35,9 @@ from planner.base.recipe import CheckpointingUnsupported
 from planner.probe.configuration import Choice, Option, choose, normalisation_floor, plain_is_enough
 from planner.probe.epochtime import entry_time, measured_step_times
 from planner.probe.hosttime import host_bound
+from planner.probe.margins import measured_margin
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
-from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE, DEFAULT_MARGIN
+from planner.probe.options import DEFAULT_EFFECTIVE_BATCH_SIZE
 from planner.probe.reporters import GroupReporter, Numbered, ProbeReporter, SilentReporter
 from planner.probe.search import SearchResult, candidate_micro_batches, search_micro_batch
 from planner.probe.side_by_side import probe_side_by_side, processes_for
@@ -48,7 +49,7 @@ def probe_plan(
     *,
     budget_bytes: int,
     effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE,
-    margin: float = DEFAULT_MARGIN,
+    margin: float | None = None,
     reporter: ProbeReporter | None = None,
     more_budgets: Sequence[int] = (),
     checkpointing: bool = True,
@@ -64,7 +65,8 @@ def probe_plan(
         meter: how to measure (see ``planner.probe.meters.get_meter``).
         budget_bytes: the card size (the CLI passes the smallest of several).
         effective_batch_size: samples per optimizer step; accum × micro_batch equals it.
-        margin: the fraction of the budget kept free.
+        margin: the fraction of the budget kept free; None: the one covering ``meter``'s measured error
+            (``planner.probe.margins``).
         reporter: receives progress.
         more_budgets: other card sizes; when given, every entry gets a ``per_budget`` pair for each
             budget, ``budget_bytes`` included. Each extra search starts from the entry's curve and
@@ -91,6 +93,8 @@ def probe_plan(
         The plan; entries that do not fit even at the smallest micro-batch have ``fits`` False.
     """
     started = time.perf_counter()
+    measured_on = meter.measured_on()
+    margin, margin_basis = measured_margin(measured_on) if margin is None else (margin, "given by --margin")
     progress = Numbered(reporter or SilentReporter(), len(entries))
     settings = _Settings(budget_bytes=budget_bytes, effective_batch_size=effective_batch_size, margin=margin,
                          more_budgets=tuple(more_budgets), checkpointing=checkpointing, timing=timing)
@@ -105,8 +109,8 @@ def probe_plan(
         planned += probe_side_by_side(shared, GroupProbe(meter, settings, timer), progress, processes - 1)
     done = {entry.name: entry for entry in planned}
     return Plan(
-        budget_bytes=budget_bytes, margin=margin, effective_batch_size=effective_batch_size,
-        measured_on=meter.measured_on(), entries=[done[entry.name] for entry in entries],
+        budget_bytes=budget_bytes, margin=margin, margin_basis=margin_basis, effective_batch_size=effective_batch_size,
+        measured_on=measured_on, entries=[done[entry.name] for entry in entries],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 2), timing=timing,
     )

@@ -117,6 +117,11 @@ def bound_cell(entry: PlanEntry) -> str:
     return time.time_bound if time is not None and time.time_bound else "-"
 
 
+def margin_line(plan: Plan) -> str | None:
+    """Where the plan's margin came from (None for older plans, which do not say)."""
+    return f"margin {plan.margin:.0%}: {plan.margin_basis}" if plan.margin_basis else None
+
+
 def timing_summary(plan: Plan) -> str | None:
     """One line: the run's predicted total and what it assumes; None when the plan has no times."""
     timing = plan.timing
