@@ -4,7 +4,9 @@ A meter's error on one point is ``predicted / measured − 1`` (negative: it pre
 the default margin covers its worst (``planner/probe/margins.py``, ``planner/base/margin.py``).
 
 - ``cuda``: the H100 session's cuda-meter plan (``results/gpu_h100/plan_cuda_16G.json``) against
-  `planner run` of its first entry under the same 16 GiB cap (``results/gpu_h100/gpu_run_check.json``).
+  `planner run` of its first entry under the same 16 GiB cap (``results/gpu_h100/gpu_run_check.json``),
+  and every GPU session's rehearsed plans against their runs (``results/<card>/run_holds.json``,
+  the product's allocator configuration) once one has run.
 - ``estimate``: today's device model on the published recipe measured on the H100
   (``results/today_stack_fit.json``, every point: calibration and held out), and the estimate meter's
   prediction, computed here, for the H100 `planner run` above at the micro-batch it trained at.
@@ -44,8 +46,12 @@ def cuda_points() -> list[dict]:
     run = json.loads((H100 / "gpu_run_check.json").read_text())
     (entry,) = [entry for entry in plan["entries"] if entry["name"] == run["entry"]]
     assert entry["micro_batch"] == run["trained"]["micro_batch"], "the run trained another micro-batch"
-    return [point(f"{run['entry']} at {entry['micro_batch']}, H100, 16 GiB cap", entry["predicted_peak_bytes"],
-                  run["measured_peak_bytes"])]
+    points = [point(f"{run['entry']} at {entry['micro_batch']}, H100, 16 GiB cap", entry["predicted_peak_bytes"],
+                    run["measured_peak_bytes"])]
+    for holds in sorted(RESULTS.glob("*/run_holds.json")):  # a GPU session's rehearsed plans and their runs
+        points += [point(f"{row['entry']}, {holds.parent.name}", row["planned_peak_bytes"], row["run_peak_bytes"])
+                   for row in json.loads(holds.read_text()) if row["product_default"] and row["run_peak_bytes"]]
+    return points
 
 
 def estimate_points() -> list[dict]:
