@@ -19,10 +19,10 @@ from planner.ensemble.record import load_weights
 from planner.ensemble.tune import tune_weights
 from planner.probe.command import compare_plans, make_plan
 from planner.probe.options import ProbeOptions
-from trainer.options import PredictOptions, RunOptions
-from trainer.predict import predict
-from trainer.run import run_plan
-from trainer.saved_model import load_model
+from planner_trainer.options import PredictOptions, RunOptions
+from planner_trainer.predict import predict
+from planner_trainer.run import run_plan
+from planner_trainer.saved_model import load_model
 
 __all__ = [
     "PredictOptions", "ProbeOptions", "RunOptions", "TuneOptions", "UserError", "compare_plans", "load_model",

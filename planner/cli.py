@@ -22,7 +22,7 @@ from rich.table import Table
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
-from trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
+from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
 app = typer.Typer(
     help="Plan, train and ensemble large image models on a GPU that is too small for them.",
@@ -107,7 +107,7 @@ def _probe_and_show(options, entries=None):
     the comparison); returns the plan."""
     from planner.probe.command import compare_plans, make_plan
     from planner.probe.report import ProbeProgress, cards_table, margin_line, plan_table, timing_summary
-    from trainer.progress import live_bars
+    from planner_trainer.progress import live_bars
 
     reporter = ProbeProgress(console, live=live_bars(console))
     comparison = None
@@ -295,7 +295,7 @@ def _trial_progress():
     """Optuna trial bars on a terminal (nothing in a log: ``live_bars``); yields the core's progress callback."""
     from rich.progress import Progress
 
-    from trainer.progress import live_bars
+    from planner_trainer.progress import live_bars
 
     with Progress(console=console, transient=True, disable=not live_bars(console)) as bar:
         tasks: dict[str, int] = {}
@@ -378,7 +378,7 @@ class BackendName(str, Enum):
 
 BackendOption = Annotated[BackendName, typer.Option(
     "--backend", help="local: one entry after another in this process. ray: entries as Ray tasks over every "
-    "GPU of a Ray cluster (pip install 'planner[ray]'); RUN_DIR and --data must be at the same path on every "
+    "GPU of a Ray cluster (pip install 'fit-planner\\[ray]'); RUN_DIR and --data must be at the same path on every "
     "node.")]
 RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local "
@@ -396,8 +396,8 @@ MaxRetriesOption = Annotated[int, typer.Option(
 def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, backend=None):
     """Train with live progress (on ``backend``: the local one by default), then show the summary
     table; returns the run's result."""
-    from trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
-    from trainer.run import run_plan
+    from planner_trainer.progress import SUMMARY_COLUMNS, SUMMARY_NOTE, RichReporter, summary_rows
+    from planner_trainer.run import run_plan
 
     result = run_plan(plan, data, out, options, RichReporter(console), backend)
 
@@ -459,7 +459,7 @@ def run(
                                                     max_retries=max_retries))
     where = None
     if ray is not None:
-        from trainer.ray_backend import RayBackend
+        from planner_trainer.ray_backend import RayBackend
 
         where = RayBackend(ray)
     try:
@@ -499,7 +499,7 @@ def predict_command(
     read (listed on stderr, the others are in the CSV); 2 a user mistake."""
     from planner.base.atomic import check_writable
     from planner.ensemble.record import load_weights
-    from trainer.predict import predict, write_predictions_csv
+    from planner_trainer.predict import predict, write_predictions_csv
 
     options = PredictOptions(tta=tta, device=device, batch_size=batch_size, uniform=uniform)
     check_writable(output, "-o", folder=False)

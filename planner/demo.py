@@ -18,11 +18,11 @@ from planner.base.plan import ItemTransform, Plan
 from planner.demo_data import write_digits
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
-from trainer.options import RunOptions
+from planner_trainer.options import RunOptions
 
 if TYPE_CHECKING:
     from planner.ensemble.results import TuneResult
-    from trainer.run import RunResult
+    from planner_trainer.run import RunResult
 
 __all__ = [
     "DEMO_BUDGET", "DEMO_EFFECTIVE_BATCH_SIZE", "DEMO_LR", "DemoShow", "demo_entries", "run_demo", "write_digits",

@@ -80,7 +80,7 @@ def unreadable_files(folder: Path) -> list[str]:
 
     from planner.base.runfile import load_run
     from planner.ensemble.record import load_weights
-    from trainer.split import load_split
+    from planner_trainer.split import load_split
 
     problems = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not is_temporary(p)):

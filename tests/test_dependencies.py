@@ -22,7 +22,7 @@ from planner.base.compat import TESTED
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # the project's packages, tests/ and benchmarks/ (packages too), and the helpers of tests/ that tests import by name
-LOCAL = {"planner", "trainer", "tests", "benchmarks"} | {path.stem for path in (REPO / "tests").glob("*.py")}
+LOCAL = {"planner", "planner_trainer", "tests", "benchmarks"} | {path.stem for path in (REPO / "tests").glob("*.py")}
 
 
 def canonical(name: str) -> str:

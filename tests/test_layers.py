@@ -1,10 +1,10 @@
 """Imports run one way: base <- stages <- CLI, no circles, no private names across modules.
 
 The layer of a module is its folder (ARCHITECTURE.md): ``planner/base`` is the base;
-``planner/probe``, ``trainer`` and ``planner/ensemble`` are the stages, which import only the base
-and never each other; the modules directly in ``planner/`` (the CLI, the demo) are the top. Every
-import counts, also those inside functions. ``python tests/test_layers.py`` prints the graph
-between layers and every breach.
+``planner/probe``, ``trainer`` (imported as ``planner_trainer``) and ``planner/ensemble`` are the
+stages, which import only the base and never each other; the modules directly in ``planner/`` (the
+CLI, the demo) are the top. Every import counts, also those inside functions.
+``python tests/test_layers.py`` prints the graph between layers and every breach.
 """
 
 from __future__ import annotations
@@ -16,17 +16,24 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("planner", "trainer")
-STAGES = {"planner.probe": "probe", "trainer": "train", "planner.ensemble": "ensemble"}
+SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+# top-level import package -> its folder (trainer/ installs as planner_trainer)
+PACKAGES = {name: SETUPTOOLS["package-dir"].get(name, name) for name in SETUPTOOLS["packages"] if "." not in name}
+STAGES = {"planner.probe": "probe", "planner_trainer": "train", "planner.ensemble": "ensemble"}
 
 
 def module_files() -> dict[str, Path]:
     """Dotted name -> file, for every module of the project's packages."""
     files = {}
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            parts = path.relative_to(REPO).with_suffix("").parts
+    for package, folder in PACKAGES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = (package, *path.relative_to(REPO / folder).with_suffix("").parts)
             files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return files
 
@@ -146,7 +153,7 @@ def test_no_private_names_across_modules():
 
 
 @pytest.mark.parametrize("module, layer", [
-    ("planner.base.plan", "base"), ("planner.probe.meters.estimate", "probe"), ("trainer.run", "train"),
+    ("planner.base.plan", "base"), ("planner.probe.meters.estimate", "probe"), ("planner_trainer.run", "train"),
     ("planner.ensemble.tune", "ensemble"), ("planner.cli", "top"), ("planner", "base"),
 ])
 def test_layer_is_read_from_the_folder(module, layer):
@@ -155,16 +162,16 @@ def test_layer_is_read_from_the_folder(module, layer):
 
 def test_the_checks_catch_a_breach():
     """The checks fail on a made-up graph with an upward import, a circle and a private name."""
-    edges = {"planner.base.plan": {"trainer.run": []}, "trainer.run": {"planner.base.plan": ["_load"]}}
-    assert upward_imports(edges) == ["planner.base.plan (base) imports trainer.run (train)"]
-    assert circles(edges) == [["planner.base.plan", "trainer.run"]]
-    assert private_names(edges) == ["trainer.run takes _load from planner.base.plan"]
+    edges = {"planner.base.plan": {"planner_trainer.run": []}, "planner_trainer.run": {"planner.base.plan": ["_load"]}}
+    assert upward_imports(edges) == ["planner.base.plan (base) imports planner_trainer.run (train)"]
+    assert circles(edges) == [["planner.base.plan", "planner_trainer.run"]]
+    assert private_names(edges) == ["planner_trainer.run takes _load from planner.base.plan"]
 
 
 def test_imports_are_read_also_inside_functions_and_through_module_aliases(tmp_path: Path) -> None:
     source = tmp_path / "run.py"
     source.write_text("def f():\n    from planner.base import cuda_device as gpu\n    return gpu._hidden(0)\n")
-    found = list(imports_of("trainer.run", source, {"planner.base.cuda_device"}))
+    found = list(imports_of("planner_trainer.run", source, {"planner.base.cuda_device"}))
     assert ("planner.base.cuda_device", []) in found and ("planner.base.cuda_device", ["_hidden"]) in found
 
 

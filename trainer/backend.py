@@ -1,8 +1,8 @@
 """Where a run's tries train: the one interface between the run driver and its backends.
 
-The driver (``trainer.run``) checks the plan, opens the run folder, picks the entries to train and
+The driver (``planner_trainer.run``) checks the plan, opens the run folder, picks the entries to train and
 records every try's result; a backend only runs tries. :class:`LocalBackend` runs them one after
-another in this process; ``trainer.ray_backend.RayBackend`` runs them as Ray tasks over a cluster.
+another in this process; ``planner_trainer.ray_backend.RayBackend`` runs them as Ray tasks over a cluster.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from planner.base.errors import UserError
 from planner.base.plan import Plan, PlanEntry
 from planner.base.recipe import prepare_device
-from trainer.one_try import TryResult, run_try
-from trainer.progress import Reporter
-from trainer.try_spec import RunInputs, TrySpec
+from planner_trainer.one_try import TryResult, run_try
+from planner_trainer.progress import Reporter
+from planner_trainer.try_spec import RunInputs, TrySpec
 
 # Called by a backend when a try starts in this process, so that run.json says "running" meanwhile.
 TryStarted = Callable[[TrySpec], None]

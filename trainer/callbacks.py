@@ -16,8 +16,8 @@ from fastai.learner import Recorder
 
 from planner.base.runfile import EpochRecord
 from planner.base.threads import use_cpu_threads
-from trainer.memory import RunMeter
-from trainer.progress import Reporter
+from planner_trainer.memory import RunMeter
+from planner_trainer.progress import Reporter
 
 
 def fit_phase(learn: Any) -> str:

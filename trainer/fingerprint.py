@@ -20,7 +20,7 @@ from planner.base.errors import UserError
 from planner.base.jsonfile import load_record
 from planner.base.plan import Record
 from planner.base.runfile import DataRecord, FileSet
-from trainer.data import DataLayout
+from planner_trainer.data import DataLayout
 
 LISTING_FILE = "files.json"
 LISTING_VERSION = 1

@@ -2,7 +2,7 @@
 
 A meter is made when an entry's try starts (before its learner exists), wraps ``fine_tune`` with
 :meth:`RunMeter.measuring`, hears phase and batch boundaries from the ``MemoryPhases`` callback
-(``trainer.callbacks``) and finally gives a :class:`~planner.base.runfile.MemoryRecord`. Meters are
+(``planner_trainer.callbacks``) and finally gives a :class:`~planner.base.runfile.MemoryRecord`. Meters are
 registered by device name in ``RUN_METERS`` (the base's ``Registry``, as the probe's meters are);
 :func:`make_meter` looks them up. (The probe's meters, which measure a few steps at one micro-batch,
 are ``planner.probe.meters.ProbeMeter``.)

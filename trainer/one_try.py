@@ -19,11 +19,11 @@ from planner.base.errors import first_line
 from planner.base.plan import PlanEntry
 from planner.base.predfile import predictions_path, save_predictions
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics, OomMiss, SavedModelRecord, WorkerRecord, now
-from trainer.memory import release_memory
-from trainer.progress import Reporter
-from trainer.saved_model import save_model
-from trainer.training import NotTrained, TrainOutcome, train_entry
-from trainer.try_spec import TrySpec
+from planner_trainer.memory import release_memory
+from planner_trainer.progress import Reporter
+from planner_trainer.saved_model import save_model
+from planner_trainer.training import NotTrained, TrainOutcome, train_entry
+from planner_trainer.try_spec import TrySpec
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ class RayOptions:
             hand, 0 to train on CPU workers. The trainer uses one device; whole numbers above 1 only
             reserve more.
         pack: ask each entry for the fraction of a GPU its predicted peak needs
-            (``trainer.placement.pack_fraction``), so that small entries share large cards.
+            (``planner_trainer.placement.pack_fraction``), so that small entries share large cards.
         max_retries: Ray retries of a task whose worker or node died.
         crash_once: testing aid: these entries' first task exits its worker process (``os._exit``)
             before training, leaving a marker file in the run folder so that the retry trains.

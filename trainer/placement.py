@@ -1,7 +1,7 @@
 """How big an entry's share of a GPU is, and which (micro-batch, accumulation) pair it trains with.
 
 Pure arithmetic on plan values and card sizes (no Ray, no device), plus :func:`node_card_bytes`, which
-reads a node's cards through NVML. The Ray backend (``trainer.ray_backend``) asks these questions; they
+reads a node's cards through NVML. The Ray backend (``planner_trainer.ray_backend``) asks these questions; they
 are here so that they can be tested alone, and so that a Ray worker reading a node's cards imports
 neither torch nor fastai.
 

@@ -1,6 +1,6 @@
 """`planner predict`: the run's saved models on new images, combined with the tuned ensemble weights.
 
-Each entry's learner is rebuilt from its recipe and checked weights (``trainer.saved_model``), predicts
+Each entry's learner is rebuilt from its recipe and checked weights (``planner_trainer.saved_model``), predicts
 the images with the run's transforms and, by default, the run's seeded TTA at the run's batch size
 (TTA draws its crops per batch, so those make the draws, and so the probabilities, the run's), and is
 released before the next. The probabilities are averaged with the given weights (weights.json's, read
@@ -27,8 +27,8 @@ from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
 from planner.base.images import images_in, is_broken_link
 from planner.base.runfile import load_run
-from trainer.options import PredictOptions
-from trainer.rerun import retrain_command
+from planner_trainer.options import PredictOptions
+from planner_trainer.rerun import retrain_command
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: batches done of an entry's passes."""
@@ -96,8 +96,8 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
     import torch
 
     from planner.base.recipe import prepare_device
-    from trainer.memory import release_memory
-    from trainer.saved_model import build_from_recipe, read_saved_model
+    from planner_trainer.memory import release_memory
+    from planner_trainer.saved_model import build_from_recipe, read_saved_model
 
     run_dir = Path(run_dir).expanduser().resolve()
     uniform = weights is None or options.uniform
@@ -135,7 +135,7 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
 def _predict_entry(learn: Any, files: list[Path], recipe: Any, tta: bool, name: str,
                    progress: Progress | None) -> np.ndarray:
     """One learner's probabilities: the run's seeded TTA, or the plain pass."""
-    from trainer.tta import plain_predictions, seeded_tta
+    from planner_trainer.tta import plain_predictions, seeded_tta
 
     dl = learn.dls.test_dl(files)
     passes = recipe.tta.n + 1 if tta else 1

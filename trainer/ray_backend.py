@@ -1,6 +1,6 @@
 """`planner run --backend ray`: the plan's entries as Ray tasks, spread over every GPU of a cluster.
 
-The run driver (``trainer.run.run_plan``, in the process that runs ``planner run``) checks the plan,
+The run driver (``planner_trainer.run.run_plan``, in the process that runs ``planner run``) checks the plan,
 the data and the run folder, draws the held-out split once and records every try, as for the local
 backend; this backend is only where the tries run: one Ray task per try, their results read back as
 they arrive (a ``ray.wait`` loop). Only the driver writes run.json, so a restarted driver skips
@@ -9,9 +9,9 @@ finished entries exactly as with the local backend (run.json says ``finished`` a
 
 Task (a Ray worker, one try of one entry): sets the driver's CUDA allocator configuration before CUDA
 starts in its process (``planner.base.allocator``: the same as the probe's and a local run's), picks
-the (micro-batch, accumulation) pair planned for the GPU it got (``trainer.placement.pair_for_memory``),
+the (micro-batch, accumulation) pair planned for the GPU it got (``planner_trainer.placement.pair_for_memory``),
 caps its process to its share of the card when it got a fraction of one, and trains with the local
-backend's one-try code (``trainer.one_try.run_try``). It writes ``preds/<entry>.npz`` atomically and
+backend's one-try code (``planner_trainer.one_try.run_try``). It writes ``preds/<entry>.npz`` atomically and
 returns the rest of the entry's record. Out of memory is caught inside the task and returned; the
 driver then resubmits the entry at the next larger accumulation (same effective batch), because Ray
 does not change a task's arguments or resources when it retries it. A worker or node that dies is
@@ -44,15 +44,15 @@ from planner.base.compat import quiet_ray_notes
 from planner.base.errors import UserError, first_line
 from planner.base.plan import Plan, PlanEntry, micro_batch_for
 from planner.base.runfile import WorkerRecord, now
-from trainer.backend import Backend, TryStarted, resolve_device
-from trainer.one_try import EntryError, TryResult, describe_entry_error, run_try
-from trainer.options import RayOptions
-from trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
-from trainer.progress import LineReporter, LogFile, Reporter, Reporters
-from trainer.run import LOG_FILE
-from trainer.try_spec import RunInputs, TrySpec
+from planner_trainer.backend import Backend, TryStarted, resolve_device
+from planner_trainer.one_try import EntryError, TryResult, describe_entry_error, run_try
+from planner_trainer.options import RayOptions
+from planner_trainer.placement import node_card_bytes, pack_fraction, pair_for_memory, share_cap_fraction
+from planner_trainer.progress import LineReporter, LogFile, Reporter, Reporters
+from planner_trainer.run import LOG_FILE
+from planner_trainer.try_spec import RunInputs, TrySpec
 
-INSTALL_HINT = "--backend ray needs Ray: pip install 'planner[ray]' (or pip install 'ray>=2.24')"
+INSTALL_HINT = "--backend ray needs Ray: pip install 'fit-planner[ray]' (or pip install 'ray>=2.24')"
 CRASH_MARKER = ".crash-once-{name}"
 
 
@@ -207,7 +207,7 @@ def _claim_gpu(share: float) -> tuple[int, int]:
 
     The cap keeps torch's allocator within ``share × card`` minus the process's CUDA context (NVML's
     figure for this process, else 640 MiB), so that tasks sharing the card stay
-    in their shares (``trainer.placement``).
+    in their shares (``planner_trainer.placement``).
     """
     import torch
 

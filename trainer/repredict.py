@@ -2,7 +2,7 @@
 
 The held-out predictions stay (the training data did not change, so neither did the models nor the
 split); the test probabilities are computed as the run computed them: the saved weights, the run's
-transforms, its seeded TTA at its batch size (``trainer.saved_model``, ``trainer.tta``), so that the
+transforms, its seeded TTA at its batch size (``planner_trainer.saved_model``, ``planner_trainer.tta``), so that the
 file is what training on this test set would have written.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from planner.base.predfile import Predictions, predictions_path, read_prediction_arrays, save_predictions
-from trainer.data import DataLayout
-from trainer.memory import release_memory
-from trainer.saved_model import build_from_recipe, read_saved_model
-from trainer.tta import seeded_tta
+from planner_trainer.data import DataLayout
+from planner_trainer.memory import release_memory
+from planner_trainer.saved_model import build_from_recipe, read_saved_model
+from planner_trainer.tta import seeded_tta
 
 
 def repredict_test(run_dir: Path, name: str, layout: DataLayout, device: str) -> None:

@@ -11,8 +11,8 @@ import shlex
 from pathlib import Path
 
 from planner.base.runfile import RunFile
-from trainer.options import RunOptions
-from trainer.split import SPLIT_FILE, load_split
+from planner_trainer.options import RunOptions
+from planner_trainer.split import SPLIT_FILE, load_split
 
 
 def retrain_command(run: RunFile, run_dir: Path) -> str:

@@ -8,7 +8,7 @@ training data: refuse, or start afresh with ``--retrain``); read or draw its one
 or start ``run.json``; predict a changed test set again from the saved models; skip the entries
 finished earlier (and those the plan says do not fit); say when the allocator configuration is not
 the plan's; submit the others to the backend
-(``trainer.backend``: here, or as Ray tasks) and record each try's result as it comes, resubmitting an
+(``planner_trainer.backend``: here, or as Ray tasks) and record each try's result as it comes, resubmitting an
 entry with the next larger accumulation when it ran out of memory. Every file is written atomically,
 so Ctrl-C leaves finished entries untouched (the one training is marked ``interrupted``) and the
 next run redoes only the unfinished ones.
@@ -53,9 +53,9 @@ from planner.base.runfile import (
     save_run,
 )
 from planner.base.trainsize import check_steps, training_count
-from trainer.backend import Backend, LocalBackend, resolve_device
-from trainer.data import DataLayout, label_of, scan_data
-from trainer.fingerprint import (
+from planner_trainer.backend import Backend, LocalBackend, resolve_device
+from planner_trainer.data import DataLayout, label_of, scan_data
+from planner_trainer.fingerprint import (
     LISTING_FILE,
     data_record,
     describe_change,
@@ -64,14 +64,14 @@ from trainer.fingerprint import (
     save_listing,
     training_changed,
 )
-from trainer.one_try import EntryError, TryDone, TryResult
-from trainer.options import RunOptions
-from trainer.progress import LogFile, Reporter, Reporters
-from trainer.repredict import repredict_test
-from trainer.rerun import retrain_command
-from trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
-from trainer.split import SPLIT_FILE, Split, shared_split
-from trainer.try_spec import RunInputs, TrySpec
+from planner_trainer.one_try import EntryError, TryDone, TryResult
+from planner_trainer.options import RunOptions
+from planner_trainer.progress import LogFile, Reporter, Reporters
+from planner_trainer.repredict import repredict_test
+from planner_trainer.rerun import retrain_command
+from planner_trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
+from planner_trainer.split import SPLIT_FILE, Split, shared_split
+from planner_trainer.try_spec import RunInputs, TrySpec
 
 LOG_FILE = "run.log"
 LOCK_FILE = ".lock"
@@ -115,8 +115,8 @@ def run_plan(
             None: ``runs/<plan name>`` beside the plan, so that the same command resumes it.
         options: see :class:`RunOptions`.
         reporter: receives progress events (the CLI passes a rich one); run.log gets them too.
-        backend: where the tries train: :class:`~trainer.backend.LocalBackend` (default: one after
-            another in this process) or ``trainer.ray_backend.RayBackend``.
+        backend: where the tries train: :class:`~planner_trainer.backend.LocalBackend` (default: one after
+            another in this process) or ``planner_trainer.ray_backend.RayBackend``.
 
     Returns:
         The run folder's final record (entries of earlier runs included), the plan's entry names

@@ -23,10 +23,10 @@ from planner.base.jsonfile import load_record
 from planner.base.plan import ItemTransform, Record, Size
 from planner.base.recipe import AUG_MIN_SCALE
 from planner.base.runfile import SavedModelRecord, load_run
-from trainer.rerun import retrain_command
+from planner_trainer.rerun import retrain_command
 
 if TYPE_CHECKING:
-    from trainer.try_spec import TrySpec
+    from planner_trainer.try_spec import TrySpec
 
 RECIPE_VERSION = 1
 MODELS_FOLDER = "models"
@@ -193,7 +193,7 @@ def saved_model_record(run_dir: Path, entry: str) -> SavedModelRecord:
 
 
 def _retrain(run_dir: Path) -> str:
-    """The command that retrains the folder's entries, saving their models (see ``trainer.rerun``)."""
+    """The command that retrains the folder's entries, saving their models (see ``planner_trainer.rerun``)."""
     run = load_run(run_dir)
     return retrain_command(run, run_dir) if run is not None else "planner run PLAN --out RUN_DIR --retrain"
 

@@ -20,7 +20,7 @@ from planner.base.errors import UserError
 from planner.base.jsonfile import load_record
 from planner.base.plan import Record
 from planner.base.trainsize import held_out_count
-from trainer.data import DataLayout, label_of
+from planner_trainer.data import DataLayout, label_of
 
 SPLIT_VERSION = 1
 SPLIT_FILE = "split.json"

@@ -16,13 +16,13 @@ import numpy as np
 from planner.base.predfile import Predictions
 from planner.base.recipe import build_learner, make_dataloaders
 from planner.base.runfile import EpochRecord, MemoryRecord, Metrics
-from trainer.data import label_of
-from trainer.memory import make_meter
-from trainer.predictions import error_rate, log_loss
-from trainer.progress import Reporter
-from trainer.saved_model import SavedModel, capture_model
-from trainer.try_spec import TrySpec
-from trainer.tta import seeded_tta
+from planner_trainer.data import label_of
+from planner_trainer.memory import make_meter
+from planner_trainer.predictions import error_rate, log_loss
+from planner_trainer.progress import Reporter
+from planner_trainer.saved_model import SavedModel, capture_model
+from planner_trainer.try_spec import TrySpec
+from planner_trainer.tta import seeded_tta
 
 
 class NotTrained(Exception):
@@ -60,7 +60,7 @@ def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     from fastai.torch_core import set_seed
     from fastcore.basics import noop
 
-    from trainer.callbacks import CpuThreads, LoaderWait, MemoryPhases, ReportEpochs
+    from planner_trainer.callbacks import CpuThreads, LoaderWait, MemoryPhases, ReportEpochs
 
     entry, inputs = spec.entry, spec.inputs
     settings, layout, split = inputs.settings, inputs.layout, inputs.split

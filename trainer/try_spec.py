@@ -1,6 +1,6 @@
 """What one try of one entry is given: the entry, its accumulation and the run's shared inputs.
 
-Its own module so that the try (``trainer.training``) and the saved model (``trainer.saved_model``),
+Its own module so that the try (``planner_trainer.training``) and the saved model (``planner_trainer.saved_model``),
 which both need it, do not import each other.
 """
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from planner.base.plan import AllocatorConfig, PlanEntry, micro_batch_for
 from planner.base.runfile import RunSettings
-from trainer.data import DataLayout
-from trainer.split import Split
+from planner_trainer.data import DataLayout
+from planner_trainer.split import Split
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """On a CUDA machine: does a try of `planner run` that runs out of memory leave anything behind in its
 process (issue 22)? On a machine without CUDA it says so in one line and exits 0.
 
-In one process, three tries of one entry with `planner run`'s own code (``trainer.one_try``), the
+In one process, three tries of one entry with `planner run`'s own code (``planner_trainer.one_try``), the
 allocator configured as `planner run` configures it (``planner.base.allocator``):
 
 1. the planned micro-batch, uncapped: the baseline (its peak sets the cap);
@@ -91,12 +91,12 @@ def check_oom_hygiene(arch: str, size: int, images: int) -> dict[str, Any]:
     from planner.base.plan import ItemTransform, PlanEntry
     from planner.base.recipe import prepare_device
     from planner.base.runfile import RunSettings
-    from trainer.data import scan_data
-    from trainer.memory import release_memory
-    from trainer.one_try import TryDone, run_try, try_outcome
-    from trainer.progress import Reporter
-    from trainer.split import draw_split
-    from trainer.try_spec import RunInputs, TrySpec
+    from planner_trainer.data import scan_data
+    from planner_trainer.memory import release_memory
+    from planner_trainer.one_try import TryDone, run_try, try_outcome
+    from planner_trainer.progress import Reporter
+    from planner_trainer.split import draw_split
+    from planner_trainer.try_spec import RunInputs, TrySpec
 
     allocator = use_allocator()  # as planner run does, before CUDA starts
     prepare_device("cuda")

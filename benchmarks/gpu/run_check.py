@@ -89,9 +89,9 @@ def main() -> int:
         return 0
 
     from planner.base import cuda_device as gpu
-    from trainer.options import RunOptions
-    from trainer.progress import LineReporter
-    from trainer.run import run_plan
+    from planner_trainer.options import RunOptions
+    from planner_trainer.progress import LineReporter
+    from planner_trainer.run import run_plan
 
     budget = parse_budget(args.budget)
     with tempfile.TemporaryDirectory() as tmp:

@@ -77,9 +77,9 @@ def one(name: str, allocator: str, args: argparse.Namespace) -> dict:
 
     from planner.base import cuda_device as gpu
     from planner.base.budget import parse_budget
-    from trainer.options import RunOptions
-    from trainer.progress import LineReporter
-    from trainer.run import run_plan
+    from planner_trainer.options import RunOptions
+    from planner_trainer.progress import LineReporter
+    from planner_trainer.run import run_plan
 
     budget = parse_budget(args.budget)
     entry = reference_entry(name)

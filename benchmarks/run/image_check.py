@@ -1,6 +1,6 @@
 """Cost of checking a data folder's images before training: PIL's ``verify()`` against a decode.
 
-``planner run`` decodes every image once (``trainer.data.check_images``: a JPEG at 1/8 scale through
+``planner run`` decodes every image once (``planner_trainer.data.check_images``: a JPEG at 1/8 scale through
 PIL's ``draft``, on a thread per core), because ``verify()`` reads headers only and passes a truncated
 JPEG. Arms, each over the same generated 640 × 480 JPEGs (Paddy Doctor's size; smooth noise, quality
 90), repeated and the median taken: ``verify`` (the old check), ``draft`` (decode at 1/8 scale, one
@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 
 from benchmarks.paths import RESULTS
 from planner.base.errors import UserError
-from trainer.data import check_images
+from planner_trainer.data import check_images
 
 
 def verify(path: Path) -> None:

@@ -9,7 +9,7 @@ reference's ``crop640x480`` item transform. For each, and each DataLoader worker
   with them), × one epoch's images (whole training micro-batches, then the held-out images) / the
   workers, plus a worker's start per pass; median of ``--reps``;
 - ``loop``: the run's own DataLoaders (``planner.base.recipe.make_dataloaders`` on the run's split,
-  ``trainer.split.draw_split``) iterated over one epoch, training then held-out, without training and
+  ``planner_trainer.split.draw_split``) iterated over one epoch, training then held-out, without training and
   without the batch transforms (which run on the GPU in a real run), median of ``--reps``: wall clock,
   and the CPU seconds of the loading per worker (the workers' own, or the loop's thread without
   workers), which the machine's other jobs hardly change;
@@ -45,8 +45,8 @@ from planner.demo import DEMO_BUDGET, DEMO_EFFECTIVE_BATCH_SIZE, DEMO_LR, demo_e
 from planner.probe.epochtime import DEFAULT_VALID_PCT, folder_sizes
 from planner.probe.loadtime import loader_time, measure_loading, sample_files
 from planner.probe.probe_data import probe_data_from_folder
-from trainer.data import label_of, scan_data
-from trainer.split import draw_split
+from planner_trainer.data import label_of, scan_data
+from planner_trainer.split import draw_split
 
 REFERENCE_ITEM = ItemTransform(resize=(640, 480), method="crop")
 REFERENCE_SIZE = (224, 224)
@@ -125,8 +125,8 @@ def demo_run(data: Path, root: Path, epochs: int) -> dict:
     """A real probe and `planner run` of the demo's smallest entry on the CPU; its waits against its plan."""
     from planner.probe.command import make_plan
     from planner.probe.options import ProbeOptions
-    from trainer.options import RunOptions
-    from trainer.run import run_plan
+    from planner_trainer.options import RunOptions
+    from planner_trainer.run import run_plan
 
     entry = next(e for e in demo_entries() if e.arch == "resnet10t")
     plan = make_plan(ProbeOptions(budgets=(parse_budget(DEMO_BUDGET),), effective_batch_size=DEMO_EFFECTIVE_BATCH_SIZE,

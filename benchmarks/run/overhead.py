@@ -2,7 +2,7 @@
 
 Three arms run alternately in one process (the order rotates each repetition):
 
-- ``planner``: ``trainer.run.run_plan`` on a one-entry plan (its callbacks, sampled CPU memory
+- ``planner``: ``planner_trainer.run.run_plan`` on a one-entry plan (its callbacks, sampled CPU memory
   tracker, run.json/run.log writes, its own epoch callback).
 - ``plain``: the reference recipe written directly against fastai (DataBlock, ``Resize``,
   ``aug_transforms(size, min_scale=0.75)``, ``vision_learner(..., metrics=error_rate,
@@ -37,8 +37,8 @@ from PIL import Image
 
 from benchmarks.paths import RESULTS
 from planner.base.plan import ItemTransform, MeasuredOn, Plan, PlanEntry, save_plan
-from trainer.data import scan_data
-from trainer.split import draw_split
+from planner_trainer.data import scan_data
+from planner_trainer.split import draw_split
 
 SEED = 42
 
@@ -96,9 +96,9 @@ def epoch_clock() -> object:
 
 def run_planner(plan: Path, data: Path, run_dir: Path, epochs: int, lr: float) -> tuple[list[dict], int]:
     """Epoch times, and the peak bytes the sampled tracker measured."""
-    from trainer.backend import LocalBackend
-    from trainer.options import RunOptions
-    from trainer.run import run_plan
+    from planner_trainer.backend import LocalBackend
+    from planner_trainer.options import RunOptions
+    from planner_trainer.run import run_plan
 
     clock = epoch_clock()
     options = RunOptions(epochs=epochs, lr=lr, pretrained=False, device="cpu", seed=SEED)

@@ -17,7 +17,7 @@ alternating:
 
 What Ray adds is measured apart as well: starting the instance, connecting a driver to it, the
 round trip of an empty task on a warm worker (scheduling), of an empty GPU task (a fresh worker
-process) and of a GPU task that imports what a training task imports (``trainer.ray_backend``, then
+process) and of a GPU task that imports what a training task imports (``planner_trainer.ray_backend``, then
 fastai). On this machine both "GPUs" share the same 2 CPU cores, so no real multi-GPU speed-up can
 show; see RESULTS.md. Usage::
 
@@ -91,7 +91,7 @@ def ray_overheads(ray, address: str, samples: int) -> dict:
     @ray.remote(num_gpus=1)
     def imports() -> dict:
         clock = time.perf_counter()
-        import trainer.ray_backend  # noqa: F401  (torch, the trainer; what unpickling a training task imports)
+        import planner_trainer.ray_backend  # noqa: F401  (torch, the trainer; what unpickling a training task imports)
 
         middle = time.perf_counter()
         import fastai.vision.all  # noqa: F401

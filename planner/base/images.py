@@ -2,7 +2,7 @@
 
 An image is a file (not hidden, not a folder) whose extension is one of ``IMAGE_SUFFIXES``, the
 formats PIL decodes without plugins, in any letter case. Deciding it from the file name keeps listing
-cheap; the run then opens every listed file once (``trainer.data``) so a broken one is named before
+cheap; the run then opens every listed file once (``planner_trainer.data``) so a broken one is named before
 training. Folders are listed one level deep, sorted by name: ``train_images/<label>/*``,
 ``test_images/*``, a folder given to ``planner predict``.
 

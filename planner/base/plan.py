@@ -151,7 +151,7 @@ class BudgetPair(Record):
     """The micro-batch and accumulation the probe chose for one more card size (same effective batch).
 
     Written by ``planner probe`` given several ``--gpu-mem``; a task of ``planner run --backend ray``
-    trains with the pair of the largest budget its GPU holds (``trainer.placement.pair_for_memory``).
+    trains with the pair of the largest budget its GPU holds (``planner_trainer.placement.pair_for_memory``).
     """
 
     budget_bytes: int = Field(gt=0)

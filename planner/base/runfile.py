@@ -74,7 +74,7 @@ class EpochRecord(Record):
     threads it trained with (``planner.base.threads``; None on a GPU); ``optimizer_steps``: the weight
     updates it made (``GradientAccumulation`` steps once per effective batch; None in older files);
     ``loader_wait_seconds``: how long its training and validation loops waited for batches from the
-    DataLoader (``trainer.callbacks.LoaderWait``; None in older files). A loss fastai could not compute
+    DataLoader (``planner_trainer.callbacks.LoaderWait``; None in older files). A loss fastai could not compute
     (no batch) is None."""
 
     epoch: int = Field(ge=0)
@@ -90,7 +90,7 @@ class EpochRecord(Record):
 
 class FileSet(Record):
     """A set of files as a run saw them, cheaply: how many, their bytes, and a SHA-256 over each one's
-    name, size and modification time (``trainer.fingerprint``): a file added, removed, replaced or
+    name, size and modification time (``planner_trainer.fingerprint``): a file added, removed, replaced or
     edited changes it; the images' bytes are not read."""
 
     count: int = Field(ge=0)

@@ -6,7 +6,7 @@ With ``accum × micro_batch = effective``, a fit's first epoch steps at least on
 ``floor(n_train / micro_batch) >= accum``, that is when ``n_train >= effective``, whatever the pair:
 so one comparison decides it for every entry of a plan, and the probe (with a data folder) and
 `planner run` both make it before any work. The held-out count per class is the run's split rule
-(``trainer.split``), kept here so that the probe counts the same training images.
+(``planner_trainer.split``), kept here so that the probe counts the same training images.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from planner.ensemble.preds import load_predictions
 from planner.ensemble.storage import study_storage
 from planner.ensemble.submission import load_sample
 from planner.probe.probe_data import probe_data_from_folder
-from trainer.data import scan_data
-from trainer.split import load_split
+from planner_trainer.data import scan_data
+from planner_trainer.split import load_split
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 

@@ -31,7 +31,7 @@ def test_ray_backend_without_ray_says_how_to_install_it(image_folder: Path, tmp_
     plan = small_plan(tmp_path / "plan.json")
     result = planner("run", plan, "--data", image_folder, "--out", tmp_path / "run", *TRAIN_OPTIONS,
                      "--backend", "ray", pythonpath=(no_ray,))
-    assert "pip install 'planner[ray]'" in one_line_error(result)
+    assert "pip install 'fit-planner[ray]'" in one_line_error(result)
     assert not (tmp_path / "run").exists()
 
 

@@ -42,7 +42,7 @@ def test_live_bars_need_an_interactive_terminal_not_only_rich_saying_so(monkeypa
 
     from rich.console import Console
 
-    from trainer.progress import live_bars
+    from planner_trainer.progress import live_bars
 
     monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")

@@ -26,8 +26,8 @@ from run_data import make_image_folder, plan_entry, write_plan
 
 from planner.base.atomic import atomic_write_json
 from planner.base.runfile import EpochRecord
-from trainer.one_try import describe_entry_error
-from trainer.training import NotTrained, check_every_fit_stepped
+from planner_trainer.one_try import describe_entry_error
+from planner_trainer.training import NotTrained, check_every_fit_stepped
 
 TRAIN = ("--no-pretrained", "--epochs", "1", "--device", "cpu")
 ENTRY = "convnext_atto-crop40-32"
@@ -109,7 +109,7 @@ def test_a_plan_with_micro_batch_one_is_refused_at_load(image_folder: Path, tmp_
 
 
 def test_a_fit_without_an_optimizer_step_fails_the_entry(tmp_path: Path) -> None:
-    from trainer.try_spec import TrySpec
+    from planner_trainer.try_spec import TrySpec
 
     epochs = [EpochRecord(epoch=0, phase="frozen", train_loss=None, valid_loss=1.0, error_rate=0.5, seconds=1.0,
                           optimizer_steps=0),
@@ -124,9 +124,9 @@ def test_a_fit_without_an_optimizer_step_fails_the_entry(tmp_path: Path) -> None
 
 def _inputs(effective_batch_size: int):
     from planner.base.runfile import RunSettings
-    from trainer.data import DataLayout
-    from trainer.split import Split
-    from trainer.try_spec import RunInputs
+    from planner_trainer.data import DataLayout
+    from planner_trainer.split import Split
+    from planner_trainer.try_spec import RunInputs
 
     layout = DataLayout(root=Path("."), train=("train_images/a/1.png",), vocab=("a", "b"), test=())
     split = Split(valid_pct=0.2, seed=0, n_train=1, valid=["train_images/a/1.png"])

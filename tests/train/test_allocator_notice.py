@@ -7,8 +7,8 @@ from run_data import plan_entry
 
 from planner.base.allocator import DEFAULT_ALLOC_CONF
 from planner.base.plan import AllocatorConfig, MeasuredOn, Plan
-from trainer.progress import LineReporter
-from trainer.run import note_allocator_change
+from planner_trainer.progress import LineReporter
+from planner_trainer.run import note_allocator_change
 
 PLANNERS = AllocatorConfig(conf=DEFAULT_ALLOC_CONF, source="planner")
 TORCHS = AllocatorConfig(conf="", source="torch")

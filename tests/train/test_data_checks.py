@@ -16,7 +16,7 @@ from run_data import make_image_folder, small_plan
 
 from planner.base.errors import UserError
 from planner.probe.probe_data import probe_data_from_folder
-from trainer.data import scan_data
+from planner_trainer.data import scan_data
 
 
 def refusal(data: Path) -> str:

@@ -12,8 +12,8 @@ from fastai.torch_core import set_seed
 
 from planner.base.plan import ItemTransform
 from planner.base.recipe import build_learner, make_dataloaders
-from trainer.callbacks import LoaderWait
-from trainer.data import label_of, scan_data
+from planner_trainer.callbacks import LoaderWait
+from planner_trainer.data import label_of, scan_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

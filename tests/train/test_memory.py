@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.memory import CpuRunMeter, live_tensor_bytes, make_meter
+from planner_trainer.memory import CpuRunMeter, live_tensor_bytes, make_meter
 
 
 def train_steps(model: torch.nn.Module, meter, batches: int, batch: int = 8) -> None:

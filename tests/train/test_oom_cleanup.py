@@ -31,13 +31,13 @@ from planner.base.recipe import build_learner, synthetic_dataloaders
 from planner.base.runfile import OomMiss, RunSettings
 from planner.base.tracker import StorageTracker
 from planner.probe.meters import DoesNotFit, get_meter
-from trainer.callbacks import MemoryPhases
-from trainer.data import scan_data
-from trainer.memory import live_tensor_bytes, release_memory
-from trainer.one_try import TryDone, run_try
-from trainer.progress import Reporter
-from trainer.split import draw_split
-from trainer.try_spec import RunInputs, TrySpec
+from planner_trainer.callbacks import MemoryPhases
+from planner_trainer.data import scan_data
+from planner_trainer.memory import live_tensor_bytes, release_memory
+from planner_trainer.one_try import TryDone, run_try
+from planner_trainer.progress import Reporter
+from planner_trainer.split import draw_split
+from planner_trainer.try_spec import RunInputs, TrySpec
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = plan_entry("test_resnet", size=64, resize=72, micro_batch=8, accum=1)  # effective batch 8

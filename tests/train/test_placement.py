@@ -14,9 +14,9 @@ from planner.base.errors import UserError
 from planner.base.plan import BudgetPair, MeasuredOn, ProbePoint, load_plan
 from planner.probe.meters.base import DoesNotFit, ProbeMeter
 from planner.probe.probe import probe_plan
-from trainer.backend import resolve_device
-from trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
-from trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
+from planner_trainer.backend import resolve_device
+from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
+from planner_trainer.placement import RAY_RESOLUTION, pack_fraction, pair_for_memory, share_cap_fraction
 
 GIB = 2**30
 MIB = 2**20

@@ -22,7 +22,7 @@ import pytest
 from planner_process import run_planner
 from run_data import plan_entry, small_plan, write_plan
 
-from trainer.predictions import log_loss
+from planner_trainer.predictions import log_loss
 
 ENTRIES = ("convnext_atto-crop40-32", "resnet18-crop40-32")
 TOLERANCE = 1e-5
@@ -107,8 +107,8 @@ def test_predicting_the_test_folder_reproduces_the_run_and_its_submission(run: R
 
 
 def test_each_saved_model_reproduces_its_test_and_held_out_tta_and_plain_scores(run: Run) -> None:
-    from trainer.options import PredictOptions
-    from trainer.predict import predict
+    from planner_trainer.options import PredictOptions
+    from planner_trainer.predict import predict
 
     test = predict(run.run_dir, [run.data / "test_images"], options=PredictOptions(device="cpu"))
     split = json.loads((run.run_dir / "split.json").read_text())
@@ -159,7 +159,7 @@ def test_a_weights_file_with_a_flipped_byte_is_refused(run: Run, tmp_path: Path)
 
 
 def test_load_model_gives_a_fastai_learner_that_predicts(run: Run) -> None:
-    from trainer.saved_model import load_model
+    from planner_trainer.saved_model import load_model
 
     learn = load_model(run.run_dir, ENTRIES[1])
     label, index, probs = learn.predict(run.data / "test_images" / "img_0.png")
@@ -191,8 +191,8 @@ def test_uniform_averages_every_saved_model_ignoring_weights_json(grown: Path, r
 
 
 def test_uniform_needs_no_weights_json_and_ignores_given_weights(run: Run) -> None:
-    from trainer.options import PredictOptions
-    from trainer.predict import predict
+    from planner_trainer.options import PredictOptions
+    from planner_trainer.predict import predict
 
     image = [run.data / "test_images" / "img_0.png"]
     for weights in (None, {"not-an-entry": 1.0}):
@@ -204,8 +204,8 @@ def test_weights_on_an_entry_without_a_saved_model_are_refused_before_any_model_
                                                                                       tmp_path: Path) -> None:
     """As after ``planner run --no-save-models`` for one entry: run.json records no model for it."""
     from planner.base.errors import UserError
-    from trainer.options import PredictOptions
-    from trainer.predict import predict
+    from planner_trainer.options import PredictOptions
+    from planner_trainer.predict import predict
 
     copy = tmp_path / "run"
     shutil.copytree(run.run_dir, copy, ignore=shutil.ignore_patterns("models"))
@@ -222,8 +222,8 @@ def test_weights_on_an_entry_without_a_saved_model_are_refused_before_any_model_
 
 def test_a_broken_link_is_listed_with_the_unreadable_images_and_a_valid_link_predicted(run: Run,
                                                                                        tmp_path: Path) -> None:
-    from trainer.options import PredictOptions
-    from trainer.predict import predict
+    from planner_trainer.options import PredictOptions
+    from planner_trainer.predict import predict
 
     folder = tmp_path / "linked"
     folder.mkdir()

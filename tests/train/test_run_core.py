@@ -18,12 +18,12 @@ from run_data import plan_entry, write_plan
 from planner.base.errors import UserError
 from planner.base.plan import EntryTime, LoaderTime
 from planner.base.runfile import EpochRecord, OomMiss
-from trainer.backend import LocalBackend
-from trainer.data import scan_data
-from trainer.options import RunOptions
-from trainer.progress import SUMMARY_COLUMNS, LineReporter, RichReporter, summary_rows
-from trainer.run import RunResult, accumulation_ladder, run_plan
-from trainer.split import draw_split, shared_split
+from planner_trainer.backend import LocalBackend
+from planner_trainer.data import scan_data
+from planner_trainer.options import RunOptions
+from planner_trainer.progress import SUMMARY_COLUMNS, LineReporter, RichReporter, summary_rows
+from planner_trainer.run import RunResult, accumulation_ladder, run_plan
+from planner_trainer.split import draw_split, shared_split
 
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")
 

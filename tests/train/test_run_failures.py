@@ -9,8 +9,8 @@ import pytest
 from run_data import plan_entry, write_plan
 
 from planner.base.errors import UserError
-from trainer.options import RunOptions
-from trainer.run import one_writer, run_plan
+from planner_trainer.options import RunOptions
+from planner_trainer.run import one_writer, run_plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

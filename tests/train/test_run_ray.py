@@ -22,10 +22,10 @@ from planner.base.errors import UserError
 ray = pytest.importorskip("ray")
 
 from planner.base.runfile import EntryRecord, OomMiss  # noqa: E402
-from trainer.options import RayOptions, RunOptions  # noqa: E402
-from trainer.progress import Reporter  # noqa: E402
-from trainer.ray_backend import CRASH_MARKER, RayBackend  # noqa: E402
-from trainer.run import RunResult, run_plan  # noqa: E402
+from planner_trainer.options import RayOptions, RunOptions  # noqa: E402
+from planner_trainer.progress import Reporter  # noqa: E402
+from planner_trainer.ray_backend import CRASH_MARKER, RayBackend  # noqa: E402
+from planner_trainer.run import RunResult, run_plan  # noqa: E402
 
 FIRST, SECOND = "resnet18-crop40-32", "convnext_atto-crop40-32"
 CPU = RunOptions(epochs=1, pretrained=False, device="cpu")

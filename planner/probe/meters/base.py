@@ -34,7 +34,7 @@ class DoesNotFit(Exception):
 class ProbeMeter(ABC):
     """Measures the peak memory of real (or fake) training steps at one micro-batch.
 
-    (The trainer's meters, which watch a whole training, are ``trainer.memory.RunMeter``.)
+    (The trainer's meters, which watch a whole training, are ``planner_trainer.memory.RunMeter``.)
 
     Args (of every meter's constructor):
         n_classes: the number of classes, which sizes the head.
