@@ -28,11 +28,16 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-gpu_session_out}"
 mkdir -p "$out"
+# The checkout runs uninstalled: trainer/ is imported as planner_trainer (pyproject's package-dir), so a
+# link gives it that name.
+links=/tmp/planner_links
+mkdir -p "$links" && ln -sfn "$PWD/trainer" "$links/planner_trainer"
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    $(ls .whl/*.whl | grep -v '/planner-') 2>&1 | tail -3
-  export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}"
+    $(ls .whl/*.whl | grep -v '/fit_planner-') 2>&1 | tail -3
+  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
+export PYTHONPATH="$PWD:$links:${PYTHONPATH:-}"
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
