@@ -17,8 +17,8 @@ allocations and frees of a fake step (``StorageTracker(record=True).events``) th
   later request may reuse and split them.
 
 Peaks kept (overall and per phase): allocated (what ``max_memory_allocated`` reports), reserved
-(``max_memory_reserved``), and *active*: the bytes of segments that hold at least one live block. A real allocator that meets
-a full card releases its wholly free cached segments and retries, so the active peak, not the
+(``max_memory_reserved``), and *active*: the bytes of segments that hold at least one live block. A real
+allocator that meets a full card releases its wholly free cached segments and retries, so the active peak, not the
 reserved one, is the smallest card the step fits (an approximation: released segments are not
 re-split as cached ones are). Pure Python, about a microsecond per event.
 """

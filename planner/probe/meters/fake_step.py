@@ -247,6 +247,11 @@ class FakeStep:
     def model(self) -> torch.nn.Module:
         return self._model
 
+    @property
+    def optimizer(self) -> Any:
+        """The optimizer of the step or sequence under way (None before the first and after a sequence)."""
+        return self._optimizer
+
     @contextlib.contextmanager
     def tensor_mode(self) -> Iterator[None]:
         """Where the step's ops run: on meta tensors that the model takes for CPU tensors
