@@ -1,29 +1,36 @@
-"""The estimate meter: the trainer's fastai step on meta tensors, as a CUDA card would hold it.
+"""The estimate meter: the trainer's fastai run on meta tensors, as a CUDA card would hold it.
 
 No computation happens and no GPU is needed. The fastai recipe runs through the estimating core
 (:mod:`planner.probe.meters.fake_step`): the trainer's model (built by the same ``build_learner`` on the
-``meta`` device, and stepped on meta tensors), fastai's Adam with its state created up front,
-the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
+``meta`` device, and stepped on meta tensors), fastai's Adam, the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
 with CUDA's attention and dropout kernels, :mod:`planner.probe.meters.cuda_kernels`; fastai's
 ``to_fp16`` leaves autocast after the loss), the loss scaled by a GradScaler, backward, and the
 optimizer step. The loss is torch's ``cross_entropy``, which fastai's ``CrossEntropyLossFlat``
 calls (its tensor subclass cannot wrap meta tensors). Attention takes the path today's timm takes
 on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it).
 
-The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
-allocator and scales and offsets it by the constants of the stack the card will run with
+A probe is a run's memory story in miniature, in the order `planner run` (``fine_tune``) meets it
+(:meth:`FakeStep.run_sequence`, phases as the cpu and cuda meters name them): a frozen training
+step (gradients and optimizer state for what still trains: the head, and the body's norm layers
+fastai trains), a validation pass at the run's validation batch size
+(:func:`planner.base.recipe.validation_batch_size`) ending in a partial batch, unfreezing, unfrozen
+steps (the whole model's gradients and optimizer state created as the run creates them, then the
+steady state), validation again and a TTA pass. The device model
+(:mod:`planner.probe.meters.device_model`) replays the whole sequence once through torch's caching
+allocator, so the segments an earlier phase caches are what later phases reuse or split, and
+scales and offsets its peak by the constants of the stack the card will run with
 (:mod:`planner.probe.meters.stacks`: the installed torch and planner's allocator configuration, or
 the card's own calibration by `planner calibrate`, :mod:`planner.probe.meters.calibration`); the
-plan records which constants and what they were fitted on (``measured_on.device_model``). A probe is
-one fake step (the steady state: gradients and optimizer state exist from the start) and is
-remembered per architecture, size, gradient checkpointing and micro-batch, since the fake step does
+plan records which constants and what they were fitted on (``measured_on.device_model``), each
+phase's replayed peak (``phase_peaks``) and the phase that sets the peak (``peak_phase``). A probe is
+remembered per architecture, size, gradient checkpointing and micro-batch, since the sequence does
 not depend on the item transform: a second entry of the same architecture and size costs nothing to
 confirm. With gradient checkpointing (timm's ``set_grad_checkpointing``) the recomputation in the
 backward pass runs under the same CUDA autocast policy, as ``torch.utils.checkpoint`` restores
 autocast for it.
 
 Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
-fake step and in one no-gradient forward pass (validation, TTA), ``planner.probe.steptime`` turns its
+steady unfrozen step and in the first full validation batch (validation, TTA), ``planner.probe.steptime`` turns its
 kernels into the card's seconds (``ProbePoint.predicted_times``), and the ops it dispatched and the
 parameter tensors are the host's work (``ProbePoint.host_work``, timed by ``planner.probe.hosttime``).
 """
@@ -107,7 +114,7 @@ def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "
 
 @PROBE_METERS.register("estimate")
 class EstimateMeter(ProbeMeter):
-    """Fake training steps plus a device model; see the module docstring.
+    """A run's sequence of fake steps plus a device model; see the module docstring.
 
     A fake step costs the same at any micro-batch and never runs out of memory, so the search opens
     with the largest candidates (``cost_grows_with_batch`` False); it needs no device, so

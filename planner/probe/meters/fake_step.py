@@ -322,8 +322,9 @@ class FakeStep:
                      on_phase: Callable[[str], None] | None = None) -> StepTrace:
         """A run's memory story in miniature, in ``fine_tune``'s order, tracked as one sequence.
 
-        From a fresh optimizer and no gradients: one frozen training step (``recipe.freeze``: only
-        what still trains gets gradients and optimizer state), a validation pass (the model in eval
+        From a fresh optimizer and no gradients: a frozen training step (``recipe.freeze``: only
+        what still trains gets gradients and optimizer state) and a second replayed from its record,
+        a validation pass (the model in eval
         mode, no gradients, one batch of ``valid_batch_size`` and a last one of ``last_valid_batch``),
         unfreezing (``recipe.unfreeze``), two unfrozen steps (the first creates the body's gradients
         and the whole optimizer state; the second is the steady state) and a third replayed from the
@@ -354,9 +355,11 @@ class FakeStep:
 
             with tracker, precision_policy(recipe.precision, recipe.arch) as region:
                 enter(PHASE_FROZEN)
-                self._forward_backward(batch_size, image_size, region)
-                self._optimizer.step()
+                frozen = self._recorded(tracker, lambda: self._forward_backward(batch_size, image_size, region))
+                frozen_step = self._recorded(tracker, self._optimizer.step)
                 self._zero_grad()
+                tracker.splice(*frozen)
+                tracker.splice(*frozen_step)
                 enter(PHASE_VALID)
                 validation = self._recorded(tracker, lambda: self._validate(
                     valid_batch_size, last_valid_batch, image_size, region, modes))
