@@ -2,7 +2,8 @@
 
 No computation happens and no GPU is needed. The fastai recipe runs through the estimating core
 (:mod:`planner.probe.meters.fake_step`): the trainer's model (built by the same ``build_learner`` on the
-``meta`` device, and stepped on meta tensors), fastai's Adam, the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
+``meta`` device, and stepped on meta tensors), fastai's Adam, the forward pass and loss under CUDA's
+fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
 with CUDA's attention and dropout kernels, :mod:`planner.probe.meters.cuda_kernels`; fastai's
 ``to_fp16`` leaves autocast after the loss), the loss scaled by a GradScaler, backward, and the
 optimizer step. The loss is torch's ``cross_entropy``, which fastai's ``CrossEntropyLossFlat``
