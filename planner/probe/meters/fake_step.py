@@ -37,7 +37,7 @@ Interface, in the order things happen:
    ``tests/probe/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
    fastai's Adam and torch's SGD).
 
-4. :meth:`FakeStep.run_sequence` runs a run's memory story instead (``fine_tune``'s frozen step,
+4. :meth:`FakeStep.run_sequence` runs a run's memory story instead (``fine_tune``'s frozen steps,
    validation, unfreezing, unfrozen steps, validation and TTA), from a fresh optimizer, as one
    tracked sequence that an allocator replays once (the estimate meter's probe).
 
@@ -324,16 +324,15 @@ class FakeStep:
 
         From a fresh optimizer and no gradients: a frozen training step (``recipe.freeze``: only
         what still trains gets gradients and optimizer state) and a second replayed from its record,
-        a validation pass (the model in eval
-        mode, no gradients, one batch of ``valid_batch_size`` and a last one of ``last_valid_batch``),
-        unfreezing (``recipe.unfreeze``), two unfrozen steps (the first creates the body's gradients
-        and the whole optimizer state; the second is the steady state) and a third replayed from the
-        second's records, the validation pass again and a TTA pass (both replayed from the first
-        pass's record: the same ops on the same shapes). Phases are those of
-        :mod:`planner.probe.meters.phases`. ``modes`` count the second unfrozen step (its optimizer
-        run for real) and the first full validation batch, as :meth:`run` counts its step;
-        ``on_phase(name)`` is called as each phase starts. The model is left unfrozen, without
-        gradients or optimizer.
+        a validation pass (the model in eval mode, no gradients, one batch of ``valid_batch_size``
+        and a last one of ``last_valid_batch``), unfreezing (``recipe.unfreeze``), two unfrozen
+        steps (the first creates the body's gradients and the whole optimizer state; the second is
+        the steady state) and a third replayed from the second's records, the validation pass
+        again and a TTA pass (both replayed from the first pass's record: the same ops on the same
+        shapes). Phases are those of :mod:`planner.probe.meters.phases`. ``modes`` count the second
+        unfrozen step (its optimizer run for real) and the first full validation batch, as
+        :meth:`run` counts its step; ``on_phase(name)`` is called as each phase starts. The model
+        is left unfrozen, without gradients or optimizer.
         """
         recipe = self.recipe
         if recipe.freeze is None or recipe.unfreeze is None:
