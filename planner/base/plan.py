@@ -125,9 +125,10 @@ class ProbePoint(Record):
     phase_peaks: dict[str, int] = Field(default_factory=dict)
     """The peak of each phase of the run the probe rehearsed (``frozen_train``, ``forward_backward``
     and ``step`` of unfrozen training, ``valid``, ``tta``), in the meter's units before what the
-    device adds; empty for a meter that steps only (the estimate)."""
+    device adds (the estimate: its allocator replay's bytes, before the device model's factor and
+    overhead)."""
     peak_phase: str | None = None
-    """The phase that set ``peak_bytes`` (the estimate meter steps once: ``forward_backward`` or ``step``)."""
+    """The phase that set ``peak_bytes``."""
     epoch_growth_bytes: list[int] = Field(default_factory=list)
     """What each unfrozen epoch of the rehearsal added to the peak; it stops at the first epoch that
     adds nothing (under 1 MiB; a larger last value: still growing when the rehearsal's epochs ran out)."""

@@ -37,6 +37,11 @@ def batch_transforms(size: Size) -> list:
     return aug_transforms(size=size, min_scale=AUG_MIN_SCALE)
 
 
+def validation_batch_size(micro_batch: int) -> int:
+    """The held-out loader's batch: the training micro-batch, as fastai's ``val_bs`` defaults to."""
+    return micro_batch
+
+
 def make_dataloaders(
     items: Sequence[Any],
     *,
@@ -78,7 +83,8 @@ def make_dataloaders(
     )
     if num_workers is None:
         num_workers = loader_workers(device)
-    return block.dataloaders(list(items), bs=micro_batch, device=device, num_workers=num_workers, seed=seed)
+    return block.dataloaders(list(items), bs=micro_batch, val_bs=validation_batch_size(micro_batch), device=device,
+                             num_workers=num_workers, seed=seed)
 
 
 MAX_LOADER_WORKERS = 16

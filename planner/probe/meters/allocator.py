@@ -16,9 +16,9 @@ allocations and frees of a fake step (``StorageTracker(record=True).events``) th
 - a freed block merges with free neighbours of its segment; segments are kept (cached), so a
   later request may reuse and split them.
 
-Peaks kept: allocated (what ``max_memory_allocated`` reports), reserved (``max_memory_reserved``),
-and *active*: the bytes of segments that hold at least one live block. A real allocator that meets
-a full card releases its wholly free cached segments and retries, so the active peak, not the
+Peaks kept (overall and per phase): allocated (what ``max_memory_allocated`` reports), reserved
+(``max_memory_reserved``), and *active*: the bytes of segments that hold at least one live block. A real
+allocator that meets a full card releases its wholly free cached segments and retries, so the active peak, not the
 reserved one, is the smallest card the step fits (an approximation: released segments are not
 re-split as cached ones are). Pure Python, about a microsecond per event.
 """
@@ -69,6 +69,7 @@ class AllocatorPeaks:
     active: int
     phase_allocated: dict[str, int] = field(default_factory=dict)
     phase_active: dict[str, int] = field(default_factory=dict)
+    phase_reserved: dict[str, int] = field(default_factory=dict)
 
 
 class _Block:
@@ -98,10 +99,11 @@ class CachingAllocator:
         self.phase = "other"
         self.phase_allocated: dict[str, int] = {}
         self.phase_active: dict[str, int] = {}
+        self.phase_reserved: dict[str, int] = {}
 
     def peaks(self) -> AllocatorPeaks:
         return AllocatorPeaks(self.peak_allocated, self.peak_reserved, self.peak_active,
-                              dict(self.phase_allocated), dict(self.phase_active))
+                              dict(self.phase_allocated), dict(self.phase_active), dict(self.phase_reserved))
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -179,6 +181,8 @@ class CachingAllocator:
             self.phase_allocated[self.phase] = self.allocated
         if self.active > self.phase_active.get(self.phase, 0):
             self.phase_active[self.phase] = self.active
+        if self.reserved > self.phase_reserved.get(self.phase, 0):
+            self.phase_reserved[self.phase] = self.reserved
 
 
 def replay(events: Iterable[Event], allocator: CachingAllocator | None = None) -> CachingAllocator:
@@ -210,3 +214,11 @@ def steady_state_peaks(setup: list[Event], step: list[Event], steps: int = 2) ->
         allocator.reset_peaks()
         replay(step, allocator)
     return allocator.peaks()
+
+
+def sequence_peaks(setup: list[Event], sequence: list[Event]) -> AllocatorPeaks:
+    """Peaks of a run's whole sequence (``FakeStep.run_sequence``), replayed once after ``setup``:
+    the segments an earlier phase caches are what later phases reuse or split, as on the card."""
+    allocator = replay(setup)
+    allocator.reset_peaks()
+    return replay(sequence, allocator).peaks()

@@ -26,10 +26,10 @@ rarely decide an out-of-memory).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from planner.probe.meters.allocator import steady_state_peaks
+from planner.probe.meters.allocator import sequence_peaks, steady_state_peaks
 from planner.probe.meters.fake_step import StepTrace
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
 
@@ -46,7 +46,7 @@ CALIBRATED_FLAT_FACTOR = 1.09
 
 @dataclass(frozen=True)
 class CardPeaks:
-    """Whole-card bytes of one step (what a budget is compared with), overall and per phase."""
+    """Whole-card bytes of one step or a run's sequence (what a budget is compared with), overall and per phase."""
 
     card_bytes: int
     forward_backward_bytes: int
@@ -54,6 +54,9 @@ class CardPeaks:
     allocated_bytes: int
     reserved_bytes: int
     active_bytes: int = 0
+    phase_bytes: dict[str, int] = field(default_factory=dict)
+    """Each phase's peak in the model's replay bytes (allocated, active or reserved), before the card's
+    factor and overhead."""
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,22 @@ class DeviceModel:
         return cls(allocator="flat", overhead_bytes=0, reserved_factor=1.0)
 
     def peaks(self, trace: StepTrace) -> CardPeaks:
-        """Card bytes for ``trace``; ``raw()`` gives the tracker's own live-byte peaks."""
+        """Card bytes for ``trace``; ``raw()`` gives the tracker's own live-byte peaks.
+
+        A run's sequence (``trace.whole_run``) is replayed once, one step twice (its steady state).
+        """
         if self == DeviceModel.raw():
             return CardPeaks(trace.peak_bytes, trace.phase_peaks.get(PHASE_FORWARD_BACKWARD, 0),
                              trace.phase_peaks.get(PHASE_STEP, 0), trace.peak_bytes, trace.peak_bytes,
-                             trace.peak_bytes)
-        replayed = steady_state_peaks(list(trace.setup), list(trace.step))
+                             trace.peak_bytes, dict(trace.phase_peaks))
+        if trace.whole_run:
+            replayed = sequence_peaks(list(trace.setup), list(trace.step))
+        else:
+            replayed = steady_state_peaks(list(trace.setup), list(trace.step))
         if self.allocator == "caching":
             phases, peak = replayed.phase_active, replayed.active
+        elif self.allocator == "reserved" and trace.whole_run:  # reserved grows phase by phase
+            phases, peak = replayed.phase_reserved, replayed.reserved
         elif self.allocator == "reserved":  # segments are never released within a step: one peak
             phases, peak = {name: replayed.reserved for name in replayed.phase_active}, replayed.reserved
         else:
@@ -100,6 +111,7 @@ class DeviceModel:
             allocated_bytes=replayed.allocated,
             reserved_bytes=replayed.reserved,
             active_bytes=replayed.active,
+            phase_bytes=dict(phases),
         )
 
     def card_bytes(self, replayed_bytes: int) -> int:

@@ -1,29 +1,37 @@
-"""The estimate meter: the trainer's fastai step on meta tensors, as a CUDA card would hold it.
+"""The estimate meter: the trainer's fastai run on meta tensors, as a CUDA card would hold it.
 
 No computation happens and no GPU is needed. The fastai recipe runs through the estimating core
 (:mod:`planner.probe.meters.fake_step`): the trainer's model (built by the same ``build_learner`` on the
-``meta`` device, and stepped on meta tensors), fastai's Adam with its state created up front,
-the forward pass and loss under CUDA's fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
+``meta`` device, and stepped on meta tensors), fastai's Adam, the forward pass and loss under CUDA's
+fp16 autocast policy (:mod:`planner.probe.meters.cuda_autocast`,
 with CUDA's attention and dropout kernels, :mod:`planner.probe.meters.cuda_kernels`; fastai's
 ``to_fp16`` leaves autocast after the loss), the loss scaled by a GradScaler, backward, and the
 optimizer step. The loss is torch's ``cross_entropy``, which fastai's ``CrossEntropyLossFlat``
 calls (its tensor subclass cannot wrap meta tensors). Attention takes the path today's timm takes
 on CUDA (fused ``scaled_dot_product_attention`` where the model's modules use it).
 
-The device model (:mod:`planner.probe.meters.device_model`) replays the step through torch's caching
-allocator and scales and offsets it by the constants of the stack the card will run with
+A probe is a run's memory story in miniature, in the order `planner run` (``fine_tune``) meets it
+(:meth:`FakeStep.run_sequence`, phases as the cpu and cuda meters name them): a frozen training
+step (gradients and optimizer state for what still trains: the head, and the body's norm layers
+fastai trains), a validation pass at the run's validation batch size
+(:func:`planner.base.recipe.validation_batch_size`) ending in a partial batch, unfreezing, unfrozen
+steps (the whole model's gradients and optimizer state created as the run creates them, then the
+steady state), validation again and a TTA pass. The device model
+(:mod:`planner.probe.meters.device_model`) replays the whole sequence once through torch's caching
+allocator, so the segments an earlier phase caches are what later phases reuse or split, and
+scales and offsets its peak by the constants of the stack the card will run with
 (:mod:`planner.probe.meters.stacks`: the installed torch and planner's allocator configuration, or
 the card's own calibration by `planner calibrate`, :mod:`planner.probe.meters.calibration`); the
-plan records which constants and what they were fitted on (``measured_on.device_model``). A probe is
-one fake step (the steady state: gradients and optimizer state exist from the start) and is
-remembered per architecture, size, gradient checkpointing and micro-batch, since the fake step does
+plan records which constants and what they were fitted on (``measured_on.device_model``), each
+phase's replayed peak (``phase_peaks``) and the phase that sets the peak (``peak_phase``). A probe is
+remembered per architecture, size, gradient checkpointing and micro-batch, since the sequence does
 not depend on the item transform: a second entry of the same architecture and size costs nothing to
 confirm. With gradient checkpointing (timm's ``set_grad_checkpointing``) the recomputation in the
 backward pass runs under the same CUDA autocast policy, as ``torch.utils.checkpoint`` restores
 autocast for it.
 
 Given a card (``gpu``), the same pass also times the step: an :class:`OpCounter` rides along in the
-fake step and in one no-gradient forward pass (validation, TTA), ``planner.probe.steptime`` turns its
+steady unfrozen step and in the first full validation batch (validation, TTA), ``planner.probe.steptime`` turns its
 kernels into the card's seconds (``ProbePoint.predicted_times``), and the ops it dispatched and the
 parameter tensors are the host's work (``ProbePoint.host_work``, timed by ``planner.probe.hosttime``).
 """
@@ -40,21 +48,20 @@ from planner.base.compat import native_meta_kernels
 from planner.base.entries import EntrySpec
 from planner.base.gpus import GpuSpec
 from planner.base.plan import DeviceModelRecord, HostWork, MeasuredOn, ProbePoint, Size, StepTimes
+from planner.base.recipe import validation_batch_size
 from planner.probe.meters.base import PROBE_METERS, ProbeMeter
 from planner.probe.meters.calibration import stack_model_for, stack_of
 from planner.probe.meters.cpu import library_versions
 from planner.probe.meters.cuda_kernels import GpuArch
 from planner.probe.meters.device_model import DeviceModel
 from planner.probe.meters.estimate_store import EstimateStore
-from planner.probe.meters.fake_step import FakeStep, StepRecipe, precision_policy
-from planner.probe.meters.fastai_steps import has_batchnorm_layers
+from planner.probe.meters.fake_step import FakeStep, StepRecipe
+from planner.probe.meters.fastai_steps import LAST_VALID_BATCH, has_batchnorm_layers
 from planner.probe.meters.opcount import OpCounter
-from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP, PHASE_VALID, RUN_PHASES
 from planner.probe.meters.stacks import StackModel
 from planner.probe.probe_data import ProbeData
 from planner.probe.steptime import DEFAULT_CONSTANTS, StepCosts, TimeConstants, device_seconds
-
-PHASE_EVAL = "eval"
 
 
 def _point_key(entry: EntrySpec, micro_batch: int) -> tuple[str, Size, bool, int]:
@@ -77,7 +84,8 @@ def planning_model(gpu: GpuSpec | None) -> tuple[StackModel, str | None]:
 
 def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "fp32"],
                   arch: GpuArch | None = None) -> StepRecipe:
-    """The trainer's step (``vision_learner``, fastai Adam, ``to_fp16`` on CUDA) for the core."""
+    """The trainer's step (``vision_learner``, fastai Adam, ``to_fp16`` on CUDA, ``fine_tune``'s
+    freezing and unfreezing) for the core."""
     from planner.base.recipe import build_learner, synthetic_dataloaders
 
     learner: dict[str, Any] = {}
@@ -101,12 +109,13 @@ def fastai_recipe(entry: EntrySpec, n_classes: int, precision: Literal["fp16", "
     fp16 = precision == "fp16"
     return StepRecipe(build_model=build, make_optimizer=optimizer, make_batch=batch, loss=loss,
                       precision="cuda_fp16" if fp16 else "fp32", backward_in_autocast=False,
-                      grads_set_to_none=False, scale_loss=fp16, arch=arch or GpuArch())
+                      grads_set_to_none=False, scale_loss=fp16, arch=arch or GpuArch(),
+                      freeze=lambda: learner["learn"].freeze(), unfreeze=lambda: learner["learn"].unfreeze())
 
 
 @PROBE_METERS.register("estimate")
 class EstimateMeter(ProbeMeter):
-    """Fake training steps plus a device model; see the module docstring.
+    """A run's sequence of fake steps plus a device model; see the module docstring.
 
     A fake step costs the same at any micro-batch and never runs out of memory, so the search opens
     with the largest candidates (``cost_grows_with_batch`` False); it needs no device, so
@@ -209,21 +218,20 @@ class EstimateMeter(ProbeMeter):
         step = self._fake_step(entry)
         set_grad_checkpointing(step.model, entry.grad_checkpointing)
         counter = OpCounter() if self.gpu is not None else None
-        trace = step.run(micro_batch, entry.size, modes=(counter,) if counter else (),
-                         on_phase=counter.set_phase if counter else None)
+        trace = step.run_sequence(micro_batch, entry.size, validation_batch_size(micro_batch), LAST_VALID_BATCH,
+                                  modes=(counter,) if counter else (), on_phase=counter.set_phase if counter else None)
         peaks = self.device.peaks(trace)
         times = work = None
         if counter is not None:
-            self._eval_forward(step, counter, entry, micro_batch)
             times = self._times(counter)
             work = HostWork(forward_backward_ops=counter.dispatches[PHASE_FORWARD_BACKWARD],
-                            eval_ops=counter.dispatches[PHASE_EVAL],
+                            eval_ops=counter.dispatches[PHASE_VALID],
                             parameter_tensors=sum(p.requires_grad for p in step.model.parameters()))
-        phase = PHASE_STEP if peaks.step_bytes > peaks.forward_backward_bytes else PHASE_FORWARD_BACKWARD
+        phases = {name: peaks.phase_bytes[name] for name in RUN_PHASES if name in peaks.phase_bytes}
         point = ProbePoint(micro_batch=micro_batch, peak_bytes=peaks.card_bytes,
                            forward_backward_bytes=peaks.forward_backward_bytes, step_bytes=peaks.step_bytes,
                            seconds=time.perf_counter() - started, predicted_times=times, host_work=work,
-                           peak_phase=phase)
+                           phase_peaks=phases, peak_phase=max(phases, key=phases.__getitem__))
         self._points[_point_key(entry, micro_batch)] = point
         replay = {"allocated": peaks.allocated_bytes, "active": peaks.active_bytes, "reserved": peaks.reserved_bytes}
         self._replays[_point_key(entry, micro_batch)] = replay
@@ -254,19 +262,7 @@ class EstimateMeter(ProbeMeter):
             return device_seconds(StepCosts.from_counter(counter, phase), self.gpu, self.time_constants)
 
         return StepTimes(gpu=self.gpu.name, forward_backward=seconds(PHASE_FORWARD_BACKWARD),
-                         optimizer_step=seconds(PHASE_STEP), eval_forward=seconds(PHASE_EVAL))
-
-    def _eval_forward(self, step: FakeStep, counter: OpCounter, entry: EntrySpec, micro_batch: int) -> None:
-        """One validation / TTA batch, counted: the model in eval mode, no gradients, under autocast."""
-        counter.set_phase(PHASE_EVAL)
-        model = step.model
-        model.eval()
-        try:
-            with step.tensor_mode(), counter, torch.no_grad(), \
-                    precision_policy(step.recipe.precision, step.recipe.arch) as region, region():
-                model(torch.empty(micro_batch, 3, *entry.size))
-        finally:
-            model.train()
+                         optimizer_step=seconds(PHASE_STEP), eval_forward=seconds(PHASE_VALID))
 
     def _fake_step(self, entry: EntrySpec) -> FakeStep:
         """The trainer's step for ``entry.arch`` on meta tensors, built once per architecture."""

@@ -37,6 +37,10 @@ Interface, in the order things happen:
    ``tests/probe/test_fake_step.py`` checks that a replay and a real step give the same peaks, for
    fastai's Adam and torch's SGD).
 
+4. :meth:`FakeStep.run_sequence` runs a run's memory story instead (``fine_tune``'s frozen steps,
+   validation, unfreezing, unfrozen steps, validation and TTA), from a fresh optimizer, as one
+   tracked sequence that an allocator replays once (the estimate meter's probe).
+
 It returns a :class:`StepTrace`: the events of the state that existed before the step (weights,
 buffers, gradients, optimizer state) and of the step itself, and the tracker's live-byte peaks.
 """
@@ -55,7 +59,7 @@ from planner.base.tracker import ALLOC, FREE, Event, StorageTracker
 from planner.probe.meters.cuda_autocast import CudaAutocast
 from planner.probe.meters.cuda_kernels import GpuArch, cuda_kernels
 from planner.probe.meters.meta_tensors import meta_tensors_as_cpu
-from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_STEP
+from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_FROZEN, PHASE_STEP, PHASE_TTA, PHASE_VALID
 
 Precision = Literal["cuda_fp16", "cpu_bf16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("cuda_fp16", "cpu_bf16", "fp32")
@@ -103,6 +107,10 @@ class StepRecipe:
         scale_loss: the loss is multiplied by a GradScaler's scale before backward (fastai's
             ``to_fp16``); the scaler's own tensors are part of the state.
         arch: the card's compute capability, which decides the fused attention kernel.
+        freeze: trains the head only (the optimizer's state then covers what still trains: fastai's
+            ``Learner.freeze``); needed by :meth:`FakeStep.run_sequence` only.
+        unfreeze: trains the whole model again (fastai's ``Learner.unfreeze``, which clears the
+            optimizer's state).
     """
 
     build_model: Callable[[], torch.nn.Module]
@@ -114,11 +122,18 @@ class StepRecipe:
     grads_set_to_none: bool = False
     scale_loss: bool = False
     arch: GpuArch = field(default_factory=GpuArch)
+    freeze: Callable[[], None] | None = None
+    unfreeze: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
 class StepTrace:
-    """What one step allocated, in order, and the live-byte peaks the tracker saw."""
+    """What one step (or a run's sequence, ``whole_run``) allocated, in order, and the live-byte peaks
+    the tracker saw.
+
+    ``whole_run``: ``step`` is :meth:`FakeStep.run_sequence`'s whole sequence, which an allocator
+    replays once; otherwise it is one steady-state step, which an allocator replays twice.
+    """
 
     batch_size: int
     image_size: tuple[int, int]
@@ -126,6 +141,7 @@ class StepTrace:
     step: tuple[Event, ...]
     peak_bytes: int
     phase_peaks: dict[str, int]
+    whole_run: bool = False
 
 
 def _state_tensors(optimizer: Any) -> Iterator[torch.Tensor]:
@@ -231,6 +247,11 @@ class FakeStep:
     def model(self) -> torch.nn.Module:
         return self._model
 
+    @property
+    def optimizer(self) -> Any:
+        """The optimizer of the step or sequence under way (None before the first and after a sequence)."""
+        return self._optimizer
+
     @contextlib.contextmanager
     def tensor_mode(self) -> Iterator[None]:
         """Where the step's ops run: on meta tensors that the model takes for CPU tensors
@@ -296,6 +317,116 @@ class FakeStep:
             return StepTrace(batch_size=batch_size, image_size=image_size, setup=setup, step=tuple(tracker.events),
                              peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks))
 
+    def run_sequence(self, batch_size: int, image_size: tuple[int, int], valid_batch_size: int,
+                     last_valid_batch: int, modes: Sequence[contextlib.AbstractContextManager] = (),
+                     on_phase: Callable[[str], None] | None = None) -> StepTrace:
+        """A run's memory story in miniature, in ``fine_tune``'s order, tracked as one sequence.
+
+        From a fresh optimizer and no gradients: a frozen training step (``recipe.freeze``: only
+        what still trains gets gradients and optimizer state) and a second replayed from its record,
+        a validation pass (the model in eval mode, no gradients, one batch of ``valid_batch_size``
+        and a last one of ``last_valid_batch``), unfreezing (``recipe.unfreeze``), two unfrozen
+        steps (the first creates the body's gradients and the whole optimizer state; the second is
+        the steady state) and a third replayed from the second's records, the validation pass
+        again and a TTA pass (both replayed from the first pass's record: the same ops on the same
+        shapes). Phases are those of :mod:`planner.probe.meters.phases`. ``modes`` count the second
+        unfrozen step (its optimizer run for real) and the first full validation batch, as
+        :meth:`run` counts its step; ``on_phase(name)`` is called as each phase starts. The model
+        is left unfrozen, without gradients or optimizer.
+        """
+        recipe = self.recipe
+        if recipe.freeze is None or recipe.unfreeze is None:
+            raise ValueError("a run's sequence needs a recipe that can freeze and unfreeze the model")
+        with self.tensor_mode():
+            self._model.zero_grad(set_to_none=True)
+            self._optimizer = recipe.make_optimizer(self._model)
+            self._scaler = GradScalerState() if recipe.scale_loss else None
+            recipe.freeze()
+            tracker = StorageTracker(record=True)
+            tracker.track(self._persistent())
+            setup = tuple(tracker.events or ())
+            tracker.events = []
+
+            def enter(phase: str) -> None:
+                tracker.set_phase(phase)
+                if on_phase is not None:
+                    on_phase(phase)
+
+            with tracker, precision_policy(recipe.precision, recipe.arch) as region:
+                enter(PHASE_FROZEN)
+                frozen = self._recorded(tracker, lambda: self._forward_backward(batch_size, image_size, region))
+                frozen_step = self._recorded(tracker, self._optimizer.step)
+                self._zero_grad()
+                tracker.splice(*frozen)
+                tracker.splice(*frozen_step)
+                enter(PHASE_VALID)
+                validation = self._recorded(tracker, lambda: self._validate(
+                    valid_batch_size, last_valid_batch, image_size, region, modes))
+                recipe.unfreeze()
+                enter(PHASE_FORWARD_BACKWARD)
+                self._forward_backward(batch_size, image_size, region)
+                enter(PHASE_STEP)
+                self._optimizer_record = self._recorded(tracker, self._optimizer.step)
+                self._zero_grad()
+                forward_backward = self._counted_step(batch_size, image_size, region, tracker, modes, enter)
+                enter(PHASE_FORWARD_BACKWARD)
+                tracker.splice(*forward_backward)
+                enter(PHASE_STEP)
+                tracker.splice(*self._optimizer_record)
+                enter(PHASE_VALID)
+                tracker.splice(*validation)
+                enter(PHASE_TTA)
+                tracker.splice(*validation)
+            trace = StepTrace(batch_size=batch_size, image_size=image_size, setup=setup, step=tuple(tracker.events),
+                              peak_bytes=tracker.peak_bytes, phase_peaks=dict(tracker.phase_peaks), whole_run=True)
+            self._model.zero_grad(set_to_none=True)
+            self._optimizer = self._scaler = self._optimizer_record = None
+        return trace
+
+    @staticmethod
+    def _recorded(tracker: StorageTracker, action: Callable[[], Any]) -> tuple[tuple[Event, ...], int]:
+        """Run ``action`` under ``tracker``; its temporaries and their peak (:func:`temporaries`), to splice again."""
+        start = len(tracker.events or ())
+        action()
+        return temporaries((tracker.events or [])[start:])
+
+    def _counted_step(self, batch_size: int, image_size: tuple[int, int],
+                      region: Callable[[], contextlib.AbstractContextManager], tracker: StorageTracker,
+                      modes: Sequence[contextlib.AbstractContextManager],
+                      enter: Callable[[str], None]) -> tuple[tuple[Event, ...], int]:
+        """One steady-state training step with ``modes`` entered (its optimizer run for real when
+        counted, else replayed); the record of its forward and backward pass, to splice again."""
+        with contextlib.ExitStack() as stack:
+            for mode in modes:
+                stack.enter_context(mode)
+            enter(PHASE_FORWARD_BACKWARD)
+            forward_backward = self._recorded(tracker, lambda: self._forward_backward(batch_size, image_size, region))
+            enter(PHASE_STEP)
+            self._optimizer_step(tracker, replay=not modes)
+            self._zero_grad()
+        return forward_backward
+
+    def _validate(self, valid_batch_size: int, last_valid_batch: int, image_size: tuple[int, int],
+                  region: Callable[[], contextlib.AbstractContextManager],
+                  modes: Sequence[contextlib.AbstractContextManager]) -> None:
+        """A validation pass: a full batch (``modes`` entered) and the last, partial one, in eval mode."""
+        self._model.eval()
+        try:
+            with torch.no_grad():
+                with contextlib.ExitStack() as stack:
+                    for mode in modes:
+                        stack.enter_context(mode)
+                    self._forward(valid_batch_size, image_size, region)
+                self._forward(last_valid_batch, image_size, region)
+        finally:
+            self._model.train()
+
+    def _forward(self, batch_size: int, image_size: tuple[int, int],
+                 region: Callable[[], contextlib.AbstractContextManager]) -> None:
+        inputs, _ = self.recipe.make_batch(batch_size, image_size)
+        with region():
+            self._model(inputs)
+
     def _optimizer_step(self, tracker: StorageTracker, replay: bool) -> None:
         """``optimizer.step()``, or the record of its temporaries replayed (``replay``).
 
@@ -308,9 +439,11 @@ class FakeStep:
             tracker.splice(events, extra_peak)
             return
         before, start = tracker.live_bytes, len(tracker.events or ())
+        earlier = tracker.phase_peaks.get(PHASE_STEP, 0)  # an earlier step's, in a run's sequence
         tracker.phase_peaks[PHASE_STEP] = before
         self._optimizer.step()
         extra_peak = tracker.phase_peaks.get(PHASE_STEP, before) - before
+        tracker.phase_peaks[PHASE_STEP] = max(earlier, before + extra_peak)
         allocated = {key for kind, key, _ in (tracker.events or [])[start:] if kind == ALLOC}
         own = tuple(event for event in (tracker.events or [])[start:] if event[1] in allocated)
         self._optimizer_record = (own, extra_peak)

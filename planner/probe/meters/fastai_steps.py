@@ -20,6 +20,7 @@ from typing import Any
 
 from planner.base.compat import end_cleanup, leave_autocast
 from planner.base.entries import EntrySpec
+from planner.base.recipe import validation_batch_size
 from planner.probe.meters.phases import PHASE_FORWARD_BACKWARD, PHASE_FROZEN, PHASE_STEP, PHASE_TTA, PHASE_VALID
 
 
@@ -97,11 +98,15 @@ FLAT_BYTES = 2**20
 segment (2 MiB), so no reserved growth; on the CPU, fastai's recorder keeps each batch's loss (4 bytes)."""
 
 
+LAST_VALID_BATCH = 1
+"""Images in a rehearsal's last, partial validation batch, as a real epoch may end (a new shape: cuDNN
+searches its algorithms again; the smallest partial batch costs least)."""
+
+
 def rehearsal_sizes(micro_batch: int) -> tuple[int, int]:
     """Training batches per epoch and held-out images of a rehearsal: one full validation batch and a
-    last partial one of one image, as a real epoch may end (a new shape: cuDNN searches its
-    algorithms again; the smallest partial batch costs least)."""
-    return TRAIN_BATCHES, micro_batch + 1
+    last partial one of :data:`LAST_VALID_BATCH` images."""
+    return TRAIN_BATCHES, validation_batch_size(micro_batch) + LAST_VALID_BATCH
 
 
 class Rehearsal:
