@@ -48,8 +48,7 @@ CUDA_METER = MeasuredError(
              "11.84 GiB planned, 13.73 GiB measured)")
 ESTIMATE_RUNS = MeasuredError(
     worst_under=-0.037, points=1,
-    measured="the estimate of the run's phases against planner run under a 16 GiB cap (H100, convnext_large: "
-             "13.23 GiB estimated, 13.73 GiB measured)")
+    measured="an H100 planner run of convnext_large under 16 GiB: 13.23 GiB estimated, 13.73 GiB measured")
 CPU_METER = MeasuredError(
     worst_under=0.0, points=2,
     measured="planner run on the CPU against the cpu meter's plan (resnet18, convnext_atto)")
@@ -64,7 +63,7 @@ def meter_error(measured_on: MeasuredOn) -> MeasuredError | None:
     model = measured_on.device_model
     if model is None or model.worst_under is None:
         return None
-    fit = "the device model's own fit, measured_on.device_model"
+    fit = "its device model's fit"
     if model.calibrated:
         return MeasuredError(worst_under=min(model.worst_under, 0.0), points=model.points, measured=fit)
     return MeasuredError(worst_under=min(model.worst_under, ESTIMATE_RUNS.worst_under, 0.0),
