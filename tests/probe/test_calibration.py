@@ -127,6 +127,9 @@ def test_a_stack_without_its_own_model_gets_the_closest_and_says_so() -> None:
     assert model is TODAY and "allocator configuration" in note and "torch" in note
     assert built_in_model(Stack(torch="1.12", allocator="")) == (PUBLISHED_2022, None)
     assert built_in_model(Stack(torch="2.11", allocator="")) == (TODAY, None)
+    # torch 2's allocator, not 1.12's, for every torch 2 (the floor, 2.6, included)
+    oldest, note = built_in_model(Stack(torch="2.6", allocator="expandable_segments:True"))
+    assert oldest is TODAY and "torch and the allocator configuration differ" in note
 
 
 def _todays_stack_pairs(pairs):

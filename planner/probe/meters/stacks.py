@@ -13,7 +13,8 @@ constants, never per model:
   with it.
 
 A stack the built-in table does not hold gets the closest one (same allocator configuration first,
-then the newest torch not newer than the installed one), and the plan says which; a card that
+then the same torch major version, then the nearest minor version: torch 2.6 to 2.14 all plan with
+today's constants, whose allocator is torch 2's, not 1.12's), and the plan says which; a card that
 ``planner calibrate`` has calibrated gets its own constants (:mod:`planner.probe.meters.calibration`).
 """
 
@@ -105,13 +106,15 @@ def _version(text: str) -> tuple[int, ...]:
 def built_in_model(stack: Stack) -> tuple[StackModel, str | None]:
     """The built-in device model for ``stack``, and a note when it was fitted on another stack.
 
-    Same allocator configuration first, then the newest torch not newer than ``stack.torch`` (the
-    oldest built-in when all are newer). The note names what differs, for the plan.
+    Same allocator configuration first, then the same torch major version, then the nearest minor
+    version (the older of two as near). The note names what differs, for the plan.
     """
+    wanted = _version(stack.torch)
+
     def closeness(model: StackModel) -> tuple:
-        newer = _version(model.stack.torch) > _version(stack.torch)
-        return (model.stack.allocator == stack.allocator, not newer,
-                _version(model.stack.torch) if not newer else tuple(-part for part in _version(model.stack.torch)))
+        have = _version(model.stack.torch)
+        return (model.stack.allocator == stack.allocator, have[:1] == wanted[:1],
+                -abs(have[1:2][0] - wanted[1:2][0]) if have[1:] and wanted[1:] else 0, have <= wanted)
 
     chosen = max(BUILT_IN, key=closeness)
     differs = [what for what, same in (("torch", chosen.stack.torch == stack.torch),
