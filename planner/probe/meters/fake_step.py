@@ -281,6 +281,22 @@ class FakeStep:
         if self.recipe.scale_loss:
             self._scaler = GradScalerState()
 
+    def _phase_tracker(self, on_phase: Callable[[str], None] | None
+                       ) -> tuple[StorageTracker, tuple[Event, ...], Callable[[str], None]]:
+        """A recording tracker of the model's persistent tensors, the events of tracking them (the
+        setup), and ``enter(phase)``: the tracker's phase, told to ``on_phase`` too."""
+        tracker = StorageTracker(record=True)
+        tracker.track(self._persistent())
+        setup = tuple(tracker.events or ())
+        tracker.events = []
+
+        def enter(phase: str) -> None:
+            tracker.set_phase(phase)
+            if on_phase is not None:
+                on_phase(phase)
+
+        return tracker, setup, enter
+
     def _persistent(self) -> list[torch.Tensor]:
         tensors = [*self._model.parameters(), *self._model.buffers()]
         tensors += [p.grad for p in self._model.parameters() if p.grad is not None]
@@ -295,16 +311,7 @@ class FakeStep:
         with self.tensor_mode():
             if self._optimizer is None:
                 self._prepare_state()
-            tracker = StorageTracker(record=True)
-            tracker.track(self._persistent())
-            setup = tuple(tracker.events or ())
-            tracker.events = []
-
-            def enter(phase: str) -> None:
-                tracker.set_phase(phase)
-                if on_phase is not None:
-                    on_phase(phase)
-
+            tracker, setup, enter = self._phase_tracker(on_phase)
             with tracker, contextlib.ExitStack() as stack:
                 for mode in modes:
                     stack.enter_context(mode)
@@ -342,16 +349,7 @@ class FakeStep:
             self._optimizer = recipe.make_optimizer(self._model)
             self._scaler = GradScalerState() if recipe.scale_loss else None
             recipe.freeze()
-            tracker = StorageTracker(record=True)
-            tracker.track(self._persistent())
-            setup = tuple(tracker.events or ())
-            tracker.events = []
-
-            def enter(phase: str) -> None:
-                tracker.set_phase(phase)
-                if on_phase is not None:
-                    on_phase(phase)
-
+            tracker, setup, enter = self._phase_tracker(on_phase)
             with tracker, precision_policy(recipe.precision, recipe.arch) as region:
                 enter(PHASE_FROZEN)
                 frozen = self._recorded(tracker, lambda: self._forward_backward(batch_size, image_size, region))
