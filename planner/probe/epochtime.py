@@ -147,7 +147,8 @@ def with_loading(time: EntryTime, loader: LoaderTime) -> EntryTime:
     return time.model_copy(update={
         "train_seconds_per_epoch": round(passes["train"], 2), "valid_seconds_per_epoch": round(passes["valid"], 2),
         "epoch_seconds": round(epoch, 2), "frozen_epoch_seconds": round(frozen, 2),
-        "tta_seconds": round(passes["tta"], 2), "total_seconds": round(frozen + time.epochs * epoch + passes["tta"], 1),
+        "tta_seconds": round(passes["tta"], 2),
+        "total_seconds": round(_run_seconds({**passes, "frozen": frozen}, time.epochs), 1),
         "time_bound": slowest(totals)[0] if totals else time.time_bound, "bound_seconds": totals})
 
 
