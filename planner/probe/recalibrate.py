@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.base.entries import EntrySpec
-from planner.base.plan import Plan
-from planner.base.runfile import RunFile
+from planner.base.plan import Plan, PlanEntry
+from planner.base.runfile import EntryRecord, RunFile
 from planner.probe.meters.calibration import (
     Calibration,
     Pair,
@@ -57,34 +57,36 @@ def machine_stack(allocator_conf: str) -> Stack:
                     cudnn=torch.backends.cudnn.version())
 
 
+def _pair(stack: Stack, estimate: EstimateMeter, entry: PlanEntry | EntryRecord, grad_checkpointing: bool,
+          micro_batch: int, measured_bytes: int, source: str) -> Pair:
+    """One measured peak of ``entry`` beside the estimate's replay of the same configuration."""
+    spec = EntrySpec(name=entry.name, arch=entry.arch, item=entry.item, size=entry.size,
+                     grad_checkpointing=grad_checkpointing)
+    return Pair(stack, entry.arch, entry.size, grad_checkpointing, micro_batch,
+                estimate.replay_peaks(spec, micro_batch), measured_bytes, source)
+
+
 def probe_pairs(plan: Plan, estimate: EstimateMeter, stack: Stack) -> list[Pair]:
     """Pairs of a cuda-meter plan: each measured probe point (not an out-of-memory, not reused) with the
     estimate's replay of the same configuration."""
-    pairs = []
-    for entry in plan.entries:
-        for point in entry.probes:
-            if point.peak_bytes is None or point.oom or point.reused:
-                continue
-            question = EntrySpec(name=entry.name, arch=entry.arch, item=entry.item, size=entry.size,
-                                 grad_checkpointing=point.grad_checkpointing)
-            pairs.append(Pair(stack, entry.arch, entry.size, point.grad_checkpointing, point.micro_batch,
-                              estimate.replay_peaks(question, point.micro_batch), point.peak_bytes, "cuda probe"))
-    return pairs
+    return [
+        _pair(stack, estimate, entry, point.grad_checkpointing, point.micro_batch, point.peak_bytes, "cuda probe")
+        for entry in plan.entries
+        for point in entry.probes
+        if point.peak_bytes is not None and not point.oom and not point.reused
+    ]
 
 
 def run_pairs(run: RunFile, estimate: EstimateMeter, stack: Stack) -> list[Pair]:
     """Pairs of a run: each entry that finished on the GPU, its measured peak with the estimate's replay
     of the micro-batch it trained at."""
-    pairs = []
-    for entry in run.entries.values():
-        memory = entry.memory
-        if entry.status != "finished" or entry.device != "cuda" or memory is None or memory.meter != "cuda":
-            continue
-        spec = EntrySpec(name=entry.name, arch=entry.arch, item=entry.item, size=entry.size,
-                         grad_checkpointing=entry.grad_checkpointing)
-        pairs.append(Pair(stack, entry.arch, entry.size, entry.grad_checkpointing, entry.micro_batch,
-                          estimate.replay_peaks(spec, entry.micro_batch), memory.peak_bytes, "planner run"))
-    return pairs
+    return [
+        _pair(stack, estimate, entry, entry.grad_checkpointing, entry.micro_batch, entry.memory.peak_bytes,
+              "planner run")
+        for entry in run.entries.values()
+        if entry.status == "finished" and entry.device == "cuda"
+        and entry.memory is not None and entry.memory.meter == "cuda"
+    ]
 
 
 def record_run(run: RunFile, folder: Path | None = None) -> Path | None:
