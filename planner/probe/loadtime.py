@@ -72,8 +72,7 @@ def measure_loading(files: Sequence[Path], item: ItemTransform, workers: int, mi
     here = seconds_per_image(files, item)
     if not workers:
         return here, 0.0
-    start, per_image = worker_seconds(files, item, here, micro_batch)
-    return per_image, start
+    return worker_seconds(files, item, here, micro_batch)
 
 
 def worker_seconds(files: Sequence[Path], item: ItemTransform, per_image_here: float,
@@ -88,16 +87,16 @@ def worker_seconds(files: Sequence[Path], item: ItemTransform, per_image_here: f
         micro_batch: the batches the worker builds and hands over.
 
     Returns:
-        ``(start, per_image)``: a pass over one image, less that image; the seconds per image of the
-        longer pass after its start, never below ``per_image_here`` (a worker does all that this
-        thread does, and hands the batch over).
+        ``(per_image, start)``, as :func:`measure_loading`: the seconds per image of the longer pass
+        after its start, never below ``per_image_here`` (a worker does all that this thread does, and
+        hands the batch over); a pass over one image, less that image.
     """
     count = int(min(MAX_WORKER_IMAGES, max(len(files), WORKER_PASS_SECONDS / per_image_here)))
     repeated = [files[index % len(files)] for index in range(count)]
     one = _worker_pass(files[:1], item, micro_batch)
     many = _worker_pass(repeated, item, micro_batch)
     per_image = max((many - one) / (count - 1), per_image_here) if count > 1 else per_image_here
-    return max(one - per_image, 0.0), per_image
+    return per_image, max(one - per_image, 0.0)
 
 
 def _worker_pass(files: Sequence[Path], item: ItemTransform, micro_batch: int) -> float:

@@ -41,7 +41,7 @@ def test_the_run_loader_on_real_jpegs_takes_positive_time_here_and_in_a_worker(j
     files = sample_files(train_files(jpeg_folder), count=16)
     assert len(files) == 16 and {path.parent.name for path in files} == {"a", "b"}  # spread over the classes
     here = seconds_per_image(files, CROP)
-    start, per_image = worker_seconds(files, CROP, here, micro_batch=8)
+    per_image, start = worker_seconds(files, CROP, here, micro_batch=8)
     assert 0 < here < 1 and 0 < start < 10
     assert here <= per_image < 1  # a worker does what this thread does, and hands its batches over
 
