@@ -17,6 +17,7 @@ from pydantic import Field
 
 from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
+from planner.base.images import some_of
 from planner.base.jsonfile import load_record
 from planner.base.plan import Record
 from planner.base.runfile import DataRecord, FileSet
@@ -82,8 +83,9 @@ def training_changed(before: DataRecord, now: DataRecord) -> bool:
 
 
 def describe_change(before: DataRecord, now: DataRecord, old: Listing | None, new: Listing, part: str) -> str:
-    """What changed in ``part`` ("train" or "test"), e.g. ``2 files added (train_images/c1/a.png, ...),
-    class c3 added``; counts only when the old listing is missing."""
+    """What changed in ``part`` ("train" or "test"), e.g. ``class c3 added, 5 files added
+    (train_images/c3/a.png, train_images/c3/b.png, train_images/c3/c.png and 2 more)``; counts only when
+    the old listing is missing."""
     words = []
     if part == "train" and before.classes != now.classes:
         added = sorted(set(now.classes) - set(before.classes))
@@ -101,7 +103,6 @@ def describe_change(before: DataRecord, now: DataRecord, old: Listing | None, ne
         ("changed", sorted(name for name in set(old_files) & set(new_files) if old_files[name] != new_files[name])),
     ):
         if names:
-            shown = ", ".join(names[:SHOWN]) + (", …" if len(names) > SHOWN else "")
-            words.append(f"{len(names)} file{'s' if len(names) > 1 else ''} {kind} ({shown})")
+            words.append(f"{len(names)} file{'s' if len(names) > 1 else ''} {kind} ({some_of(names, SHOWN)})")
     return ", ".join(words) or "file times or sizes differ"
 
