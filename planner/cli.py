@@ -196,12 +196,12 @@ def probe(
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
-    from planner.probe.command import misfits
+    from planner.probe.command import misfit_message
 
     options = ProbeOptions(
         budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpus=tuple(gpu or ()), plan_for=plan_for,
-        prices=dict(_parse_named_number(item, "--price", "CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9")
-                    for item in price or []), models=models, arch=arch,
+        prices=_named_numbers(price, "--price", "CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9"), models=models,
+        arch=arch,
         size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
         device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
         host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
@@ -211,12 +211,9 @@ def probe(
         from planner.probe.plot import plot_plan
 
         console.print(f"plot written to {plot_plan(plan, output.with_suffix('.png'))}")
-    unfit = misfits(plan)
+    unfit = misfit_message(plan, checkpointing)
     if unfit:
-        how = " with checkpointing" if checkpointing else ""
-        raise PlanDoesNotFit(f"{len(unfit)} entr{'y does' if len(unfit) == 1 else 'ies do'} not fit "
-                             f"even at the smallest micro-batch{how}: {', '.join(unfit)} (`planner run` "
-                             "skips what does not fit)")
+        raise PlanDoesNotFit(unfit)
 
 
 TUNE_WEIGHTS_HELP = (
@@ -281,7 +278,7 @@ def tune_weights_command(
         seed=seed,
         storage=storage,
         study=study,
-        hand_weights=dict(_parse_named_number(item, "--hand-weights", "NAME=WEIGHT") for item in hand_weights or []),
+        hand_weights=_named_numbers(hand_weights, "--hand-weights", "NAME=WEIGHT"),
         folds=folds,
         force_weights=force_weights,
     )
@@ -335,6 +332,20 @@ def _tune_and_show(options):
         f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
     )
     return result
+
+
+def _named_numbers(items: list[str] | None, option: str, form: str) -> dict[str, float]:
+    """The ``NAME=NUMBER`` items of a repeatable option by name.
+
+    Raises:
+        UserError: an item is not ``NAME=NUMBER``, or names what another item names (which should win is unclear).
+    """
+    pairs = [_parse_named_number(item, option, form) for item in items or []]
+    names = [name for name, _ in pairs]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise UserError(f"{option} gives {twice} twice: give it once")
+    return dict(pairs)
 
 
 def _parse_named_number(item: str, option: str, form: str) -> tuple[str, float]:

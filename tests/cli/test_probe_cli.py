@@ -53,6 +53,21 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
     (entry,) = json.loads(out.read_text())["entries"]
     assert not entry["fits"] and entry["micro_batch"] == 2 and entry["predicted_peak_bytes"] > 40 * 2**20
     assert "do" in result.stderr and "not fit" in result.stderr
+    # what it needs and the fix, in one line: the smallest card it fits with the plan's margin
+    (line,) = result.stderr.strip().splitlines()
+    needed = entry["predicted_peak_bytes"] / (1 - json.loads(out.read_text())["margin"])
+    assert f"a card of at least {needed / 2**20:,.0f} MiB" in line and "--gpu-mem 0." in line
+
+
+def test_a_misfit_at_a_prime_effective_batch_names_the_batches_that_allow_smaller_steps(planner_cli, tmp_path):
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu-mem", "100MiB", "--arch", "resnet18", "--size", "64", "--device", "estimate",
+                         "--jobs", "1", "--effective-bs", "7", "--no-checkpointing", "-o", out)
+    assert result.returncode == 3, result.stderr
+    (entry,) = json.loads(out.read_text())["entries"]
+    assert entry["micro_batch"] == 7 and not entry["fits"]  # 7's only divisor above 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "7's smallest is 7), e.g. --effective-bs 8" in line and "leave out --no-checkpointing" in line
 
 
 @pytest.mark.parametrize(
@@ -68,6 +83,8 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{empty}"], "holds no images"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
         (["--gpu", "T5", "--arch", "resnet18", "--size", "64"], "unknown GPU 'T5'"),
+        (["--gpu", "T4", "--gpu-mem", "16G", "--arch", "resnet18", "--size", "64"],
+         "--gpu-mem 16.00 GiB is more than a T4 gives a process (14.76 GiB)"),
         (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "0"], "--host-speed 0 is not a speed"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "-2"], "a positive number"),
