@@ -47,7 +47,7 @@ def test_the_plan_can_be_for_another_card_of_the_comparison(planner_cli, tmp_pat
     (["--gpu", "T4", "--for", "T4"], "--for and --price compare cards: give two or more --gpu"),
     (["--gpu", "T4", "--gpu", "L4", "--gpu-mem", "16G"], "drop --gpu-mem"),
     (["--gpu", "T4", "--gpu", "L4", "--price", "L4=cheap"], "--price expects CARD=USD_PER_HOUR"),
-    (["--gpu", "T4", "--gpu", "L4", "--price", "L4=-1"], "must be a price per hour of 0 or more"),
+    (["--gpu", "T4", "--gpu", "L4", "--price", "L4=-1"], "must be a finite price per hour of 0 or more"),
     (["--gpu", "T4", "--gpu", "T4"], "names the same card twice"),
     (["--gpu", "T4", "--gpu", "L4", "--price", "L4=1", "--price", "L4=2"], "--price gives L4 twice"),
 ])
