@@ -172,9 +172,10 @@ def probe(
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
         "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
-    margin: Annotated[float | None, typer.Option(
-        "--margin", help="Fraction of the card kept free (0–0.5). Default: the one covering the meter's measured "
-                         "probe-to-run error, which the plan records.", show_default=False)] = ProbeOptions.margin,
+    margin: Annotated[str | None, typer.Option(
+        "--margin", help="Fraction of the card kept free (0–0.5, or a percentage: 0.1 or 10%). Default: the one "
+                         "covering the meter's measured probe-to-run error, which the plan records.",
+        show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = ProbeOptions.output,
     checkpointing: Annotated[bool, typer.Option(
@@ -201,10 +202,9 @@ def probe(
     options = ProbeOptions(
         budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpus=tuple(gpu or ()), plan_for=plan_for,
         prices=_named_numbers(price, "--price", "CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9"), models=models,
-        arch=arch,
-        size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
-        device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
+        arch=arch, size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
+        device=device.value, margin=None if margin is None else _parse_fraction(margin, "--margin"), output=output,
+        checkpointing=checkpointing, epochs=epochs, host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
     )
     plan = _probe_and_show(options)
     if plot:
@@ -332,6 +332,21 @@ def _tune_and_show(options):
         f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
     )
     return result
+
+
+def _parse_fraction(text: str, option: str) -> float:
+    """``"0.1"`` or ``"10%"`` → 0.1: a fraction as plans print it (margin 4%) or as a number.
+
+    Raises:
+        UserError: neither a number nor a percentage.
+    """
+    number = text.strip()
+    percent = number.endswith("%")
+    try:
+        value = float(number.removesuffix("%"))
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a fraction: write it as 0.1 or 10%") from None
+    return value / 100 if percent else value
 
 
 def _named_numbers(items: list[str] | None, option: str, form: str) -> dict[str, float]:

@@ -25,3 +25,9 @@ def card_needed(peak_bytes: float, margin: float) -> float:
     """The smallest card a predicted peak fits with ``margin`` of it kept free: ``peak / (1 − margin)``
     (an entry fits when its peak is under ``budget × (1 − margin)``)."""
     return peak_bytes / (1 - margin)
+
+
+def format_margin(margin: float) -> str:
+    """A margin as a percentage, exact to a hundredth of a percent (``0.04`` → ``4%``, ``0.025`` → ``2.5%``):
+    a margin given as 2.5 % is not shown as 2 %."""
+    return f"{round(margin * 100, 2):g}%"

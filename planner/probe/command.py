@@ -18,7 +18,7 @@ from planner.base.entries import EntrySpec, load_models_file, reference_entries,
 from planner.base.errors import UserError
 from planner.base.gpus import GIB, GpuSpec, find_gpu, get_gpu
 from planner.base.locations import data_folder_here
-from planner.base.margin import card_needed
+from planner.base.margin import card_needed, format_margin
 from planner.base.plan import MIN_MICRO_BATCH, Plan, TimeBasis, save_plan
 from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
 from planner.probe.cards import CardComparison, compare_cards
@@ -146,7 +146,7 @@ def misfit_message(plan: Plan, checkpointing: bool) -> str | None:
         card = card_needed(worst.predicted_peak_bytes or 0, plan.margin)
         text += (f"; {worst.name if len(unfit) > 1 else 'it'} needs {format_bytes(worst.predicted_peak_bytes)} at "
                  f"micro-batch {worst.micro_batch}{' with checkpointing' if worst.grad_checkpointing else ''}")
-        fixes[0] = (f"a card of at least {format_bytes(card)} with the {plan.margin:.0%} margin "
+        fixes[0] = (f"a card of at least {format_bytes(card)} with the {format_margin(plan.margin)} margin "
                     f"(--gpu-mem {math.ceil(card / GIB * 10) / 10:g}G)")
     if not checkpointing:
         fixes.append("checkpointing (leave out --no-checkpointing)")

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from planner.base.budget import format_bytes
+from planner.base.margin import format_margin
 
 if TYPE_CHECKING:
     from planner.base.plan import Plan, PlanEntry
@@ -61,7 +62,7 @@ def plan_table(plan: Plan) -> Table:
     loader's seconds per epoch when the probe timed a data folder's loading, and the pairs per budget
     when it has several. Entries that do not fit are red."""
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
-                        f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
+                        f"(effective batch {plan.effective_batch_size}, margin {format_margin(plan.margin)}, "
                         f"measured by {plan.measured_on.device})")
     columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
                "seconds")
@@ -119,7 +120,7 @@ def bound_cell(entry: PlanEntry) -> str:
 
 def margin_line(plan: Plan) -> str | None:
     """Where the plan's margin came from (None for older plans, which do not say)."""
-    return f"margin {plan.margin:.0%}: {plan.margin_basis}" if plan.margin_basis else None
+    return f"margin {format_margin(plan.margin)}: {plan.margin_basis}" if plan.margin_basis else None
 
 
 def timing_summary(plan: Plan) -> str | None:

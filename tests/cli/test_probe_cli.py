@@ -59,6 +59,16 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
     assert f"a card of at least {needed / 2**20:,.0f} MiB" in line and "--gpu-mem 0." in line
 
 
+def test_a_margin_is_given_as_a_fraction_or_as_the_percentage_plans_print(planner_cli, tmp_path):
+    for margin, fraction, shown in (("10%", 0.1, "margin 10%: given by --margin"),
+                                    ("2.5 %", 0.025, "margin 2.5%: given by --margin")):
+        out = tmp_path / f"plan{fraction}.json"
+        result = planner_cli("probe", "--gpu", "T4", "--margin", margin, "--arch", "resnet18", "--size", "64",
+                             "--device", "estimate", "--jobs", "1", "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(out.read_text())["margin"] == pytest.approx(fraction) and shown in result.stdout
+
+
 def test_a_misfit_at_a_prime_effective_batch_names_the_batches_that_allow_smaller_steps(planner_cli, tmp_path):
     out = tmp_path / "plan.json"
     result = planner_cli("probe", "--gpu-mem", "100MiB", "--arch", "resnet18", "--size", "64", "--device", "estimate",
@@ -89,6 +99,8 @@ def test_a_misfit_at_a_prime_effective_batch_names_the_batches_that_allow_smalle
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "0"], "--host-speed 0 is not a speed"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "-2"], "a positive number"),
         (["--gpu-mem", "16G", "--margin", "0.9"], "--margin 0.9 must be between 0 and 0.5"),
+        (["--gpu-mem", "16G", "--margin", "60%"], "--margin 0.6 must be between 0 and 0.5, e.g. 0.1 or 10%"),
+        (["--gpu-mem", "16G", "--margin", "ten"], "--margin 'ten' is not a fraction: write it as 0.1 or 10%"),
         (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
         (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--loader-workers", "-1"],
