@@ -127,7 +127,7 @@ def _check_budget_fits_card(budget_bytes: int, card: GpuSpec | None) -> None:
     if card is not None and budget_bytes > card.budget_bytes:
         raise UserError(f"--gpu-mem {format_bytes(budget_bytes)} is more than a {card.name} gives a process "
                         f"({format_bytes(card.budget_bytes)}): leave --gpu-mem out to plan for the whole {card.name}, "
-                        "or give less to keep part of it free")
+                        "or give less to keep part of it free (a card the GPU table lacks: --gpu-mem alone)")
 
 
 def misfit_message(plan: Plan, checkpointing: bool) -> str | None:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from planner.base.budget import format_bytes
+from planner.base.gpus import find_gpu
 from planner.base.margin import format_margin
 
 if TYPE_CHECKING:
@@ -124,9 +125,14 @@ def margin_line(plan: Plan) -> str | None:
 
 
 def timing_summary(plan: Plan) -> str | None:
-    """One line: the run's predicted total and what it assumes; None when the plan has no times."""
+    """One line: the run's predicted total and what it assumes; None when the plan has no times (or, when it
+    was measured on a card the GPU table does not know, why it has none)."""
     timing = plan.timing
     if timing is None:
+        card = plan.measured_on.gpu
+        if card and find_gpu(card) is None:
+            return (f"no predicted times: planner's GPU table has no {card} (its speeds are unknown); the plan is for "
+                    f"its memory")
         return None
     totals = [e.predicted_time.total_seconds for e in plan.entries if e.predicted_time]
     measured = [e.measured_time.total_seconds for e in plan.entries if e.measured_time]

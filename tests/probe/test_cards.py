@@ -67,3 +67,18 @@ def test_prices_that_cannot_price_a_card_are_refused(prices: dict[str, float], m
     options = ProbeOptions(gpus=("T4", "L4"), prices=prices, arch="resnet18", size=(64, 64))
     with pytest.raises(UserError, match=re.escape(message)):
         check_cards(options)
+
+
+def test_a_plan_measured_on_a_card_the_table_lacks_says_why_it_has_no_times(tmp_path: Path) -> None:
+    from planner.base.plan import load_plan
+    from planner.probe.report import timing_summary
+    from tests.run_data import plan_entry, write_plan
+
+    plan = load_plan(write_plan(tmp_path / "plan.json", [plan_entry("resnet18")]))
+
+    def measured_on(gpu: str):
+        return plan.model_copy(update={"measured_on": plan.measured_on.model_copy(update={"gpu": gpu})})
+
+    assert timing_summary(measured_on("NVIDIA H200")) == ("no predicted times: planner's GPU table has no NVIDIA H200 "
+                                                          "(its speeds are unknown); the plan is for its memory")
+    assert timing_summary(measured_on("Tesla T4")) is None  # a known card: nothing to explain
