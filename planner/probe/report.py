@@ -134,8 +134,9 @@ def timing_summary(plan: Plan) -> str | None:
             return (f"no predicted times: planner's GPU table has no {card} (its speeds are unknown); the plan is for "
                     f"its memory")
         return None
-    totals = [e.predicted_time.total_seconds for e in plan.entries if e.predicted_time]
-    measured = [e.measured_time.total_seconds for e in plan.entries if e.measured_time]
+    trained = [e for e in plan.entries if e.fits]  # `planner run` skips the rest
+    totals = [e.predicted_time.total_seconds for e in trained if e.predicted_time]
+    measured = [e.measured_time.total_seconds for e in trained if e.measured_time]
     if not totals and not measured:
         return None
     parts = []
@@ -145,7 +146,9 @@ def timing_summary(plan: Plan) -> str | None:
         parts.append(f"measured-rate total {format_duration(sum(measured))}")
     host = "" if timing.host is None else f"; host: {timing.host.cpu}" + (
         "" if timing.host.speed == 1 else f" × {timing.host.speed:g} (--host-speed)")
-    return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
+    count = len(plan.entries)
+    which = "" if len(trained) == count else f" of the {len(trained)} of {count} entries that fit"
+    return (", ".join(parts) + f"{which} for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
             f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}){host}; "
             f"{loading_summary(plan)}")
 

@@ -59,6 +59,22 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
     assert f"a card of at least {needed / 2**20:,.0f} MiB" in line and "--gpu-mem 0." in line
 
 
+def test_the_predicted_total_counts_only_the_entries_that_fit(planner_cli, tmp_path):
+    from planner.probe.report import format_duration
+
+    models = tmp_path / "models.toml"
+    models.write_text('[[model]]\narch = "resnet18"\nitem = { resize = 40, method = "squish" }\nsizes = [32]\n\n'
+                      '[[model]]\narch = "resnet50"\nitem = { resize = 256, method = "squish" }\nsizes = [224]\n')
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu", "T4", "--gpu-mem", "300MiB", "--models", models, "--device", "estimate",
+                         "--jobs", "1", "-o", out)
+    assert result.returncode == 3, result.stderr
+    fits, misfit = json.loads(out.read_text())["entries"]
+    assert fits["fits"] and not misfit["fits"] and misfit["predicted_time"]["total_seconds"] > 0
+    total = format_duration(fits["predicted_time"]["total_seconds"])  # `planner run` skips the misfit
+    assert f"predicted total {total} on T4 of the 1 of 2 entries that fit" in result.stdout
+
+
 def test_a_margin_is_given_as_a_fraction_or_as_the_percentage_plans_print(planner_cli, tmp_path):
     for margin, fraction, shown in (("10%", 0.1, "margin 10%: given by --margin"),
                                     ("2.5 %", 0.025, "margin 2.5%: given by --margin")):
