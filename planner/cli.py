@@ -143,8 +143,8 @@ def probe(
         "entry also gets a (micro-batch, accum) pair per size, which `planner run --backend ray` picks "
         "from by the GPU a task gets. Without it: --gpu's memory, else this machine's GPU.")] = None,
     gpu: Annotated[list[str] | None, typer.Option(
-        "--gpu", help="A card by name (T4, P100, V100-16G, V100-32G, A10G, L4, RTX 3090, RTX 4090, A100-40G, "
-        "A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
+        "--gpu", help="A card by name (T4, P100, V100-16G, V100-32G, A10G, A10, L4, L40S, RTX 3090, RTX 4090, "
+        "A100-40G, A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
         "gives each entry's predicted epoch and run time. Repeat it to compare cards: a plan for each, "
         "one table, PLAN.cards.json beside the plan; plan.json is for the first (or --for).")] = None,
     plan_for: Annotated[str | None, typer.Option(

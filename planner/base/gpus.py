@@ -85,11 +85,20 @@ GPUS: tuple[GpuSpec, ...] = (
             "AWS G5's card; NVIDIA publishes no A10G datasheet: tensor rate as reported for AWS's A10G "
             "(the A10's is 125), bandwidth as the A10's; GDDR6 with ECC: nvidia-smi shows 23,028 MiB, torch "
             "reports 22,587 MiB (22.06 GiB)"),
+    GpuSpec("A10", ("NVIDIA A10", "A10-24G"), 23_028, 22_587 * MIB, 125 * TERA, 31.2 * TERA, 600 * GIGA,
+            (_DATASHEETS["A10"], "https://github.com/modal-labs/modal-client/pull/2797"),
+            "datasheet's 250 TFLOPS fp16 is with sparsity; GDDR6 with ECC: nvidia-smi shows 23,028 MiB; budget as "
+            "the A10G's, the same board memory (torch reports 22,587 MiB there)"),
     GpuSpec("L4", ("NVIDIA L4", "L4-24G"), 23_034, 22_562 * MIB, 121 * TERA, 30.3 * TERA, 300 * GIGA,
             (_DATASHEETS["L4"], "https://grokipedia.com/page/NVIDIA_L4_vs_L40S",
              "https://hmc-tech.com/gpu/nvidia-l4-vs-nvidia-l40", "https://github.com/modal-labs/modal-client/pull/2797"),
             "datasheet's 242 TFLOPS fp16 is with sparsity; GDDR6 with ECC: nvidia-smi shows 23,034 MiB, torch "
             "reports 22.03 GiB (Colab's and Modal's L4s)"),
+    GpuSpec("L40S", ("NVIDIA L40S", "L40S-48G"), 46_068, 45_589 * MIB, 362.05 * TERA, 91.6 * TERA, 864 * GIGA,
+            ("https://www.mullet.se/product.html?product_id=355414", "https://hmc-tech.com/gpu/nvidia-l40s-vs-nvidia-t40",
+             "https://github.com/modal-labs/modal-client/pull/2797"),
+            "NVIDIA's table: fp16 tensor 362.05 TFLOPS (733 with sparsity), fp32 91.6; GDDR6 with ECC: nvidia-smi "
+            "shows 46,068 MiB, torch reports 45,589 MiB"),
     GpuSpec("RTX 3090", ("NVIDIA GeForce RTX 3090", "3090", "RTX3090"), 24_576, 25_447_170_048,
             71 * TERA, 35.6 * TERA, 936 * GIGA,
             (_DATASHEETS["GA102"], "https://docslib.org/doc/759549/nvidia-ampere-ga102-gpu-architecture-whitepaper"),

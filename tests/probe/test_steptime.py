@@ -58,8 +58,8 @@ def test_naive_efficiency_is_the_median_ratio():
 
 
 def test_gpu_table_has_sources_sane_figures_and_finds_cards_by_any_name():
-    assert {"T4", "P100", "V100-16G", "V100-32G", "A10G", "L4", "RTX 3090", "RTX 4090", "A100-40G", "A100-80G",
-            "H100"} <= {gpu.name for gpu in GPUS}
+    assert {"T4", "P100", "V100-16G", "V100-32G", "A10G", "A10", "L4", "L40S", "RTX 3090", "RTX 4090", "A100-40G",
+            "A100-80G", "H100"} <= {gpu.name for gpu in GPUS}
     for gpu in GPUS:
         assert gpu.sources and all(source.startswith("https://") for source in gpu.sources)
         assert 0 < gpu.budget_bytes <= gpu.memory_mib * MIB
@@ -87,7 +87,7 @@ def test_a_card_with_ecc_gddr6_plans_for_what_torch_reports_not_nvidia_smi():
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("A10", "did you mean A10G or A100-40G?"),
+    ("L40", "did you mean L40S or L4?"),
     ("tesal t4", "did you mean T4?"),
     ("A100 1g.10gb", "a MIG slice has its own share of the card's memory and speed: give the memory nvidia-smi"),
     ("Voodoo 2", "unknown GPU 'Voodoo 2': known cards are T4"),
