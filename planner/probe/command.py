@@ -125,9 +125,12 @@ def _check_budget_fits_card(budget_bytes: int, card: GpuSpec | None) -> None:
         UserError: ``budget_bytes`` is more than ``card.budget_bytes``.
     """
     if card is not None and budget_bytes > card.budget_bytes:
-        raise UserError(f"--gpu-mem {format_bytes(budget_bytes)} is more than a {card.name} gives a process "
-                        f"({format_bytes(card.budget_bytes)}): leave --gpu-mem out to plan for the whole {card.name}, "
-                        "or give less to keep part of it free (a card the GPU table lacks: --gpu-mem alone)")
+        given, usable = format_bytes(budget_bytes), format_bytes(card.budget_bytes)
+        if given == usable:  # e.g. 14.76G, as the plan shows a T4: more than the T4's 14.7557 GiB
+            given, usable = f"{budget_bytes:,} bytes", f"{card.budget_bytes:,} bytes"
+        raise UserError(f"--gpu-mem {given} is more than a {card.name} gives a process ({usable}): leave --gpu-mem "
+                        f"out to plan for the whole {card.name}, or give at most {card.budget_bytes // 2**20}MiB to "
+                        "keep part of it free (a card the GPU table lacks: --gpu-mem alone)")
 
 
 def misfit_message(plan: Plan, checkpointing: bool) -> str | None:

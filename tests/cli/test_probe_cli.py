@@ -110,7 +110,9 @@ def test_a_misfit_at_a_prime_effective_batch_names_the_batches_that_allow_smalle
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
         (["--gpu", "T5", "--arch", "resnet18", "--size", "64"], "unknown GPU 'T5'"),
         (["--gpu", "T4", "--gpu-mem", "16G", "--arch", "resnet18", "--size", "64"],
-         "--gpu-mem 16.00 GiB is more than a T4 gives a process (14.76 GiB)"),
+         "--gpu-mem 16.00 GiB is more than a T4 gives a process (14.76 GiB): leave --gpu-mem out"),
+        (["--gpu", "T4", "--gpu-mem", "14.76G", "--arch", "resnet18", "--size", "64"],  # as a T4's plan shows it
+         "--gpu-mem 15,848,429,322 bytes is more than a T4 gives a process (15,843,721,216 bytes)"),
         (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "0"], "--host-speed 0 is not a speed"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "-2"], "a positive number"),
