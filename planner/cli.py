@@ -143,8 +143,8 @@ def probe(
         "entry also gets a (micro-batch, accum) pair per size, which `planner run --backend ray` picks "
         "from by the GPU a task gets. Without it: --gpu's memory, else this machine's GPU.")] = None,
     gpu: Annotated[list[str] | None, typer.Option(
-        "--gpu", help="A card by name (T4, P100, V100-16G, V100-32G, A10G, L4, RTX 3090, RTX 4090, A100-40G, "
-        "A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
+        "--gpu", help="A card by name (T4, P100, V100-16G, V100-32G, A10G, A10, L4, L40S, RTX 3090, RTX 4090, "
+        "A100-40G, A100-80G, H100, H100-PCIE): its usable memory is the budget (unless --gpu-mem) and its speed "
         "gives each entry's predicted epoch and run time. Repeat it to compare cards: a plan for each, "
         "one table, PLAN.cards.json beside the plan; plan.json is for the first (or --for).")] = None,
     plan_for: Annotated[str | None, typer.Option(
@@ -172,9 +172,10 @@ def probe(
     data: DataOption = None,
     device: Annotated[ProbeDevice, typer.Option(
         "--device", help="auto: cuda when a GPU is present, else estimate.")] = ProbeDevice(ProbeOptions.device),
-    margin: Annotated[float | None, typer.Option(
-        "--margin", help="Fraction of the card kept free (0–0.5). Default: the one covering the meter's measured "
-                         "probe-to-run error, which the plan records.", show_default=False)] = ProbeOptions.margin,
+    margin: Annotated[str | None, typer.Option(
+        "--margin", help="Fraction of the card kept free (0–0.5, or a percentage: 0.1 or 10%). Default: the one "
+                         "covering the meter's measured probe-to-run error, which the plan records.",
+        show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Where to write the plan.")] = ProbeOptions.output,
     checkpointing: Annotated[bool, typer.Option(
@@ -196,27 +197,23 @@ def probe(
 ) -> None:
     """Measure training steps and plan the gradient accumulation that fits a GPU memory budget."""
     from planner.base.budget import parse_budget
-    from planner.probe.command import misfits
+    from planner.probe.command import misfit_message
 
     options = ProbeOptions(
         budgets=tuple(parse_budget(text) for text in gpu_mem or []), gpus=tuple(gpu or ()), plan_for=plan_for,
-        prices=dict(_parse_named_number(item, "--price", "CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9")
-                    for item in price or []), models=models, arch=arch,
-        size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
-        device=device.value, margin=margin, output=output, checkpointing=checkpointing, epochs=epochs,
-        host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
+        prices=_named_numbers(price, "--price", "CARD=USD_PER_HOUR, e.g. --price A100-80G=1.9"), models=models,
+        arch=arch, size=_parse_size(size) if size is not None else None, effective_batch_size=effective_bs, data=data,
+        device=device.value, margin=None if margin is None else _parse_fraction(margin, "--margin"), output=output,
+        checkpointing=checkpointing, epochs=epochs, host_speed=host_speed, jobs=jobs, loader_workers=loader_workers,
     )
     plan = _probe_and_show(options)
     if plot:
         from planner.probe.plot import plot_plan
 
         console.print(f"plot written to {plot_plan(plan, output.with_suffix('.png'))}")
-    unfit = misfits(plan)
+    unfit = misfit_message(plan, checkpointing)
     if unfit:
-        how = " with checkpointing" if checkpointing else ""
-        raise PlanDoesNotFit(f"{len(unfit)} entr{'y does' if len(unfit) == 1 else 'ies do'} not fit "
-                             f"even at the smallest micro-batch{how}: {', '.join(unfit)} (`planner run` "
-                             "skips what does not fit)")
+        raise PlanDoesNotFit(unfit)
 
 
 TUNE_WEIGHTS_HELP = (
@@ -281,7 +278,7 @@ def tune_weights_command(
         seed=seed,
         storage=storage,
         study=study,
-        hand_weights=dict(_parse_named_number(item, "--hand-weights", "NAME=WEIGHT") for item in hand_weights or []),
+        hand_weights=_named_numbers(hand_weights, "--hand-weights", "NAME=WEIGHT"),
         folds=folds,
         force_weights=force_weights,
     )
@@ -335,6 +332,35 @@ def _tune_and_show(options):
         f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
     )
     return result
+
+
+def _parse_fraction(text: str, option: str) -> float:
+    """``"0.1"`` or ``"10%"`` → 0.1: a fraction as plans print it (margin 4%) or as a number.
+
+    Raises:
+        UserError: neither a number nor a percentage.
+    """
+    number = text.strip()
+    percent = number.endswith("%")
+    try:
+        value = float(number.removesuffix("%"))
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a fraction: write it as 0.1 or 10%") from None
+    return value / 100 if percent else value
+
+
+def _named_numbers(items: list[str] | None, option: str, form: str) -> dict[str, float]:
+    """The ``NAME=NUMBER`` items of a repeatable option by name.
+
+    Raises:
+        UserError: an item is not ``NAME=NUMBER``, or names what another item names (which should win is unclear).
+    """
+    pairs = [_parse_named_number(item, option, form) for item in items or []]
+    names = [name for name, _ in pairs]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise UserError(f"{option} gives {twice} twice: give it once")
+    return dict(pairs)
 
 
 def _parse_named_number(item: str, option: str, form: str) -> tuple[str, float]:

@@ -30,7 +30,7 @@ from planner.base.compat import timm_renamed_models
 from planner.base.errors import UserError
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
-from planner.base.margin import margin_covering
+from planner.base.margin import card_needed, format_margin, margin_covering
 from planner.base.plan import AllocatorConfig, Plan, PlanEntry, batch_divisors, load_plan, micro_batch_for
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
@@ -300,9 +300,9 @@ def misfit_reason(entry: PlanEntry, plan: Plan) -> str:
     how = " with checkpointing" if entry.grad_checkpointing else ""
     text = (f"does not fit a {format_bytes(plan.budget_bytes)} card even at micro-batch {entry.micro_batch}{how}")
     if entry.predicted_peak_bytes is not None:
-        card = entry.predicted_peak_bytes / (1 - plan.margin)
+        card = card_needed(entry.predicted_peak_bytes, plan.margin)
         text += (f": needs {format_bytes(entry.predicted_peak_bytes)}, a card of at least {format_bytes(card)} "
-                 f"with the plan's {plan.margin:.0%} margin")
+                 f"with the plan's {format_margin(plan.margin)} margin")
     return text + " (train it anyway with --include-misfits)"
 
 

@@ -20,6 +20,7 @@ by a few MiB.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -69,23 +70,35 @@ GPUS: tuple[GpuSpec, ...] = (
             18.7 * TERA, 9.3 * TERA, 732 * GIGA,
             (_DATASHEETS["P100"], "https://tech4gamers.com/nvidia-tesla-p100-will-be-available-in-two-variants-of-16gb-12gb-hbm2/"),
             "PCIe 16 GB (Kaggle's); no tensor cores: tensor_flops is the fp16 CUDA-core rate"),
-    GpuSpec("V100-16G", ("V100", "Tesla V100-SXM2-16GB", "V100-SXM2-16GB"), 16_160, 16_160 * MIB,
-            125 * TERA, 15.7 * TERA, 900 * GIGA,
+    GpuSpec("V100-16G", ("V100", "Tesla V100-SXM2-16GB", "V100-SXM2-16GB", "Tesla V100-PCIE-16GB"), 16_160,
+            16_160 * MIB, 125 * TERA, 15.7 * TERA, 900 * GIGA,
+            (_DATASHEETS["V100"], "https://developer.nvidia.com/programming-tensor-cores-cuda-9-0"),
+            "SXM2 figures (PCIe: 112 TFLOPS); memory typical"),
+    GpuSpec("V100-32G", ("Tesla V100-SXM2-32GB", "V100-SXM2-32GB", "V100-32GB", "Tesla V100-PCIE-32GB"), 32_510,
+            32_510 * MIB, 125 * TERA, 15.7 * TERA, 900 * GIGA,
             (_DATASHEETS["V100"], "https://developer.nvidia.com/programming-tensor-cores-cuda-9-0"),
             "SXM2 figures; memory typical"),
-    GpuSpec("V100-32G", ("Tesla V100-SXM2-32GB", "V100-SXM2-32GB", "V100-32GB"), 32_510, 32_510 * MIB,
-            125 * TERA, 15.7 * TERA, 900 * GIGA,
-            (_DATASHEETS["V100"], "https://developer.nvidia.com/programming-tensor-cores-cuda-9-0"),
-            "SXM2 figures; memory typical"),
-    GpuSpec("A10G", ("NVIDIA A10G", "A10G-24G"), 23_028, 23_028 * MIB, 70 * TERA, 31.2 * TERA, 600 * GIGA,
+    GpuSpec("A10G", ("NVIDIA A10G", "A10G-24G"), 23_028, 22_587 * MIB, 70 * TERA, 31.2 * TERA, 600 * GIGA,
             ("https://aws.amazon.com/ec2/instance-types/g5/",
-             "https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/", _DATASHEETS["A10"]),
+             "https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/", _DATASHEETS["A10"],
+             "https://github.com/modal-labs/modal-client/pull/2797", "https://github.com/huggingface/local-gemma/pull/25"),
             "AWS G5's card; NVIDIA publishes no A10G datasheet: tensor rate as reported for AWS's A10G "
-            "(the A10's is 125), bandwidth and memory as the A10's; memory typical"),
-    GpuSpec("L4", ("NVIDIA L4", "L4-24G"), 23_034, 23_034 * MIB, 121 * TERA, 30.3 * TERA, 300 * GIGA,
+            "(the A10's is 125), bandwidth as the A10's; GDDR6 with ECC: nvidia-smi shows 23,028 MiB, torch "
+            "reports 22,587 MiB (22.06 GiB)"),
+    GpuSpec("A10", ("NVIDIA A10", "A10-24G"), 23_028, 22_587 * MIB, 125 * TERA, 31.2 * TERA, 600 * GIGA,
+            (_DATASHEETS["A10"], "https://github.com/modal-labs/modal-client/pull/2797"),
+            "datasheet's 250 TFLOPS fp16 is with sparsity; GDDR6 with ECC: nvidia-smi shows 23,028 MiB; budget as "
+            "the A10G's, the same board memory (torch reports 22,587 MiB there)"),
+    GpuSpec("L4", ("NVIDIA L4", "L4-24G"), 23_034, 22_562 * MIB, 121 * TERA, 30.3 * TERA, 300 * GIGA,
             (_DATASHEETS["L4"], "https://grokipedia.com/page/NVIDIA_L4_vs_L40S",
-             "https://hmc-tech.com/gpu/nvidia-l4-vs-nvidia-l40"),
-            "datasheet's 242 TFLOPS fp16 is with sparsity; memory typical"),
+             "https://hmc-tech.com/gpu/nvidia-l4-vs-nvidia-l40", "https://github.com/modal-labs/modal-client/pull/2797"),
+            "datasheet's 242 TFLOPS fp16 is with sparsity; GDDR6 with ECC: nvidia-smi shows 23,034 MiB, torch "
+            "reports 22.03 GiB (Colab's and Modal's L4s)"),
+    GpuSpec("L40S", ("NVIDIA L40S", "L40S-48G"), 46_068, 45_589 * MIB, 362.05 * TERA, 91.6 * TERA, 864 * GIGA,
+            ("https://www.mullet.se/product.html?product_id=355414", "https://hmc-tech.com/gpu/nvidia-l40s-vs-nvidia-t40",
+             "https://github.com/modal-labs/modal-client/pull/2797"),
+            "NVIDIA's table: fp16 tensor 362.05 TFLOPS (733 with sparsity), fp32 91.6; GDDR6 with ECC: nvidia-smi "
+            "shows 46,068 MiB, torch reports 45,589 MiB"),
     GpuSpec("RTX 3090", ("NVIDIA GeForce RTX 3090", "3090", "RTX3090"), 24_576, 25_447_170_048,
             71 * TERA, 35.6 * TERA, 936 * GIGA,
             (_DATASHEETS["GA102"], "https://docslib.org/doc/759549/nvidia-ampere-ga102-gpu-architecture-whitepaper"),
@@ -96,10 +109,11 @@ GPUS: tuple[GpuSpec, ...] = (
             (_DATASHEETS["ADA"], "https://www.mobylak.com/nvidia-reveals-ada-lovelace-gpu-secrets-extreme-"
              "transistor-counts-at-high-clocks/"),
             "fp16 tensor with fp32 accumulate 165.2 TFLOPS (330.3 with fp16 accumulate); budget typical"),
-    GpuSpec("A100-40G", ("A100", "NVIDIA A100-SXM4-40GB", "A100-SXM4-40GB", "A100-40GB"), 40_960,
-            42_505_273_344, 312 * TERA, 19.5 * TERA, 1555 * GIGA,
+    GpuSpec("A100-40G", ("A100", "NVIDIA A100-SXM4-40GB", "A100-SXM4-40GB", "A100-40GB", "NVIDIA A100-PCIE-40GB"),
+            40_960, 40_326 * MIB, 312 * TERA, 19.5 * TERA, 1555 * GIGA,
             (_DATASHEETS["A100"], "https://glennklockwood.com/garden/processors/A100"),
-            "SXM4; budget typical (torch reports 39.6 GiB)"),
+            "SXM4 speeds (the PCIe card's are the same); budget: the smaller of the two as torch reports it, "
+            "the PCIe card's 40,326 MiB (SXM4: 39.6 GiB)"),
     GpuSpec("A100-80G", ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB", "A100-80GB", "NVIDIA A100 80GB PCIe"), 81_920,
             85_031_714_816, 312 * TERA, 19.5 * TERA, 2039 * GIGA,
             (_DATASHEETS["A100"], "https://glennklockwood.com/garden/processors/A100"),
@@ -141,10 +155,25 @@ def get_gpu(name: str) -> GpuSpec:
     """The card called ``name``.
 
     Raises:
-        UserError: no card of that name; the message lists the known ones.
+        UserError: no card of that name; the message suggests the closest names (or, for a MIG slice,
+            its memory) and lists the known ones.
     """
     gpu = find_gpu(name)
     if gpu is None:
-        raise UserError(f"unknown GPU {name!r}: known cards are {', '.join(gpu_names())} "
-                        "(or give the memory with --gpu-mem)")
+        raise UserError(f"unknown GPU {name!r}: {_suggestion(name)}known cards are {', '.join(gpu_names())}; "
+                        "for another card give its memory with --gpu-mem, e.g. --gpu-mem 24G (no time prediction)")
     return gpu
+
+
+_MIG_PROFILE = re.compile(r"\b\d+g\.(\d+)gb\b", re.IGNORECASE)
+
+
+def _suggestion(name: str) -> str:
+    """The start of an unknown card's message: a MIG slice's memory, or the known names closest to ``name``."""
+    mig = _MIG_PROFILE.search(name)
+    if mig:
+        return (f"a MIG slice has its own share of the card's memory and speed: give the memory nvidia-smi shows "
+                f"for it with --gpu-mem (the profile's {mig.group(1)}gb is rounded up); ")
+    close = difflib.get_close_matches(_key(name), _BY_KEY, n=3, cutoff=0.8)
+    names = list(dict.fromkeys(_BY_KEY[key].name for key in close))
+    return f"did you mean {' or '.join(names)}? " if names else ""

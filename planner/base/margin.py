@@ -19,3 +19,15 @@ def margin_covering(worst_under: float) -> float:
     """The smallest whole-percent margin (at least :data:`MIN_MARGIN`) under which a run whose peak a
     meter under-predicted by ``-worst_under`` (``worst_under = predicted / measured − 1``) still fits."""
     return max(MIN_MARGIN, math.ceil(round(-worst_under * 100, 6)) / 100)
+
+
+def card_needed(peak_bytes: float, margin: float) -> float:
+    """The smallest card a predicted peak fits with ``margin`` of it kept free: ``peak / (1 − margin)``
+    (an entry fits when its peak is under ``budget × (1 − margin)``)."""
+    return peak_bytes / (1 - margin)
+
+
+def format_margin(margin: float) -> str:
+    """A margin as a percentage, exact to a hundredth of a percent (``0.04`` → ``4%``, ``0.025`` → ``2.5%``):
+    a margin given as 2.5 % is not shown as 2 %."""
+    return f"{round(margin * 100, 2):g}%"

@@ -11,6 +11,7 @@ written beside it (``PLAN.cards.json``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -84,9 +85,13 @@ def check_cards(options: ProbeOptions) -> tuple[str, ...]:
     if strangers:
         raise UserError(f"--for/--price name {', '.join(strangers)}, which no --gpu asks for: add --gpu "
                         f"{strangers[0]} or drop it")
-    bad = [f"{name}={price:g}" for name, price in options.prices.items() if not price >= 0]
+    bad = [f"{name}={price:g}" for name, price in options.prices.items() if not 0 <= price < math.inf]
     if bad:
-        raise UserError(f"--price {bad[0]} must be a price per hour of 0 or more, e.g. --price A100-80G=1.9")
+        raise UserError(f"--price {bad[0]} must be a finite price per hour of 0 or more, e.g. --price A100-80G=1.9")
+    priced = [get_gpu(name).name for name in options.prices]
+    twice = [name for name, card in zip(options.prices, priced, strict=True) if priced.count(card) > 1]
+    if twice:
+        raise UserError(f"--price names one card twice ({', '.join(twice)}): give each card one price")
     chosen = get_gpu(options.plan_for).name if options.plan_for else cards[0]
     return (chosen, *(card for card in cards if card != chosen))
 

@@ -7,16 +7,19 @@ the time basis, writing the plan) happens here, top to bottom.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
 from planner.base.allocator import use_allocator
 from planner.base.atomic import check_writable
+from planner.base.budget import format_bytes
 from planner.base.entries import EntrySpec, load_models_file, reference_entries, single_entry
 from planner.base.errors import UserError
-from planner.base.gpus import GpuSpec, find_gpu, get_gpu
+from planner.base.gpus import GIB, GpuSpec, find_gpu, get_gpu
 from planner.base.locations import data_folder_here
-from planner.base.plan import Plan, TimeBasis, save_plan
+from planner.base.margin import card_needed, format_margin
+from planner.base.plan import MIN_MICRO_BATCH, Plan, TimeBasis, save_plan
 from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
 from planner.probe.cards import CardComparison, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
@@ -67,6 +70,7 @@ def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[E
         raise UserError("several --gpu: compare them with compare_plans")
     card = get_gpu(options.gpus[0]) if options.gpus else None
     budgets = sorted(set(options.budgets)) or [_default_budget(card)]
+    _check_budget_fits_card(budgets[0], card)
     if card is None and torch.cuda.is_available():
         from planner.base.cuda_device import gpu_name
 
@@ -113,9 +117,48 @@ def check_data_gives_steps(probe_data: ProbeData, effective_batch_size: int) -> 
                 DEFAULT_VALID_PCT, fix="Probe with --effective-bs {n} or smaller")
 
 
-def misfits(plan: Plan) -> list[str]:
-    """The entries that do not fit even at the smallest micro-batch (`planner run` skips them)."""
-    return [entry.name for entry in plan.entries if not entry.fits]
+def _check_budget_fits_card(budget_bytes: int, card: GpuSpec | None) -> None:
+    """Refuse a plan's budget (``--gpu-mem``, the smallest of several) larger than what the named card gives a
+    process: its plan would fill memory the card does not have (a T4 sold as 16 GB gives 14.76 GiB).
+
+    Raises:
+        UserError: ``budget_bytes`` is more than ``card.budget_bytes``.
+    """
+    if card is not None and budget_bytes > card.budget_bytes:
+        given, usable = format_bytes(budget_bytes), format_bytes(card.budget_bytes)
+        if given == usable:  # e.g. 14.76G, as the plan shows a T4: more than the T4's 14.7557 GiB
+            given, usable = f"{budget_bytes:,} bytes", f"{card.budget_bytes:,} bytes"
+        raise UserError(f"--gpu-mem {given} is more than a {card.name} gives a process ({usable}): leave --gpu-mem "
+                        f"out to plan for the whole {card.name}, or give at most {card.budget_bytes // 2**20}MiB to "
+                        "keep part of it free (a card the GPU table lacks: --gpu-mem alone)")
+
+
+def misfit_message(plan: Plan, checkpointing: bool) -> str | None:
+    """One line for a plan with entries that do not fit (None when all fit): which, what the largest of
+    them needs (the smallest card it fits with the plan's margin) and what would make it fit."""
+    unfit = [entry for entry in plan.entries if not entry.fits]
+    if not unfit:
+        return None
+    how = " with checkpointing" if checkpointing else ""
+    text = (f"{len(unfit)} entr{'y does' if len(unfit) == 1 else 'ies do'} not fit even at the smallest "
+            f"micro-batch{how}: {', '.join(entry.name for entry in unfit)} (`planner run` skips what does not fit)")
+    fixes = ["a larger card", "a smaller image size or a lighter model"]
+    measured = [entry for entry in unfit if entry.predicted_peak_bytes is not None]
+    if measured:
+        worst = max(measured, key=lambda entry: entry.predicted_peak_bytes or 0)
+        card = card_needed(worst.predicted_peak_bytes or 0, plan.margin)
+        text += (f"; {worst.name if len(unfit) > 1 else 'it'} needs {format_bytes(worst.predicted_peak_bytes)} at "
+                 f"micro-batch {worst.micro_batch}{' with checkpointing' if worst.grad_checkpointing else ''}")
+        fixes[0] = (f"a card of at least {format_bytes(card)} with the {format_margin(plan.margin)} margin "
+                    f"(--gpu-mem {math.ceil(card / GIB * 10) / 10:g}G)")
+    if not checkpointing:
+        fixes.append("checkpointing (leave out --no-checkpointing)")
+    smallest = min(entry.micro_batch for entry in unfit)
+    if smallest > MIN_MICRO_BATCH:
+        batch = plan.effective_batch_size
+        fixes.append(f"an --effective-bs with a smaller divisor (micro-batches divide it; {batch}'s smallest is "
+                     f"{smallest}), e.g. --effective-bs {batch + 1}")
+    return f"{text}: try {', or '.join(fixes)}"
 
 
 def _entries(options: ProbeOptions) -> list[EntrySpec]:

@@ -89,8 +89,8 @@ class ProbeOptions:
         if self.device not in ("auto", "cuda", "cpu", "estimate"):
             raise UserError(f"--device {self.device!r} must be auto, cuda, cpu or estimate")
         if self.margin is not None and not 0 <= self.margin <= MAX_MARGIN:
-            raise UserError(f"--margin {self.margin} must be between 0 and {MAX_MARGIN}, e.g. 0.1, or left out "
-                            "to keep the meter's measured error free")
+            raise UserError(f"--margin {self.margin:g} must be between 0 and {MAX_MARGIN}, e.g. 0.1 or 10%, or left "
+                            "out to keep the meter's measured error free")
         if self.epochs < 0:
             raise UserError(f"--epochs {self.epochs} must be 0 or more")
         if self.jobs is not None and self.jobs < 1:

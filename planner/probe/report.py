@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from planner.base.budget import format_bytes
+from planner.base.gpus import find_gpu
+from planner.base.margin import format_margin
 
 if TYPE_CHECKING:
     from planner.base.plan import Plan, PlanEntry
@@ -61,7 +63,7 @@ def plan_table(plan: Plan) -> Table:
     loader's seconds per epoch when the probe timed a data folder's loading, and the pairs per budget
     when it has several. Entries that do not fit are red."""
     table = Table(title=f"plan for a {format_bytes(plan.budget_bytes)} card "
-                        f"(effective batch {plan.effective_batch_size}, margin {plan.margin:.0%}, "
+                        f"(effective batch {plan.effective_batch_size}, margin {format_margin(plan.margin)}, "
                         f"measured by {plan.measured_on.device})")
     columns = ("entry", "accum", "micro-batch", "checkpointing", "predicted peak", "headroom", "probes", "OOMs",
                "seconds")
@@ -119,16 +121,22 @@ def bound_cell(entry: PlanEntry) -> str:
 
 def margin_line(plan: Plan) -> str | None:
     """Where the plan's margin came from (None for older plans, which do not say)."""
-    return f"margin {plan.margin:.0%}: {plan.margin_basis}" if plan.margin_basis else None
+    return f"margin {format_margin(plan.margin)}: {plan.margin_basis}" if plan.margin_basis else None
 
 
 def timing_summary(plan: Plan) -> str | None:
-    """One line: the run's predicted total and what it assumes; None when the plan has no times."""
+    """One line: the run's predicted total and what it assumes; None when the plan has no times (or, when it
+    was measured on a card the GPU table does not know, why it has none)."""
     timing = plan.timing
     if timing is None:
+        card = plan.measured_on.gpu
+        if card and find_gpu(card) is None:
+            return (f"no predicted times: planner's GPU table has no {card} (its speeds are unknown); the plan is for "
+                    f"its memory")
         return None
-    totals = [e.predicted_time.total_seconds for e in plan.entries if e.predicted_time]
-    measured = [e.measured_time.total_seconds for e in plan.entries if e.measured_time]
+    trained = [e for e in plan.entries if e.fits]  # `planner run` skips the rest
+    totals = [e.predicted_time.total_seconds for e in trained if e.predicted_time]
+    measured = [e.measured_time.total_seconds for e in trained if e.measured_time]
     if not totals and not measured:
         return None
     parts = []
@@ -138,7 +146,9 @@ def timing_summary(plan: Plan) -> str | None:
         parts.append(f"measured-rate total {format_duration(sum(measured))}")
     host = "" if timing.host is None else f"; host: {timing.host.cpu}" + (
         "" if timing.host.speed == 1 else f" × {timing.host.speed:g} (--host-speed)")
-    return (", ".join(parts) + f" for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
+    count = len(plan.entries)
+    which = "" if len(trained) == count else f" of the {len(trained)} of {count} entries that fit"
+    return (", ".join(parts) + f"{which} for fine_tune({timing.epochs}) + TTA: {timing.n_train:,} training, "
             f"{timing.n_valid:,} held-out, {timing.n_test:,} test images ({timing.data}){host}; "
             f"{loading_summary(plan)}")
 

@@ -53,6 +53,47 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
     (entry,) = json.loads(out.read_text())["entries"]
     assert not entry["fits"] and entry["micro_batch"] == 2 and entry["predicted_peak_bytes"] > 40 * 2**20
     assert "do" in result.stderr and "not fit" in result.stderr
+    # what it needs and the fix, in one line: the smallest card it fits with the plan's margin
+    (line,) = result.stderr.strip().splitlines()
+    needed = entry["predicted_peak_bytes"] / (1 - json.loads(out.read_text())["margin"])
+    assert f"a card of at least {needed / 2**20:,.0f} MiB" in line and "--gpu-mem 0." in line
+
+
+def test_the_predicted_total_counts_only_the_entries_that_fit(planner_cli, tmp_path):
+    from planner.probe.report import format_duration
+
+    models = tmp_path / "models.toml"
+    models.write_text('[[model]]\narch = "resnet18"\nitem = { resize = 40, method = "squish" }\nsizes = [32]\n\n'
+                      '[[model]]\narch = "resnet50"\nitem = { resize = 256, method = "squish" }\nsizes = [224]\n')
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu", "T4", "--gpu-mem", "300MiB", "--models", models, "--device", "estimate",
+                         "--jobs", "1", "-o", out)
+    assert result.returncode == 3, result.stderr
+    fits, misfit = json.loads(out.read_text())["entries"]
+    assert fits["fits"] and not misfit["fits"] and misfit["predicted_time"]["total_seconds"] > 0
+    total = format_duration(fits["predicted_time"]["total_seconds"])  # `planner run` skips the misfit
+    assert f"predicted total {total} on T4 of the 1 of 2 entries that fit" in result.stdout
+
+
+def test_a_margin_is_given_as_a_fraction_or_as_the_percentage_plans_print(planner_cli, tmp_path):
+    for margin, fraction, shown in (("10%", 0.1, "margin 10%: given by --margin"),
+                                    ("2.5 %", 0.025, "margin 2.5%: given by --margin")):
+        out = tmp_path / f"plan{fraction}.json"
+        result = planner_cli("probe", "--gpu", "T4", "--margin", margin, "--arch", "resnet18", "--size", "64",
+                             "--device", "estimate", "--jobs", "1", "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(out.read_text())["margin"] == pytest.approx(fraction) and shown in result.stdout
+
+
+def test_a_misfit_at_a_prime_effective_batch_names_the_batches_that_allow_smaller_steps(planner_cli, tmp_path):
+    out = tmp_path / "plan.json"
+    result = planner_cli("probe", "--gpu-mem", "100MiB", "--arch", "resnet18", "--size", "64", "--device", "estimate",
+                         "--jobs", "1", "--effective-bs", "7", "--no-checkpointing", "-o", out)
+    assert result.returncode == 3, result.stderr
+    (entry,) = json.loads(out.read_text())["entries"]
+    assert entry["micro_batch"] == 7 and not entry["fits"]  # 7's only divisor above 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "7's smallest is 7), e.g. --effective-bs 8" in line and "leave out --no-checkpointing" in line
 
 
 @pytest.mark.parametrize(
@@ -68,10 +109,16 @@ def test_entry_that_does_not_fit_stays_in_the_plan_and_exits_3(planner_cli, tmp_
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{empty}"], "holds no images"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--data", "{nowhere}"], "no train_images"),
         (["--gpu", "T5", "--arch", "resnet18", "--size", "64"], "unknown GPU 'T5'"),
+        (["--gpu", "T4", "--gpu-mem", "16G", "--arch", "resnet18", "--size", "64"],
+         "--gpu-mem 16.00 GiB is more than a T4 gives a process (14.76 GiB): leave --gpu-mem out"),
+        (["--gpu", "T4", "--gpu-mem", "14.76G", "--arch", "resnet18", "--size", "64"],  # as a T4's plan shows it
+         "--gpu-mem 15,848,429,322 bytes is more than a T4 gives a process (15,843,721,216 bytes)"),
         (["--arch", "resnet18", "--size", "64"], "no GPU here to plan for"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "0"], "--host-speed 0 is not a speed"),
         (["--gpu", "T4", "--arch", "resnet18", "--size", "64", "--host-speed", "-2"], "a positive number"),
         (["--gpu-mem", "16G", "--margin", "0.9"], "--margin 0.9 must be between 0 and 0.5"),
+        (["--gpu-mem", "16G", "--margin", "60%"], "--margin 0.6 must be between 0 and 0.5, e.g. 0.1 or 10%"),
+        (["--gpu-mem", "16G", "--margin", "ten"], "--margin 'ten' is not a fraction: write it as 0.1 or 10%"),
         (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
         (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--loader-workers", "-1"],

@@ -109,6 +109,15 @@ def test_unknown_hand_weight_is_refused(tmp_path: Path) -> None:
     assert "unknown" in done.stderr and done.stderr.count("\n") == 1
 
 
+def test_a_hand_weight_given_twice_is_refused(tmp_path: Path) -> None:
+    probs, targets = informative_and_noise(rows=60)
+    write_run(tmp_path, ["a", "b"], probs, targets)
+    done = planner("tune-weights", str(tmp_path), "--hand-weights", "a=2", "--hand-weights", "a=3")
+    assert done.returncode == 2
+    assert "--hand-weights gives a twice: give it once" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "optuna.db").exists()
+
+
 def test_cli_writes_the_files_and_prints_the_report(tmp_path: Path) -> None:
     probs, targets = informative_and_noise(rows=200)
     write_run(tmp_path, ["good", "vit_noise"], probs, targets)

@@ -162,6 +162,21 @@ def test_calibrate_keeps_the_cards_constants_and_the_next_estimate_says_so(publi
     assert not uncalibrated.calibrated and uncalibrated.fitted_on == TODAY.fitted_on
 
 
+def test_pairs_from_several_cards_are_calibrated_per_card_under_the_gpu_tables_names(published_pairs,
+                                                                                      tmp_path) -> None:
+    """A pairs file whose cards carry CUDA's names (recorded before the GPU table knew them) calibrates each card
+    under the name `--gpu` plans with; a card the table does not know keeps CUDA's name."""
+    todays = _todays_stack_pairs(published_pairs)[:4]
+    names = {"NVIDIA L4": "L4", "Tesla V100-PCIE-16GB": "V100-16G", "NVIDIA H200": "NVIDIA H200"}
+    source = _write(tmp_path / "cards.jsonl", [replace(pair, stack=replace(pair.stack, gpu=cuda_name))
+                                               for cuda_name in names for pair in todays])
+    report = calibrate_stacks([source])
+    assert report.pairs == 12 and sorted(r.stack.gpu for r in report.calibrations) == sorted(names.values())
+    for card in ("L4", "V100-16G"):
+        record = get_meter("estimate", gpu=get_gpu(card)).measured_on().device_model
+        assert record.calibrated and record.points == 4
+
+
 def test_recorded_pairs_replay_the_estimates_own_card_bytes(monkeypatch, tmp_path) -> None:
     """The recording function on a real plan: each pair's replay, through the meter's device model, gives
     the card bytes the estimate itself reported for that probe."""

@@ -1,6 +1,7 @@
 """Step-time arithmetic, the GPU table and the epoch arithmetic: pure functions with hand-checked numbers."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -57,8 +58,8 @@ def test_naive_efficiency_is_the_median_ratio():
 
 
 def test_gpu_table_has_sources_sane_figures_and_finds_cards_by_any_name():
-    assert {"T4", "P100", "V100-16G", "V100-32G", "A10G", "L4", "RTX 3090", "RTX 4090", "A100-40G", "A100-80G",
-            "H100"} <= {gpu.name for gpu in GPUS}
+    assert {"T4", "P100", "V100-16G", "V100-32G", "A10G", "A10", "L4", "L40S", "RTX 3090", "RTX 4090", "A100-40G",
+            "A100-80G", "H100"} <= {gpu.name for gpu in GPUS}
     for gpu in GPUS:
         assert gpu.sources and all(source.startswith("https://") for source in gpu.sources)
         assert 0 < gpu.budget_bytes <= gpu.memory_mib * MIB
@@ -69,6 +70,32 @@ def test_gpu_table_has_sources_sane_figures_and_finds_cards_by_any_name():
     assert find_gpu("NVIDIA GeForce RTX 3090") is get_gpu("rtx3090") and find_gpu("Voodoo 2") is None
     with pytest.raises(UserError, match="known cards are T4, P100"):
         get_gpu("T5")
+
+
+def test_the_names_cuda_reports_for_pcie_cards_find_them():
+    assert find_gpu("Tesla V100-PCIE-16GB") is get_gpu("V100-16G")
+    assert find_gpu("Tesla V100-PCIE-32GB") is get_gpu("V100-32G")
+    assert find_gpu("NVIDIA A100-PCIE-40GB") is get_gpu("A100")
+    assert find_gpu("NVIDIA A100-SXM4-80GB MIG 1g.10gb") is None  # a slice is not the whole card
+
+
+def test_a_card_with_ecc_gddr6_plans_for_what_torch_reports_not_nvidia_smi():
+    # nvidia-smi shows 23,028 / 23,034 MiB; torch reports 22.06 / 22.03 GiB: a plan must stay under the latter
+    for name, torch_total_gib in (("A10G", 22.06), ("L4", 22.03), ("T4", 14.76)):
+        gpu = get_gpu(name)
+        assert gpu.budget_bytes < gpu.memory_mib * MIB and gpu.budget_bytes / 2**30 <= torch_total_gib + 0.005
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("L40", "did you mean L40S or L4?"),
+    ("tesal t4", "did you mean T4?"),
+    ("A100 1g.10gb", "a MIG slice has its own share of the card's memory and speed: give the memory nvidia-smi"),
+    ("Voodoo 2", "unknown GPU 'Voodoo 2': known cards are T4"),
+])
+def test_an_unknown_card_is_answered_with_the_closest_names_and_the_way_round(name, message):
+    with pytest.raises(UserError, match=re.escape(message)) as refused:
+        get_gpu(name)
+    assert "--gpu-mem" in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_epoch_and_run_time_count_fastai_loops():

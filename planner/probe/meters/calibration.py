@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -86,18 +86,25 @@ class Pair:
         size = tuple(int(side) for side in data["size"])
         if len(size) != 2 or int(data["measured_bytes"]) <= 0 or int(data["micro_batch"]) <= 0:
             raise ValueError("size, measured_bytes or micro_batch out of range")
-        return cls(Stack(**data["stack"]), str(data["arch"]), (size[0], size[1]), bool(data["grad_checkpointing"]),
-                   int(data["micro_batch"]), replay, int(data["measured_bytes"]), str(data["source"]))
+        stack = Stack(**data["stack"])  # a card recorded before the GPU table knew it is named as the table names it
+        return cls(replace(stack, gpu=_table_name(stack.gpu)), str(data["arch"]), (size[0], size[1]),
+                   bool(data["grad_checkpointing"]), int(data["micro_batch"]), replay, int(data["measured_bytes"]),
+                   str(data["source"]))
+
+
+def _table_name(gpu: str | None) -> str | None:
+    """A card as the GPU table names it (``NVIDIA L4`` → ``L4``), or as given when the table has no such card."""
+    from planner.base.gpus import find_gpu
+
+    card = find_gpu(gpu) if gpu else None
+    return card.name if card else gpu
 
 
 def stack_of(gpu: str | None, torch_version: str, allocator_conf: str, driver: str | None = None,
              cudnn: int | None = None) -> Stack:
     """The :class:`Stack` of a card (named as CUDA or the GPU table names it) and its software."""
-    from planner.base.gpus import find_gpu
-
-    card = find_gpu(gpu) if gpu else None
     return Stack(torch=torch_minor(torch_version), allocator=allocator_options(allocator_conf),
-                 gpu=card.name if card else gpu, driver=driver, cudnn=cudnn)
+                 gpu=_table_name(gpu), driver=driver, cudnn=cudnn)
 
 
 def append_pairs(pairs: Iterable[Pair], folder: Path | None = None) -> Path | None:
