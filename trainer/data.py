@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from planner.base.errors import UserError
 from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link, some_of
+from planner.base.pixels import open_rgb
 from planner.base.threads import usable_cores
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
@@ -55,11 +54,9 @@ def label_of(name: str) -> str:
 
 
 def _decode(path: Path) -> str | None:
-    """Why ``path`` cannot be decoded, or None when it can."""
+    """Why ``path`` cannot be decoded as training reads it, or None when it can."""
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG only; others: no-op
-            image.load()
+        open_rgb(path, reduce=8)
     except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError...)
         return str(error) or type(error).__name__
     return None

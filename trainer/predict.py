@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
 from planner.base.images import images_in, is_broken_link
+from planner.base.pixels import open_rgb
 from planner.base.runfile import load_run
 from planner_trainer.options import PredictOptions
 from planner_trainer.rerun import retrain_command
@@ -230,12 +230,11 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why PIL cannot decode the image (as fastai's ``PILImage.create`` will), or None."""
+    """Why the image cannot be decoded as the models read it (``planner.base.pixels.open_rgb``), or None."""
     if is_broken_link(path):
         return f"a broken symbolic link: its target {os.readlink(path)} does not exist"
     try:
-        with Image.open(path) as image:
-            image.convert("RGB")
+        open_rgb(path, reduce=8)
     except Exception as error:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
         return str(error) or type(error).__name__
     return None
