@@ -4,25 +4,23 @@ Layout: ``train_images/<label>/*`` (one folder per class), ``test_images/*`` (op
 optional ``sample_submission.csv``. Items are named by their path relative to the data folder with
 forward slashes (``train_images/3/img_12.png``); test items by their file name (``img_7.png``), as
 ``sample_submission.csv`` names them. Image files are recognised by extension (``planner.base.images``,
-the rule the probe and predict use too); every one is decoded once before training, so that corrupt
-files are reported by name before hours of training, not in the middle of them: all of them in one
-line (the first few when many), so that one rerun finds them fixed, and so are broken symbolic links. PIL's ``verify()``
-alone misses a truncated JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``:
-the whole compressed stream is read, the inverse transform mostly skipped), on a thread per core
-(PIL releases the GIL while decoding); what it costs: benchmarks/RESULTS.md, "What does a run cost beyond
-training?".
+the rule the probe and predict use too); every one is decoded once before training as training reads it
+(``planner.base.pixels.check_images``), so that corrupt files are reported by name before hours of
+training, not in the middle of them: all of them in one line (the first few when many), so that one
+rerun finds them fixed, and so are broken symbolic links. PIL's ``verify()`` alone misses a truncated
+JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``: the whole compressed stream
+is read, the inverse transform mostly skipped), on a thread per core; what it costs:
+benchmarks/RESULTS.md, "What does a run cost beyond training?".
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from planner.base.errors import UserError
-from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link, some_of
-from planner.base.pixels import open_rgb
-from planner.base.threads import usable_cores
+from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link
+from planner.base.pixels import check_images
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
 
@@ -51,37 +49,6 @@ class DataLayout:
 def label_of(name: str) -> str:
     """The class of a training item (``train_images/<label>/<file>``): its folder name."""
     return name.split("/")[-2]
-
-
-def _decode(path: Path) -> str | None:
-    """Why ``path`` cannot be decoded as training reads it, or None when it can."""
-    try:
-        open_rgb(path, reduce=8)
-    except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError...)
-        return str(error) or type(error).__name__
-    return None
-
-
-def check_images(paths: list[Path], root: Path) -> None:
-    """Decode every image once, on a thread per core.
-
-    Args:
-        paths: the image files.
-        root: the data folder, which the message names the images relative to.
-
-    Raises:
-        UserError: images cannot be decoded; one line names how many, which (in ``paths`` order, the
-            first five when more) and why the first fails.
-    """
-    with ThreadPoolExecutor(max_workers=min(8, len(usable_cores()))) as pool:
-        failed = [(path.relative_to(root).as_posix(), problem)
-                  for path, problem in zip(paths, pool.map(_decode, paths), strict=True) if problem is not None]
-    if len(failed) == 1:
-        raise UserError(f"cannot read image {failed[0][0]} ({failed[0][1]}): replace or remove it")
-    if failed:
-        names = some_of([name for name, _ in failed])
-        raise UserError(f"cannot read {len(failed)} images: {names} (the first: {failed[0][1]}): replace or remove "
-                        "them")
 
 
 def scan_data(data_dir: str | Path) -> DataLayout:

@@ -25,7 +25,7 @@ import numpy as np
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
 from planner.base.images import images_in, is_broken_link
-from planner.base.pixels import open_rgb
+from planner.base.pixels import decode_problem
 from planner.base.runfile import load_run
 from planner_trainer.options import PredictOptions
 from planner_trainer.rerun import retrain_command
@@ -230,14 +230,10 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why the image cannot be decoded as the models read it (``planner.base.pixels.open_rgb``), or None."""
+    """Why the image cannot be read as the models read it (a broken link, or ``decode_problem``), or None."""
     if is_broken_link(path):
         return f"a broken symbolic link: its target {os.readlink(path)} does not exist"
-    try:
-        open_rgb(path, reduce=8)
-    except Exception as error:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-        return str(error) or type(error).__name__
-    return None
+    return decode_problem(path)
 
 
 def _names(paths: list[Path]) -> tuple[str, ...]:

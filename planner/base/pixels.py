@@ -7,14 +7,22 @@ integer images are scaled from 0–65535 and float images from 0–1 (values out
 whose EXIF orientation says "rotated" is turned the way every image viewer shows it. A palette image
 with per-entry transparency goes through RGBA (the same colours, without PIL's warning). Alpha is
 dropped, as by ``convert("RGB")``.
+
+:func:`check_images` decodes files before they are used, so that an unreadable one is named in one line
+before hours of work rather than in a traceback in the middle of them.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from planner.base.errors import UserError
+from planner.base.images import some_of
+from planner.base.threads import usable_cores
 
 EXIF_ORIENTATION = 0x0112
 INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -54,3 +62,35 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _eight_bit(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.nan_to_num(pixels).round().clip(0, 255).astype(np.uint8))
+
+
+def decode_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read by :func:`open_rgb` (at 1/8 scale: the whole file is still read), or
+    None when it can."""
+    try:
+        open_rgb(path, reduce=8)
+    except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError...)
+        return str(error) or type(error).__name__
+    return None
+
+
+def check_images(paths: list[Path], root: Path) -> None:
+    """Decode every image once, on a thread per core (PIL releases the GIL while decoding).
+
+    Args:
+        paths: the image files.
+        root: the data folder, which the message names the images relative to.
+
+    Raises:
+        UserError: images cannot be decoded; one line names how many, which (in ``paths`` order, the
+            first five when more) and why the first fails.
+    """
+    with ThreadPoolExecutor(max_workers=min(8, len(usable_cores()))) as pool:
+        failed = [(path.relative_to(root).as_posix(), problem)
+                  for path, problem in zip(paths, pool.map(decode_problem, paths), strict=True) if problem is not None]
+    if len(failed) == 1:
+        raise UserError(f"cannot read image {failed[0][0]} ({failed[0][1]}): replace or remove it")
+    if failed:
+        names = some_of([name for name, _ in failed])
+        raise UserError(f"cannot read {len(failed)} images: {names} (the first: {failed[0][1]}): replace or remove "
+                        "them")

@@ -80,9 +80,9 @@ def test_a_palette_image_with_transparency_reads_as_its_colours_without_warnings
 def test_the_data_loaders_of_training_and_prediction_read_files_the_same_way(tmp_path: Path) -> None:
     plain = written(tmp_path / "grey.png", Image.fromarray(GREY))
     wide = written(tmp_path / "grey16.png", Image.fromarray(GREY.astype(np.uint16) * 257))
-    dls = make_dataloaders([plain, wide], get_x=lambda path: path, get_y=lambda path: path.stem, is_valid=lambda path: False,
-                           item=ItemTransform(resize=(48, 64), method="squish"), size=(48, 64), micro_batch=2,
-                           device="cpu", num_workers=0)
+    dls = make_dataloaders([plain, wide], get_x=lambda path: path, get_y=lambda path: path.stem,
+                           is_valid=lambda path: False, item=ItemTransform(resize=(48, 64), method="squish"),
+                           size=(48, 64), micro_batch=2, device="cpu", num_workers=0)
     images = dls.test_dl([plain, wide]).one_batch()[0]  # what `planner predict` feeds the models
     assert images[0].std().item() > 0
     assert images[0].equal(images[1])
