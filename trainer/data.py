@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.base.errors import UserError
-from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link
+from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link, some_of
 from planner.base.pixels import check_images
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
@@ -49,6 +49,17 @@ class DataLayout:
 def label_of(name: str) -> str:
     """The class of a training item (``train_images/<label>/<file>``): its folder name."""
     return name.split("/")[-2]
+
+
+def _empty_class(class_dir: Path) -> str:
+    """The refusal of a class folder without images, naming the sub-folders it has (only the images
+    directly in a class folder are read)."""
+    subfolders = class_folders(class_dir)
+    if subfolders:
+        return (f"class folder train_images/{class_dir.name} holds no image, only the sub-folder(s) "
+                f"{some_of([folder.name for folder in subfolders])}: put its images directly in "
+                f"train_images/{class_dir.name}/ (sub-folders are not read)")
+    return f"class folder train_images/{class_dir.name} holds no image: add its images or remove the folder"
 
 
 def scan_data(data_dir: str | Path) -> DataLayout:
@@ -81,12 +92,13 @@ def scan_data(data_dir: str | Path) -> DataLayout:
         raise UserError(f"train_images/{loose[0]} is not inside a class folder ({LAYOUT_HINT})")
     class_dirs = class_folders(train_dir)
     if len(class_dirs) < 2:
-        raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two")
+        raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two: one "
+                        "folder of images per class, train_images/<label>/*")
     train: list[str] = []
     for class_dir in class_dirs:
         files = images_in(class_dir, broken_links=True)
         if not files:
-            raise UserError(f"class folder train_images/{class_dir.name} holds no image")
+            raise UserError(_empty_class(class_dir))
         train.extend(p.relative_to(root).as_posix() for p in files)
     test = [p.name for p in images_in(test_dir, broken_links=True)] if test_dir.is_dir() else []
     paths = [root / name for name in train] + [test_dir / name for name in test]

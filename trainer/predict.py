@@ -24,7 +24,7 @@ import numpy as np
 
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
-from planner.base.images import images_in, is_broken_link
+from planner.base.images import IMAGE_SUFFIXES, images_in, is_broken_link
 from planner.base.pixels import decode_problem
 from planner.base.runfile import load_run
 from planner_trainer.options import PredictOptions
@@ -207,9 +207,9 @@ def _entry_weights(run_dir: Path, weights: Mapping[str, float] | None) -> dict[s
 
 
 def list_images(images: Sequence[str | Path]) -> list[Path]:
-    """Image files, in the order given; a folder's image files (by extension) sorted by name. Broken
-    symbolic links are kept (as the links, not their missing targets): predict reports them with the
-    unreadable images.
+    """Image files, in the order given, each once; a folder's image files (by extension) sorted by name.
+    Symbolic links are kept as the links (a link is named by its own name, as `planner run` names test
+    images; a broken one is reported with the unreadable images).
 
     Raises:
         UserError: a path does not exist, or there is no image at all.
@@ -223,9 +223,11 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
             files.append(path)
         else:
             raise UserError(f"{path} not found: pass image files or folders of images")
-    files = list(dict.fromkeys(path.absolute() if is_broken_link(path) else path.resolve() for path in files))
+    files = list(dict.fromkeys(Path(os.path.abspath(path)) for path in files))  # a link keeps its own name
     if not files:
-        raise UserError(f"no image file in {', '.join(map(str, images))}")
+        raise UserError(f"no image file in {', '.join(map(str, images))}: pass image files "
+                        f"({' '.join(sorted(IMAGE_SUFFIXES))}) or folders that hold them directly (their "
+                        "sub-folders are not read)")
     return files
 
 

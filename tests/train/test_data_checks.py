@@ -99,3 +99,21 @@ def test_the_probe_refuses_an_unreadable_image_it_would_read_in_one_line(tmp_pat
     assert done.stderr.startswith("error: cannot read image train_images/c1/img_5.png (")
     assert done.stderr.endswith("): replace or remove it\n")
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_a_class_folder_whose_images_sit_in_a_sub_folder_is_named_with_the_fix(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=3, test=1)
+    nested = data / "train_images" / "c2" / "c2"  # as an archive extracted into its own folder leaves it
+    nested.mkdir()
+    for image in sorted((data / "train_images" / "c2").glob("*.png")):
+        image.rename(nested / image.name)
+    assert refusal(data) == ("class folder train_images/c2 holds no image, only the sub-folder(s) c2: put its "
+                             "images directly in train_images/c2/ (sub-folders are not read)")
+    nested.rename(tmp_path / "elsewhere")
+    assert refusal(data) == "class folder train_images/c2 holds no image: add its images or remove the folder"
+
+
+def test_a_single_class_is_refused_with_the_layout_training_needs(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", classes=1, per_class=3, test=1)
+    assert refusal(data).endswith("holds 1 class folder(s); training needs at least two: one folder of images per "
+                                  "class, train_images/<label>/*")
