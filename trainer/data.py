@@ -4,26 +4,23 @@ Layout: ``train_images/<label>/*`` (one folder per class), ``test_images/*`` (op
 optional ``sample_submission.csv``. Items are named by their path relative to the data folder with
 forward slashes (``train_images/3/img_12.png``); test items by their file name (``img_7.png``), as
 ``sample_submission.csv`` names them. Image files are recognised by extension (``planner.base.images``,
-the rule the probe and predict use too); every one is decoded once before training, so that corrupt
-files are reported by name before hours of training, not in the middle of them: all of them in one
-line (the first few when many), so that one rerun finds them fixed, and so are broken symbolic links. PIL's ``verify()``
-alone misses a truncated JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``:
-the whole compressed stream is read, the inverse transform mostly skipped), on a thread per core
-(PIL releases the GIL while decoding); what it costs: benchmarks/RESULTS.md, "What does a run cost beyond
-training?".
+the rule the probe and predict use too); every one is decoded once before training as training reads it
+(``planner.base.pixels.check_images``), so that corrupt files are reported by name before hours of
+training, not in the middle of them: all of them in one line (the first few when many), so that one
+rerun finds them fixed, and so are broken symbolic links. PIL's ``verify()`` alone misses a truncated
+JPEG (it reads the headers only); a JPEG is decoded at 1/8 scale (``draft``: the whole compressed stream
+is read, the inverse transform mostly skipped), on a thread per core; what it costs:
+benchmarks/RESULTS.md, "What does a run cost beyond training?".
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from planner.base.errors import UserError
 from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link, some_of
-from planner.base.threads import usable_cores
+from planner.base.pixels import check_images
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
 
@@ -54,37 +51,15 @@ def label_of(name: str) -> str:
     return name.split("/")[-2]
 
 
-def _decode(path: Path) -> str | None:
-    """Why ``path`` cannot be decoded, or None when it can."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG only; others: no-op
-            image.load()
-    except Exception as error:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError...)
-        return str(error) or type(error).__name__
-    return None
-
-
-def check_images(paths: list[Path], root: Path) -> None:
-    """Decode every image once, on a thread per core.
-
-    Args:
-        paths: the image files.
-        root: the data folder, which the message names the images relative to.
-
-    Raises:
-        UserError: images cannot be decoded; one line names how many, which (in ``paths`` order, the
-            first five when more) and why the first fails.
-    """
-    with ThreadPoolExecutor(max_workers=min(8, len(usable_cores()))) as pool:
-        failed = [(path.relative_to(root).as_posix(), problem)
-                  for path, problem in zip(paths, pool.map(_decode, paths), strict=True) if problem is not None]
-    if len(failed) == 1:
-        raise UserError(f"cannot read image {failed[0][0]} ({failed[0][1]}): replace or remove it")
-    if failed:
-        names = some_of([name for name, _ in failed])
-        raise UserError(f"cannot read {len(failed)} images: {names} (the first: {failed[0][1]}): replace or remove "
-                        "them")
+def _empty_class(class_dir: Path) -> str:
+    """The refusal of a class folder without images, naming the sub-folders it has (only the images
+    directly in a class folder are read)."""
+    subfolders = class_folders(class_dir)
+    if subfolders:
+        return (f"class folder train_images/{class_dir.name} holds no image, only the sub-folder(s) "
+                f"{some_of([folder.name for folder in subfolders])}: put its images directly in "
+                f"train_images/{class_dir.name}/ (sub-folders are not read)")
+    return f"class folder train_images/{class_dir.name} holds no image: add its images or remove the folder"
 
 
 def scan_data(data_dir: str | Path) -> DataLayout:
@@ -117,12 +92,13 @@ def scan_data(data_dir: str | Path) -> DataLayout:
         raise UserError(f"train_images/{loose[0]} is not inside a class folder ({LAYOUT_HINT})")
     class_dirs = class_folders(train_dir)
     if len(class_dirs) < 2:
-        raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two")
+        raise UserError(f"{train_dir} holds {len(class_dirs)} class folder(s); training needs at least two: one "
+                        "folder of images per class, train_images/<label>/*")
     train: list[str] = []
     for class_dir in class_dirs:
         files = images_in(class_dir, broken_links=True)
         if not files:
-            raise UserError(f"class folder train_images/{class_dir.name} holds no image")
+            raise UserError(_empty_class(class_dir))
         train.extend(p.relative_to(root).as_posix() for p in files)
     test = [p.name for p in images_in(test_dir, broken_links=True)] if test_dir.is_dir() else []
     paths = [root / name for name in train] + [test_dir / name for name in test]

@@ -12,6 +12,7 @@ from typing import Literal
 
 from planner.base.errors import UserError
 from planner.base.runfile import RunSettings
+from planner.base.seeds import check_seed
 from planner.base.trainsize import DEFAULT_VALID_PCT
 
 
@@ -55,6 +56,7 @@ class RunOptions:
             raise UserError(f"--valid-pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
         if self.device not in ("auto", "cuda", "cpu"):
             raise UserError(f"--device {self.device!r} must be auto, cuda or cpu")
+        check_seed(self.seed)
 
     def settings(self) -> RunSettings:
         """The settings every entry of a run folder must share (recorded in run.json)."""

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
-from planner.base.images import images_in, is_broken_link
+from planner.base.images import IMAGE_SUFFIXES, images_in, is_broken_link
+from planner.base.pixels import decode_problem
 from planner.base.runfile import load_run
 from planner_trainer.options import PredictOptions
 from planner_trainer.rerun import retrain_command
@@ -207,9 +207,9 @@ def _entry_weights(run_dir: Path, weights: Mapping[str, float] | None) -> dict[s
 
 
 def list_images(images: Sequence[str | Path]) -> list[Path]:
-    """Image files, in the order given; a folder's image files (by extension) sorted by name. Broken
-    symbolic links are kept (as the links, not their missing targets): predict reports them with the
-    unreadable images.
+    """Image files, in the order given, each once; a folder's image files (by extension) sorted by name.
+    Symbolic links are kept as the links (a link is named by its own name, as `planner run` names test
+    images; a broken one is reported with the unreadable images).
 
     Raises:
         UserError: a path does not exist, or there is no image at all.
@@ -223,22 +223,19 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
             files.append(path)
         else:
             raise UserError(f"{path} not found: pass image files or folders of images")
-    files = list(dict.fromkeys(path.absolute() if is_broken_link(path) else path.resolve() for path in files))
+    files = list(dict.fromkeys(Path(os.path.abspath(path)) for path in files))  # a link keeps its own name
     if not files:
-        raise UserError(f"no image file in {', '.join(map(str, images))}")
+        raise UserError(f"no image file in {', '.join(map(str, images))}: pass image files "
+                        f"({' '.join(sorted(IMAGE_SUFFIXES))}) or folders that hold them directly (their "
+                        "sub-folders are not read)")
     return files
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why PIL cannot decode the image (as fastai's ``PILImage.create`` will), or None."""
+    """Why the image cannot be read as the models read it (a broken link, or ``decode_problem``), or None."""
     if is_broken_link(path):
         return f"a broken symbolic link: its target {os.readlink(path)} does not exist"
-    try:
-        with Image.open(path) as image:
-            image.convert("RGB")
-    except Exception as error:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-        return str(error) or type(error).__name__
-    return None
+    return decode_problem(path)
 
 
 def _names(paths: list[Path]) -> tuple[str, ...]:

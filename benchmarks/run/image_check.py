@@ -1,11 +1,13 @@
 """Cost of checking a data folder's images before training: PIL's ``verify()`` against a decode.
 
-``planner run`` decodes every image once (``planner_trainer.data.check_images``: a JPEG at 1/8 scale through
+``planner run`` decodes every image once (``planner.base.pixels.check_images``: a JPEG at 1/8 scale through
 PIL's ``draft``, on a thread per core), because ``verify()`` reads headers only and passes a truncated
 JPEG. Arms, each over the same generated 640 × 480 JPEGs (Paddy Doctor's size; smooth noise, quality
 90), repeated and the median taken: ``verify`` (the old check), ``draft`` (decode at 1/8 scale, one
 thread), ``full`` (a whole decode, one thread), ``check_images`` (the product: draft on the pool).
-Also: whether each arm catches a JPEG cut in half. Usage::
+Also: whether each arm catches a JPEG cut in half; and what training's read of an image costs, fastai's
+``PILImage.create`` (``fastai_read``) against the ``RGBImage.create`` the run uses (``training_read``:
+``planner.base.pixels.open_rgb``, with its EXIF and pixel-type handling). Usage::
 
     python -m benchmarks.run.image_check [--images 200] [--reps 5] [--out benchmarks/results/image_check.json]
 """
@@ -21,11 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fastai.vision.core import PILImage
 from PIL import Image, ImageFilter
 
 from benchmarks.paths import RESULTS
 from planner.base.errors import UserError
-from planner_trainer.data import check_images
+from planner.base.pixels import check_images
+from planner.base.rgb_image import RGBImage
 
 
 def verify(path: Path) -> None:
@@ -63,6 +67,8 @@ def main() -> None:
             "draft": lambda: [decode(path, True) for path in paths],
             "full": lambda: [decode(path, False) for path in paths],
             "check_images": lambda: check_images(paths, root),
+            "fastai_read": lambda: [PILImage.create(path) for path in paths],
+            "training_read": lambda: [RGBImage.create(path) for path in paths],
         }
         seconds: dict[str, list[float]] = {name: [] for name in arms}
         for rep in range(args.reps):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from planner.base.errors import UserError
 
 UTF8_BOM = codecs.BOM_UTF8
+UTF16 = "UTF-16 text"  # text, in another encoding than the UTF-8 every reader takes
 # What a file starts with when it is not text: shown so that a misnamed file is recognised.
 MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -32,8 +33,8 @@ MAGIC = (
     (b"\x1f\x8b", "a gzip archive"),
     (b"%PDF", "a PDF"),
     (b"SQLite format 3\x00", "an SQLite database"),
-    (codecs.BOM_UTF16_LE, "UTF-16 text"),
-    (codecs.BOM_UTF16_BE, "UTF-16 text"),
+    (codecs.BOM_UTF16_LE, UTF16),
+    (codecs.BOM_UTF16_BE, UTF16),
 )
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
@@ -76,6 +77,8 @@ def read_text(path: Path, what: str, fix: str) -> str:
     """
     data = read_bytes(path, what, fix)
     kind = describe_bytes(data)
+    if kind == UTF16:
+        raise UserError(f"{what} {path} is {kind}, not UTF-8: save it as UTF-8, or {fix}")
     if kind is not None:
         raise UserError(f"{what} {path} is {kind}, not text: {fix}")
     try:

@@ -60,7 +60,7 @@ def make_dataloaders(
 
     Args:
         items: the item list (file paths for training, anything ``get_x`` understands otherwise).
-        get_x: item -> image (a path or a PIL image).
+        get_x: item -> image (a path, read by ``planner.base.pixels.open_rgb``, or a PIL image).
         get_y: item -> label.
         is_valid: item -> True when the item is in the held-out split.
         item: the item transform, applied per image on the CPU.
@@ -73,8 +73,10 @@ def make_dataloaders(
     """
     from fastai.vision.all import CategoryBlock, DataBlock, FuncSplitter, ImageBlock
 
+    from planner.base.rgb_image import RGBImage
+
     block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock(vocab=list(vocab) if vocab is not None else None)),
+        blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=list(vocab) if vocab is not None else None)),
         get_x=get_x,
         get_y=get_y,
         splitter=FuncSplitter(is_valid),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.base.errors import UserError
+from planner.base.seeds import check_seed
 
 MIN_FOLDS = 2
 
@@ -33,7 +34,8 @@ class TuneOptions:
     force_weights: bool = False
 
     def __post_init__(self) -> None:
-        """Refuse an unknown sampler or too few trials or folds, in one line naming the option.
+        """Refuse an unknown sampler, too few trials or folds or a seed out of range, in one line naming
+        the option.
 
         Raises:
             UserError: the first such option.
@@ -46,3 +48,4 @@ class TuneOptions:
             raise UserError(f"--trials must be at least 1, got {self.trials}")
         if self.folds < MIN_FOLDS:
             raise UserError(f"--folds must be at least {MIN_FOLDS}, got {self.folds}")
+        check_seed(self.seed)

@@ -45,6 +45,7 @@ import optuna
 from planner.base.compat import gp_sampler
 from planner.base.errors import UserError, first_line
 from planner.base.lock import held_exclusively
+from planner.base.seeds import MAX_SEED
 from planner.ensemble.objectives import log_loss, row_log_losses
 from planner.ensemble.storage import sqlite_file
 
@@ -115,8 +116,8 @@ def run_study(
     """Run (or resume) a study minimising the held-out log loss of the weighted average.
 
     The plain average and the best single model are enqueued first, so the study is never worse
-    than either. Before each trial the sampler is seeded with ``seed + completed trials``, so a
-    resumed study draws what an unbroken one would have (module docstring, "Resume").
+    than either. Before each trial the sampler is seeded with ``seed + completed trials`` (modulo
+    2**32), so a resumed study draws what an unbroken one would have (module docstring, "Resume").
 
     Args:
         p_true: (models, rows) probabilities of the true class.
@@ -174,7 +175,8 @@ def _run(
         start = done = _completed(study)
         todo, ran = max(0, trials - done), 0
         while done < trials:
-            study.sampler = SAMPLERS[sampler](seed + done)  # per trial: a resumed study draws as an unbroken one
+            # per trial: a resumed study draws as an unbroken one; wrapped to stay a seed near MAX_SEED
+            study.sampler = SAMPLERS[sampler]((seed + done) % (MAX_SEED + 1))
             trial = study.ask()
             params = {name: trial.suggest_float(name, 0.0, 1.0) for name in names}
             study.tell(trial, log_loss(weights_from_params(params, names), p_true))

@@ -59,8 +59,8 @@ def load_sample(data_dir: Path | None, test_names: tuple[str, ...]) -> Sample:
 
     Raises:
         UserError: the sample is a folder, unreadable, not UTF-8 text, not CSV, has fewer than two
-            columns, no column names the test files, an id without extension fits two test files, or
-            it lists files that have no prediction.
+            columns, no row while there are test predictions, no column names the test files, an id
+            without extension fits two test files, or it lists files that have no prediction.
     """
     sample = data_dir / SAMPLE if data_dir is not None else None
     if sample is None or not sample.exists():
@@ -72,8 +72,13 @@ def load_sample(data_dir: Path | None, test_names: tuple[str, ...]) -> Sample:
     except csv.Error as error:
         raise UserError(f"sample submission {sample} is not CSV ({error}): give the competition's file") from None
     if len(header) < 2:
-        raise UserError(f"{sample} needs a header with an id column and a label column, got {header}")
+        raise UserError(f"{sample} needs a header with an id column and a label column, got {header}: give the "
+                        "competition's sample_submission.csv, comma-separated (image_id,label)")
     rows = [row + [""] * (len(header) - len(row)) for row in rows if row]
+    if not rows and test_names:
+        raise UserError(f"sample submission {sample} lists no test file (only its header), the run predicted "
+                        f"{len(test_names)}: give the competition's sample_submission.csv, or remove it to write "
+                        "one row per test image")
     if not rows:
         return Sample(tuple(header), (), _label_column(header, 0), 0, ())
     names = _Names(test_names)

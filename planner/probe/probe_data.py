@@ -1,7 +1,9 @@
 """Where the probe's batches come from: generated images by default, or a data folder's images.
 
 Peak memory does not depend on pixel values, only on shapes, so generated images at the item
-transform's size give the same peaks; ``--data`` probes with the user's own files instead.
+transform's size give the same peaks; ``--data`` probes with the user's own files instead: a sample of
+them spread over every class (the one the loading time is measured on), decoded first so that an
+unreadable one is refused in one line before any probing (`planner run` checks every image).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 from planner.base.errors import UserError
 from planner.base.images import class_folders, images_in
+from planner.base.pixels import check_images
 from planner.base.plan import ItemTransform, Size
+from planner.probe.loadtime import sample_files
 
 SYNTHETIC_CLASSES = 10
 
@@ -49,9 +53,9 @@ class ProbeData:
         from planner.base.recipe import make_dataloaders
 
         n_train = micro_batch * n_batches
-        # Repeat the files when the folder has fewer than the probe needs; items are "index|path"
-        # strings because fastai's transforms would split tuple items apart.
-        paths = itertools.islice(itertools.cycle(self.files), n_train + n_valid)
+        # Repeat the checked sample as often as the probe needs; items are "index|path" strings because
+        # fastai's transforms would split tuple items apart.
+        paths = itertools.islice(itertools.cycle(sample_files(self.files)), n_train + n_valid)
         items = [f"{index}|{path}" for index, path in enumerate(paths)]
         return make_dataloaders(
             items, get_x=lambda key: Path(key.split("|", 1)[1]),
@@ -65,7 +69,8 @@ def probe_data_from_folder(folder: str | Path | None) -> ProbeData:
     """Probe data for ``--data``: the training images in ``folder/train_images/<label>/``.
 
     Raises:
-        UserError: the folder or its train_images folder is missing, or holds no images.
+        UserError: the folder or its train_images folder is missing, holds no images, or images of the
+            sample the probe reads cannot be decoded.
     """
     if folder is None:
         return ProbeData()
@@ -80,5 +85,6 @@ def probe_data_from_folder(folder: str | Path | None) -> ProbeData:
     files = [path for folder in class_folders(train) for path in images_in(folder)]
     if not files:
         raise UserError(f"data folder {train} holds no images: expected train_images/<label>/*.jpg")
+    check_images(sample_files(files), root)
     labels = tuple(sorted({path.parent.name for path in files}))
     return ProbeData(files=tuple(files), labels=labels)

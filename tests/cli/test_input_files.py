@@ -58,7 +58,7 @@ def test_a_plan_with_a_byte_order_mark_is_read(tmp_path: Path, plan_text: str) -
         (b"", "is empty"),
         (PNG, "is a PNG image, not text"),
         (b"PK\x03\x04rest", "is a zip archive"),
-        (codecs.BOM_UTF16_LE + "{}".encode("utf-16-le"), "is UTF-16 text"),
+        (codecs.BOM_UTF16_LE + "{}".encode("utf-16-le"), "is UTF-16 text, not UTF-8: save it as UTF-8, or "),
         (b"image_id,label\na.png,c0\n", "is not JSON (it looks like CSV)"),
         (b'{"version": 1,', "is not JSON: Expecting property name enclosed in double quotes at line 1 column 15"),
         (b"[1, 2]", "holds a JSON list, not an object"),

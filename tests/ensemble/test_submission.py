@@ -99,3 +99,17 @@ def test_ids_that_match_no_test_file_are_still_counted_and_named(tmp_path: Path)
     message = refusal(sample_in(tmp_path, "image_id,label\nimg_0,x\nimg_7,x\nimg_8.png,x\n"))
     assert message.startswith("2 of the 3 test file(s) listed in") and "(first: img_7)" in message
     assert "no prediction" in message and "predict the whole test folder" not in message
+
+
+def test_a_sample_with_only_its_header_is_refused_while_there_are_test_predictions(tmp_path: Path) -> None:
+    data = sample_in(tmp_path / "data", "image_id,label\n")
+    assert refusal(data) == (f"sample submission {data / 'sample_submission.csv'} lists no test file (only its "
+                             "header), the run predicted 3: give the competition's sample_submission.csv, or remove "
+                             "it to write one row per test image")
+    assert load_sample(data, ()).rows == ()  # no test images: an empty submission is right
+
+
+def test_a_sample_in_another_delimiter_is_refused_with_the_fix(tmp_path: Path) -> None:
+    data = sample_in(tmp_path / "data", "image_id;label\nimg_0.png;c0\n")
+    assert refusal(data).endswith("got ['image_id;label']: give the competition's sample_submission.csv, "
+                                  "comma-separated (image_id,label)")

@@ -86,3 +86,34 @@ def test_the_probe_refuses_broken_links_too(tmp_path: Path) -> None:
     os.unlink(data / "train_images" / "c3")
     with pytest.raises(UserError, match=r"c1/gone\.jpg is a broken symbolic link"):
         probe_data_from_folder(data)
+
+
+def test_the_probe_refuses_an_unreadable_image_it_would_read_in_one_line(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=4, test=1)
+    image = data / "train_images" / "c1" / "img_5.png"
+    image.write_bytes(image.read_bytes()[:100])  # truncated: PIL opens its header, decoding fails
+    done = run_planner("probe", "--arch", "resnet10t", "--size", "32", "--gpu-mem", "2G", "--effective-bs", "4",
+                       "--data", data, "-o", tmp_path / "plan.json", timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: cannot read image train_images/c1/img_5.png (")
+    assert done.stderr.endswith("): replace or remove it\n")
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_a_class_folder_whose_images_sit_in_a_sub_folder_is_named_with_the_fix(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=3, test=1)
+    nested = data / "train_images" / "c2" / "c2"  # as an archive extracted into its own folder leaves it
+    nested.mkdir()
+    for image in sorted((data / "train_images" / "c2").glob("*.png")):
+        image.rename(nested / image.name)
+    assert refusal(data) == ("class folder train_images/c2 holds no image, only the sub-folder(s) c2: put its "
+                             "images directly in train_images/c2/ (sub-folders are not read)")
+    nested.rename(tmp_path / "elsewhere")
+    assert refusal(data) == "class folder train_images/c2 holds no image: add its images or remove the folder"
+
+
+def test_a_single_class_is_refused_with_the_layout_training_needs(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", classes=1, per_class=3, test=1)
+    assert refusal(data).endswith("holds 1 class folder(s); training needs at least two: one folder of images per "
+                                  "class, train_images/<label>/*")

@@ -230,6 +230,18 @@ def test_a_broken_link_is_listed_with_the_unreadable_images_and_a_valid_link_pre
     (folder / "a.png").symlink_to(run.data / "test_images" / "img_0.png")
     (folder / "b.png").symlink_to(tmp_path / "gone.png")
     result = predict(run.run_dir, [folder], options=PredictOptions(device="cpu", tta=False))
-    assert result.paths == ((run.data / "test_images" / "img_0.png").resolve(),)
+    assert result.paths == (folder / "a.png",) and result.names == ("a.png",)  # the link's own name
     assert [miss.path for miss in result.unreadable] == [folder / "b.png"]
     assert result.unreadable[0].reason == f"a broken symbolic link: its target {tmp_path / 'gone.png'} does not exist"
+
+
+def test_a_link_and_its_target_are_two_images_each_named_by_its_own_name(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from planner_trainer.predict import list_images
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    (tmp_path / "alias.png").symlink_to(tmp_path / "photo.png")
+    given = [tmp_path, tmp_path / "photo.png", tmp_path / "sub" / ".." / "alias.png"]
+    (tmp_path / "sub").mkdir()
+    assert list_images(given) == [tmp_path / "alias.png", tmp_path / "photo.png"]  # each file once
