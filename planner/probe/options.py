@@ -91,8 +91,9 @@ class ProbeOptions:
         if self.margin is not None and not 0 <= self.margin <= MAX_MARGIN:
             raise UserError(f"--margin {self.margin:g} must be between 0 and {MAX_MARGIN}, e.g. 0.1 or 10%, or left "
                             "out to keep the meter's measured error free")
-        if self.epochs < 0:
-            raise UserError(f"--epochs {self.epochs} must be 0 or more")
+        if self.epochs < 1:
+            raise UserError(f"--epochs {self.epochs} must be at least 1 (the unfrozen epochs `planner run` trains, "
+                            "after its one frozen epoch)")
         if self.jobs is not None and self.jobs < 1:
             raise UserError(f"--jobs {self.jobs} must be at least 1")
         if self.models and self.arch:

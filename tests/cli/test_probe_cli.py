@@ -120,6 +120,7 @@ def test_a_misfit_at_a_prime_effective_batch_names_the_batches_that_allow_smalle
         (["--gpu-mem", "16G", "--margin", "60%"], "--margin 0.6 must be between 0 and 0.5, e.g. 0.1 or 10%"),
         (["--gpu-mem", "16G", "--margin", "ten"], "--margin 'ten' is not a fraction: write it as 0.1 or 10%"),
         (["--gpu-mem", "16G", "--jobs", "0"], "--jobs 0 must be at least 1"),
+        (["--gpu-mem", "16G", "--epochs", "0"], "--epochs 0 must be at least 1"),
         (["--gpu-mem", "16G", "--effective-bs", "0"], "--effective-bs 0 is too small"),
         (["--gpu-mem", "16G", "--arch", "resnet18", "--size", "64", "--loader-workers", "-1"],
          "--loader-workers -1 must be 0 or more"),
