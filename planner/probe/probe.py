@@ -344,7 +344,7 @@ def _size_advice(entry: EntrySpec) -> str:
     shown = f"{rows}" if rows == cols else f"{rows}x{cols}"
     if fixed:
         return f"; timm builds {entry.arch} for {rows}x{cols} images (a fixed input size): use size {shown}"
-    return f"; try timm's size for {entry.arch}, {shown}, or sides that are multiples of 32"
+    return f"; try timm's size for {entry.arch}, {shown}"
 
 
 def _measure_uncapped(meter: ProbeMeter, entry: EntrySpec, result: SearchResult) -> SearchResult:
