@@ -18,6 +18,6 @@ def test_a_size_the_model_cannot_take_names_timms_size_for_it():
     assert "\n" not in message
 
 
-def test_the_same_model_at_a_size_its_strides_divide_is_measured():
+def test_the_same_model_at_a_size_near_it_is_measured():
     (entry,) = single_entry("hrnet_w18_small", (96, 128))
     assert measure_point(get_meter("estimate"), entry, 8, None).peak_bytes > 0
