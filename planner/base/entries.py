@@ -81,13 +81,14 @@ def entry_name(arch: str, item: ItemTransform, size: Size) -> str:
 
 
 def resolve_arch(arch: str) -> tuple[str, str | None]:
-    """Check a timm architecture name and follow timm's renames.
+    """Check a timm architecture name (``arch`` or ``arch.pretrained_tag``) and follow timm's renames.
 
     Returns:
         (current timm name, the name given if timm renamed it, else None).
 
     Raises:
-        UserError: timm does not know the name; the message lists near names.
+        UserError: timm does not know the name or its pretrained tag, or the name is a pattern; the
+            message lists near names, the architecture's tags, or the names the pattern matches.
     """
     import timm
 
@@ -96,11 +97,49 @@ def resolve_arch(arch: str) -> tuple[str, str | None]:
     renamed = timm_renamed_models().get(arch)
     if renamed:
         return renamed, arch
+    if any(char in arch for char in "*?["):
+        matches = timm.list_models(arch) or timm.list_pretrained(arch)
+        if not matches:
+            raise UserError(f"no timm architecture matches the pattern {arch!r}; give one name per entry")
+        shown = ", ".join(matches[:4]) + (", ..." if len(matches) > 4 else "")
+        raise UserError(f"{arch!r} is a pattern ({len(matches)} timm names match: {shown}); "
+                        "give one architecture name per entry")
     if timm.is_model(arch):
+        _check_pretrained_tag(arch)
         return arch, None
-    near = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
+    near = difflib.get_close_matches(arch.strip().lower(), timm.list_models(), n=4, cutoff=0.6)
     hint = f"; did you mean {', '.join(near)}?" if near else "; see timm.list_models()"
     raise UserError(f"unknown architecture {arch!r}{hint}")
+
+
+def _check_pretrained_tag(name: str) -> None:
+    """Refuse ``arch.tag`` when timm has no such pretrained tag for ``arch`` (timm would raise at build).
+
+    Raises:
+        UserError: the tag is unknown; the message lists the architecture's tags.
+    """
+    from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
+
+    if "." not in name:
+        return
+    arch, tag = split_model_name_tag(name)
+    tags = [known.split(".", 1)[1] for known in get_arch_pretrained_cfgs(arch)]
+    if tag not in tags:
+        known = f"its tags: {', '.join(tags[:6])}{', ...' if len(tags) > 6 else ''}" if tags else "it has none"
+        raise UserError(f"{arch} has no pretrained tag {tag!r} ({known}); give {arch!r} alone or one of its tags")
+
+
+def timm_input_size(arch: str) -> tuple[Size, bool] | None:
+    """timm's input size for ``arch`` as (rows, cols), and whether the model takes that size only
+    (its pretrained config's ``fixed_input_size``: position embeddings, attention windows or biases
+    made for it); None when timm has no config for the name."""
+    from timm.models import get_pretrained_cfg
+
+    config = get_pretrained_cfg(arch)
+    if config is None or not config.input_size:
+        return None
+    _, rows, cols = config.input_size
+    return (rows, cols), bool(config.fixed_input_size)
 
 
 def make_entry(arch: str, item: ItemTransform, size: int | list[int] | Size) -> EntrySpec:

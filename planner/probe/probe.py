@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from planner.base.entries import EntrySpec
+from planner.base.entries import EntrySpec, timm_input_size
 from planner.base.errors import UserError, first_line
 from planner.base.plan import (
     Alternative,
@@ -330,9 +330,21 @@ def measure_point(meter: ProbeMeter, entry: EntrySpec, micro_batch: int, cap_byt
     except (RuntimeError, AssertionError, ValueError) as error:
         if isinstance(error, (torch.OutOfMemoryError, CheckpointingUnsupported)):
             raise
-        reason = first_line(error)
-        raise UserError(f"{entry.name}: a training step at micro-batch {micro_batch} failed: {reason} "
-                        "(check the architecture's input size)") from error
+        rows, cols = entry.size
+        raise UserError(f"{entry.name}: a training step at {rows}x{cols} (micro-batch {micro_batch}) failed: "
+                        f"{first_line(error).rstrip('.')}{_size_advice(entry)}") from error
+
+
+def _size_advice(entry: EntrySpec) -> str:
+    """What to try when ``entry``'s model refuses its size: the size timm builds it for."""
+    native = timm_input_size(entry.arch)
+    if native is None or native[0] == entry.size:
+        return ""
+    (rows, cols), fixed = native
+    shown = f"{rows}" if rows == cols else f"{rows}x{cols}"
+    if fixed:
+        return f"; timm builds {entry.arch} for {rows}x{cols} images (a fixed input size): use size {shown}"
+    return f"; try timm's size for {entry.arch}, {shown}"
 
 
 def _measure_uncapped(meter: ProbeMeter, entry: EntrySpec, result: SearchResult) -> SearchResult:

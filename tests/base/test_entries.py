@@ -26,6 +26,28 @@ def test_unknown_architecture_suggests_near_names():
         resolve_arch("convnext_larg")
 
 
+def test_a_pretrained_tag_is_kept_and_an_unknown_one_lists_the_tags():
+    assert resolve_arch("resnet18.a1_in1k") == ("resnet18.a1_in1k", None)
+    with pytest.raises(UserError, match=r"resnet18 has no pretrained tag 'in22k' \(its tags: a1_in1k, .*"
+                                        r"give 'resnet18' alone"):
+        resolve_arch("resnet18.in22k")
+
+
+@pytest.mark.parametrize(("pattern", "message"), [
+    ("resnet1*", r"'resnet1\*' is a pattern \(\d+ timm names match: resnet10t, .*give one architecture name"),
+    ("resnet18.*", r"is a pattern \(\d+ timm names match: resnet18.a1_in1k, "),
+    ("nothing_like_this_*", "no timm architecture matches the pattern"),
+])
+def test_a_name_pattern_is_refused_with_what_it_matches(pattern, message):
+    with pytest.raises(UserError, match=message):
+        resolve_arch(pattern)
+
+
+def test_near_names_ignore_case():
+    with pytest.raises(UserError, match="did you mean resnet18"):
+        resolve_arch("ResNet18")
+
+
 def test_toml_models_file(tmp_path):
     path = tmp_path / "models.toml"
     path.write_text(
