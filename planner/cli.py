@@ -493,11 +493,11 @@ def run(
         where = RayBackend(ray)
     try:
         result = _run_and_show(plan, data, out, options, where)
-    except KeyboardInterrupt as stop:
-        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)"
+    except KeyboardInterrupt:  # Ray's waits raise a KeyboardInterrupt of their own for our Terminated: ask the flag
+        how = "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
         err_console.print(f"{how}: finished entries are kept; rerun the same command to resume",
                           soft_wrap=True, markup=False)
-        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_TERMINATED if Terminated.received else EXIT_INTERRUPTED) from None
     if result.failed:
         raise typer.Exit(1)
     if result.skipped:

@@ -123,7 +123,8 @@ def load_pairs(path: Path) -> list[Pair]:
 
     Raises:
         UserError: the file is missing, a folder, empty, not UTF-8 text, or a line is not a pair (named by
-            its number).
+            its number). A line that ends inside its JSON (an append cut short by a full disk or a power
+            cut) is skipped.
     """
     text = read_text(path, "pairs file", "measure on a GPU first (`planner probe --device cuda` or `planner run`) "
                      "or name another pairs file")
