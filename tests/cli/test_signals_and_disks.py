@@ -38,6 +38,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None
     assert process.poll() is None, "the command ended before the fault"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_same_command_resumes(image_folder: Path, tmp_path: Path) -> None:
     plan, run_dir = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")]), tmp_path / "run"
     command = ("run", plan, "--data", image_folder, "--out", run_dir, *RUN_OPTIONS)
@@ -104,6 +105,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_a_run_in_one_line_and_the_same_command_resumes(image_folder: Path, tmp_path: Path,
                                                                           small_disk: Path) -> None:
     plan, run_dir = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")]), small_disk / "run"
