@@ -7,6 +7,7 @@ function and prints its result; user mistakes (UserError) become one line on std
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from planner.base.atomic import write_fault
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
@@ -38,6 +40,21 @@ err_console = Console(stderr=True, highlight=False, width=_LOG_WIDTH)
 EXIT_USER_ERROR = 2
 EXIT_DOES_NOT_FIT = 3
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by SIGINT
+EXIT_TERMINATED = 143  # as a shell reports a command stopped by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, `timeout`, a batch scheduler or `docker stop` ending the job), raised where the
+    command runs so that it stops as on Ctrl-C: the entry in training is marked interrupted, temporary
+    files, worker processes and Ray are cleaned up, where Python's default would end the process on the spot."""
+
+    received = False  # typer exits 130 on any KeyboardInterrupt; main() makes it 143 for this one
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    Terminated.received = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once, cleanup or not
+    raise Terminated
 
 # Option types declared once and reused by the commands.
 DataOption = Annotated[
@@ -74,7 +91,8 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one line and exit 2, misfits exit 3.
+    """Console-script entry point: user errors become one line and exit 2, misfits exit 3, SIGTERM stops
+    a command as Ctrl-C does (exit 143).
 
     typer (standalone) already reports bad options as a usage error with exit 2.
     """
@@ -82,10 +100,21 @@ def main() -> None:
     # (deprecated in recent torch) and sets pandas' chained-assignment option (deprecated in pandas 3).
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     warnings.filterwarnings("ignore", message="The 'mode.chained_assignment' option is deprecated")
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
+    except SystemExit as done:
+        if Terminated.received and done.code == EXIT_INTERRUPTED:
+            sys.exit(EXIT_TERMINATED)
+        raise
     except UserError as error:
         err_console.print(f"error: {error}", soft_wrap=True, markup=False)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as error:
+        fault = write_fault(error)
+        if fault is None:
+            raise
+        err_console.print(f"error: {fault}", soft_wrap=True, markup=False)
         sys.exit(EXIT_USER_ERROR)
     except PlanDoesNotFit as error:
         err_console.print(f"{error}", soft_wrap=True, markup=False)
@@ -490,10 +519,11 @@ def run(
         where = RayBackend(ray)
     try:
         result = _run_and_show(plan, data, out, options, where)
-    except KeyboardInterrupt:
-        err_console.print("interrupted (Ctrl-C): finished entries are kept; rerun the same command to resume",
+    except KeyboardInterrupt:  # Ray's waits raise a KeyboardInterrupt of their own for our Terminated: ask the flag
+        how = "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
+        err_console.print(f"{how}: finished entries are kept; rerun the same command to resume",
                           soft_wrap=True, markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_TERMINATED if Terminated.received else EXIT_INTERRUPTED) from None
     if result.failed:
         raise typer.Exit(1)
     if result.skipped:

@@ -25,10 +25,10 @@ from tests.planner_process import REPO
 PREDS_ARRAYS = ("valid_probs", "valid_names", "valid_targets", "test_probs", "test_names", "vocab")
 
 
-def planner(*args: str | Path) -> subprocess.Popen:
-    """The real CLI in a subprocess, one torch thread (bitwise-reproducible CPU training)."""
+def planner(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The real CLI in a subprocess, one torch thread (bitwise-reproducible CPU training); ``env`` adds variables."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-           "COLUMNS": "160"}
+           "COLUMNS": "160", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "planner", *map(str, args)], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

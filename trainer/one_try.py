@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from planner.base.atomic import write_fault
 from planner.base.errors import first_line
 from planner.base.plan import PlanEntry
 from planner.base.predfile import predictions_path, save_predictions
@@ -82,6 +83,10 @@ def try_outcome(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any]) -> TrainO
         return OomMiss(accum=spec.accum, micro_batch=spec.micro_batch, message=first_line(error, "out of memory"))
     except NotTrained as error:  # its message holds the fix; the same rerun would end the same way
         return EntryError(str(error))
+    except OSError as error:
+        if write_fault(error) is not None:  # the disk is full (or read-only): every entry would fail; stop the run
+            raise
+        return EntryError(describe_entry_error(error))
     except Exception as error:  # any other failure of this entry: recorded, the next entries still train
         return EntryError(describe_entry_error(error))
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from planner.base.atomic import naming
 from planner.base.budget import format_bytes
 from planner.base.runfile import EntryRecord, EpochRecord, OomMiss, RunFile, now
 
@@ -150,7 +151,7 @@ class LogFile(LineReporter):
         self.path = path
 
     def _append(self, line: str) -> None:
-        with self.path.open("a", encoding="utf-8") as log:
+        with naming(self.path), self.path.open("a", encoding="utf-8") as log:
             log.write(f"{now()} {line}\n")
 
 

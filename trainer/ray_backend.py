@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -247,12 +249,16 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         quiet_ray_notes()
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(f"cannot reach {where}: {_named_first_line(error)}") from None
+    finally:  # ray.init makes SIGTERM exit at once; this process's own handling (the CLI's: as Ctrl-C) stays
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:

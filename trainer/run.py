@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from planner.base.allocator import ALLOC_CONF, describe_allocator, same_allocato
 from planner.base.atomic import check_writable, remove_stale_temporaries
 from planner.base.budget import format_bytes
 from planner.base.compat import timm_renamed_models
-from planner.base.errors import UserError
+from planner.base.errors import UserError, first_line
 from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
 from planner.base.margin import card_needed, format_margin, margin_covering
@@ -166,6 +166,10 @@ def run_plan(
                 except KeyboardInterrupt:
                     tries.interrupted()
                     raise
+                except OSError as error:  # outputs could not be written (a full disk): the entry did not finish
+                    with suppress(OSError):  # run.json may not be writable either
+                        tries.interrupted(first_line(error))
+                    raise
         finally:
             reporter.run_finished()
     names = tuple(entry.name for entry in plan.entries)
@@ -244,15 +248,15 @@ class Tries:
         if passed:
             self.reporter.notice(passed)
 
-    def interrupted(self) -> None:
-        """After Ctrl-C: the entries still training are ``interrupted`` in run.json, and the reporter
-        says how to go on."""
+    def interrupted(self, why: str = "Ctrl-C or SIGTERM") -> None:
+        """After Ctrl-C, SIGTERM or ``why``: the entries still training are ``interrupted`` in run.json, and
+        the reporter says how to go on."""
         for name in self.records:
             record = self.book.run.entries.get(name)
             if record is not None and record.status == "running":
                 self.book.put(record.model_copy(update={
                     "status": "interrupted", "finished": now(), "seconds": self.seconds.get(name, 0.0),
-                    "error": "interrupted (Ctrl-C) while training: rerun the same command to train it"}))
+                    "error": f"interrupted ({why}) while training: rerun the same command to train it"}))
                 self.reporter.notice(f"interrupted {name}: rerun the same command to resume (finished entries are "
                                      "kept, this one trains again)")
 

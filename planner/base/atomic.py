@@ -16,7 +16,8 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,16 +37,45 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-",
                                suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised in the block names ``path`` when it names no file (a failed ``write`` names none), so
+    that its message says which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+
+
+WRITE_FAULTS = {errno.ENOSPC: "free some space there", errno.EDQUOT: "free some space there (or raise the quota)",
+                errno.EROFS: "make it writable"}
+"""Errors of a file system that takes no more writes, and the fix of each."""
+
+
+def write_fault(error: BaseException) -> str | None:
+    """One line for an error of a file system that takes no more writes (full, over quota, read-only), naming
+    the file and the fix; None for any other error. Atomic writes leave no half file, so rerunning the
+    command once the fault is fixed resumes it."""
+    if not isinstance(error, OSError) or error.errno not in WRITE_FAULTS:
+        return None
+    where = f"cannot write {error.filename}" if error.filename else "cannot write a file"
+    return (f"{where}: {error.strerror}: {WRITE_FAULTS[error.errno]}, or choose another place, then rerun the same "
+            "command (finished work is kept)")
 
 
 TEMP_TAG = ".tmp-"
@@ -103,10 +133,17 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 
 def append_json_lines(path: str | Path, records: list[Any]) -> None:
     """Append ``records`` to ``path``, one strict JSON object per line (keys sorted), in one write: a log
-    that only grows (JSON Lines), where a whole-file rewrite would lose lines other processes add."""
+    that only grows (JSON Lines), where a whole-file rewrite would lose lines other processes add. After a
+    last line cut short (a full disk, a power cut), the records start on a line of their own."""
+    path = Path(path)
     text = "".join(json.dumps(finite_or_null(record), allow_nan=False, sort_keys=True) + "\n" for record in records)
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(text)
+    with naming(path), path.open("a+b") as handle:  # appends go to the end, wherever it has read
+        end = handle.seek(0, os.SEEK_END)
+        if end:
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                text = "\n" + text
+        handle.write(text.encode("utf-8"))
 
 
 def finite_or_null(data: Any) -> Any:

@@ -19,6 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner.base.atomic import check_writable
 from planner.base.errors import UserError
 from planner.base.filesystems import PROC_MOUNTS, network_mount
 from planner.base.locations import cache_folder
@@ -53,7 +54,8 @@ def check_sqlite_file(path: Path, storage: str) -> None:
     """Refuse a SQLite path that cannot hold a study, before anything is written beside it.
 
     Raises:
-        UserError: its folder is missing or a file, the path is a folder, or the file is not SQLite.
+        UserError: its folder is missing or a file, the path is a folder, the file is not SQLite, or it
+            cannot be written (a read-only file or file system, no permission).
     """
     where = f"--storage {storage}"
     folder = path.expanduser().absolute().parent
@@ -64,6 +66,7 @@ def check_sqlite_file(path: Path, storage: str) -> None:
         raise UserError(f"{where}: {path} is a folder: name a database file in it, e.g. {path / STUDY_FILE}")
     if path.is_file() and path.stat().st_size and not path.read_bytes()[:16] == SQLITE_MAGIC:
         raise UserError(f"{where}: {path} is not an SQLite database: give a new file name or an Optuna study file")
+    check_writable(path, "--storage", folder=False)  # its folder takes the lock file and the write-ahead log
 
 
 def local_studies() -> Path:

@@ -135,10 +135,10 @@ def run_study(
         The best weights and the study's history.
 
     Raises:
-        UserError: the storage URL cannot be opened, the stored study was fit on other predictions, or
-            another process is running a study in the same SQLite file.
+        UserError: the storage URL cannot be opened or stops taking writes (a full disk), the stored study
+            was fit on other predictions, or another process is running a study in the same SQLite file.
     """
-    with single_writer(storage):
+    with single_writer(storage), _writes_to(storage):
         return _run(p_true, names, trials=trials, sampler=sampler, seed=seed, storage=storage,
                     study_name=study_name, fit_on=fit_on, on_trial=on_trial)
 
@@ -229,6 +229,28 @@ def _open(storage: str | None, study_name: str) -> optuna.Study:
             )
     except (SQLAlchemyError, ValueError, ImportError) as error:
         raise UserError(f"cannot open Optuna storage {storage!r}: {first_line(error)}") from None
+
+
+@contextmanager
+def _writes_to(storage: str | None) -> Iterator[None]:
+    """Trials written to ``storage`` while the block runs; a storage that stops taking them (a full disk, a
+    server gone) is one line naming it and its error, not Optuna's traceback. Each trial is committed as it
+    ends, so a rerun resumes with those stored.
+
+    Raises:
+        UserError: the storage refused a write.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as error:
+        cause: BaseException = error
+        while cause.__cause__ is not None or cause.__context__ is not None:  # the database's own words
+            cause = cause.__cause__ or cause.__context__
+        raise UserError(f"the study in {shown(storage)} could not be written ({first_line(cause)}): rerun the same "
+                        "command once it can be (space freed, the server back) to resume with the trials stored, "
+                        "or give another --storage") from None
 
 
 @contextmanager

@@ -105,8 +105,8 @@ def this_host(speed: float = 1.0) -> Host:
     """This machine's costs (measured once, then from the estimate store), for a host ``speed`` times as fast."""
     store = EstimateStore({"host_benchmark": cpu_name(), "python": platform.python_version()}) \
         if EstimateStore.enabled() else None
-    stored = store.get("host", {}) if store else None
-    host = Host.model_validate(stored) if stored else measure_host()
+    stored = store.get("host", {}, Host.model_validate) if store else None
+    host = stored or measure_host()
     if store is not None and not stored:
         store.put("host", {}, host.to_dict())
     return host.model_copy(update={"speed": speed})

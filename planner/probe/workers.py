@@ -18,9 +18,12 @@ ready for it.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import as_completed
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,6 +34,8 @@ WORKER_BYTES = 2**30
 """What one worker may hold: about 0.7 GiB resident measured (torch, timm, fastai and a large model's
 fake step; benchmarks/RESULTS.md), rounded up."""
 MEMINFO = Path("/proc/meminfo")
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker checks that the process that started it still runs."""
 
 
 def affordable_processes(wanted: int, meminfo: Path = MEMINFO) -> int:
@@ -50,11 +55,27 @@ def _portable_filters() -> list[tuple]:
 
 
 def _in_worker(function: Callable[[Task], Result], filters: list[tuple], task: Task) -> Result:
+    _end_with_parent()
     warnings.filters[:] = filters
     import torch
 
     torch.set_num_threads(1)
     return function(task)
+
+
+@cache
+def _end_with_parent() -> None:
+    """Once per worker: a thread that ends this worker when the process that started it is gone. A probe
+    killed with ``kill -9`` cannot stop its workers, which would go on probing for nobody (for minutes,
+    on cores other work needs)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="planner-parent-watch", daemon=True).start()
 
 
 class Claims:

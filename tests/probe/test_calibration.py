@@ -28,11 +28,15 @@ from planner.probe.command import make_plan
 from planner.probe.meters import get_meter
 from planner.probe.meters.brackets import BRACKETS_FILE, load_brackets
 from planner.probe.meters.calibration import (
+    DEVICES_FILE,
     Errors,
+    append_pairs,
     calibrate,
+    calibration_key,
     estimate_bytes,
     fit_constants,
     guard,
+    load_calibrated,
     load_pairs,
     stack_model_for,
     stack_of,
@@ -252,3 +256,44 @@ def test_calibrate_command_prints_one_line_for_a_corrupt_file(tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and "line 17 is not a measured pair" in result.stderr
     assert not (tmp_path / "cache" / "planner" / "calibration" / "devices.json").exists()
+
+
+def test_a_pair_cut_short_is_skipped_and_the_next_append_starts_a_line_of_its_own(tmp_path, published_pairs) -> None:
+    """A full disk or a power cut can end the pairs file inside a line: calibrate reads the pairs around it,
+    and the next pair appended is not glued to it (which would lose both)."""
+    path = _write(tmp_path / "pairs.jsonl", published_pairs[:2])
+    path.write_text(path.read_text() + json.dumps(published_pairs[2].to_dict())[:60])
+    append_pairs(published_pairs[3:4], tmp_path)
+    assert load_pairs(path) == [*published_pairs[:2], published_pairs[3]]
+
+
+CALIBRATED_STACK = Stack(torch="2.14", allocator="", gpu="T4")
+
+
+def _devices_file(folder: Path, device: dict, errors: dict | None = None) -> None:
+    item = {"stack": CALIBRATED_STACK.to_dict(), "device": device, "fitted_on": "3 measured pairs on this card",
+            "points": 3, "errors": {"median": 0.01, "worst_under": -0.02} if errors is None else errors}
+    (folder / DEVICES_FILE).write_text(json.dumps({"version": 1, "stacks": {calibration_key(CALIBRATED_STACK): item}}))
+
+
+@pytest.mark.parametrize("device, errors", [
+    ({"allocator": "reserved", "overhead_bytes": "100 MiB", "reserved_factor": 1.2}, None),
+    ({"allocator": "bogus", "overhead_bytes": 2**20, "reserved_factor": 1.2}, None),
+    ({"allocator": "reserved", "overhead_bytes": -2**40, "reserved_factor": -1.0}, None),
+    ({"allocator": "reserved", "overhead_bytes": 2**20, "reserved_factor": 1.2, "extra": 1}, None),
+    ({"allocator": "reserved", "overhead_bytes": 2**20, "reserved_factor": 1.2}, {}),  # no error for the margin
+])
+def test_a_damaged_calibration_plans_with_the_built_in_constants(tmp_path, device, errors) -> None:
+    """devices.json damaged or edited by hand: the probe plans with the built-in constants, where it used to
+    end in a traceback, or plan with negative bytes."""
+    _devices_file(tmp_path, device, errors)
+    assert load_calibrated(tmp_path) == {}
+    assert not stack_model_for(CALIBRATED_STACK, tmp_path)[0].calibrated
+    (tmp_path / DEVICES_FILE).write_text('{"version": 1, "stacks": []}')
+    assert load_calibrated(tmp_path) == {}
+
+
+def test_a_whole_calibration_is_used(tmp_path) -> None:
+    _devices_file(tmp_path, {"allocator": "reserved", "overhead_bytes": 100 * 2**20, "reserved_factor": 1.2})
+    chosen, note = stack_model_for(CALIBRATED_STACK, tmp_path)
+    assert chosen.calibrated and chosen.device == DeviceModel("reserved", 100 * 2**20, 1.2) and note is None

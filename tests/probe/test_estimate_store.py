@@ -67,6 +67,23 @@ def test_a_damaged_file_is_a_miss_and_is_written_again(entry) -> None:
     assert get_meter("estimate").remembers(entry, 16)
 
 
+@pytest.mark.parametrize("content", ["{}", '{"micro_batch": null, "peak_bytes": "x", "allocated": "x", '
+                                     '"active": -1, "reserved": 1, "batchnorm": 3, "body_batchnorm": "no"}', "[1, 2]"])
+def test_an_answer_of_the_wrong_shape_is_a_miss(entry, content) -> None:
+    """JSON, but not what was stored (a damaged or hand-edited store): measured again, where the probe used to
+    end in a validation traceback."""
+    first = get_meter("estimate").measure(entry, 16)
+    meter = get_meter("estimate")
+    meter.replay_peaks(entry, 16)
+    for path in _stored_files():
+        path.write_text(content, encoding="utf-8")
+    meter = get_meter("estimate")
+    assert not meter.remembers(entry, 16)
+    assert meter.has_batchnorm(entry) is True
+    assert _bytes(meter.measure(entry, 16)) == _bytes(first)
+    assert sorted(get_meter("estimate").replay_peaks(entry, 16)) == ["active", "allocated", "reserved"]
+
+
 def test_a_folder_that_cannot_be_written_only_costs_the_saving(entry, tmp_path, monkeypatch) -> None:
     blocker = tmp_path / "a file, not a folder"
     blocker.write_text("")

@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from planner.base.atomic import append_json_lines, atomic_write_json
 from planner.base.errors import UserError
@@ -130,7 +130,8 @@ def load_pairs(path: Path) -> list[Pair]:
 
     Raises:
         UserError: the file is missing, a folder, empty, not UTF-8 text, or a line is not a pair (named by
-            its number).
+            its number). A line that ends inside its JSON (an append cut short by a full disk or a power
+            cut) is skipped.
     """
     text = read_text(path, "pairs file", "measure on a GPU first (`planner probe --device cuda` or `planner run`) "
                      "or name another pairs file")
@@ -139,7 +140,13 @@ def load_pairs(path: Path) -> list[Pair]:
         if not line.strip():
             continue
         try:
-            pairs.append(Pair.from_dict(json.loads(line)))
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if error.pos >= len(line.rstrip()):  # the line ends inside its JSON: an append cut short (a full disk,
+                continue  # a power cut), skipped
+            record = None
+        try:
+            pairs.append(Pair.from_dict(record))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UserError(f"{path} line {number} is not a measured pair; remove that line (or the file, to "
                             "start afresh) and run planner calibrate again") from None
@@ -307,12 +314,26 @@ def load_calibrated(folder: Path | None = None) -> dict[str, StackModel]:
     """The calibrated constants kept by ``planner calibrate``, by :func:`calibration_key`; {} when none
     (or the file is unreadable: the built-in constants serve then)."""
     try:
-        data = json.loads(((folder or calibration_folder()) / DEVICES_FILE).read_text(encoding="utf-8"))
-        return {key: StackModel(Stack(**item["stack"]), DeviceModel(**item["device"]), item["fitted_on"],
-                                int(item["points"]), dict(item["errors"]), calibrated=True)
-                for key, item in data["stacks"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        stacks = json.loads(((folder or calibration_folder()) / DEVICES_FILE).read_text(encoding="utf-8"))["stacks"]
+        return {key: _calibrated_model(item) for key, item in stacks.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def _calibrated_model(item: dict) -> StackModel:
+    """One stack of devices.json, checked (constants a person or a damaged file could have made up are refused:
+    they would plan with negative or absurd bytes).
+
+    Raises:
+        ValueError, KeyError, TypeError: the item is not one :func:`save_calibrated` writes.
+    """
+    device = DeviceModel(**item["device"])
+    if device.allocator not in get_args(Replay) or type(device.overhead_bytes) is not int \
+            or device.overhead_bytes < 0 or not isinstance(device.reserved_factor, int | float) \
+            or not 1 <= device.reserved_factor <= FACTORS[-1]:
+        raise ValueError(f"device constants out of range: {device}")
+    return StackModel(Stack(**item["stack"]), device, str(item["fitted_on"]), int(item["points"]),
+                      {name: float(item["errors"][name]) for name in ("median", "worst_under")}, calibrated=True)
 
 
 def save_calibrated(models: dict[str, StackModel], folder: Path | None = None) -> Path:

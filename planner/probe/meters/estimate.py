@@ -75,6 +75,22 @@ def _probe_question(entry: EntrySpec, micro_batch: int) -> dict[str, Any]:
             "micro_batch": micro_batch}
 
 
+def _model_facts(stored: dict[str, Any]) -> dict[str, bool]:
+    """The stored facts of a model (whether it, and its body, train BatchNorm), checked."""
+    facts = {name: stored[name] for name in ("batchnorm", "body_batchnorm")}
+    if not all(isinstance(fact, bool) for fact in facts.values()):
+        raise TypeError("a model fact is not true or false")
+    return facts
+
+
+def _replay_peaks(stored: dict[str, Any]) -> dict[str, int]:
+    """The stored allocator replay's peaks in bytes, checked."""
+    peaks = {name: stored[name] for name in ("allocated", "active", "reserved")}
+    if not all(type(peak) is int and peak >= 0 for peak in peaks.values()):
+        raise ValueError("a replay peak is not a count of bytes")
+    return peaks
+
+
 def planning_model(gpu: GpuSpec | None) -> tuple[StackModel, str | None]:
     """The device model the product plans with: ``gpu``'s calibration with the installed torch and the
     allocator configuration planner chose, else the built-in one of the closest stack (and a note)."""
@@ -183,7 +199,7 @@ class EstimateMeter(ProbeMeter):
     def _model_facts(self, entry: EntrySpec) -> dict[str, bool]:
         """Whether the model, and its body, train BatchNorm: from the store, else from the model."""
         question = {"arch": entry.arch}
-        facts = self._store.get("model", question) if self._store else None
+        facts = self._store.get("model", question, _model_facts) if self._store else None
         if facts is None:
             model = self._fake_step(entry).model
             facts = {"batchnorm": has_batchnorm_layers(model), "body_batchnorm": has_batchnorm_layers(model[0])}
@@ -198,9 +214,9 @@ class EstimateMeter(ProbeMeter):
         """This run's or the store's answer for the probe, marked ``reused``; None if there is none."""
         key = _point_key(entry, micro_batch)
         if key not in self._points and self._store is not None:
-            stored = self._store.get("probe", _probe_question(entry, micro_batch))
+            stored = self._store.get("probe", _probe_question(entry, micro_batch), ProbePoint.model_validate)
             if stored is not None:
-                self._points[key] = ProbePoint.model_validate(stored)
+                self._points[key] = stored
         point = self._points.get(key)
         return point.model_copy(update={"seconds": 0.0, "reused": True}) if point is not None else None
 
@@ -245,9 +261,9 @@ class EstimateMeter(ProbeMeter):
         any device constant: what a measured peak is paired with to calibrate the device model."""
         key = _point_key(entry, micro_batch)
         if key not in self._replays and self._store is not None:
-            stored = self._store.get("replay", _probe_question(entry, micro_batch))
+            stored = self._store.get("replay", _probe_question(entry, micro_batch), _replay_peaks)
             if stored is not None:
-                self._replays[key] = {name: int(stored[name]) for name in ("allocated", "active", "reserved")}
+                self._replays[key] = stored
         if key not in self._replays:
             with native_meta_kernels():
                 self._measure(entry, micro_batch, time.perf_counter())

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import planner
 from planner.base.atomic import atomic_write_json
@@ -28,6 +29,7 @@ from planner.base.compat import installed_version
 from planner.base.locations import cache_folder
 
 NO_CACHE_VARIABLE = "PLANNER_NO_CACHE"
+Answer = TypeVar("Answer")
 
 
 @cache
@@ -65,13 +67,14 @@ class EstimateStore:
         name = hashlib.sha256(text.encode()).hexdigest()
         return self.folder / name[:2] / f"{name}.json"
 
-    def get(self, kind: str, question: dict[str, Any]) -> dict[str, Any] | None:
-        """The stored answer, or None (none stored, or the file is unreadable)."""
+    def get(self, kind: str, question: dict[str, Any], read: Callable[[dict[str, Any]], Answer]) -> Answer | None:
+        """The stored answer as ``read`` makes it from the file's JSON object, or None: none stored, or the
+        file is unreadable, or ``read`` refuses what it holds (a damaged or foreign file is a miss, never an error)."""
         try:
             answer = json.loads(self._path(kind, question).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return read(answer) if isinstance(answer, dict) else None
+        except (OSError, ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
             return None
-        return answer if isinstance(answer, dict) else None
 
     def put(self, kind: str, question: dict[str, Any], answer: dict[str, Any]) -> None:
         """Keep ``answer``; a folder that cannot be written is skipped."""
