@@ -94,7 +94,7 @@ def main() -> None:
     """Console-script entry point: user errors become one line and exit 2, misfits exit 3, SIGTERM stops
     a command as Ctrl-C does (exit 143).
 
-    typer (standalone) already reports bad options as a usage error with exit 2.
+    click's usage errors (unknown options, values of the wrong type) are one line and exit 2 as well.
     """
     # Warnings of the libraries planner uses that the user cannot act on: fastai imports torch.jit.script
     # (deprecated in recent torch) and sets pandas' chained-assignment option (deprecated in pandas 3).
@@ -102,7 +102,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="The 'mode.chained_assignment' option is deprecated")
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as error:
+        sys.exit(_report_usage_error(error))
     except SystemExit as done:
         if Terminated.received and done.code == EXIT_INTERRUPTED:
             sys.exit(EXIT_TERMINATED)
@@ -119,6 +121,27 @@ def main() -> None:
     except PlanDoesNotFit as error:
         err_console.print(f"{error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_DOES_NOT_FIT)
+    if Terminated.received and code == EXIT_INTERRUPTED:
+        code = EXIT_TERMINATED
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# click's usage error (an unknown option or command, a value of the wrong type, a missing value), as the
+# installed typer raises it: its own copy of click since 0.2x, click itself before.
+_USAGE_ERROR: type[Exception] = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+
+
+def _report_usage_error(error: Exception) -> int:
+    """Print a usage error as one line naming the problem and where the options are listed; its exit code.
+
+    A bare ``planner`` is a usage error too (click 8.2 and later), whose help has been printed already."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        return error.exit_code
+    message = " ".join(error.format_message().split()).rstrip(".")
+    command = error.ctx.command_path if error.ctx is not None else "planner"
+    err_console.print(f"error: {message[:1].lower()}{message[1:]}: see {command} --help", soft_wrap=True,
+                      markup=False)
+    return EXIT_USER_ERROR
 
 
 def _parse_size(text: str) -> tuple[int, int]:

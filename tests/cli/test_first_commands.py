@@ -68,3 +68,23 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(planner_cli,
     plan = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")])
     ran = planner_cli("run", plan, "--data", tmp_path, "--out", plan, "--device", "cpu")
     assert ran.returncode == 2 and ran.stderr.strip() == f"error: --out {plan} is a file: give a folder"
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["probe", "--device", "tpu"], "error: invalid value for '--device': "),
+    (["probe", "--gpu-meme", "16G"], "error: no such option: --gpu-meme"),
+    (["run", "plan.json", "--epochs", "x"], "error: invalid value for '--epochs': "),
+    (["tune-weights", "--trials"], "error: option '--trials' requires an argument"),
+    (["frobnicate"], "error: no such command 'frobnicate'"),
+])
+def test_a_mistyped_command_line_is_one_line_with_where_the_options_are(planner_cli, tmp_path, args, line):
+    result = planner_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(line), result.stderr
+    assert result.stderr.rstrip().endswith(" --help")  # where every option is listed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_planner_alone_shows_its_commands(planner_cli):
+    result = planner_cli()
+    assert "probe" in result.stdout and "tune-weights" in result.stdout and not result.stderr
