@@ -70,17 +70,17 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(planner_cli,
     assert ran.returncode == 2 and ran.stderr.strip() == f"error: --out {plan} is a file: give a folder"
 
 
-@pytest.mark.parametrize(("args", "line"), [
-    (["probe", "--device", "tpu"], "error: invalid value for '--device': "),
-    (["probe", "--gpu-meme", "16G"], "error: no such option: --gpu-meme"),
-    (["run", "plan.json", "--epochs", "x"], "error: invalid value for '--epochs': "),
-    (["tune-weights", "--trials"], "error: option '--trials' requires an argument"),
-    (["frobnicate"], "error: no such command 'frobnicate'"),
+@pytest.mark.parametrize(("args", "start", "named"), [
+    (["probe", "--device", "tpu"], "error: invalid value for '--device': ", "'tpu'"),
+    (["probe", "--gpu-meme", "16G"], "error: no such option", "--gpu-meme"),  # click versions word the rest apart
+    (["run", "plan.json", "--epochs", "x"], "error: invalid value for '--epochs': ", "integer"),
+    (["tune-weights", "--trials"], "error: option '--trials' requires an argument", "--trials"),
+    (["frobnicate"], "error: no such command 'frobnicate'", "frobnicate"),
 ])
-def test_a_mistyped_command_line_is_one_line_with_where_the_options_are(planner_cli, tmp_path, args, line):
+def test_a_mistyped_command_line_is_one_line_with_where_the_options_are(planner_cli, tmp_path, args, start, named):
     result = planner_cli(*args, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith(line), result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(start) and named in result.stderr, result.stderr
     assert result.stderr.rstrip().endswith(" --help")  # where every option is listed
     assert list(tmp_path.iterdir()) == []
 
