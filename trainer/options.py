@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from planner.base.errors import UserError
+from planner.base.fields import normalize_fields
 from planner.base.runfile import RunSettings
 from planner.base.seeds import check_seed
 from planner.base.trainsize import DEFAULT_VALID_PCT
@@ -48,6 +49,7 @@ class RunOptions:
     retrain: bool = False
 
     def __post_init__(self) -> None:
+        normalize_fields(self)
         if self.epochs < 1:
             raise UserError(f"--epochs {self.epochs} must be at least 1")
         if not self.lr > 0:
@@ -87,6 +89,7 @@ class RayOptions:
     crash_once: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        normalize_fields(self)
         share = self.gpus_per_entry
         if share < 0 or (share > 1 and share != int(share)):
             raise UserError(f"--gpus-per-entry {share:g} must be 0, a fraction up to 1, or a whole number")
@@ -128,6 +131,7 @@ class PredictOptions:
     uniform: bool = False
 
     def __post_init__(self) -> None:
+        normalize_fields(self)
         if self.device not in ("auto", "cuda", "cpu"):
             raise UserError(f"--device {self.device!r} must be auto, cuda or cpu")
         if self.batch_size is not None and self.batch_size < 1:

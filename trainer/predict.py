@@ -27,6 +27,7 @@ from planner.base.errors import UserError
 from planner.base.images import IMAGE_SUFFIXES, images_in, is_broken_link
 from planner.base.pixels import decode_problem
 from planner.base.runfile import load_run
+from planner.base.threads import torch_threads_kept
 from planner_trainer.options import PredictOptions
 from planner_trainer.rerun import retrain_command
 
@@ -74,15 +75,15 @@ class PredictResult:
         return [self.vocab[i] for i in self.probs.argmax(axis=1)]
 
 
-def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[str, float] | None = None,
+def predict(run_dir: str | Path, images: str | Path | Sequence[str | Path], weights: Mapping[str, float] | None = None,
             options: PredictOptions = PredictOptions(), progress: Progress | None = None) -> PredictResult:
     """Predict images (files or folders) with a run's saved models and ensemble weights.
 
     Args:
         run_dir: the run folder written by `planner run`.
-        images: image files and folders (a folder's images, not its subfolders, in name order).
-        weights: weight per entry (weights.json's), covering every finished entry with a saved model;
-            None, or ``options.uniform``: every such entry, uniformly.
+        images: image files and folders (a folder's images, not its subfolders, in name order), or one.
+        weights: weight per entry (weights.json's, as ``load_weights`` reads it), covering every finished
+            entry with a saved model; None, or ``options.uniform``: every such entry, uniformly.
         options: see :class:`PredictOptions`.
         progress: called after each batch.
 
@@ -100,9 +101,12 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
     from planner_trainer.saved_model import build_from_recipe, read_saved_model
 
     run_dir = Path(run_dir).expanduser().resolve()
+    if weights is not None and not isinstance(weights, Mapping):
+        raise UserError(f"weights must map each entry's name to its weight, e.g. load_weights({str(run_dir)!r}), "
+                        f"or be None for equal weights; got {type(weights).__name__}")
     uniform = weights is None or options.uniform
     chosen = _entry_weights(run_dir, None if uniform else weights)
-    files = list_images(images)
+    files = list_images([images] if isinstance(images, str | os.PathLike) else images)
     reasons = {path: _unreadable(path) for path in files}
     readable = [path for path, reason in reasons.items() if reason is None]
     unreadable = tuple(Unreadable(path, reason) for path, reason in reasons.items() if reason is not None)
@@ -110,18 +114,19 @@ def predict(run_dir: str | Path, images: Sequence[str | Path], weights: Mapping[
         raise UserError(f"none of the {len(files)} image(s) can be read (first: {unreadable[0].path}: "
                         f"{unreadable[0].reason})")
     device = _device(options.device, torch.cuda.is_available())
-    prepare_device(device)
     entry_probs: dict[str, np.ndarray] = {}
     vocab: tuple[str, ...] | None = None
-    for name in chosen:
-        recipe, state_dict = read_saved_model(run_dir, name)
-        if vocab is not None and tuple(recipe.vocab) != vocab:
-            raise UserError(f"entry {name} has other classes than the run's other entries: {recipe.vocab}")
-        vocab = tuple(recipe.vocab)
-        learn = build_from_recipe(recipe, state_dict, device, options.batch_size)
-        entry_probs[name] = _predict_entry(learn, readable, recipe, options.tta, name, progress)
-        del learn, state_dict
-        release_memory(device)
+    with torch_threads_kept():  # on the CPU prepare_device sets torch's threads; a notebook gets its own back
+        prepare_device(device)
+        for name in chosen:
+            recipe, state_dict = read_saved_model(run_dir, name)
+            if vocab is not None and tuple(recipe.vocab) != vocab:
+                raise UserError(f"entry {name} has other classes than the run's other entries: {recipe.vocab}")
+            vocab = tuple(recipe.vocab)
+            learn = build_from_recipe(recipe, state_dict, device, options.batch_size)
+            entry_probs[name] = _predict_entry(learn, readable, recipe, options.tta, name, progress)
+            del learn, state_dict
+            release_memory(device)
     assert vocab is not None
     stacked = np.stack([entry_probs[name] for name in chosen]).astype(np.float64)
     mixed = np.tensordot(np.array(list(chosen.values()), dtype=np.float64), stacked, axes=1)
@@ -225,7 +230,7 @@ def list_images(images: Sequence[str | Path]) -> list[Path]:
             raise UserError(f"{path} not found: pass image files or folders of images")
     files = list(dict.fromkeys(Path(os.path.abspath(path)) for path in files))  # a link keeps its own name
     if not files:
-        raise UserError(f"no image file in {', '.join(map(str, images))}: pass image files "
+        raise UserError(f"no image file in {', '.join(map(str, images)) or 'an empty list'}: pass image files "
                         f"({' '.join(sorted(IMAGE_SUFFIXES))}) or folders that hold them directly (their "
                         "sub-folders are not read)")
     return files

@@ -52,6 +52,7 @@ from planner.base.runfile import (
     now,
     save_run,
 )
+from planner.base.threads import torch_threads_kept
 from planner.base.trainsize import check_steps, training_count
 from planner_trainer.backend import Backend, LocalBackend, resolve_device
 from planner_trainer.data import DataLayout, label_of, scan_data
@@ -127,6 +128,10 @@ def run_plan(
             data folder or training settings.
         KeyboardInterrupt: the run was interrupted; finished entries are kept.
     """
+    if isinstance(plan_path, Plan):
+        raise UserError("run_plan takes the plan file's path (plan.json: run.json records it, and the run folder "
+                        "goes beside it by default), not the Plan record: pass the path make_plan wrote it to, "
+                        "ProbeOptions.output")
     backend = backend or LocalBackend()
     plan = load_plan(plan_path)
     plan.check_entry_names()
@@ -139,7 +144,7 @@ def run_plan(
     check_steps(training_count(Counter(map(label_of, layout.train)).values(), options.valid_pct), len(layout.train),
                 plan.effective_batch_size, options.valid_pct,
                 fix="Probe again with --effective-bs {n} or smaller, or hold out less with --valid-pct")
-    with one_writer(run_dir):
+    with one_writer(run_dir), torch_threads_kept():  # training sets torch's threads; a notebook gets its own back
         run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
             stale = stale_test_predictions(plan, book, layout, options.retrain)

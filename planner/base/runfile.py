@@ -251,7 +251,7 @@ def save_run(run: RunFile, run_dir: Path) -> Path:
     return atomic_write_json(run_dir / RUN_FILE, run.to_dict())
 
 
-def load_run(run_dir: Path,
+def load_run(run_dir: str | Path,
              fix: str = "use another --out folder (or remove the damaged run.json to start this one afresh)",
              ) -> RunFile | None:
     """Read ``RUN_DIR/run.json``, or None when the folder has none yet; ``fix`` ends the error message.
@@ -259,7 +259,7 @@ def load_run(run_dir: Path,
     Raises:
         UserError: the file is unreadable, not JSON, of another version, or a field is wrong (named).
     """
-    path = run_dir / RUN_FILE
+    path = Path(run_dir) / RUN_FILE
     if not path.exists():
         return None
     return load_record(path, RunFile, what="run record", version=RUN_VERSION, fix=fix)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +136,17 @@ def use_cpu_threads() -> ThreadChoice:
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
     return choice
+
+
+@contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Give torch back the thread count it had when the block ends: probing, training and predicting choose
+    their own (:func:`use_cpu_threads`), and a notebook that calls them keeps its own setting afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.base.errors import UserError
+from planner.base.fields import normalize_fields
 from planner.base.seeds import check_seed
 
 MIN_FOLDS = 2
@@ -38,10 +39,11 @@ class TuneOptions:
         the option.
 
         Raises:
-            UserError: the first such option.
+            UserError: a value of the wrong type (``planner.base.fields``), or the first such option.
         """
         from planner.ensemble.study import SAMPLERS  # here, not above: Optuna is heavy to import
 
+        normalize_fields(self)
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.trials < 1:

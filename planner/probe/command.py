@@ -20,6 +20,7 @@ from planner.base.gpus import GIB, GpuSpec, find_gpu, get_gpu
 from planner.base.locations import data_folder_here
 from planner.base.margin import card_needed, format_margin
 from planner.base.plan import MIN_MICRO_BATCH, Plan, TimeBasis, save_plan
+from planner.base.threads import torch_threads_kept
 from planner.base.trainsize import DEFAULT_VALID_PCT, check_steps, training_count
 from planner.probe.cards import CardComparison, compare_cards
 from planner.probe.epochtime import default_sizes, folder_sizes, time_basis
@@ -35,8 +36,9 @@ def make_plan(options: ProbeOptions, reporter: ProbeReporter | None = None,
     """Probe the entries (``entries``, else the options') and write the plan to ``options.output``.
 
     Raises:
-        UserError: contradictory options, an unreadable models file or data folder, no GPU where one
-            is needed, or an output that cannot be written; all before any probing.
+        UserError: contradictory options, entries that are not a non-empty list of ``EntrySpec`` records,
+            an unreadable models file or data folder, no GPU where one is needed, or an output that cannot
+            be written; all before any probing.
     """
     plan = _plan(options, reporter, entries)
     save_plan(plan, options.output)
@@ -59,7 +61,7 @@ def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[E
     import torch
 
     check_writable(options.output, "-o", folder=False)
-    entries = entries if entries is not None else _entries(options)
+    entries = _given(entries) if entries is not None else _entries(options)
     data = options.data if options.data is not None else data_folder_here()
     probe_data = probe_data_from_folder(data)
     check_data_gives_steps(probe_data, options.effective_batch_size)
@@ -76,7 +78,8 @@ def _plan(options: ProbeOptions, reporter: ProbeReporter | None, entries: list[E
 
         card = find_gpu(gpu_name())  # this machine's card, when the table knows it
     timing = _time_basis(card, data, probe_data, options.epochs, options.host_speed)
-    plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
+    with torch_threads_kept():  # the cpu meter sets torch's threads; a notebook gets its own back
+        plan = _probe(entries, device, budgets, probe_data, options, card, timing, reporter)
     if data is not None:
         plan = _with_loading(plan, data, probe_data, options.loader_workers, device, options.host_speed)
         plan = plan.model_copy(update={"data": str(Path(data).resolve())})
@@ -159,6 +162,23 @@ def misfit_message(plan: Plan, checkpointing: bool) -> str | None:
         fixes.append(f"an --effective-bs with a smaller divisor (micro-batches divide it; {batch}'s smallest is "
                      f"{smallest}), e.g. --effective-bs {batch + 1}")
     return f"{text}: try {', or '.join(fixes)}"
+
+
+def _given(entries: object) -> list[EntrySpec]:
+    """``make_plan``'s ``entries`` as a list, checked: what ``single_entry`` and ``load_models_file`` return.
+
+    Raises:
+        UserError: not a non-empty list (or one record) of ``EntrySpec`` records, e.g. architecture names.
+    """
+    given = [entries] if isinstance(entries, EntrySpec) else entries
+    if isinstance(given, str) or not isinstance(given, list | tuple) or not all(
+            isinstance(entry, EntrySpec) for entry in given):
+        raise UserError(f"entries must be a list of EntrySpec records, e.g. [*single_entry('resnet50', 224), "
+                        f"*single_entry('convnext_tiny', 224)]; got {entries!r:.80}")
+    if not given:
+        raise UserError("entries is empty: give at least one, e.g. single_entry('resnet50', 224), or leave it out "
+                        "to probe ProbeOptions.models, .arch or the reference set")
+    return list(given)
 
 
 def _entries(options: ProbeOptions) -> list[EntrySpec]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from planner.base.errors import UserError
+from planner.base.fields import normalize_fields
 from planner.base.plan import MIN_MICRO_BATCH, Size
 
 MAX_MARGIN = 0.5
@@ -59,7 +60,7 @@ class ProbeOptions:
     prices: Mapping[str, float] = field(default_factory=dict)
     models: Path | None = None
     arch: str | None = None
-    size: Size | None = None
+    size: int | Size | None = None
     effective_batch_size: int = DEFAULT_EFFECTIVE_BATCH_SIZE
     data: Path | None = None
     device: Literal["auto", "cuda", "cpu", "estimate"] = "auto"
@@ -75,8 +76,12 @@ class ProbeOptions:
         """Refuse options that contradict each other or are out of range, in one line naming the option.
 
         Raises:
-            UserError: the first such option.
+            UserError: a value of the wrong type (``planner.base.fields``), or the first such option.
         """
+        normalize_fields(self)
+        if any(budget <= 0 for budget in self.budgets):
+            raise UserError(f"ProbeOptions.budgets {self.budgets} must be card sizes in bytes, each more than 0 "
+                            "(16 * 2**30 is --gpu-mem 16G)")
         if not 0 < self.host_speed < float("inf"):
             raise UserError(f"--host-speed {self.host_speed:g} is not a speed: give how fast the training machine's "
                             "CPU is per core relative to this one, a positive number (1: as fast, 0.5: half as fast)")
