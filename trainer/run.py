@@ -133,11 +133,12 @@ def run_plan(
                         "goes beside it by default), not the Plan record: pass the path make_plan wrote it to, "
                         "ProbeOptions.output")
     backend = backend or LocalBackend()
+    plan_path = Path(plan_path).expanduser()
     plan = load_plan(plan_path)
     plan.check_entry_names()
-    data_dir = data_for_run(Path(data_dir) if data_dir is not None else None, plan.data)
-    run_dir = check_writable(run_dir if run_dir is not None else default_run_dir(Path(plan_path)), "--out",
-                             folder=True)
+    data_dir = data_for_run(Path(data_dir).expanduser() if data_dir is not None else None, plan.data)
+    run_dir = check_writable(Path(run_dir).expanduser() if run_dir is not None else default_run_dir(plan_path),
+                             "--out", folder=True)
     device = backend.device(options.device, options.cpu_memory_limit)
     allocator = use_allocator() if device == "cuda" else None  # before re-predicting or training starts CUDA
     layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind

@@ -418,6 +418,6 @@ def load_plan(path: str | Path) -> Plan:
         UserError: the file is missing, a folder, empty, not UTF-8, not JSON, of another version, or a
             field is wrong; the message names the file, the field and the fix.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     return load_record(path, Plan, what="plan file", version=PLAN_VERSION,
                        fix=f"make the plan (again) with `planner probe -o {path}`")

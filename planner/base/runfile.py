@@ -259,7 +259,7 @@ def load_run(run_dir: str | Path,
     Raises:
         UserError: the file is unreadable, not JSON, of another version, or a field is wrong (named).
     """
-    path = Path(run_dir) / RUN_FILE
+    path = Path(run_dir).expanduser() / RUN_FILE
     if not path.exists():
         return None
     return load_record(path, RunFile, what="run record", version=RUN_VERSION, fix=fix)

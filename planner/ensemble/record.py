@@ -151,18 +151,19 @@ def save_weights(result: TuneResult, options: TuneOptions, rule: str) -> Path:
     return atomic_write_json(result.weights_path, record.to_dict())
 
 
-def load_weights(run_dir: Path) -> dict[str, float] | None:
+def load_weights(run_dir: str | Path) -> dict[str, float] | None:
     """The chosen weights of ``RUN_DIR/weights.json`` by entry name, or None when the run has none.
 
     Raises:
         UserError: the file is unreadable, not JSON, of another version, or a field is wrong (named).
     """
-    path = Path(run_dir) / WEIGHTS_FILE
+    run_dir = Path(run_dir).expanduser()
+    path = run_dir / WEIGHTS_FILE
     if not path.exists():
         return None
     record = load_record(path, WeightsFile, what="weights file", version=WEIGHTS_VERSION,
                          fix=f"rerun planner tune-weights {run_dir}")
-    check_output_set(Path(run_dir), record)
+    check_output_set(run_dir, record)
     return dict(record.weights)
 
 
