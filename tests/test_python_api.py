@@ -14,6 +14,7 @@ from planner_process import REPO
 
 import planner.api
 from planner.api import (
+    LineReporter,
     PredictOptions,
     ProbeOptions,
     RunOptions,
@@ -88,8 +89,11 @@ def test_probe_run_predict_in_one_process_take_str_paths_and_give_torch_its_thre
         assert torch.get_num_threads() == 2
         with pytest.raises(UserError, match="takes the plan file's path"):
             run_plan(plan, data, "run")
-        run = run_plan("plan.json", data, "run", RunOptions(epochs=1, pretrained=False, device="cpu"))
+        lines: list[str] = []
+        run = run_plan("plan.json", data, "run", RunOptions(epochs=1, pretrained=False, device="cpu"),
+                       reporter=LineReporter(lines.append))
         assert torch.get_num_threads() == 2
+        assert any(line.startswith(f"done {plan.entries[0].name}") for line in lines), lines
         assert not run.failed and set(load_run("run").entries) == {entry.name for entry in plan.entries}
         with pytest.raises(UserError, match="weights must map each entry's name to its weight"):
             predict("run", tests, [1.0])

@@ -103,7 +103,7 @@ def run_plan(
     data_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
     options: RunOptions = RunOptions(),
-    reporter: Reporter = Reporter(),
+    reporter: Reporter | None = None,
     backend: Backend | None = None,
 ) -> RunResult:
     """Train the plan's entries into ``run_dir``; skip those finished by an earlier run.
@@ -115,7 +115,7 @@ def run_plan(
         run_dir: the run folder (created if missing): split.json, run.json, run.log, preds/*.npz;
             None: ``runs/<plan name>`` beside the plan, so that the same command resumes it.
         options: see :class:`RunOptions`.
-        reporter: receives progress events (the CLI passes a rich one); run.log gets them too.
+        reporter: receives progress events (the CLI passes a rich one; None: none); run.log gets them too.
         backend: where the tries train: :class:`~planner_trainer.backend.LocalBackend` (default: one after
             another in this process) or ``planner_trainer.ray_backend.RayBackend``.
 
@@ -133,6 +133,7 @@ def run_plan(
                         "goes beside it by default), not the Plan record: pass the path make_plan wrote it to, "
                         "ProbeOptions.output")
     backend = backend or LocalBackend()
+    reporter = reporter if reporter is not None else Reporter()
     plan_path = Path(plan_path).expanduser()
     plan = load_plan(plan_path)
     plan.check_entry_names()
