@@ -22,7 +22,7 @@ from rich.table import Table
 
 from planner.base.atomic import write_fault
 from planner.base.errors import PlanDoesNotFit, UserError
-from planner.ensemble.options import TuneOptions
+from planner.ensemble.options import DEFAULT_STUDY, TuneOptions
 from planner.probe.options import ProbeOptions
 from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
@@ -300,9 +300,12 @@ def tune_weights_command(
                      "several processes or machines share a study on a server, e.g. postgresql://USER@HOST/DB "
                      "(--trials is then the study's total).", show_default="sqlite:///RUN_DIR/optuna.db"),
     ] = None,
-    study: Annotated[str, typer.Option("--study", help="Study name in the storage; reruns resume it.")] = (
-        TuneOptions.study
-    ),
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study name in the storage; reruns resume it. Default: a study per set of "
+                     "predictions (tune-weights-<hash> once an entry was added or trained again).",
+                     show_default=DEFAULT_STUDY),
+    ] = TuneOptions.study,
     hand_weights: Annotated[
         list[str] | None,
         typer.Option(

@@ -139,16 +139,33 @@ def test_study_resumes_from_sqlite_with_the_trials_it_had(tmp_path) -> None:
     assert (again.study.completed, again.study.ran) == (30, 0)
 
 
-def test_stored_study_is_refused_on_other_predictions(tmp_path) -> None:
+def test_a_named_study_is_refused_on_other_predictions(tmp_path) -> None:
     probs, targets = informative_and_noise(rows=200)
     write_run(tmp_path, ["a", "b"], probs, targets)
-    tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2))
+    tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2, study="mine"))
     other, _ = informative_and_noise(rows=200, seed=7)
     write_run(tmp_path, ["a", "b"], other, targets)
-    with pytest.raises(UserError, match="other predictions"):
-        tune_weights(TuneOptions(run_dir=tmp_path, trials=10, folds=2))
+    with pytest.raises(UserError, match=r"'mine' .* other predictions .*another --study name"):
+        tune_weights(TuneOptions(run_dir=tmp_path, trials=10, folds=2, study="mine"))
     fresh = tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2, study="second"))
     assert fresh.study.completed == 5
+
+
+def test_an_entry_added_after_tuning_gets_its_own_default_study_which_resumes(tmp_path) -> None:
+    """`planner predict` says to rerun tune-weights once an entry was added: that rerun must work."""
+    probs, targets = informative_and_noise(rows=200)
+    write_run(tmp_path, ["a", "b"], probs, targets)
+    first = tune_weights(TuneOptions(run_dir=tmp_path, trials=6, folds=2))
+    assert first.study.study_name == "tune-weights"
+    third, _ = informative_and_noise(rows=200, seed=3)
+    write_run(tmp_path, ["a", "b", "c"], np.concatenate([probs, third[:1]]), targets)
+    added = tune_weights(TuneOptions(run_dir=tmp_path, trials=6, folds=2))
+    assert added.study.study_name.startswith("tune-weights-") and (added.study.completed, added.study.ran) == (6, 6)
+    assert set(added.names) == {"a", "b", "c"}
+    again = tune_weights(TuneOptions(run_dir=tmp_path, trials=8, folds=2))
+    assert (again.study.study_name, again.study.completed, again.study.ran) == (added.study.study_name, 8, 2)
+    record = json.loads((tmp_path / "weights.json").read_text())
+    assert record["study"]["name"] == added.study.study_name and set(record["weights"]) == {"a", "b", "c"}
 
 
 @pytest.mark.parametrize(("bad", "message"), [
