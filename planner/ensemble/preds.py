@@ -58,7 +58,9 @@ def load_predictions(run_dir: Path) -> RunPredictions:
     paths = sorted(folder.glob("*.npz"))
     if len(paths) < 2:
         raise UserError(
-            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models"
+            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models: add entries "
+            f"to the plan and rerun planner run (finished ones are kept), or predict with one model: planner "
+            f"predict {run_dir} IMAGES"
         )
     files = [_read(path) for path in paths]
     first, first_path = files[0], paths[0]
