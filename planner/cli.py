@@ -383,6 +383,8 @@ def _tune_and_show(options):
     console.print(f"chosen: {result.chosen}. {result.reason}.")
     weights = zip(result.names, result.weights, strict=True)
     console.print("weights: " + ", ".join(f"{name} {weight:.3f}" for name, weight in weights))
+    if result.left_out:
+        console.print(f"left out, no predictions: {', '.join(result.left_out)}", soft_wrap=True)
     console.print(
         f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
     )

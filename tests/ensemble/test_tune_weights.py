@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from run_data import plan_entry, write_plan
 from tune_weights_data import complementary, informative_and_noise, softmax, write_run
 
 from planner.base.errors import UserError
@@ -176,3 +177,15 @@ def test_an_entry_added_after_tuning_gets_its_own_default_study_which_resumes(tm
 def test_tune_options_refuse_bad_values_before_any_work(bad: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         TuneOptions(**bad)
+
+
+def test_the_runs_entries_without_predictions_are_named_with_their_status(tmp_path, image_folder, planner_cli) -> None:
+    """A skipped (or failed) entry is left out of the weights, and the result says so."""
+    misfit = plan_entry("resnet18").model_copy(update={"fits": False})
+    skipped = planner_cli("run", write_plan(tmp_path / "plan.json", [misfit]), "--out", tmp_path / "run",
+                          "--data", image_folder, "--device", "cpu")
+    assert skipped.returncode == 3, skipped.stderr
+    probs, targets = informative_and_noise(rows=60)
+    write_run(tmp_path / "run", ["a", "b"], probs, targets)
+    result = tune_weights(TuneOptions(run_dir=tmp_path / "run", data=tmp_path, trials=3, folds=2))
+    assert result.names == ("a", "b") and result.left_out == (f"{misfit.name} (skipped)",)
