@@ -22,7 +22,8 @@ from rich.table import Table
 
 from planner.base.atomic import write_fault
 from planner.base.errors import PlanDoesNotFit, UserError
-from planner.ensemble.options import DEFAULT_STUDY, TuneOptions
+from planner.ensemble.options import TuneOptions
+from planner.ensemble.storage import DEFAULT_STUDY
 from planner.probe.options import ProbeOptions
 from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 

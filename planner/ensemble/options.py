@@ -15,7 +15,6 @@ from planner.base.errors import UserError
 from planner.base.seeds import check_seed
 
 MIN_FOLDS = 2
-DEFAULT_STUDY = "tune-weights"
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class TuneOptions:
     sampler: str = "tpe"
     seed: int = 0
     storage: str | None = None
-    study: str | None = None  # DEFAULT_STUDY, or its variant for these predictions (planner.ensemble.study)
+    study: str | None = None  # None: the default study of these predictions (planner.ensemble.study)
     hand_weights: Mapping[str, float] = field(default_factory=dict)
     folds: int = 5
     force_weights: bool = False

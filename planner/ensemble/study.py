@@ -49,8 +49,7 @@ from planner.base.errors import UserError, first_line
 from planner.base.lock import held_exclusively
 from planner.base.seeds import MAX_SEED
 from planner.ensemble.objectives import log_loss, row_log_losses
-from planner.ensemble.options import DEFAULT_STUDY
-from planner.ensemble.storage import sqlite_file
+from planner.ensemble.storage import DEFAULT_STUDY, sqlite_file
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
