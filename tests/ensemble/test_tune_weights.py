@@ -8,13 +8,14 @@ import json
 import numpy as np
 import pytest
 from run_data import plan_entry, write_plan
-from tune_weights_data import complementary, informative_and_noise, softmax, write_run
+from tune_weights_data import complementary, informative_and_noise, rewrite, softmax, write_run
 
 from planner.base.errors import UserError
 from planner.base.runfile import RunFile, RunSettings, now, save_run
 from planner.ensemble import methods
 from planner.ensemble.objectives import error_rate, log_loss, true_class_probs
 from planner.ensemble.options import TuneOptions
+from planner.ensemble.record import load_weights
 from planner.ensemble.study import run_study
 from planner.ensemble.tune import tune_weights
 
@@ -189,3 +190,19 @@ def test_the_runs_entries_without_predictions_are_named_with_their_status(tmp_pa
     write_run(tmp_path / "run", ["a", "b"], probs, targets)
     result = tune_weights(TuneOptions(run_dir=tmp_path / "run", data=tmp_path, trials=3, folds=2))
     assert result.names == ("a", "b") and result.left_out == (f"{misfit.name} (skipped)",)
+
+
+def test_weights_of_an_entry_trained_again_since_are_refused_and_test_repredictions_are_not(tmp_path) -> None:
+    """weights.json remembers each entry's held-out rows: after a retrain (new data, new split) the weights
+    and submission.csv are the old models'; new test images predicted again leave the weights valid."""
+    probs, targets = informative_and_noise(rows=60)
+    write_run(tmp_path, ["a", "b"], probs, targets)
+    tune_weights(TuneOptions(run_dir=tmp_path, trials=3, folds=2))
+    assert set(load_weights(tmp_path)) == {"a", "b"}
+    rewrite(tmp_path / "preds" / "b.npz", test_probs=probs[1, :4].astype(np.float32), test_names=np.array(
+        [f"new{i}.png" for i in range(4)]))
+    assert set(load_weights(tmp_path)) == {"a", "b"}
+    retrained, _ = informative_and_noise(rows=60, seed=5)
+    rewrite(tmp_path / "preds" / "b.npz", valid_probs=retrained[0].astype(np.float32))
+    with pytest.raises(UserError, match=r"other held-out predictions of b \(trained again .*--uniform"):
+        load_weights(tmp_path)
