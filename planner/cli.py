@@ -23,6 +23,7 @@ from rich.table import Table
 from planner.base.atomic import write_fault
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
+from planner.ensemble.storage import DEFAULT_STUDY
 from planner.probe.options import ProbeOptions
 from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
@@ -300,9 +301,12 @@ def tune_weights_command(
                      "several processes or machines share a study on a server, e.g. postgresql://USER@HOST/DB "
                      "(--trials is then the study's total).", show_default="sqlite:///RUN_DIR/optuna.db"),
     ] = None,
-    study: Annotated[str, typer.Option("--study", help="Study name in the storage; reruns resume it.")] = (
-        TuneOptions.study
-    ),
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study name in the storage; reruns resume it. Default: a study per set of "
+                     "predictions (tune-weights-<hash> once an entry was added or trained again).",
+                     show_default=DEFAULT_STUDY),
+    ] = TuneOptions.study,
     hand_weights: Annotated[
         list[str] | None,
         typer.Option(
@@ -380,6 +384,8 @@ def _tune_and_show(options):
     console.print(f"chosen: {result.chosen}. {result.reason}.")
     weights = zip(result.names, result.weights, strict=True)
     console.print("weights: " + ", ".join(f"{name} {weight:.3f}" for name, weight in weights))
+    if result.left_out:
+        console.print(f"left out, no predictions: {', '.join(result.left_out)}", soft_wrap=True)
     console.print(
         f"wrote {result.weights_path}, {result.submission_path}, {result.png_path} ({result.seconds:.1f} s)"
     )

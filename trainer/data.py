@@ -73,8 +73,9 @@ def scan_data(data_dir: str | Path) -> DataLayout:
 
     Raises:
         UserError: the folder or its ``train_images`` is missing, an image sits outside a class folder,
-            a class folder holds no image, there are fewer than two classes, images are broken symbolic
-            links or cannot be read (the message names every one, the first few when many).
+            a class folder holds no image, there are fewer than two classes, test_images holds only
+            sub-folders, images are broken symbolic links or cannot be read (the message names every one,
+            the first few when many).
     """
     root = Path(data_dir).expanduser().resolve()
     if root.exists() and not root.is_dir():
@@ -101,6 +102,11 @@ def scan_data(data_dir: str | Path) -> DataLayout:
             raise UserError(_empty_class(class_dir))
         train.extend(p.relative_to(root).as_posix() for p in files)
     test = [p.name for p in images_in(test_dir, broken_links=True)] if test_dir.is_dir() else []
+    test_subfolders = class_folders(test_dir) if test_dir.is_dir() and not test else []
+    if test_subfolders:
+        names = some_of([folder.name for folder in test_subfolders])
+        raise UserError(f"test_images holds no image, only the sub-folder(s) {names}: put the test images directly in "
+                        "test_images/ (sub-folders are not read), each name once")
     paths = [root / name for name in train] + [test_dir / name for name in test]
     broken = [path for path in paths if is_broken_link(path)]
     if broken:

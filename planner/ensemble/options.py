@@ -29,7 +29,7 @@ class TuneOptions:
     sampler: str = "tpe"
     seed: int = 0
     storage: str | None = None
-    study: str = "tune-weights"
+    study: str | None = None  # None: the default study of these predictions (planner.ensemble.study)
     hand_weights: Mapping[str, float] = field(default_factory=dict)
     folds: int = 5
     force_weights: bool = False

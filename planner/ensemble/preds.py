@@ -9,13 +9,14 @@ are matched by file name (the same files in another order are aligned).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from planner.base.errors import UserError
-from planner.base.predfile import PREDS_FOLDER, read_prediction_arrays
+from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 
 ROW_SUM_TOLERANCE = 1e-3
 
@@ -58,7 +59,9 @@ def load_predictions(run_dir: Path) -> RunPredictions:
     paths = sorted(folder.glob("*.npz"))
     if len(paths) < 2:
         raise UserError(
-            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models"
+            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models: add entries "
+            f"to the plan and rerun planner run (finished ones are kept), or predict with one model: planner "
+            f"predict {run_dir} IMAGES"
         )
     files = [_read(path) for path in paths]
     first, first_path = files[0], paths[0]
@@ -75,6 +78,16 @@ def load_predictions(run_dir: Path) -> RunPredictions:
         test_names=tuple(first["test_names"].tolist()),
         test_probs=np.stack([arrays["test_probs"] for arrays in files]).astype(np.float64),
     )
+
+
+def held_out_digest(run_dir: Path, name: str) -> str:
+    """A short SHA-256 of an entry's held-out rows as saved (names, targets, probabilities): what its
+    weight is fit on. A retrained entry changes it; test images predicted again do not."""
+    arrays = read_prediction_arrays(predictions_path(run_dir, name))
+    digest = hashlib.sha256()
+    for key in ("valid_names", "valid_targets", "valid_probs"):
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

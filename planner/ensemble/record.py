@@ -23,6 +23,8 @@ from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
 from planner.base.jsonfile import load_record
 from planner.base.plan import Record
+from planner.base.predfile import predictions_path
+from planner.ensemble.preds import held_out_digest
 
 if TYPE_CHECKING:
     from planner.ensemble.crossfit import Score
@@ -96,6 +98,7 @@ class WeightsFile(Record):
     submission: str
     seconds: float = Field(ge=0)
     files: dict[str, OutputFile] = Field(default_factory=dict)
+    fit_on: dict[str, str] = Field(default_factory=dict)  # held_out_digest per entry (empty in older files)
 
 
 def save_weights(result: TuneResult, options: TuneOptions, rule: str) -> Path:
@@ -147,6 +150,7 @@ def save_weights(result: TuneResult, options: TuneOptions, rule: str) -> Path:
         submission=result.submission_path.name,
         seconds=result.seconds,
         files={path.name: _output_file(path) for path in (result.submission_path, result.png_path)},
+        fit_on={name: held_out_digest(result.run_dir, name) for name in names},
     )
     return atomic_write_json(result.weights_path, record.to_dict())
 
@@ -164,7 +168,23 @@ def load_weights(run_dir: str | Path) -> dict[str, float] | None:
     record = load_record(path, WeightsFile, what="weights file", version=WEIGHTS_VERSION,
                          fix=f"rerun planner tune-weights {run_dir}")
     check_output_set(run_dir, record)
+    _check_fit_on(run_dir, record)
     return dict(record.weights)
+
+
+def _check_fit_on(run_dir: Path, record: WeightsFile) -> None:
+    """Refuse weights fit on held-out predictions that an entry's file no longer holds (it was trained
+    again after tune-weights ran: the weights and submission.csv are of the old models). A missing file
+    is left to the caller, which knows whether the entry is finished.
+
+    Raises:
+        UserError: names every such entry.
+    """
+    changed = [name for name, digest in record.fit_on.items()
+               if predictions_path(run_dir, name).is_file() and held_out_digest(run_dir, name) != digest]
+    if changed:
+        raise UserError(f"weights.json was fit on other held-out predictions of {', '.join(changed)} (trained again "
+                        f"after tune-weights ran): rerun planner tune-weights {run_dir}, or pass --uniform")
 
 
 def check_output_set(run_dir: Path, record: WeightsFile) -> None:

@@ -47,6 +47,7 @@ class TuneResult:
     png_path: Path
     seconds: float
     storage_note: str | None = None
+    left_out: tuple[str, ...] = ()  # the run's entries without predictions, each "NAME (status)"
 
     @property
     def weights(self) -> np.ndarray:

@@ -24,6 +24,8 @@ from planner.base.errors import UserError
 from planner.base.filesystems import PROC_MOUNTS, network_mount
 from planner.base.locations import cache_folder
 
+DEFAULT_STUDY = "tune-weights"  # the study's name in the storage unless --study names one
+
 STUDY_FILE = "optuna.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 

@@ -14,7 +14,9 @@ optimum after 1,000 TPE trials, within the seed-to-seed spread (benchmarks/RESUL
 Resume. ``trials`` is the number of *completed* trials the study should hold: a study that already
 has 20 and is asked for 30 runs 10 more; one that has 30 runs none. A stored study remembers which
 predictions it was fit on (a hash of the entry names, held-out names and each model's probability of
-the true class: all the objective sees) and is refused if they changed. The sampler is made afresh
+the true class: all the objective sees). When they changed (an entry added or trained again), a
+named study is refused, and the default one is left as it is: the new predictions get their own study,
+``tune-weights-<hash>``, which a rerun on the same predictions resumes. The sampler is made afresh
 before every trial, seeded with ``seed + completed trials``, the two enqueued trials are enqueued
 once whatever happened before, and trials a killed process left running are marked failed: so a study
 killed at any point (kill -9 included) and resumed ends with the same trials, values and best
@@ -47,7 +49,7 @@ from planner.base.errors import UserError, first_line
 from planner.base.lock import held_exclusively
 from planner.base.seeds import MAX_SEED
 from planner.ensemble.objectives import log_loss, row_log_losses
-from planner.ensemble.storage import sqlite_file
+from planner.ensemble.storage import DEFAULT_STUDY, sqlite_file
 
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
@@ -109,7 +111,7 @@ def run_study(
     sampler: str = "tpe",
     seed: int = 0,
     storage: str | None = None,
-    study_name: str = "tune-weights",
+    study_name: str | None = None,
     fit_on: str | None = None,
     on_trial: Callable[[int, int], None] | None = None,
 ) -> StudyResult:
@@ -126,8 +128,9 @@ def run_study(
         sampler: a key of ``SAMPLERS``.
         seed: base seed of the sampler.
         storage: an Optuna storage URL (e.g. ``sqlite:///run/optuna.db``); None keeps it in memory.
-        study_name: the study's name in the storage.
-        fit_on: fingerprint of the predictions (see ``fingerprint``); a stored study with another is
+        study_name: the study's name in the storage; None: ``DEFAULT_STUDY``, or ``DEFAULT_STUDY-<fit_on>``
+            when that one was fit on other predictions (module docstring, "Resume").
+        fit_on: fingerprint of the predictions (see ``fingerprint``); a named stored study with another is
             refused. None skips the check (in-memory studies).
         on_trial: called after each trial with (trials run so far, trials to run).
 
@@ -151,17 +154,21 @@ def _run(
     sampler: str,
     seed: int,
     storage: str | None,
-    study_name: str,
+    study_name: str | None,
     fit_on: str | None,
     on_trial: Callable[[int, int], None] | None,
 ) -> StudyResult:
-    study = _open(storage, study_name)
-    stored = study.user_attrs.get("fingerprint")
-    if fit_on is not None and stored != fit_on and (stored is not None or study.trials):
+    study = _open(storage, study_name or DEFAULT_STUDY)
+    if study_name is None and _fit_on_other(study, fit_on):
+        study = _open(storage, f"{DEFAULT_STUDY}-{fit_on}")
+    if _fit_on_other(study, fit_on):
+        then, now = ", ".join(study.user_attrs.get("entries", [])) or "?", ", ".join(names)
         raise UserError(
-            f"study {study_name!r} in {shown(storage)} was fit on other predictions; pass --study with a new "
-            "name or remove the stored study"
+            f"study {study.study_name!r} in {shown(storage)} was fit on other predictions (entries then: {then}; "
+            f"now: {now}): pass another --study name, or leave --study out to use the default study of these "
+            "predictions"
         )
+    stored = study.user_attrs.get("fingerprint")
     if fit_on is not None and stored is None:
         study.set_user_attr("fingerprint", fit_on)
         study.set_user_attr("entries", list(names))
@@ -191,9 +198,15 @@ def _run(
         completed=len(finished),
         ran=len(finished) - start,
         history=tuple(float(trial.value) for trial in finished),
-        study_name=study_name,
+        study_name=study.study_name,
         storage=storage,
     )
+
+
+def _fit_on_other(study: optuna.Study, fit_on: str | None) -> bool:
+    """Whether the stored study holds trials of other predictions than ``fit_on`` (None: never)."""
+    stored = study.user_attrs.get("fingerprint")
+    return fit_on is not None and stored != fit_on and (stored is not None or bool(study.trials))
 
 
 def _completed(study: optuna.Study) -> int:

@@ -107,6 +107,7 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         png_path=write_png(run_dir / "weights.png", preds.names, results, study),
         seconds=time.perf_counter() - start,
         storage_note=storage.note,
+        left_out=_left_out(run_dir, preds.names),
     )
     save_weights(result, options, RULE)
     return result
@@ -213,6 +214,18 @@ def _score(
         error_rate=error_rate(weights, preds.valid_probs, preds.valid_targets),
         crossfit=honest,
     )
+
+
+def _left_out(run_dir: Path, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The entries run.json lists without a prediction file (failed, skipped, interrupted), each with its
+    status; none when run.json is missing or unreadable (the report's note only: preds/ is what is fit)."""
+    try:
+        run = load_run(run_dir)
+    except UserError:
+        return ()
+    if run is None:
+        return ()
+    return tuple(f"{name} ({entry.status})" for name, entry in sorted(run.entries.items()) if name not in names)
 
 
 def _data_dir(options: TuneOptions) -> Path | None:

@@ -83,7 +83,7 @@ CASES = {
     "missing array": (lambda run: rewrite(run / "preds" / "b.npz", vocab=None), "misses array(s) vocab"),
     "corrupt npz": (corrupt, "cannot read"),
     "pickled array": (pickled, "without pickles"),
-    "one model": (only_one, "at least two models"),
+    "one model": (only_one, "at least two models: add entries to the plan and rerun planner run"),
     "no preds folder": (no_preds, "not found"),
 }
 

@@ -7,13 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from tune_weights_data import complementary, informative_and_noise, softmax, write_run
+from run_data import plan_entry, write_plan
+from tune_weights_data import complementary, informative_and_noise, rewrite, softmax, write_run
 
 from planner.base.errors import UserError
 from planner.base.runfile import RunFile, RunSettings, now, save_run
 from planner.ensemble import methods
 from planner.ensemble.objectives import error_rate, log_loss, true_class_probs
 from planner.ensemble.options import TuneOptions
+from planner.ensemble.record import load_weights
 from planner.ensemble.study import run_study
 from planner.ensemble.tune import tune_weights
 
@@ -139,16 +141,33 @@ def test_study_resumes_from_sqlite_with_the_trials_it_had(tmp_path) -> None:
     assert (again.study.completed, again.study.ran) == (30, 0)
 
 
-def test_stored_study_is_refused_on_other_predictions(tmp_path) -> None:
+def test_a_named_study_is_refused_on_other_predictions(tmp_path) -> None:
     probs, targets = informative_and_noise(rows=200)
     write_run(tmp_path, ["a", "b"], probs, targets)
-    tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2))
+    tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2, study="mine"))
     other, _ = informative_and_noise(rows=200, seed=7)
     write_run(tmp_path, ["a", "b"], other, targets)
-    with pytest.raises(UserError, match="other predictions"):
-        tune_weights(TuneOptions(run_dir=tmp_path, trials=10, folds=2))
+    with pytest.raises(UserError, match=r"'mine' .* other predictions .*another --study name"):
+        tune_weights(TuneOptions(run_dir=tmp_path, trials=10, folds=2, study="mine"))
     fresh = tune_weights(TuneOptions(run_dir=tmp_path, trials=5, folds=2, study="second"))
     assert fresh.study.completed == 5
+
+
+def test_an_entry_added_after_tuning_gets_its_own_default_study_which_resumes(tmp_path) -> None:
+    """`planner predict` says to rerun tune-weights once an entry was added: that rerun must work."""
+    probs, targets = informative_and_noise(rows=200)
+    write_run(tmp_path, ["a", "b"], probs, targets)
+    first = tune_weights(TuneOptions(run_dir=tmp_path, trials=6, folds=2))
+    assert first.study.study_name == "tune-weights"
+    third, _ = informative_and_noise(rows=200, seed=3)
+    write_run(tmp_path, ["a", "b", "c"], np.concatenate([probs, third[:1]]), targets)
+    added = tune_weights(TuneOptions(run_dir=tmp_path, trials=6, folds=2))
+    assert added.study.study_name.startswith("tune-weights-") and (added.study.completed, added.study.ran) == (6, 6)
+    assert set(added.names) == {"a", "b", "c"}
+    again = tune_weights(TuneOptions(run_dir=tmp_path, trials=8, folds=2))
+    assert (again.study.study_name, again.study.completed, again.study.ran) == (added.study.study_name, 8, 2)
+    record = json.loads((tmp_path / "weights.json").read_text())
+    assert record["study"]["name"] == added.study.study_name and set(record["weights"]) == {"a", "b", "c"}
 
 
 @pytest.mark.parametrize(("bad", "message"), [
@@ -159,3 +178,31 @@ def test_stored_study_is_refused_on_other_predictions(tmp_path) -> None:
 def test_tune_options_refuse_bad_values_before_any_work(bad: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         TuneOptions(**bad)
+
+
+def test_the_runs_entries_without_predictions_are_named_with_their_status(tmp_path, image_folder, planner_cli) -> None:
+    """A skipped (or failed) entry is left out of the weights, and the result says so."""
+    misfit = plan_entry("resnet18").model_copy(update={"fits": False})
+    skipped = planner_cli("run", write_plan(tmp_path / "plan.json", [misfit]), "--out", tmp_path / "run",
+                          "--data", image_folder, "--device", "cpu")
+    assert skipped.returncode == 3, skipped.stderr
+    probs, targets = informative_and_noise(rows=60)
+    write_run(tmp_path / "run", ["a", "b"], probs, targets)
+    result = tune_weights(TuneOptions(run_dir=tmp_path / "run", data=tmp_path, trials=3, folds=2))
+    assert result.names == ("a", "b") and result.left_out == (f"{misfit.name} (skipped)",)
+
+
+def test_weights_of_an_entry_trained_again_since_are_refused_and_test_repredictions_are_not(tmp_path) -> None:
+    """weights.json remembers each entry's held-out rows: after a retrain (new data, new split) the weights
+    and submission.csv are the old models'; new test images predicted again leave the weights valid."""
+    probs, targets = informative_and_noise(rows=60)
+    write_run(tmp_path, ["a", "b"], probs, targets)
+    tune_weights(TuneOptions(run_dir=tmp_path, trials=3, folds=2))
+    assert set(load_weights(tmp_path)) == {"a", "b"}
+    rewrite(tmp_path / "preds" / "b.npz", test_probs=probs[1, :4].astype(np.float32), test_names=np.array(
+        [f"new{i}.png" for i in range(4)]))
+    assert set(load_weights(tmp_path)) == {"a", "b"}
+    retrained, _ = informative_and_noise(rows=60, seed=5)
+    rewrite(tmp_path / "preds" / "b.npz", valid_probs=retrained[0].astype(np.float32))
+    with pytest.raises(UserError, match=r"other held-out predictions of b \(trained again .*--uniform"):
+        load_weights(tmp_path)

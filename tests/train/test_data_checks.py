@@ -113,6 +113,19 @@ def test_a_class_folder_whose_images_sit_in_a_sub_folder_is_named_with_the_fix(t
     assert refusal(data) == "class folder train_images/c2 holds no image: add its images or remove the folder"
 
 
+def test_test_images_in_sub_folders_are_refused_before_a_run_that_would_predict_none(tmp_path: Path) -> None:
+    """Two sub-folders with the same file name: sub-folders are not read, so the run would train and
+    then have no test prediction for sample_submission.csv; refused up front instead."""
+    data = make_image_folder(tmp_path / "data", per_class=3, test=2)
+    for index, folder in enumerate(("a", "b")):
+        (data / "test_images" / folder).mkdir()
+        (data / "test_images" / f"img_{index}.png").rename(data / "test_images" / folder / "same.png")
+    assert refusal(data) == ("test_images holds no image, only the sub-folder(s) a, b: put the test images "
+                             "directly in test_images/ (sub-folders are not read), each name once")
+    (data / "test_images" / "a" / "same.png").rename(data / "test_images" / "same.png")
+    assert scan_data(data).test == ("same.png",)  # beside an image, a sub-folder is left alone
+
+
 def test_a_single_class_is_refused_with_the_layout_training_needs(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data", classes=1, per_class=3, test=1)
     assert refusal(data).endswith("holds 1 class folder(s); training needs at least two: one folder of images per "
