@@ -7,6 +7,7 @@ that ``planner --help`` stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,8 +51,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise UserError(f"--epochs {self.epochs} must be at least 1")
-        if not self.lr > 0:
-            raise UserError(f"--lr {self.lr} must be larger than zero, e.g. 0.01")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # inf trains to NaN and cannot be recorded in run.json
+            raise UserError(f"--lr {self.lr} must be a finite number larger than zero, e.g. 0.01")
         if not 0 < self.valid_pct < 1:
             raise UserError(f"--valid-pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
         if self.device not in ("auto", "cuda", "cpu"):

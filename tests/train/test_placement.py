@@ -149,6 +149,7 @@ def test_ray_flags_are_refused_for_the_local_backend() -> None:
 
 def test_run_and_predict_options_check_themselves() -> None:
     for bad, message in [({"epochs": 0}, "--epochs 0 must be at least 1"), ({"lr": 0}, "--lr 0"),
+                         ({"lr": float("inf")}, "--lr inf must be a finite number"), ({"lr": float("nan")}, "--lr nan"),
                          ({"valid_pct": 1.0}, "--valid-pct 1.0"), ({"device": "tpu"}, "--device 'tpu'")]:
         with pytest.raises(UserError, match=message):
             RunOptions(**bad)
