@@ -70,7 +70,7 @@ from planner_trainer.progress import LogFile, Reporter, Reporters
 from planner_trainer.repredict import repredict_test
 from planner_trainer.rerun import retrain_command
 from planner_trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
-from planner_trainer.split import SPLIT_FILE, Split, shared_split
+from planner_trainer.split import SPLIT_FILE, Split, check_holds_out, shared_split
 from planner_trainer.try_spec import RunInputs, TrySpec
 
 LOG_FILE = "run.log"
@@ -136,6 +136,7 @@ def run_plan(
     device = backend.device(options.device, options.cpu_memory_limit)
     allocator = use_allocator() if device == "cuda" else None  # before re-predicting or training starts CUDA
     layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind
+    check_holds_out(layout.train, options.valid_pct)
     check_steps(training_count(Counter(map(label_of, layout.train)).values(), options.valid_pct), len(layout.train),
                 plan.effective_batch_size, options.valid_pct,
                 fix="Probe again with --effective-bs {n} or smaller, or hold out less with --valid-pct")
@@ -423,7 +424,7 @@ def start_run_folder(
         start_afresh(run_dir)
         previous = None
     split = shared_split(run_dir, layout, options.valid_pct, options.seed)
-    run = _open_run(run_dir, Path(plan_path), plan, layout, options.settings(), previous, inputs)
+    run = _open_run(run_dir, Path(plan_path), plan, layout, options.settings(), previous, inputs, options.retrain)
     save_listing(run_dir, files)
     book = RunBook(run_dir, run)
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
@@ -530,10 +531,11 @@ def repredict_entries(stale: list[EntryRecord], book: RunBook, layout: DataLayou
 
 def _open_run(
     run_dir: Path, plan_path: Path, plan: Plan, layout: DataLayout, settings: RunSettings, run: RunFile | None,
-    inputs: DataRecord,
+    inputs: DataRecord, retrain: bool = False,
 ) -> RunFile:
     """The run folder's record: new, or the earlier one (``run``) checked against this run, with the
-    data as it is now (``inputs``)."""
+    data as it is now (``inputs``); with ``retrain`` a finished entry may have changed in the plan (it
+    trains again)."""
     if run is None:
         run = RunFile(data=str(layout.root), plan=str(plan_path.resolve()),
                       effective_batch_size=plan.effective_batch_size, budget_bytes=plan.budget_bytes,
@@ -549,8 +551,9 @@ def _open_run(
     if run.effective_batch_size != plan.effective_batch_size:
         raise UserError(f"{where} with effective batch {run.effective_batch_size}, this plan has "
                         f"{plan.effective_batch_size}: {hint}")
-    for entry in plan.entries:
-        _check_same_training(run.entries.get(entry.name), entry, run_dir)
+    if not retrain:
+        for entry in plan.entries:
+            _check_same_training(run.entries.get(entry.name), entry, run_dir)
     run = run.model_copy(update={"inputs": inputs, "updated": now()})
     save_run(run, run_dir)
     return run
@@ -563,7 +566,8 @@ def _check_same_training(record: EntryRecord | None, entry: PlanEntry, run_dir: 
         raise UserError(
             f"entry {entry.name} in {run_dir} was trained as "
             f"{record.arch} {record.item.label} {record.size}, "
-            f"the plan now says {entry.arch} {entry.item.label} {entry.size}: use another --out folder"
+            f"the plan now says {entry.arch} {entry.item.label} {entry.size}: use another --out folder, or --retrain "
+            "to train every entry of the plan again in this one"
         )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastai.callback.core import Callback
 from rich.console import Console
-from run_data import plan_entry, write_plan
+from run_data import make_image_folder, plan_entry, write_plan
 
 from planner.base.errors import UserError
 from planner.base.plan import EntryTime, LoaderTime
@@ -189,3 +189,25 @@ def test_progress_in_a_ci_log_is_one_plain_line_per_event(tmp_path: Path) -> Non
     written: list[str] = []
     LineReporter(written.append).entry_skipped("a", "finished earlier")
     assert written == ["skip a: finished earlier"]
+
+
+def test_an_entry_changed_in_the_plan_is_refused_and_retrained_with_retrain(image_folder: Path, tmp_path: Path) -> None:
+    run_plan(write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32)]), image_folder, tmp_path / "run",
+             CPU)
+    changed = plan_entry("test_resnet", size=40).model_copy(update={"name": "test_resnet-crop40-32"})
+    plan = write_plan(tmp_path / "changed.json", [changed])
+    with pytest.raises(UserError, match=r"now says test_resnet crop40 \(40, 40\): use another --out folder, or "
+                                        "--retrain to train every entry of the plan again in this one"):
+        run_plan(plan, image_folder, tmp_path / "run", CPU)
+    result = run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=1, pretrained=False, device="cpu",
+                                                                      retrain=True))
+    record = result.run.entries["test_resnet-crop40-32"]
+    assert (record.status, tuple(record.size)) == ("finished", (40, 40))
+
+
+def test_classes_of_one_image_are_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=1, test=1)
+    with pytest.raises(UserError, match=r"^no held-out split can be drawn: every class in train_images has a single "
+                                        r"image \(c0, c1, c2\), .*add a second image to the classes$"):
+        run_plan(write_plan(tmp_path / "plan.json", [plan_entry("test_resnet")]), data, tmp_path / "run", CPU)
+    assert not (tmp_path / "run").exists()
