@@ -290,7 +290,7 @@ def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
     for entry in plan.entries:
         previous = None if retrain else finished_earlier(book, entry.name)
         if previous:
-            reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
+            reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions}){replanned(previous, entry)}")
         elif not entry.fits and not include_misfits:
             reason = misfit_reason(entry, plan)
             book.put(skipped_record(entry, plan, device, reason))
@@ -298,6 +298,20 @@ def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
         else:
             todo.append(entry)
     return todo
+
+
+def replanned(previous: EntryRecord, entry: PlanEntry) -> str:
+    """Why a finished entry is kept although the plan now trains it another way (its accumulation or
+    checkpointing, which change memory, not what is learned from the same effective batch); "" if not."""
+    changes = []
+    if (previous.planned_accum, previous.planned_micro_batch) != (entry.accum, entry.micro_batch):
+        changes.append(f"planned at accum {previous.planned_accum} × micro-batch {previous.planned_micro_batch}, "
+                       f"the plan now says {entry.accum} × {entry.micro_batch}")
+    if previous.grad_checkpointing != entry.grad_checkpointing:
+        changes.append(f"the plan now {'uses' if entry.grad_checkpointing else 'drops'} checkpointing")
+    if not changes:
+        return ""
+    return f"; {', '.join(changes)}: kept, only how it fits in memory changed (--retrain trains it as planned now)"
 
 
 def misfit_reason(entry: PlanEntry, plan: Plan) -> str:

@@ -191,9 +191,18 @@ def test_progress_in_a_ci_log_is_one_plain_line_per_event(tmp_path: Path) -> Non
     assert written == ["skip a: finished earlier"]
 
 
-def test_an_entry_changed_in_the_plan_is_refused_and_retrained_with_retrain(image_folder: Path, tmp_path: Path) -> None:
+def test_an_entry_changed_in_the_plan_is_kept_refused_or_retrained_saying_why(image_folder: Path,
+                                                                              tmp_path: Path) -> None:
     run_plan(write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32)]), image_folder, tmp_path / "run",
              CPU)
+    replanned = plan_entry("test_resnet", size=32, micro_batch=8, accum=1).model_copy(
+        update={"grad_checkpointing": True})
+    written: list[str] = []
+    run_plan(write_plan(tmp_path / "replanned.json", [replanned]), image_folder, tmp_path / "run", CPU,
+             reporter=LineReporter(written.append))
+    assert ("skip test_resnet-crop40-32: finished earlier (preds/test_resnet-crop40-32.npz); planned at accum 2 × "
+            "micro-batch 4, the plan now says 1 × 8, the plan now uses checkpointing: kept, only how it fits in "
+            "memory changed (--retrain trains it as planned now)") in written
     changed = plan_entry("test_resnet", size=40).model_copy(update={"name": "test_resnet-crop40-32"})
     plan = write_plan(tmp_path / "changed.json", [changed])
     with pytest.raises(UserError, match=r"now says test_resnet crop40 \(40, 40\): use another --out folder, or "
