@@ -64,6 +64,11 @@ class RunOptions:
         return RunSettings(epochs=self.epochs, lr=self.lr, pretrained=self.pretrained)
 
 
+MOST_RAY_RETRIES = 2**31 - 1
+"""The largest ``max_retries`` Ray takes: its core worker holds the count in a C int (larger ones end in an
+OverflowError when the task is submitted)."""
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """How ``planner run --backend ray`` uses the cluster.
@@ -93,8 +98,8 @@ class RayOptions:
             raise UserError(f"--gpus-per-entry {share:g} must be 0, a fraction up to 1, or a whole number")
         if self.pack and share != 1:
             raise UserError("--pack chooses each entry's share of a GPU itself: leave --gpus-per-entry at 1")
-        if self.max_retries < 0:
-            raise UserError(f"--max-retries {self.max_retries} must be 0 or more")
+        if not 0 <= self.max_retries <= MOST_RAY_RETRIES:
+            raise UserError(f"--max-retries {self.max_retries} must be between 0 and {MOST_RAY_RETRIES}, e.g. 2")
 
 
 def ray_options_for(backend: Literal["local", "ray"], ray: RayOptions) -> RayOptions | None:
