@@ -50,6 +50,7 @@ from planner.base.runfile import (
     load_run,
     measured_time,
     now,
+    peaks_comparable,
     save_run,
 )
 from planner.base.trainsize import check_steps, training_count
@@ -262,17 +263,13 @@ class Tries:
                                      "kept, this one trains again)")
 
 
-SAME_UNITS = {("cuda", "cuda"), ("estimate", "cuda"), ("cpu", "cpu")}
-"""(plan's meter, run's meter) pairs whose peaks are in the same units: card bytes, or live fp32 bytes."""
-
-
 def peak_over_plan(record: EntryRecord) -> str | None:
     """One line when a finished entry's measured peak passed the plan's prediction for the micro-batch
     it trained at (peaks in the same units only); None otherwise."""
     memory, planned = record.memory, record.predicted_peak_bytes
-    if record.status != "finished" or memory is None or not planned or memory.peak_bytes <= planned:
+    if record.status != "finished" or not peaks_comparable(record) or record.micro_batch != record.planned_micro_batch:
         return None
-    if (record.predicted_on, memory.meter) not in SAME_UNITS or record.micro_batch != record.planned_micro_batch:
+    if memory.peak_bytes <= planned:
         return None
     covering = margin_covering(planned / memory.peak_bytes - 1)
     return (f"{record.name}: the measured peak {format_bytes(memory.peak_bytes)} passed the plan's "

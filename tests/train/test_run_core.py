@@ -98,6 +98,17 @@ def test_run_json_records_measured_epoch_seconds_beside_the_prediction(two_entri
     assert row[SUMMARY_COLUMNS.index("time measured")].endswith("s (cpu)")
 
 
+def test_the_peak_ratio_is_shown_only_for_peaks_in_the_same_units(two_entries: TwoEntries) -> None:
+    """A cpu plan trained on the CPU compares fp32 tensor bytes with fp32 tensor bytes; a GPU plan (estimate
+    meter) trained on the CPU would set card bytes in fp16 against them, which says nothing."""
+    run, name = two_entries.result.run, two_entries.result.names[1]
+    record = run.entries[name]
+    ratio = SUMMARY_COLUMNS.index("ratio")
+    assert summary_rows(run, [name])[0][ratio] == f"{record.memory.peak_bytes / record.predicted_peak_bytes:.2f}"
+    estimated = run.model_copy(update={"entries": {name: record.model_copy(update={"predicted_on": "estimate"})}})
+    assert summary_rows(estimated, [name])[0][ratio] == "-"
+
+
 def test_run_json_records_each_epochs_wait_for_batches(two_entries: TwoEntries) -> None:
     """Without workers (the CPU run) the loop decodes every image itself while it waits: each epoch's
     wait is positive and shorter than the epoch; run.json parses strictly (no NaN) and says the same."""
