@@ -71,7 +71,7 @@ from planner_trainer.progress import LogFile, Reporter, Reporters
 from planner_trainer.repredict import repredict_test
 from planner_trainer.rerun import retrain_command
 from planner_trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
-from planner_trainer.split import SPLIT_FILE, Split, check_holds_out, shared_split
+from planner_trainer.split import SPLIT_FILE, Split, check_holds_out, load_split, shared_split
 from planner_trainer.try_spec import RunInputs, TrySpec
 
 LOG_FILE = "run.log"
@@ -434,12 +434,19 @@ def start_run_folder(
                 "the folder's predictions and models are replaced), or use another --out folder")
         start_afresh(run_dir)
         previous = None
+    restarted = previous is not None and restart_untrained(run_dir, previous, plan, options)
+    if restarted:
+        previous = None
     split = shared_split(run_dir, layout, options.valid_pct, options.seed)
     run = _open_run(run_dir, Path(plan_path), plan, layout, options.settings(), previous, inputs, options.retrain)
     save_listing(run_dir, files)
     book = RunBook(run_dir, run)
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
     reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    if restarted:
+        reporter.notice(f"{run_dir} was started with other settings, but no entry finished there: it starts afresh "
+                        f"with this run's ({_show(options.settings())} --valid-pct {options.valid_pct:g} "
+                        f"--seed {options.seed}, effective batch {plan.effective_batch_size})")
     if not layout.test:
         reporter.notice(f"no test images in {layout.root / 'test_images'}: the entries predict the held-out split "
                         "only; add test images and rerun this command to predict them with the saved models")
@@ -471,6 +478,21 @@ def note_allocator_change(plan: Plan, allocator: AllocatorConfig | None, reporte
     reporter.notice(f"allocator: the plan's peaks were {how} with {describe_allocator(planned)}, this run uses "
                     f"{describe_allocator(allocator)}: reserved memory, and so the peaks, may differ; run with "
                     f"{fix} or probe again with this run's setting")
+
+
+def restart_untrained(run_dir: Path, previous: RunFile, plan: Plan, options: RunOptions) -> bool:
+    """Start the folder afresh when this run asks for other settings, effective batch or split and none of
+    its entries finished (an interrupted or failed first run): nothing learned would mix with the new
+    settings, so they are taken instead of refusing them. Returns whether it did."""
+    if any(record.status == "finished" for record in previous.entries.values()):
+        return False
+    split_path = run_dir / SPLIT_FILE
+    split = load_split(split_path) if split_path.exists() else None
+    same = (previous.settings == options.settings() and previous.effective_batch_size == plan.effective_batch_size
+            and (split is None or (split.valid_pct, split.seed) == (options.valid_pct, options.seed)))
+    if not same:
+        start_afresh(run_dir)
+    return not same
 
 
 def start_afresh(run_dir: Path) -> None:

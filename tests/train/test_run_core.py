@@ -231,3 +231,18 @@ def test_classes_of_one_image_are_refused_before_a_run_folder_exists(tmp_path: P
                                         r"image \(c0, c1, c2\), .*add a second image to the classes$"):
         run_plan(write_plan(tmp_path / "plan.json", [plan_entry("test_resnet")]), data, tmp_path / "run", CPU)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_where_nothing_finished_takes_other_settings(image_folder: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32)])
+    diverged = run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=1, lr=1e30, pretrained=False,
+                                                                         device="cpu", seed=1))
+    assert diverged.failed == ["test_resnet-crop40-32"]
+    written: list[str] = []
+    result = run_plan(plan, image_folder, tmp_path / "run", CPU, reporter=LineReporter(written.append))
+    assert f"{tmp_path / 'run'} was started with other settings, but no entry finished there: it starts afresh with " \
+           "this run's (--epochs 1 --lr 0.01 --no-pretrained --valid-pct 0.2 --seed 42, effective batch 8)" in written
+    assert result.run.entries["test_resnet-crop40-32"].status == "finished"
+    assert (result.run.settings.lr, shared_split(tmp_path / "run", scan_data(image_folder), 0.2, 42).seed) == (0.01, 42)
+    with pytest.raises(UserError, match=r"was started with --epochs 1 --lr 0\.01"):  # now something was learned
+        run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=1, lr=0.1, pretrained=False, device="cpu"))
