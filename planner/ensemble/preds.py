@@ -16,6 +16,7 @@ import numpy as np
 
 from planner.base.errors import UserError
 from planner.base.predfile import PREDS_FOLDER, read_prediction_arrays
+from planner.base.runfile import RUN_FILE, load_run
 
 ROW_SUM_TOLERANCE = 1e-3
 
@@ -53,12 +54,13 @@ def load_predictions(run_dir: Path) -> RunPredictions:
             names.
     """
     folder = run_dir / PREDS_FOLDER
-    if not folder.is_dir():
+    if not folder.is_dir() and not _unfinished_entries(run_dir):
         raise UserError(f"{folder} not found: run `planner run` first, or pass the run folder it wrote")
     paths = sorted(folder.glob("*.npz"))
     if len(paths) < 2:
         raise UserError(
             f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models"
+            + _unfinished_entries(run_dir)
         )
     files = [_read(path) for path in paths]
     first, first_path = files[0], paths[0]
@@ -75,6 +77,22 @@ def load_predictions(run_dir: Path) -> RunPredictions:
         test_names=tuple(first["test_names"].tolist()),
         test_probs=np.stack([arrays["test_probs"] for arrays in files]).astype(np.float64),
     )
+
+
+def _unfinished_entries(run_dir: Path) -> str:
+    """The run's entries that left no prediction file, with why (run.json's status and error), as a
+    clause to end a refusal with; "" when run.json names none (or cannot be read)."""
+    try:
+        run = load_run(run_dir)
+    except UserError:
+        return ""
+    unfinished = [record for record in run.entries.values() if record.status != "finished"] if run else []
+    if not unfinished:
+        return ""
+    shown = "; ".join(f"{record.name} {record.status}" + (f" ({record.error})" if record.error else "")
+                      for record in unfinished[:3])
+    more = f"; and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
+    return f"; not finished in {run_dir / RUN_FILE}: {shown}{more}"
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

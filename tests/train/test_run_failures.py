@@ -9,6 +9,7 @@ import pytest
 from run_data import plan_entry, write_plan
 
 from planner.base.errors import UserError
+from planner.ensemble.preds import load_predictions
 from planner_trainer.options import RunOptions
 from planner_trainer.run import one_writer, run_plan
 
@@ -48,3 +49,6 @@ def test_an_entry_whose_training_diverges_fails_and_leaves_no_prediction_file(tm
     assert "train with a lower --lr into another --out folder" in record.error
     assert not (tmp_path / "run" / "preds").exists() or not any((tmp_path / "run" / "preds").iterdir())
     assert not (tmp_path / "run" / "models").exists() or not any((tmp_path / "run" / "models").iterdir())
+    with pytest.raises(UserError, match=r"tune-weights needs at least two models; not finished in .*run\.json: "
+                                        r"resnet10t-crop40-32 failed \(training diverged: "):
+        load_predictions(tmp_path / "run")
