@@ -7,6 +7,7 @@ that ``planner --help`` stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,8 +53,8 @@ class RunOptions:
         normalize_fields(self)
         if self.epochs < 1:
             raise UserError(f"--epochs {self.epochs} must be at least 1")
-        if not self.lr > 0:
-            raise UserError(f"--lr {self.lr} must be larger than zero, e.g. 0.01")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # inf trains to NaN and cannot be recorded in run.json
+            raise UserError(f"--lr {self.lr} must be a finite number larger than zero, e.g. 0.01")
         if not 0 < self.valid_pct < 1:
             raise UserError(f"--valid-pct {self.valid_pct} must be between 0 and 1, e.g. 0.2")
         if self.device not in ("auto", "cuda", "cpu"):
@@ -63,6 +64,11 @@ class RunOptions:
     def settings(self) -> RunSettings:
         """The settings every entry of a run folder must share (recorded in run.json)."""
         return RunSettings(epochs=self.epochs, lr=self.lr, pretrained=self.pretrained)
+
+
+MOST_RAY_RETRIES = 2**31 - 1
+"""The largest ``max_retries`` Ray takes: its core worker holds the count in a C int (larger ones end in an
+OverflowError when the task is submitted)."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,8 @@ class RayOptions:
             raise UserError(f"--gpus-per-entry {share:g} must be 0, a fraction up to 1, or a whole number")
         if self.pack and share != 1:
             raise UserError("--pack chooses each entry's share of a GPU itself: leave --gpus-per-entry at 1")
-        if self.max_retries < 0:
-            raise UserError(f"--max-retries {self.max_retries} must be 0 or more")
+        if not 0 <= self.max_retries <= MOST_RAY_RETRIES:
+            raise UserError(f"--max-retries {self.max_retries} must be between 0 and {MOST_RAY_RETRIES}, e.g. 2")
 
 
 def ray_options_for(backend: Literal["local", "ray"], ray: RayOptions) -> RayOptions | None:

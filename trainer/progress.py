@@ -15,7 +15,7 @@ from typing import Any
 
 from planner.base.atomic import naming
 from planner.base.budget import format_bytes
-from planner.base.runfile import EntryRecord, EpochRecord, OomMiss, RunFile, now
+from planner.base.runfile import EntryRecord, EpochRecord, OomMiss, RunFile, now, peaks_comparable
 
 
 class Reporter:
@@ -230,7 +230,8 @@ class RichReporter(LineReporter):
 SUMMARY_COLUMNS = ("entry", "accum × mb", "predicted", "measured", "ratio", "time predicted", "time measured",
                    "error", "log loss", "OOMs")
 SUMMARY_NOTE = ("accum × mb: as planned → as trained. Peaks: predicted by the plan, measured in training "
-                "(device in brackets); ratio = measured / predicted. Time: seconds per unfrozen pass over the data, "
+                "(device in brackets); ratio = measured / predicted, where both count the same bytes (a GPU plan "
+                "trained on a GPU, a cpu plan on the CPU). Time: seconds per unfrozen pass over the data, "
                 "predicted by the plan on its card (with data loading when probed with a data folder) and measured "
                 "here. Error, log loss: held-out, TTA. OOMs: out-of-memory retries.")
 
@@ -268,8 +269,7 @@ def summary_rows(run: RunFile, names: Sequence[str]) -> list[tuple[str, ...]]:
         planned = f"{record.planned_accum} × {record.planned_micro_batch}"
         trained = f"{record.accum} × {record.micro_batch}"
         memory, metrics = record.memory, record.metrics
-        ratio = (f"{memory.peak_bytes / record.predicted_peak_bytes:.2f}"
-                 if memory and record.predicted_peak_bytes else "-")
+        ratio = f"{memory.peak_bytes / record.predicted_peak_bytes:.2f}" if peaks_comparable(record) else "-"
         rows.append((
             name,
             trained if trained == planned else f"{planned} → {trained}",

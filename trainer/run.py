@@ -50,6 +50,7 @@ from planner.base.runfile import (
     load_run,
     measured_time,
     now,
+    peaks_comparable,
     save_run,
 )
 from planner.base.threads import torch_threads_kept
@@ -71,7 +72,7 @@ from planner_trainer.progress import LogFile, Reporter, Reporters
 from planner_trainer.repredict import repredict_test
 from planner_trainer.rerun import retrain_command
 from planner_trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
-from planner_trainer.split import SPLIT_FILE, Split, shared_split
+from planner_trainer.split import SPLIT_FILE, Split, check_holds_out, load_split, shared_split
 from planner_trainer.try_spec import RunInputs, TrySpec
 
 LOG_FILE = "run.log"
@@ -143,6 +144,7 @@ def run_plan(
     device = backend.device(options.device, options.cpu_memory_limit)
     allocator = use_allocator() if device == "cuda" else None  # before re-predicting or training starts CUDA
     layout = scan_data(data_dir)  # before the lock: a bad data folder leaves no run folder behind
+    check_holds_out(layout.train, options.valid_pct)
     check_steps(training_count(Counter(map(label_of, layout.train)).values(), options.valid_pct), len(layout.train),
                 plan.effective_batch_size, options.valid_pct,
                 fix="Probe again with --effective-bs {n} or smaller, or hold out less with --valid-pct")
@@ -268,17 +270,13 @@ class Tries:
                                      "kept, this one trains again)")
 
 
-SAME_UNITS = {("cuda", "cuda"), ("estimate", "cuda"), ("cpu", "cpu")}
-"""(plan's meter, run's meter) pairs whose peaks are in the same units: card bytes, or live fp32 bytes."""
-
-
 def peak_over_plan(record: EntryRecord) -> str | None:
     """One line when a finished entry's measured peak passed the plan's prediction for the micro-batch
     it trained at (peaks in the same units only); None otherwise."""
     memory, planned = record.memory, record.predicted_peak_bytes
-    if record.status != "finished" or memory is None or not planned or memory.peak_bytes <= planned:
+    if record.status != "finished" or not peaks_comparable(record) or record.micro_batch != record.planned_micro_batch:
         return None
-    if (record.predicted_on, memory.meter) not in SAME_UNITS or record.micro_batch != record.planned_micro_batch:
+    if memory.peak_bytes <= planned:
         return None
     covering = margin_covering(planned / memory.peak_bytes - 1)
     return (f"{record.name}: the measured peak {format_bytes(memory.peak_bytes)} passed the plan's "
@@ -296,7 +294,7 @@ def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
     for entry in plan.entries:
         previous = None if retrain else finished_earlier(book, entry.name)
         if previous:
-            reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions})")
+            reporter.entry_skipped(entry.name, f"finished earlier ({previous.predictions}){replanned(previous, entry)}")
         elif not entry.fits and not include_misfits:
             reason = misfit_reason(entry, plan)
             book.put(skipped_record(entry, plan, device, reason))
@@ -304,6 +302,20 @@ def entries_to_train(plan: Plan, book: RunBook, reporter: Reporter, device: str,
         else:
             todo.append(entry)
     return todo
+
+
+def replanned(previous: EntryRecord, entry: PlanEntry) -> str:
+    """Why a finished entry is kept although the plan now trains it another way (its accumulation or
+    checkpointing, which change memory, not what is learned from the same effective batch); "" if not."""
+    changes = []
+    if (previous.planned_accum, previous.planned_micro_batch) != (entry.accum, entry.micro_batch):
+        changes.append(f"planned at accum {previous.planned_accum} × micro-batch {previous.planned_micro_batch}, "
+                       f"the plan now says {entry.accum} × {entry.micro_batch}")
+    if previous.grad_checkpointing != entry.grad_checkpointing:
+        changes.append(f"the plan now {'uses' if entry.grad_checkpointing else 'drops'} checkpointing")
+    if not changes:
+        return ""
+    return f"; {', '.join(changes)}: kept, only how it fits in memory changed (--retrain trains it as planned now)"
 
 
 def misfit_reason(entry: PlanEntry, plan: Plan) -> str:
@@ -429,12 +441,19 @@ def start_run_folder(
                 "the folder's predictions and models are replaced), or use another --out folder")
         start_afresh(run_dir)
         previous = None
+    restarted = previous is not None and restart_untrained(run_dir, previous, plan, options)
+    if restarted:
+        previous = None
     split = shared_split(run_dir, layout, options.valid_pct, options.seed)
-    run = _open_run(run_dir, Path(plan_path), plan, layout, options.settings(), previous, inputs)
+    run = _open_run(run_dir, Path(plan_path), plan, layout, options.settings(), previous, inputs, options.retrain)
     save_listing(run_dir, files)
     book = RunBook(run_dir, run)
     reporter = Reporters(reporter, LogFile(run_dir / LOG_FILE))
     reporter.run_started(run_dir, [entry.name for entry in plan.entries])
+    if restarted:
+        reporter.notice(f"{run_dir} was started with other settings, but no entry finished there: it starts afresh "
+                        f"with this run's ({_show(options.settings())} --valid-pct {options.valid_pct:g} "
+                        f"--seed {options.seed}, effective batch {plan.effective_batch_size})")
     if not layout.test:
         reporter.notice(f"no test images in {layout.root / 'test_images'}: the entries predict the held-out split "
                         "only; add test images and rerun this command to predict them with the saved models")
@@ -466,6 +485,21 @@ def note_allocator_change(plan: Plan, allocator: AllocatorConfig | None, reporte
     reporter.notice(f"allocator: the plan's peaks were {how} with {describe_allocator(planned)}, this run uses "
                     f"{describe_allocator(allocator)}: reserved memory, and so the peaks, may differ; run with "
                     f"{fix} or probe again with this run's setting")
+
+
+def restart_untrained(run_dir: Path, previous: RunFile, plan: Plan, options: RunOptions) -> bool:
+    """Start the folder afresh when this run asks for other settings, effective batch or split and none of
+    its entries finished (an interrupted or failed first run): nothing learned would mix with the new
+    settings, so they are taken instead of refusing them. Returns whether it did."""
+    if any(record.status == "finished" for record in previous.entries.values()):
+        return False
+    split_path = run_dir / SPLIT_FILE
+    split = load_split(split_path) if split_path.exists() else None
+    same = (previous.settings == options.settings() and previous.effective_batch_size == plan.effective_batch_size
+            and (split is None or (split.valid_pct, split.seed) == (options.valid_pct, options.seed)))
+    if not same:
+        start_afresh(run_dir)
+    return not same
 
 
 def start_afresh(run_dir: Path) -> None:
@@ -537,10 +571,11 @@ def repredict_entries(stale: list[EntryRecord], book: RunBook, layout: DataLayou
 
 def _open_run(
     run_dir: Path, plan_path: Path, plan: Plan, layout: DataLayout, settings: RunSettings, run: RunFile | None,
-    inputs: DataRecord,
+    inputs: DataRecord, retrain: bool = False,
 ) -> RunFile:
     """The run folder's record: new, or the earlier one (``run``) checked against this run, with the
-    data as it is now (``inputs``)."""
+    data as it is now (``inputs``); with ``retrain`` a finished entry may have changed in the plan (it
+    trains again)."""
     if run is None:
         run = RunFile(data=str(layout.root), plan=str(plan_path.resolve()),
                       effective_batch_size=plan.effective_batch_size, budget_bytes=plan.budget_bytes,
@@ -556,8 +591,9 @@ def _open_run(
     if run.effective_batch_size != plan.effective_batch_size:
         raise UserError(f"{where} with effective batch {run.effective_batch_size}, this plan has "
                         f"{plan.effective_batch_size}: {hint}")
-    for entry in plan.entries:
-        _check_same_training(run.entries.get(entry.name), entry, run_dir)
+    if not retrain:
+        for entry in plan.entries:
+            _check_same_training(run.entries.get(entry.name), entry, run_dir)
     run = run.model_copy(update={"inputs": inputs, "updated": now()})
     save_run(run, run_dir)
     return run
@@ -570,7 +606,8 @@ def _check_same_training(record: EntryRecord | None, entry: PlanEntry, run_dir: 
         raise UserError(
             f"entry {entry.name} in {run_dir} was trained as "
             f"{record.arch} {record.item.label} {record.size}, "
-            f"the plan now says {entry.arch} {entry.item.label} {entry.size}: use another --out folder"
+            f"the plan now says {entry.arch} {entry.item.label} {entry.size}: use another --out folder, or --retrain "
+            "to train every entry of the plan again in this one"
         )
 
 

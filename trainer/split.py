@@ -8,6 +8,7 @@ that asks for another split into the same folder is refused rather than silently
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -52,8 +53,9 @@ def draw_split(train: Sequence[str], valid_pct: float, seed: int) -> Split:
         The split, held-out names sorted.
 
     Raises:
-        UserError: the draw holds out no file at all.
+        UserError: the draw would hold out no file at all.
     """
+    check_holds_out(train, valid_pct)
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[str]] = {}
     for name in sorted(train):
@@ -63,9 +65,22 @@ def draw_split(train: Sequence[str], valid_pct: float, seed: int) -> Split:
         names = by_label[label]
         count = held_out_count(len(names), valid_pct)
         valid.extend(names[i] for i in rng.permutation(len(names))[:count])
-    if not valid:
-        raise UserError("the held-out split is empty: every class needs at least two images")
     return Split(valid_pct=valid_pct, seed=seed, n_train=len(train) - len(valid), valid=sorted(valid))
+
+
+def check_holds_out(train: Sequence[str], valid_pct: float) -> None:
+    """Refuse training images from which no held-out split can be drawn: every class has a single image
+    (it stays in training), so no entry could be scored and tune-weights would have nothing to fit.
+
+    Raises:
+        UserError: no class would give a held-out image; the line names the classes and the fix.
+    """
+    sizes = Counter(map(label_of, train))
+    if sizes and not any(held_out_count(size, valid_pct) for size in sizes.values()):
+        labels = sorted(sizes)
+        shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+        raise UserError(f"no held-out split can be drawn: every class in train_images has a single image ({shown}), "
+                        "and a class keeps its only image for training; add a second image to the classes")
 
 
 def load_split(path: Path) -> Split:

@@ -89,9 +89,7 @@ def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
 
     saved = capture_model(learn, spec) if inputs.save_models else None
     valid_probs, valid_plain, valid_targets = seeded_tta(learn, None, settings.tta_n, settings.tta_beta, inputs.seed)
-    if not np.isfinite(valid_probs).all():
-        raise NotTrained(f"training diverged: the held-out predictions are NaN or infinite (lr {settings.lr:g}); "
-                         "train with a lower --lr into another --out folder")
+    check_finite(valid_probs, "held-out", settings.lr)
     targets = np.array([layout.vocab.index(label_of(name)) for name in split.valid], dtype=np.int64)
     if not np.array_equal(valid_targets, targets):
         raise RuntimeError("fastai's held-out order differs from split.json; predictions would be misaligned")
@@ -99,6 +97,7 @@ def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     if test_files:
         test_dl = learn.dls.test_dl(test_files)
         test_probs = seeded_tta(learn, test_dl, settings.tta_n, settings.tta_beta, inputs.seed)[0]
+        check_finite(test_probs, "test", settings.lr)  # a NaN row would make tune-weights refuse the whole folder
     else:
         test_probs = np.zeros((0, len(layout.vocab)), dtype=np.float32)
     predictions = Predictions(
@@ -113,6 +112,19 @@ def train_entry(spec: TrySpec, reporter: Reporter, cbs: Sequence[Any] = ()) -> T
     return TrainOutcome(predictions=predictions, metrics=metrics, memory=meter.record(),
                         epochs=epochs.records, model=saved)
 
+
+
+def check_finite(probs: np.ndarray, which: str, lr: float) -> None:
+    """Refuse predictions holding NaN or inf: the weights went non-finite (training diverged), and such a
+    prediction file would be refused by tune-weights.
+
+    Raises:
+        NotTrained: some ``which`` (held-out or test) prediction is not finite.
+    """
+    bad = int((~np.isfinite(probs)).any(axis=1).sum())
+    if bad:
+        raise NotTrained(f"training diverged: {bad} of {len(probs)} {which} predictions are NaN or infinite "
+                         f"(lr {lr:g}); train with a lower --lr into another --out folder")
 
 
 def check_every_fit_stepped(epochs: list[EpochRecord], n_train: int, spec: TrySpec) -> None:

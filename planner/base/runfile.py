@@ -226,6 +226,17 @@ class EntryRecord(Record):
     test_files: FileSet | None = None
 
 
+SAME_UNITS = {("cuda", "cuda"), ("estimate", "cuda"), ("cpu", "cpu")}
+"""(plan's meter, run's meter) pairs whose peaks are in the same units: card bytes, or live fp32 bytes."""
+
+
+def peaks_comparable(record: EntryRecord) -> bool:
+    """Whether the entry's measured peak can be set against the plan's prediction: both exist and are in
+    the same units (a GPU plan's card bytes against a CPU run's fp32 tensor bytes compare nothing)."""
+    return (record.memory is not None and bool(record.predicted_peak_bytes)
+            and (record.predicted_on, record.memory.meter) in SAME_UNITS)
+
+
 class RunFile(Record):
     """The whole run folder's record; ``inputs``: the data it trains and predicts on (None in older
     files, recorded at their next run)."""

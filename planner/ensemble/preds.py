@@ -10,6 +10,7 @@ are matched by file name (the same files in another order are aligned).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from planner.base.errors import UserError
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
+from planner.base.runfile import RUN_FILE, EntryRecord, load_run
 
 ROW_SUM_TOLERANCE = 1e-3
 
@@ -54,14 +56,15 @@ def load_predictions(run_dir: Path) -> RunPredictions:
             names.
     """
     folder = run_dir / PREDS_FOLDER
-    if not folder.is_dir():
+    if not folder.is_dir() and not entries_without_predictions(run_dir, ()):
         raise UserError(f"{folder} not found: run `planner run` first, or pass the run folder it wrote")
     paths = sorted(folder.glob("*.npz"))
     if len(paths) < 2:
         raise UserError(
-            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models: add entries "
-            f"to the plan and rerun planner run (finished ones are kept), or predict with one model: planner "
-            f"predict {run_dir} IMAGES"
+            f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models"
+            + _without_predictions_clause(run_dir, (path.stem for path in paths))
+            + f": add entries to the plan and rerun planner run (finished ones are kept), or predict with one "
+            f"model: planner predict {run_dir} IMAGES"
         )
     files = [_read(path) for path in paths]
     first, first_path = files[0], paths[0]
@@ -88,6 +91,29 @@ def held_out_digest(run_dir: Path, name: str) -> str:
     for key in ("valid_names", "valid_targets", "valid_probs"):
         digest.update(np.ascontiguousarray(arrays[key]).tobytes())
     return digest.hexdigest()[:16]
+
+
+def entries_without_predictions(run_dir: Path, names: Iterable[str]) -> list[EntryRecord]:
+    """The entries run.json lists whose prediction file is not among ``names`` (failed, skipped,
+    interrupted), in name order; none when run.json is missing or cannot be read (preds/ is what is fit)."""
+    try:
+        run = load_run(run_dir)
+    except UserError:
+        return []
+    present = set(names)
+    return [] if run is None else [entry for name, entry in sorted(run.entries.items()) if name not in present]
+
+
+def _without_predictions_clause(run_dir: Path, names: Iterable[str]) -> str:
+    """The entries without predictions with why (run.json's status and error), as a clause to end a refusal
+    with; "" when there are none."""
+    missing = entries_without_predictions(run_dir, names)
+    if not missing:
+        return ""
+    shown = "; ".join(f"{entry.name} {entry.status}" + (f" ({entry.error})" if entry.error else "")
+                      for entry in missing[:3])
+    more = f"; and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return f"; not finished in {run_dir / RUN_FILE}: {shown}{more}"
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

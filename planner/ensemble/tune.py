@@ -26,7 +26,7 @@ from planner.ensemble import methods
 from planner.ensemble.crossfit import Fit, MethodScores, Score, crossfit, fold_indices
 from planner.ensemble.objectives import error_rate, log_loss, mix, true_class_probs
 from planner.ensemble.options import TuneOptions
-from planner.ensemble.preds import RunPredictions, load_predictions
+from planner.ensemble.preds import RunPredictions, entries_without_predictions, load_predictions
 from planner.ensemble.record import WEIGHTS_FILE, save_weights
 from planner.ensemble.report import write_png
 from planner.ensemble.results import MethodResult, Progress, TuneResult
@@ -107,7 +107,7 @@ def tune_weights(options: TuneOptions, progress: Progress | None = None) -> Tune
         png_path=write_png(run_dir / "weights.png", preds.names, results, study),
         seconds=time.perf_counter() - start,
         storage_note=storage.note,
-        left_out=_left_out(run_dir, preds.names),
+        left_out=tuple(f"{entry.name} ({entry.status})" for entry in entries_without_predictions(run_dir, preds.names)),
     )
     save_weights(result, options, RULE)
     return result
@@ -214,18 +214,6 @@ def _score(
         error_rate=error_rate(weights, preds.valid_probs, preds.valid_targets),
         crossfit=honest,
     )
-
-
-def _left_out(run_dir: Path, names: tuple[str, ...]) -> tuple[str, ...]:
-    """The entries run.json lists without a prediction file (failed, skipped, interrupted), each with its
-    status; none when run.json is missing or unreadable (the report's note only: preds/ is what is fit)."""
-    try:
-        run = load_run(run_dir)
-    except UserError:
-        return ()
-    if run is None:
-        return ()
-    return tuple(f"{name} ({entry.status})" for name, entry in sorted(run.entries.items()) if name not in names)
 
 
 def _data_dir(options: TuneOptions) -> Path | None:

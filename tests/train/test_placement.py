@@ -142,6 +142,9 @@ def test_ray_flags_are_refused_for_the_local_backend() -> None:
     ray = RayOptions(gpus_per_entry=0.5)
     assert ray_options_for("ray", ray) is ray
     assert ray_options_for("local", RayOptions(max_retries=5)) is None
+    for retries in (-1, 2**31, 10**20):  # Ray's core worker holds the count in a C int
+        with pytest.raises(UserError, match=rf"--max-retries {retries} must be between 0 and 2147483647, e.g. 2"):
+            RayOptions(max_retries=retries)
     for flags in ({"gpus_per_entry": 0.5}, {"pack": True}, {"address": "auto"}):
         with pytest.raises(UserError, match="apply to --backend ray"):
             ray_options_for("local", RayOptions(**flags))
@@ -149,6 +152,7 @@ def test_ray_flags_are_refused_for_the_local_backend() -> None:
 
 def test_run_and_predict_options_check_themselves() -> None:
     for bad, message in [({"epochs": 0}, "--epochs 0 must be at least 1"), ({"lr": 0}, "--lr 0"),
+                         ({"lr": float("inf")}, "--lr inf must be a finite number"), ({"lr": float("nan")}, "--lr nan"),
                          ({"valid_pct": 1.0}, "--valid-pct 1.0"), ({"device": "tpu"}, "--device 'tpu'")]:
         with pytest.raises(UserError, match=message):
             RunOptions(**bad)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastai.callback.core import Callback
 from rich.console import Console
-from run_data import plan_entry, write_plan
+from run_data import make_image_folder, plan_entry, write_plan
 
 from planner.base.errors import UserError
 from planner.base.plan import EntryTime, LoaderTime
@@ -96,6 +96,17 @@ def test_run_json_records_measured_epoch_seconds_beside_the_prediction(two_entri
     row = summary_rows(two_entries.result.run, two_entries.result.names)[1]
     assert row[SUMMARY_COLUMNS.index("time predicted")] == "1.5 s (T4)"
     assert row[SUMMARY_COLUMNS.index("time measured")].endswith("s (cpu)")
+
+
+def test_the_peak_ratio_is_shown_only_for_peaks_in_the_same_units(two_entries: TwoEntries) -> None:
+    """A cpu plan trained on the CPU compares fp32 tensor bytes with fp32 tensor bytes; a GPU plan (estimate
+    meter) trained on the CPU would set card bytes in fp16 against them, which says nothing."""
+    run, name = two_entries.result.run, two_entries.result.names[1]
+    record = run.entries[name]
+    ratio = SUMMARY_COLUMNS.index("ratio")
+    assert summary_rows(run, [name])[0][ratio] == f"{record.memory.peak_bytes / record.predicted_peak_bytes:.2f}"
+    estimated = run.model_copy(update={"entries": {name: record.model_copy(update={"predicted_on": "estimate"})}})
+    assert summary_rows(estimated, [name])[0][ratio] == "-"
 
 
 def test_run_json_records_each_epochs_wait_for_batches(two_entries: TwoEntries) -> None:
@@ -189,3 +200,49 @@ def test_progress_in_a_ci_log_is_one_plain_line_per_event(tmp_path: Path) -> Non
     written: list[str] = []
     LineReporter(written.append).entry_skipped("a", "finished earlier")
     assert written == ["skip a: finished earlier"]
+
+
+def test_an_entry_changed_in_the_plan_is_kept_refused_or_retrained_saying_why(image_folder: Path,
+                                                                              tmp_path: Path) -> None:
+    run_plan(write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32)]), image_folder, tmp_path / "run",
+             CPU)
+    replanned = plan_entry("test_resnet", size=32, micro_batch=8, accum=1).model_copy(
+        update={"grad_checkpointing": True})
+    written: list[str] = []
+    run_plan(write_plan(tmp_path / "replanned.json", [replanned]), image_folder, tmp_path / "run", CPU,
+             reporter=LineReporter(written.append))
+    assert ("skip test_resnet-crop40-32: finished earlier (preds/test_resnet-crop40-32.npz); planned at accum 2 × "
+            "micro-batch 4, the plan now says 1 × 8, the plan now uses checkpointing: kept, only how it fits in "
+            "memory changed (--retrain trains it as planned now)") in written
+    changed = plan_entry("test_resnet", size=40).model_copy(update={"name": "test_resnet-crop40-32"})
+    plan = write_plan(tmp_path / "changed.json", [changed])
+    with pytest.raises(UserError, match=r"now says test_resnet crop40 \(40, 40\): use another --out folder, or "
+                                        "--retrain to train every entry of the plan again in this one"):
+        run_plan(plan, image_folder, tmp_path / "run", CPU)
+    result = run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=1, pretrained=False, device="cpu",
+                                                                      retrain=True))
+    record = result.run.entries["test_resnet-crop40-32"]
+    assert (record.status, tuple(record.size)) == ("finished", (40, 40))
+
+
+def test_classes_of_one_image_are_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=1, test=1)
+    with pytest.raises(UserError, match=r"^no held-out split can be drawn: every class in train_images has a single "
+                                        r"image \(c0, c1, c2\), .*add a second image to the classes$"):
+        run_plan(write_plan(tmp_path / "plan.json", [plan_entry("test_resnet")]), data, tmp_path / "run", CPU)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_where_nothing_finished_takes_other_settings(image_folder: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("test_resnet", size=32)])
+    diverged = run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=1, lr=1e30, pretrained=False,
+                                                                         device="cpu", seed=1))
+    assert diverged.failed == ["test_resnet-crop40-32"]
+    written: list[str] = []
+    result = run_plan(plan, image_folder, tmp_path / "run", CPU, reporter=LineReporter(written.append))
+    assert f"{tmp_path / 'run'} was started with other settings, but no entry finished there: it starts afresh with " \
+           "this run's (--epochs 1 --lr 0.01 --no-pretrained --valid-pct 0.2 --seed 42, effective batch 8)" in written
+    assert result.run.entries["test_resnet-crop40-32"].status == "finished"
+    assert (result.run.settings.lr, shared_split(tmp_path / "run", scan_data(image_folder), 0.2, 42).seed) == (0.01, 42)
+    with pytest.raises(UserError, match=r"was started with --epochs 1 --lr 0\.01"):  # now something was learned
+        run_plan(plan, image_folder, tmp_path / "run", RunOptions(epochs=1, lr=0.1, pretrained=False, device="cpu"))

@@ -9,6 +9,7 @@ import pytest
 from run_data import plan_entry, write_plan
 
 from planner.base.errors import UserError
+from planner.ensemble.preds import load_predictions
 from planner_trainer.options import RunOptions
 from planner_trainer.run import one_writer, run_plan
 
@@ -36,3 +37,18 @@ def test_a_second_run_on_the_same_folder_is_refused_naming_the_first(tmp_path):
         pass
     with one_writer(tmp_path / "run"):  # released when the first run ends
         pass
+
+
+def test_an_entry_whose_training_diverges_fails_and_leaves_no_prediction_file(tmp_path, image_folder):
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("resnet10t")])
+    options = RunOptions(epochs=1, lr=1e30, pretrained=False, device="cpu")
+    result = run_plan(plan, image_folder, tmp_path / "run", options)
+    assert result.failed == ["resnet10t-crop40-32"]
+    record = result.run.entries["resnet10t-crop40-32"]
+    assert record.error.startswith("training diverged: ") and "NaN or infinite (lr 1e+30)" in record.error
+    assert "train with a lower --lr into another --out folder" in record.error
+    assert not (tmp_path / "run" / "preds").exists() or not any((tmp_path / "run" / "preds").iterdir())
+    assert not (tmp_path / "run" / "models").exists() or not any((tmp_path / "run" / "models").iterdir())
+    with pytest.raises(UserError, match=r"tune-weights needs at least two models; not finished in .*run\.json: "
+                                        r"resnet10t-crop40-32 failed \(training diverged: "):
+        load_predictions(tmp_path / "run")
