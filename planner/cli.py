@@ -24,6 +24,7 @@ from planner.base.atomic import write_fault
 from planner.base.errors import PlanDoesNotFit, UserError
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
+from planner.terminal import EXIT_OUTPUT_CLOSED, OutputClosed, guard_streams
 from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
 app = typer.Typer(
@@ -101,13 +102,14 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     warnings.filterwarnings("ignore", message="The 'mode.chained_assignment' option is deprecated")
     signal.signal(signal.SIGTERM, _raise_terminated)
+    guard_streams()
     try:
         code = app(standalone_mode=False)
     except _USAGE_ERROR as error:
         sys.exit(_report_usage_error(error))
     except SystemExit as done:
-        if Terminated.received and done.code == EXIT_INTERRUPTED:
-            sys.exit(EXIT_TERMINATED)
+        if done.code == EXIT_INTERRUPTED:
+            sys.exit(_stopped_code())
         raise
     except UserError as error:
         err_console.print(f"error: {error}", soft_wrap=True, markup=False)
@@ -121,9 +123,24 @@ def main() -> None:
     except PlanDoesNotFit as error:
         err_console.print(f"{error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_DOES_NOT_FIT)
-    if Terminated.received and code == EXIT_INTERRUPTED:
-        code = EXIT_TERMINATED
+    if code == EXIT_INTERRUPTED:
+        code = _stopped_code()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stopped_code() -> int:
+    """The exit code of a command stopped by a KeyboardInterrupt: Ctrl-C's, SIGTERM's or a closed output pipe's."""
+    if OutputClosed.received:
+        return EXIT_OUTPUT_CLOSED
+    return EXIT_TERMINATED if Terminated.received else EXIT_INTERRUPTED
+
+
+def _stop_reason() -> str:
+    """What stopped a command, for its closing line."""
+    if OutputClosed.received:
+        return ("stopped: the pipe its output went to was closed (its reader, e.g. `head` or a pager, ended; "
+                "send the output to a file, `> log`, to let it finish)")
+    return "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
 
 
 # click's usage error (an unknown option or command, a value of the wrong type, a missing value), as the
@@ -543,10 +560,9 @@ def run(
     try:
         result = _run_and_show(plan, data, out, options, where)
     except KeyboardInterrupt:  # Ray's waits raise a KeyboardInterrupt of their own for our Terminated: ask the flag
-        how = "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
-        err_console.print(f"{how}: finished entries are kept; rerun the same command to resume",
+        err_console.print(f"{_stop_reason()}: finished entries are kept; rerun the same command to resume",
                           soft_wrap=True, markup=False)
-        raise typer.Exit(EXIT_TERMINATED if Terminated.received else EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if result.failed:
         raise typer.Exit(1)
     if result.skipped:
