@@ -1,0 +1,50 @@
+"""Where the output goes: a terminal or log whose encoding is not UTF-8, a pipe whose reader ends early.
+
+Neither may end a command with a traceback, and a closed pipe must leave a run resumable, as Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fault_runs import finish, is_temporary, planner
+from planner_process import run_planner
+from run_data import plan_entry, write_plan
+
+ENTRY = "resnet18-crop40-32"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_help_in_a_terminal_that_is_not_utf8_shows_ascii_stand_ins(encoding: str) -> None:
+    """`planner probe --help` at 80 columns shortens long option names with an ellipsis, which Latin-1 and
+    ASCII lack: it is printed as three dots, the whole help is shown."""
+    result = run_planner("probe", "--help", env={"PYTHONIOENCODING": encoding, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "--no-checkpoint..." in result.stdout and "--output" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_closed_output_pipe_stops_a_run_as_ctrl_c_does_and_the_same_command_resumes(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """`planner run plan.json | head -1`: the run stops at its next line, the entry is marked interrupted
+    (not left "running"), one line on stderr says why, exit 141 as a shell reports SIGPIPE."""
+    plan, run_dir = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")]), tmp_path / "run"
+    command = ("run", plan, "--data", image_folder, "--out", run_dir, "--no-pretrained", "--epochs", "1",
+               "--device", "cpu")
+    process = planner(*command)
+    assert process.stdout.readline().startswith("run ")
+    process.stdout.close()  # as `head -1` does after its line
+    code = process.wait(timeout=900)
+    err = process.stderr.read()
+    assert code == 141, err
+    assert err.count("\n") == 1 and err.startswith("stopped: the pipe its output went to was closed"), err
+    assert json.loads((run_dir / "run.json").read_text())["entries"][ENTRY]["status"] == "interrupted"
+    assert [path.name for path in run_dir.rglob("*") if is_temporary(path)] == []
+
+    code, out, err = finish(planner(*command))
+    assert code == 0, err
+    assert json.loads((run_dir / "run.json").read_text())["entries"][ENTRY]["status"] == "finished"
