@@ -143,6 +143,27 @@ def _stop_reason() -> str:
     return "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
 
 
+def _print_table(table: Table) -> None:
+    """Print ``table``; in a terminal too narrow for its columns' longest words (where rich would cut every
+    cell to an ellipsis) print each row as "header: value" lines instead, which stay readable."""
+    if console.measure(table, options=console.options.update_width(10_000)).minimum <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(table.title)
+    columns = [(f"{column.header}:", list(column.cells)) for column in table.columns]
+    for row in range(table.row_count):
+        record = Table.grid(padding=(0, 1))
+        record.add_column(no_wrap=True)
+        record.add_column(overflow="fold")
+        for header, cells in columns:
+            record.add_row(header, cells[row])
+        console.print(record, style=table.rows[row].style)
+        console.print()
+    if table.caption:
+        console.print(table.caption)
+
+
 # click's usage error (an unknown option or command, a value of the wrong type, a missing value), as the
 # installed typer raises it: its own copy of click since 0.2x, click itself before.
 _USAGE_ERROR: type[Exception] = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
@@ -185,7 +206,7 @@ def _probe_and_show(options, entries=None):
             plan, comparison = compare_plans(options, reporter, entries)
         else:
             plan = make_plan(options, reporter, entries)
-    console.print(plan_table(plan))
+    _print_table(plan_table(plan))
     console.print(margin_line(plan), soft_wrap=True)
     if plan.measured_on.device_model is not None:
         from planner.probe.meters.calibration import describe_device_model
@@ -197,7 +218,7 @@ def _probe_and_show(options, entries=None):
     if comparison is not None:
         from planner.probe.cards import comparison_path
 
-        console.print(cards_table(comparison))
+        _print_table(cards_table(comparison))
         console.print(f"comparison written to {comparison_path(options.output)}")
     console.print(f"plan written to {options.output} ({plan.seconds:.1f} s)")
     return plan
@@ -382,7 +403,7 @@ def _tune_and_show(options):
     with _trial_progress() as progress:
         result = tune_weights(options, progress)
 
-    console.print(scores_table(result))
+    _print_table(scores_table(result))
     if result.storage_note:
         console.print(result.storage_note, soft_wrap=True)
     console.print(
@@ -501,7 +522,9 @@ def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, back
         table.add_row(*row)
     if not console.is_terminal:  # a log is not 80 columns wide: print the table at its natural width
         table.width = console.measure(table, options=console.options.update_width(250)).maximum
-    console.print(table, crop=False)
+        console.print(table, crop=False)
+    else:
+        _print_table(table)
     console.print(SUMMARY_NOTE, soft_wrap=True)
     if result.device == "cpu":
         console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
@@ -638,7 +661,7 @@ def calibrate_command(
                       constants(result.device), f"{before.median:+.1%} → {after.median:+.1%}",
                       f"{before.worst_under:+.1%} → {after.worst_under:+.1%}",
                       result.held_back or "–")
-    console.print(table)
+    _print_table(table)
     console.print(f"calibrated constants kept in {report.saved}; estimates for these cards use them")
 
 

@@ -45,6 +45,18 @@ def test_a_closed_output_pipe_stops_a_run_as_ctrl_c_does_and_the_same_command_re
     assert json.loads((run_dir / "run.json").read_text())["entries"][ENTRY]["status"] == "interrupted"
     assert [path.name for path in run_dir.rglob("*") if is_temporary(path)] == []
 
-    code, out, err = finish(planner(*command))
+    code, _, err = finish(planner(*command))
     assert code == 0, err
     assert json.loads((run_dir / "run.json").read_text())["entries"][ENTRY]["status"] == "finished"
+
+
+def test_a_plan_in_a_narrow_terminal_shows_every_cell_whole(tmp_path: Path) -> None:
+    """At 40 columns the plan's table cannot hold its columns' words (rich would cut every cell to an
+    ellipsis): each entry is shown as "header: value" lines instead."""
+    result = run_planner("probe", "--device", "estimate", "--arch", "resnet18", "--size", "32", "--gpu-mem", "1G",
+                         "--effective-bs", "8", "-o", tmp_path / "plan.json", env={"COLUMNS": "40"})
+    assert result.returncode == 0, result.stderr
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert "entry:          resnet18-crop32x32-32" in lines
+    assert "micro-batch:    8" in lines
+    assert "…" not in result.stdout
