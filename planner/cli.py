@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.base.atomic import write_fault
-from planner.base.errors import PlanDoesNotFit, UserError
+from planner.base.errors import PlanDoesNotFit, UserError, path_fault
 from planner.ensemble.options import TuneOptions
 from planner.probe.options import ProbeOptions
 from planner.terminal import EXIT_OUTPUT_CLOSED, OutputClosed, guard_streams
@@ -115,7 +115,7 @@ def main() -> None:
         err_console.print(f"error: {error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_USER_ERROR)
     except OSError as error:
-        fault = write_fault(error)
+        fault = write_fault(error) or path_fault(error)
         if fault is None:
             raise
         err_console.print(f"error: {fault}", soft_wrap=True, markup=False)

@@ -60,3 +60,16 @@ def test_a_plan_in_a_narrow_terminal_shows_every_cell_whole(tmp_path: Path) -> N
     assert "entry:          resnet18-crop32x32-32" in lines
     assert "micro-batch:    8" in lines
     assert "…" not in result.stdout
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
+    """A name over 255 bytes, as an output (-o) or as an input (--data), is named in one line, exit 2."""
+    long_name = "y" * 300
+    plan = write_plan(tmp_path / "plan.json", [plan_entry("resnet18")])
+    probe = run_planner("probe", "--device", "estimate", "--arch", "resnet18", "--size", "32", "--gpu-mem", "1G",
+                        "-o", tmp_path / f"{long_name}.json")
+    run = run_planner("run", plan, "--data", tmp_path / long_name)
+    for result in (probe, run):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "File name too long" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == [plan]
