@@ -104,6 +104,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
     guard_streams()
     try:
+        os.getcwd()
+    except FileNotFoundError:  # torch's libraries would end the process with a cryptic oneMKL "FATAL ERROR"
+        err_console.print("error: the current folder no longer exists (deleted or moved): cd into an existing folder "
+                          "and rerun", soft_wrap=True, markup=False)
+        sys.exit(EXIT_USER_ERROR)
+    try:
         code = app(standalone_mode=False)
     except _USAGE_ERROR as error:
         sys.exit(_report_usage_error(error))

@@ -6,11 +6,14 @@ Neither may end a command with a traceback, and a closed pipe must leave a run r
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fault_runs import finish, is_temporary, planner
-from planner_process import run_planner
+from planner_process import REPO, run_planner
 from run_data import plan_entry, write_plan
 
 ENTRY = "resnet18-crop40-32"
@@ -73,3 +76,18 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "File name too long" in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == [plan]
+
+
+def test_a_current_folder_that_was_deleted_is_one_line(tmp_path: Path) -> None:
+    """A shell left in a folder another process deleted: one line with the fix, where torch's libraries
+    would end the process with a oneMKL "FATAL ERROR"."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = 'cd "$1" && rmdir "$1" && exec "$2" -m planner probe --device estimate --arch resnet18 --size 32 ' \
+             '--gpu-mem 1G -o "$3"'
+    result = subprocess.run(["sh", "-c", script, "sh", gone, sys.executable, tmp_path / "plan.json"],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "error: the current folder no longer exists (deleted or moved): cd into an existing " \
+                            "folder and rerun\n"
+    assert list(tmp_path.iterdir()) == []
