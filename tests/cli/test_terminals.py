@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,30 @@ def test_a_current_folder_that_was_deleted_is_one_line(tmp_path: Path) -> None:
     assert result.stderr == "error: the current folder no longer exists (deleted or moved): cd into an existing " \
                             "folder and rerun\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def without_root_access() -> list[str]:
+    """A command prefix under which permission bits hold: none for a user, root's override dropped for root."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root overrides permission bits, and setpriv is missing to drop that")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_a_file_this_user_may_not_read_is_one_line(tmp_path: Path) -> None:
+    """A cache folder this user may not enter (made by another user, or root, with no access for others):
+    `planner calibrate` names the file and the fix in one line, exit 2, instead of a PermissionError traceback."""
+    pairs = tmp_path / "cache" / "planner" / "calibration" / "pairs.jsonl"
+    pairs.parent.mkdir(parents=True)
+    pairs.write_text("{}\n")
+    (tmp_path / "cache").chmod(0)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    try:
+        result = subprocess.run([*without_root_access(), sys.executable, "-m", "planner", "calibrate"], env=env,
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        (tmp_path / "cache").chmod(0o700)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: {pairs}: Permission denied: give this user access to it (chmod, chown) or use " \
+                            "another path\n"
