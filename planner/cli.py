@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.base.atomic import write_fault
-from planner.base.errors import PlanDoesNotFit, UserError
+from planner.base.errors import PlanDoesNotFit, UserError, path_fault
 from planner.ensemble.options import TuneOptions
 from planner.ensemble.storage import DEFAULT_STUDY
 from planner.probe.options import ProbeOptions
+from planner.terminal import EXIT_OUTPUT_CLOSED, OutputClosed, guard_streams
 from planner_trainer.options import PredictOptions, RayOptions, RunOptions, ray_options_for
 
 app = typer.Typer(
@@ -102,19 +103,26 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     warnings.filterwarnings("ignore", message="The 'mode.chained_assignment' option is deprecated")
     signal.signal(signal.SIGTERM, _raise_terminated)
+    guard_streams()
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # torch's libraries would end the process with a cryptic oneMKL "FATAL ERROR"
+        err_console.print("error: the current folder no longer exists (deleted or moved): cd into an existing folder "
+                          "and rerun", soft_wrap=True, markup=False)
+        sys.exit(EXIT_USER_ERROR)
     try:
         code = app(standalone_mode=False)
     except _USAGE_ERROR as error:
         sys.exit(_report_usage_error(error))
     except SystemExit as done:
-        if Terminated.received and done.code == EXIT_INTERRUPTED:
-            sys.exit(EXIT_TERMINATED)
+        if done.code == EXIT_INTERRUPTED:
+            sys.exit(_stopped_code())
         raise
     except UserError as error:
         err_console.print(f"error: {error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_USER_ERROR)
     except OSError as error:
-        fault = write_fault(error)
+        fault = write_fault(error) or path_fault(error)
         if fault is None:
             raise
         err_console.print(f"error: {fault}", soft_wrap=True, markup=False)
@@ -122,9 +130,45 @@ def main() -> None:
     except PlanDoesNotFit as error:
         err_console.print(f"{error}", soft_wrap=True, markup=False)
         sys.exit(EXIT_DOES_NOT_FIT)
-    if Terminated.received and code == EXIT_INTERRUPTED:
-        code = EXIT_TERMINATED
+    if code == EXIT_INTERRUPTED:
+        code = _stopped_code()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stopped_code() -> int:
+    """The exit code of a command stopped by a KeyboardInterrupt: Ctrl-C's, SIGTERM's or a closed output pipe's."""
+    if OutputClosed.received:
+        return EXIT_OUTPUT_CLOSED
+    return EXIT_TERMINATED if Terminated.received else EXIT_INTERRUPTED
+
+
+def _stop_reason() -> str:
+    """What stopped a command, for its closing line."""
+    if OutputClosed.received:
+        return ("stopped: the pipe its output went to was closed (its reader, e.g. `head` or a pager, ended; "
+                "send the output to a file, `> log`, to let it finish)")
+    return "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
+
+
+def _print_table(table: Table) -> None:
+    """Print ``table``; in a terminal too narrow for its columns' longest words (where rich would cut every
+    cell to an ellipsis) print each row as "header: value" lines instead, which stay readable."""
+    if console.measure(table, options=console.options.update_width(10_000)).minimum <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(table.title)
+    columns = [(f"{column.header}:", list(column.cells)) for column in table.columns]
+    for row in range(table.row_count):
+        record = Table.grid(padding=(0, 1))
+        record.add_column(no_wrap=True)
+        record.add_column(overflow="fold")
+        for header, cells in columns:
+            record.add_row(header, cells[row])
+        console.print(record, style=table.rows[row].style)
+        console.print()
+    if table.caption:
+        console.print(table.caption)
 
 
 # click's usage error (an unknown option or command, a value of the wrong type, a missing value), as the
@@ -169,7 +213,7 @@ def _probe_and_show(options, entries=None):
             plan, comparison = compare_plans(options, reporter, entries)
         else:
             plan = make_plan(options, reporter, entries)
-    console.print(plan_table(plan))
+    _print_table(plan_table(plan))
     console.print(margin_line(plan), soft_wrap=True)
     if plan.measured_on.device_model is not None:
         from planner.probe.meters.calibration import describe_device_model
@@ -181,7 +225,7 @@ def _probe_and_show(options, entries=None):
     if comparison is not None:
         from planner.probe.cards import comparison_path
 
-        console.print(cards_table(comparison))
+        _print_table(cards_table(comparison))
         console.print(f"comparison written to {comparison_path(options.output)}")
     console.print(f"plan written to {options.output} ({plan.seconds:.1f} s)")
     return plan
@@ -369,7 +413,7 @@ def _tune_and_show(options):
     with _trial_progress() as progress:
         result = tune_weights(options, progress)
 
-    console.print(scores_table(result))
+    _print_table(scores_table(result))
     if result.storage_note:
         console.print(result.storage_note, soft_wrap=True)
     console.print(
@@ -490,7 +534,9 @@ def _run_and_show(plan: Path, data: Path | None, out: Path | None, options, back
         table.add_row(*row)
     if not console.is_terminal:  # a log is not 80 columns wide: print the table at its natural width
         table.width = console.measure(table, options=console.options.update_width(250)).maximum
-    console.print(table, crop=False)
+        console.print(table, crop=False)
+    else:
+        _print_table(table)
     console.print(SUMMARY_NOTE, soft_wrap=True)
     if result.device == "cpu":
         console.print("CPU training is fp32: fastai's to_fp16 uses CUDA autocast only.")
@@ -549,10 +595,9 @@ def run(
     try:
         result = _run_and_show(plan, data, out, options, where)
     except KeyboardInterrupt:  # Ray's waits raise a KeyboardInterrupt of their own for our Terminated: ask the flag
-        how = "terminated (SIGTERM)" if Terminated.received else "interrupted (Ctrl-C)"
-        err_console.print(f"{how}: finished entries are kept; rerun the same command to resume",
+        err_console.print(f"{_stop_reason()}: finished entries are kept; rerun the same command to resume",
                           soft_wrap=True, markup=False)
-        raise typer.Exit(EXIT_TERMINATED if Terminated.received else EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if result.failed:
         raise typer.Exit(1)
     if result.skipped:
@@ -628,7 +673,7 @@ def calibrate_command(
                       constants(result.device), f"{before.median:+.1%} → {after.median:+.1%}",
                       f"{before.worst_under:+.1%} → {after.worst_under:+.1%}",
                       result.held_back or "–")
-    console.print(table)
+    _print_table(table)
     console.print(f"calibrated constants kept in {report.saved}; estimates for these cards use them")
 
 

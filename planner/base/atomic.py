@@ -177,15 +177,19 @@ def check_writable(path: str | Path, what: str, *, folder: bool) -> Path:
 
     Raises:
         UserError: the path is a folder where a file is expected (or the reverse), an existing output
-            file is read-only, or its folder cannot be created or written.
+            file is read-only, a name is too long, or its folder cannot be created or written.
     """
     from planner.base.errors import UserError
 
     path = Path(path)
-    if path.exists() and path.is_dir() != folder:
+    try:
+        exists = path.exists()
+    except OSError as error:  # a name longer than the file system takes, a loop of symbolic links
+        raise UserError(f"{what} {path} cannot be written ({error.strerror}): choose another name") from None
+    if exists and path.is_dir() != folder:
         kind, expected = ("a file", "a folder") if folder else ("a folder", "a file name")
         raise UserError(f"{what} {path} is {kind}: give {expected}")
-    if not folder and path.exists() and not os.access(path, os.W_OK):
+    if not folder and exists and not os.access(path, os.W_OK):
         raise UserError(f"{what} {path} cannot be written (the file is read-only): choose another place")
     name = path.name if not folder else "write-check"
     problem = _try_to_write(path if folder else path.parent, f".{name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-")
