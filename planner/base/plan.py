@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from planner.base.atomic import atomic_write_json
 from planner.base.errors import UserError
@@ -67,12 +67,14 @@ class ItemTransform(Record):
     resize: int | tuple[int, int]
     method: Literal["crop", "squish", "pad"] = "crop"
 
-    @model_validator(mode="after")
-    def _positive(self) -> ItemTransform:
-        sides = (self.resize,) if isinstance(self.resize, int) else self.resize
+    @field_validator("resize")
+    @classmethod
+    def _positive_and_one_spelling(cls, resize: int | tuple[int, int]) -> int | tuple[int, int]:
+        """Positive sides; a square as one int (``[224, 224]`` is ``224``: one transform, one name)."""
+        sides = (resize,) if isinstance(resize, int) else resize
         if any(side <= 0 for side in sides):
             raise ValueError("resize sides must be positive")
-        return self
+        return sides[0] if len(set(sides)) == 1 else resize
 
     @property
     def label(self) -> str:

@@ -100,3 +100,16 @@ def test_single_entry_defaults_to_resize_at_the_size():
     assert entry.item == ItemTransform(resize=(64, 64), method="crop")
     with pytest.raises(UserError):
         single_entry("resnet18", 0)
+
+
+def test_a_square_resize_has_one_spelling_and_one_entry_name(tmp_path):
+    (from_flags,) = single_entry("resnet18", 64)
+    for resize in ("64", "[64, 64]"):
+        path = tmp_path / "models.toml"
+        path.write_text(f'[[model]]\narch = "resnet18"\nitem = {{ resize = {resize} }}\nsizes = [64]\n')
+        assert [entry.name for entry in load_models_file(path)] == [from_flags.name] == ["resnet18-crop64-64"]
+    path.write_text('[[model]]\narch = "resnet18"\nitem = { resize = 64 }\nsizes = [64]\n\n'
+                    '[[model]]\narch = "resnet18"\nitem = { resize = [64, 64] }\nsizes = [64]\n')
+    with pytest.raises(UserError, match="lists the same entry twice: resnet18-crop64-64"):
+        load_models_file(path)  # the same transform, once
+    assert ItemTransform(resize=(64, 64)) == ItemTransform(resize=64) != ItemTransform(resize=(64, 48))

@@ -20,7 +20,7 @@ from planner.base.plan import (
 
 def make_plan() -> Plan:
     entry = PlanEntry(
-        name="resnet18-crop64x64-64", arch="resnet18", item=ItemTransform(resize=(64, 64)), size=(64, 64),
+        name="resnet18-crop64-64", arch="resnet18", item=ItemTransform(resize=(64, 64)), size=(64, 64),
         accum=2, micro_batch=32, predicted_peak_bytes=250 * 2**20, fits=True, headroom_bytes=50 * 2**20,
         probes=[ProbePoint(micro_batch=32, peak_bytes=250 * 2**20, seconds=0.5)],
     )
@@ -34,7 +34,7 @@ def test_plan_round_trips_through_its_file(tmp_path):
     path = save_plan(plan, tmp_path / "plan.json")
     assert load_plan(path) == plan
     data = json.loads(path.read_text())
-    assert data["version"] == 1 and data["entries"][0]["item"] == {"resize": [64, 64], "method": "crop"}
+    assert data["version"] == 1 and data["entries"][0]["item"] == {"resize": 64, "method": "crop"}  # a square, one int
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed, not left behind
 
 

@@ -61,7 +61,7 @@ def test_a_plan_in_a_narrow_terminal_shows_every_cell_whole(tmp_path: Path) -> N
                          "--effective-bs", "8", "-o", tmp_path / "plan.json", env={"COLUMNS": "40"})
     assert result.returncode == 0, result.stderr
     lines = [line.rstrip() for line in result.stdout.splitlines()]
-    assert "entry:          resnet18-crop32x32-32" in lines
+    assert "entry:          resnet18-crop32-32" in lines
     assert "micro-batch:    8" in lines
     assert "…" not in result.stdout
 
