@@ -66,6 +66,7 @@ from planner_trainer.fingerprint import (
     save_listing,
     training_changed,
 )
+from planner_trainer.hub import cached_weights_when_offline
 from planner_trainer.one_try import EntryError, TryDone, TryResult
 from planner_trainer.options import RunOptions
 from planner_trainer.progress import LogFile, Reporter, Reporters
@@ -165,7 +166,8 @@ def run_plan(
                 for entry in todo:
                     forget_outputs(run_dir, entry.name)  # an earlier try's files never stand for this one's
                 try:
-                    with backend.opened(plan, todo, inputs, run_dir, reporter, tries.started):
+                    with cached_weights_when_offline(inputs.settings.pretrained, reporter), \
+                            backend.opened(plan, todo, inputs, run_dir, reporter, tries.started):
                         for entry in todo:
                             backend.submit(entry, None)
                         while backend.pending:
