@@ -360,20 +360,21 @@ def retrain_damaged(plan: Plan, book: RunBook, reporter: Reporter) -> None:
         record = book.run.entries.get(entry.name)
         if record is None or record.status != "finished":
             continue
-        problem = damaged_files(book.run_dir, record)
+        problem = damaged_files(book.run_dir, record.name, record.model)
         if problem is not None:
             book.put(record.model_copy(update={"status": "failed", "error": f"{problem}: rerun planner run to "
                                                                                "train it again"}))
             reporter.notice(f"{entry.name}: {problem}: training it again")
 
 
-def damaged_files(run_dir: Path, record: EntryRecord) -> str | None:
-    """What is wrong with a finished entry's prediction file or saved model (the first problem), or None."""
-    path = predictions_path(run_dir, record.name)
+def damaged_files(run_dir: Path, name: str, model: SavedModelRecord | None) -> str | None:
+    """What is wrong with a finished entry's prediction file or its saved model (run.json's ``model``, None
+    when it kept none): the first problem, or None."""
+    path = predictions_path(run_dir, name)
     problem = prediction_file_problem(path)
     if problem is not None:
         return f"{path.relative_to(run_dir).as_posix()} {problem}"
-    return saved_model_problem(run_dir, record.model) if record.model is not None else None
+    return saved_model_problem(run_dir, model) if model is not None else None
 
 
 def new_entry_record(entry: PlanEntry, plan: Plan, *, accum: int, micro_batch: int, device: str,

@@ -96,6 +96,8 @@ def _arrays_or_problem(path: Path) -> dict[str, np.ndarray] | tuple[str, bool]:
         return "is missing (deleted?)", False
     except PermissionError:
         return "cannot be read: permission denied for this user", True
+    except IsADirectoryError:
+        return "is a folder, not a file", False
     except OSError as error:
         return f"cannot be read ({error.strerror or error})", False
     if not data.startswith(ZIP_MAGIC):
