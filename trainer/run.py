@@ -32,7 +32,7 @@ from planner.base.locations import data_for_run, default_run_dir
 from planner.base.lock import held_exclusively
 from planner.base.margin import card_needed, format_margin, margin_covering
 from planner.base.plan import AllocatorConfig, Plan, PlanEntry, batch_divisors, load_plan, micro_batch_for
-from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
+from planner.base.predfile import PREDS_FOLDER, prediction_file_problem, predictions_path, read_prediction_arrays
 from planner.base.runfile import (
     RUN_FILE,
     DataRecord,
@@ -72,7 +72,7 @@ from planner_trainer.options import RunOptions
 from planner_trainer.progress import LogFile, Reporter, Reporters
 from planner_trainer.repredict import repredict_test
 from planner_trainer.rerun import retrain_command
-from planner_trainer.saved_model import MODELS_FOLDER, recipe_path, weights_path
+from planner_trainer.saved_model import MODELS_FOLDER, recipe_path, saved_model_problem, weights_path
 from planner_trainer.split import SPLIT_FILE, Split, check_holds_out, load_split, shared_split
 from planner_trainer.try_spec import RunInputs, TrySpec
 
@@ -152,6 +152,8 @@ def run_plan(
     with one_writer(run_dir), torch_threads_kept():  # training sets torch's threads; a notebook gets its own back
         run_dir, split, book, reporter = start_run_folder(plan_path, plan, layout, run_dir, options, reporter)
         try:
+            if not options.retrain:
+                retrain_damaged(plan, book, reporter)
             stale = stale_test_predictions(plan, book, layout, options.retrain)
             repredict_entries(stale, book, layout, options.device, reporter)
             todo = entries_to_train(plan, book, reporter, device, options.include_misfits, options.retrain)
@@ -343,11 +345,38 @@ def skipped_record(entry: PlanEntry, plan: Plan, device: str, reason: str) -> En
 
 
 def finished_earlier(book: RunBook, name: str) -> EntryRecord | None:
-    """The entry's record if an earlier run finished it (run.json says so and its npz exists)."""
+    """The entry's record if an earlier run finished it (run.json says so and its npz exists; whether its
+    files are whole is :func:`retrain_damaged`'s to check first)."""
     previous = book.run.entries.get(name)
     if previous and previous.status == "finished" and predictions_path(book.run_dir, name).exists():
         return previous
     return None
+
+
+def retrain_damaged(plan: Plan, book: RunBook, reporter: Reporter) -> None:
+    """Mark ``failed`` in run.json, so that this run trains them again, the plan's finished entries whose
+    files are gone or damaged (a prediction file deleted to train the entry again, a truncated model), each
+    with one line naming the file and why; the others are kept. Cheap: the prediction file's arrays are
+    loaded (kilobytes), the saved model's size and header checked (its SHA-256 is checked when it is loaded)."""
+    for entry in plan.entries:
+        record = book.run.entries.get(entry.name)
+        if record is None or record.status != "finished":
+            continue
+        problem = damaged_files(book.run_dir, record.name, record.model)
+        if problem is not None:
+            book.put(record.model_copy(update={"status": "failed", "error": f"{problem}: rerun planner run to "
+                                                                               "train it again"}))
+            reporter.notice(f"{entry.name}: {problem}: training it again")
+
+
+def damaged_files(run_dir: Path, name: str, model: SavedModelRecord | None) -> str | None:
+    """What is wrong with a finished entry's prediction file or its saved model (run.json's ``model``, None
+    when it kept none): the first problem, or None."""
+    path = predictions_path(run_dir, name)
+    problem = prediction_file_problem(path)
+    if problem is not None:
+        return f"{path.relative_to(run_dir).as_posix()} {problem}"
+    return saved_model_problem(run_dir, model) if model is not None else None
 
 
 def new_entry_record(entry: PlanEntry, plan: Plan, *, accum: int, micro_batch: int, device: str,

@@ -173,6 +173,33 @@ def read_saved_model(run_dir: str | Path, entry: str) -> tuple[ModelRecipe, dict
         raise UserError(f"{path} is not a safetensors file ({error})") from None
 
 
+def saved_model_problem(run_dir: Path, record: SavedModelRecord) -> str | None:
+    """Why an entry's saved model is not whole ("models/x.safetensors is missing (deleted?)"...), or None:
+    the weights' size against run.json's and their safetensors header, and the recipe. What a rerun checks
+    before keeping a finished entry; it reads no weights (their SHA-256 is checked when they are loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = run_dir / record.weights
+    try:
+        size = weights.stat().st_size
+        if size != record.bytes:
+            return f"{record.weights} has {size} bytes, run.json says {record.bytes} (truncated or replaced?)"
+        with safe_open(weights, framework="numpy"):
+            pass
+    except FileNotFoundError:
+        return f"{record.weights} is missing (deleted?)"
+    except PermissionError:
+        return f"{record.weights} cannot be read: permission denied for this user"
+    except (OSError, SafetensorError) as error:
+        return f"{record.weights} is not a whole safetensors file ({error})"
+    recipe = run_dir / record.recipe
+    try:
+        load_recipe(recipe)
+    except UserError:
+        return f"{record.recipe} {'cannot be read as a model recipe' if recipe.exists() else 'is missing (deleted?)'}"
+    return None
+
+
 def saved_model_record(run_dir: Path, entry: str) -> SavedModelRecord:
     """run.json's record of an entry's saved model.
 

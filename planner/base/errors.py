@@ -19,8 +19,9 @@ def first_line(error: BaseException, default: str = "") -> str:
     return text.splitlines()[0] if text else default or type(error).__name__
 
 
+PERMISSION_FIX = "give this user access to it (chmod, chown) or use another path"
 PATH_FAULTS = {errno.ENAMETOOLONG: "a name in a path is at most 255 bytes on most file systems: give a shorter one",
-               errno.EACCES: "give this user access to it (chmod, chown) or use another path"}
+               errno.EACCES: PERMISSION_FIX}
 """Errors of a path the file system refuses to this user, wherever it was given or found (an option, a file in
 the run folder or planner's cache), and the fix of each."""
 

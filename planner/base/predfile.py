@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from planner.base.atomic import atomic_write
-from planner.base.errors import UserError
-from planner.base.jsonfile import describe_bytes, read_bytes
+from planner.base.errors import PERMISSION_FIX, UserError
+from planner.base.jsonfile import describe_bytes
 
 PREDS_FOLDER = "preds"
 ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive
@@ -70,19 +70,44 @@ def read_prediction_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of one prediction file, as saved (their types and values are the reader's to check).
 
     Raises:
-        UserError: the file is missing, is not an .npz (named: a PNG, text...), cannot be read
-            without pickles, or misses an array.
+        UserError: the file is missing, cannot be read (no permission: named as such), is not an .npz
+            (named: a PNG, text...), cannot be read without pickles, or misses an array.
     """
-    fix = "delete it and rerun planner run to predict that entry again"
-    data = read_bytes(path, "prediction file", fix)
+    arrays = _arrays_or_problem(path)
+    if isinstance(arrays, dict):
+        return arrays
+    problem, denied = arrays
+    fix = PERMISSION_FIX if denied else "delete it and rerun planner run to predict that entry again"
+    raise UserError(f"prediction file {path} {problem}: {fix}")
+
+
+def prediction_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole prediction file ("is missing (deleted?)", "is empty", "misses array(s)
+    vocab"...), or None when every array loads: what a rerun checks before keeping a finished entry."""
+    arrays = _arrays_or_problem(path)
+    return None if isinstance(arrays, dict) else arrays[0]
+
+
+def _arrays_or_problem(path: Path) -> dict[str, np.ndarray] | tuple[str, bool]:
+    """The file's arrays, or what is wrong with it and whether it is a missing permission."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "is missing (deleted?)", False
+    except PermissionError:
+        return "cannot be read: permission denied for this user", True
+    except IsADirectoryError:
+        return "is a folder, not a file", False
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})", False
     if not data.startswith(ZIP_MAGIC):
-        kind = describe_bytes(data) or "not a zip archive"
-        raise UserError(f"prediction file {path} is {kind}, not a numpy .npz: {fix}")
+        kind = "empty" if not data else describe_bytes(data) or "not a zip archive"
+        return f"is {kind}, not a numpy .npz", False
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [name for name in PREDICTION_ARRAYS if name not in npz.files]
             if missing:
-                raise UserError(f"{path} misses array(s) {', '.join(missing)}")
+                return f"misses array(s) {', '.join(missing)}", False
             return {name: npz[name] for name in PREDICTION_ARRAYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"cannot read {path} as a numpy .npz without pickles ({error}): {fix}") from None
+        return f"cannot be read as a numpy .npz without pickles (damaged? {error})", False

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.base.errors import UserError
+from planner.base.errors import PERMISSION_FIX, UserError
 from planner.base.predfile import PREDS_FOLDER, predictions_path, read_prediction_arrays
 from planner.base.runfile import RUN_FILE, EntryRecord, load_run
 
@@ -58,7 +58,7 @@ def load_predictions(run_dir: Path) -> RunPredictions:
     folder = run_dir / PREDS_FOLDER
     if not folder.is_dir() and not entries_without_predictions(run_dir, ()):
         raise UserError(f"{folder} not found: run `planner run` first, or pass the run folder it wrote")
-    paths = sorted(folder.glob("*.npz"))
+    paths = _prediction_files(folder)
     if len(paths) < 2:
         raise UserError(
             f"{folder} holds {len(paths)} prediction file(s); tune-weights needs at least two models"
@@ -81,6 +81,20 @@ def load_predictions(run_dir: Path) -> RunPredictions:
         test_names=tuple(first["test_names"].tolist()),
         test_probs=np.stack([arrays["test_probs"] for arrays in files]).astype(np.float64),
     )
+
+
+def _prediction_files(folder: Path) -> list[Path]:
+    """The folder's ``*.npz`` files, sorted; none when it does not exist.
+
+    Raises:
+        UserError: this user may not list the folder (said as such, not as a folder without files).
+    """
+    try:
+        return sorted(path for path in folder.iterdir() if path.suffix == ".npz")
+    except FileNotFoundError:
+        return []
+    except PermissionError:
+        raise UserError(f"{folder} cannot be read: permission denied for this user: {PERMISSION_FIX}") from None
 
 
 def held_out_digest(run_dir: Path, name: str) -> str:

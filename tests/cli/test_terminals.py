@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from fault_runs import finish, is_temporary, planner
-from planner_process import REPO, run_planner
+from planner_process import REPO, run_planner, without_root_access
 from run_data import plan_entry, write_plan
 
 ENTRY = "resnet18-crop40-32"
@@ -92,15 +91,6 @@ def test_a_current_folder_that_was_deleted_is_one_line(tmp_path: Path) -> None:
     assert result.stderr == "error: the current folder no longer exists (deleted or moved): cd into an existing " \
                             "folder and rerun\n"
     assert list(tmp_path.iterdir()) == []
-
-
-def without_root_access() -> list[str]:
-    """A command prefix under which permission bits hold: none for a user, root's override dropped for root."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("root overrides permission bits, and setpriv is missing to drop that")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
 
 
 def test_a_file_this_user_may_not_read_is_one_line(tmp_path: Path) -> None:
