@@ -3,8 +3,9 @@ of both backends.
 
 Read top to bottom: check the plan, the device (on CUDA, set the allocator configuration before
 CUDA starts: ``planner.base.allocator``) and the data (every fit must get an optimizer step); take
-the run folder's lock; compare the data with what the folder was trained on (changed
-training data: refuse, or start afresh with ``--retrain``); read or draw its one held-out split; read
+the run folder's lock; compare the data with what the folder was trained on (a copy with the
+same bytes is the same data; changed training data: refuse, or start afresh with ``--retrain``);
+read or draw its one held-out split; read
 or start ``run.json``; predict a changed test set again from the saved models; skip the entries
 finished earlier (and those the plan says do not fit); say when the allocator configuration is not
 the plan's; submit the others to the backend
