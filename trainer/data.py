@@ -20,6 +20,7 @@ from pathlib import Path
 
 from planner.base.errors import UserError
 from planner.base.images import broken_links_error, class_folders, images_in, is_broken_link, some_of
+from planner.base.paths import resolved_folder
 from planner.base.pixels import check_images
 
 LAYOUT_HINT = "expected train_images/<label>/* and test_images/*"
@@ -77,7 +78,7 @@ def scan_data(data_dir: str | Path) -> DataLayout:
             sub-folders, images are broken symbolic links or cannot be read (the message names every one,
             the first few when many).
     """
-    root = Path(data_dir).expanduser().resolve()
+    root = resolved_folder(data_dir, "data folder")
     if root.exists() and not root.is_dir():
         raise UserError(f"data folder {root} is a file, not a folder: give the folder that holds train_images/")
     if not root.is_dir():

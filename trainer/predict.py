@@ -25,6 +25,7 @@ import numpy as np
 from planner.base.atomic import atomic_write_text
 from planner.base.errors import UserError
 from planner.base.images import IMAGE_SUFFIXES, images_in, is_broken_link
+from planner.base.paths import resolved_folder
 from planner.base.pixels import decode_problem
 from planner.base.runfile import load_run
 from planner.base.threads import torch_threads_kept
@@ -100,7 +101,7 @@ def predict(run_dir: str | Path, images: str | Path | Sequence[str | Path], weig
     from planner_trainer.memory import release_memory
     from planner_trainer.saved_model import build_from_recipe, read_saved_model
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = resolved_folder(run_dir, "run folder")
     if weights is not None and not isinstance(weights, Mapping):
         raise UserError(f"weights must map each entry's name to its weight, e.g. load_weights({str(run_dir)!r}), "
                         f"or be None for equal weights; got {type(weights).__name__}")

@@ -3,8 +3,9 @@ of both backends.
 
 Read top to bottom: check the plan, the device (on CUDA, set the allocator configuration before
 CUDA starts: ``planner.base.allocator``) and the data (every fit must get an optimizer step); take
-the run folder's lock; compare the data with what the folder was trained on (changed
-training data: refuse, or start afresh with ``--retrain``); read or draw its one held-out split; read
+the run folder's lock; compare the data with what the folder was trained on (a copy with the
+same bytes is the same data; changed training data: refuse, or start afresh with ``--retrain``);
+read or draw its one held-out split; read
 or start ``run.json``; predict a changed test set again from the saved models; skip the entries
 finished earlier (and those the plan says do not fit); say when the allocator configuration is not
 the plan's; submit the others to the backend
@@ -63,6 +64,7 @@ from planner_trainer.fingerprint import (
     describe_change,
     listing,
     load_listing,
+    same_files,
     save_listing,
     training_changed,
 )
@@ -460,18 +462,22 @@ def start_run_folder(
     run_dir.mkdir(parents=True, exist_ok=True)
     for folder in (run_dir, run_dir / PREDS_FOLDER, run_dir / MODELS_FOLDER):  # a killed writer's half files
         remove_stale_temporaries(folder)
-    files = listing(layout)
-    inputs = data_record(layout, files)
     previous = load_run(run_dir)
-    if previous is not None and previous.inputs is not None and training_changed(previous.inputs, inputs):
-        change = describe_change(previous.inputs, inputs, load_listing(run_dir), files, "train")
-        if not options.retrain:
-            raise UserError(
-                f"the training data in {layout.root} changed since {run_dir} was trained ({change}): its models "
-                "learned the old data. Train every entry on the data as it is now with --retrain (a new split; "
-                "the folder's predictions and models are replaced), or use another --out folder")
-        start_afresh(run_dir)
-        previous = None
+    known = load_listing(run_dir)
+    files = listing(layout, known)
+    inputs = data_record(layout, files)
+    if previous is not None and previous.inputs is not None:
+        if training_changed(previous.inputs, inputs, known, files):
+            change = describe_change(previous.inputs, inputs, known, files, "train")
+            if not options.retrain:
+                raise UserError(
+                    f"the training data in {layout.root} changed since {run_dir} was trained ({change}): its models "
+                    "learned the old data. Train every entry on the data as it is now with --retrain (a new split; "
+                    "the folder's predictions and models are replaced), or use another --out folder")
+            start_afresh(run_dir)
+            previous = None
+        elif same_files(previous.inputs, inputs, known, files, "test"):
+            previous = test_set_kept(previous, previous.inputs.test, inputs.test)
     restarted = previous is not None and restart_untrained(run_dir, previous, plan, options)
     if restarted:
         previous = None
@@ -531,6 +537,14 @@ def restart_untrained(run_dir: Path, previous: RunFile, plan: Plan, options: Run
     if not same:
         start_afresh(run_dir)
     return not same
+
+
+def test_set_kept(run: RunFile, before: FileSet, now: FileSet) -> RunFile:
+    """``run`` with the entries that predicted the test set ``before`` marked as predicting ``now``: the
+    same files with other times (a copied data folder), so that nothing is predicted again."""
+    return run.model_copy(update={"entries": {
+        name: record.model_copy(update={"test_files": now}) if record.test_files == before else record
+        for name, record in run.entries.items()}})
 
 
 def start_afresh(run_dir: Path) -> None:

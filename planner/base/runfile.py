@@ -91,7 +91,8 @@ class EpochRecord(Record):
 class FileSet(Record):
     """A set of files as a run saw them, cheaply: how many, their bytes, and a SHA-256 over each one's
     name, size and modification time (``planner_trainer.fingerprint``): a file added, removed, replaced or
-    edited changes it; the images' bytes are not read."""
+    edited changes it, and so does a copy of the folder (new times), which the listing's hashes of the
+    files' bytes then judge."""
 
     count: int = Field(ge=0)
     bytes: int = Field(ge=0)

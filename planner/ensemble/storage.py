@@ -23,6 +23,7 @@ from planner.base.atomic import check_writable
 from planner.base.errors import UserError
 from planner.base.filesystems import PROC_MOUNTS, network_mount
 from planner.base.locations import cache_folder
+from planner.base.paths import resolved_folder
 
 DEFAULT_STUDY = "tune-weights"  # the study's name in the storage unless --study names one
 
@@ -101,7 +102,7 @@ def study_storage(run_dir: Path, storage: str | None, mounts_file: Path = PROC_M
                 "--storage postgresql://USER:PASSWORD@HOST/DB"
             )
         return StudyStorage(storage)
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = resolved_folder(run_dir, "run folder")
     mount = network_mount(run_dir, mounts_file)
     if mount is None:
         return StudyStorage(f"sqlite:///{run_dir / STUDY_FILE}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from planner.base.errors import UserError
 from planner.base.images import class_folders, images_in
+from planner.base.paths import resolved_folder
 from planner.base.pixels import check_images
 from planner.base.plan import ItemTransform, Size
 from planner.probe.loadtime import sample_files
@@ -74,7 +75,7 @@ def probe_data_from_folder(folder: str | Path | None) -> ProbeData:
     """
     if folder is None:
         return ProbeData()
-    root = Path(folder)
+    root = resolved_folder(folder, "data folder")
     if root.exists() and not root.is_dir():
         raise UserError(f"data folder {root} is a file, not a folder: give the folder that holds train_images/")
     train = root / "train_images"
