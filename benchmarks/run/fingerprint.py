@@ -19,7 +19,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +28,6 @@ from PIL import Image, ImageFilter
 from benchmarks.paths import RESULTS
 from planner_trainer.data import scan_data
 from planner_trainer.fingerprint import listing
-
-
-def timed(work, reps: int) -> list[float]:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -64,16 +55,17 @@ def main() -> None:
             subprocess.run(["cp", "-r", copies[-1], str(data)], check=True)
 
         arms = {
-            "first": timed(lambda: listing(layout), args.reps),
-            "same": timed(lambda: listing(layout, known), args.reps),
-            "stat_only": timed(lambda: [(data / name).stat() for name in layout.train], args.reps),
+            "first": timeit.repeat(lambda: listing(layout), number=1, repeat=args.reps),
+            "same": timeit.repeat(lambda: listing(layout, known), number=1, repeat=args.reps),
+            "stat_only": timeit.repeat(lambda: [(data / name).stat() for name in layout.train], number=1,
+                                       repeat=args.reps),
         }
         copy_times = []
         for rep in range(args.reps):
             copies.append(str(Path(tmp) / f"copy{rep}"))
             subprocess.run(["cp", "-r", str(data), copies[-1]], check=True)
             copied()
-            copy_times += timed(lambda: listing(layout, known), 1)
+            copy_times += timeit.repeat(lambda: listing(layout, known), number=1, repeat=1)
         arms["copied"] = copy_times
     result = {"images": args.images, "bytes": total, "cores": len(os.sched_getaffinity(0)),
               "load_average": os.getloadavg()[0],
