@@ -77,7 +77,7 @@ def read_prediction_arrays(path: Path) -> dict[str, np.ndarray]:
     if isinstance(arrays, dict):
         return arrays
     problem, denied = arrays
-    fix = PERMISSION_FIX if denied else "delete it and rerun planner run to predict that entry again"
+    fix = PERMISSION_FIX if denied else "rerun planner run: it trains that entry again"
     raise UserError(f"prediction file {path} {problem}: {fix}")
 
 

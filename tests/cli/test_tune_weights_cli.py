@@ -81,7 +81,7 @@ CASES = {
     "negative": (poisoned(-0.1), "negative"),
     "row sum": (poisoned(0.9), "do not sum to 1"),
     "missing array": (lambda run: rewrite(run / "preds" / "b.npz", vocab=None), "misses array(s) vocab"),
-    "corrupt npz": (corrupt, "cannot read"),
+    "corrupt npz": (corrupt, "cannot be read as a numpy .npz"),
     "pickled array": (pickled, "without pickles"),
     "one model": (only_one, "at least two models: add entries to the plan and rerun planner run"),
     "no preds folder": (no_preds, "not found"),
